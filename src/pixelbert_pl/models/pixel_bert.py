@@ -1,0 +1,193 @@
+"""`PixelBertModel`: BERT text embeddings and CNN pixel tokens in one BERT transformer.
+
+Shapes: b rows (image-text pairs), t text tokens, p pixel tokens, L = t + p, d hidden size.
+
+The sequence is `[CLS] w_1 .. w_n [SEP] v_1 .. v_k` with no trailing [SEP] (paper Sec. 3). Text goes through
+BERT's own embedding layer (word + position + token type 0, LayerNorm); pixel tokens get no position embedding,
+only the shared s_v. The encoder is `transformers`' BERT encoder, called directly on the joint sequence with a
+joint key mask, attending through PyTorch SDPA (eager only when attention maps are asked for).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+from pixelbert_pl.models.config import PixelBertConfig
+from pixelbert_pl.models.visual import PixelEncoder, PixelTokens, sample_pixel_tokens
+
+_BERT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "layer_norm_eps",
+    "initializer_range",
+    "pad_token_id",
+)
+
+
+def bert_config(config: PixelBertConfig) -> BertConfig:
+    return BertConfig(**{name: getattr(config, name) for name in _BERT_FIELDS}, attn_implementation="sdpa")
+
+
+def resolve_config(config: PixelBertConfig) -> PixelBertConfig:
+    """Take the transformer's sizes from `config.text_encoder` (HF name or local dir), when one is given."""
+    if config.text_encoder is None:
+        return config
+    pretrained = BertConfig.from_pretrained(config.text_encoder)
+    sizes = {name: getattr(pretrained, name) for name in _BERT_FIELDS}
+    return config.replace(**sizes, tokenizer=config.tokenizer or config.text_encoder)
+
+
+@dataclass
+class PixelBertOutput:
+    sequence_output: torch.Tensor  # (b, L, d)
+    text_output: torch.Tensor  # (b, t, d)
+    cls_output: torch.Tensor  # (b, d): [CLS], through the tanh pooler only if config.use_pooler
+    attention_mask: torch.Tensor  # (b, L) bool, True = attended key
+    pixel_output: torch.Tensor | None = None  # (b, p, d)
+    pixel_token_mask: torch.Tensor | None = None  # (b, p) bool
+    pixel_token_index: torch.Tensor | None = None  # (b, p) grid cell of each pixel token (after sampling)
+    pixel_grid: tuple[int, int] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer (b, heads, L, L)
+
+
+class PixelBertModel(nn.Module):
+    """The shared Pixel-BERT backbone; task heads live in `heads.py` and are built by the tasks that use them."""
+
+    def __init__(self, config: PixelBertConfig) -> None:
+        super().__init__()
+        self.config = config = resolve_config(config)
+        if config.text_encoder is not None:
+            self.bert = BertModel.from_pretrained(
+                config.text_encoder, add_pooling_layer=config.use_pooler, attn_implementation="sdpa"
+            )
+        else:
+            self.bert = BertModel(bert_config(config), add_pooling_layer=config.use_pooler)
+        self.visual = PixelEncoder(config)
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+    def encode_pixels(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> PixelTokens:
+        """Run the CNN once per image; the result can serve every caption of each image (see `image_index`)."""
+        return self.visual(pixel_values, pixel_mask)
+
+    def sample_pixels(
+        self, pixels: PixelTokens, seeds: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> PixelTokens:
+        """Keep `config.pixel_sample_size` random valid tokens per row.
+
+        With `seeds` (one int per row) each row's draw depends on its seed alone, so a sample sees the same pixels
+        whatever batch it lands in and after a resume; otherwise `generator` (or the global RNG) decides.
+        """
+        k = self.config.pixel_sample_size
+        if k is None:
+            raise ValueError("sample_pixels needs config.pixel_sample_size; it is None")
+        b, p = pixels.mask.shape
+        if seeds is None:
+            scores = torch.rand(b, p, generator=generator, device=pixels.mask.device)
+        else:
+            scores = torch.stack(
+                [torch.rand(p, generator=torch.Generator().manual_seed(int(s))) for s in seeds.tolist()]
+            ).to(pixels.mask.device)
+        return sample_pixel_tokens(pixels, k, scores)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        *,
+        pixel_tokens: PixelTokens | None = None,
+        image_index: torch.Tensor | None = None,
+        sample_pixels: bool = False,
+        pixel_sample_seeds: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        output_attentions: bool = False,
+    ) -> PixelBertOutput:
+        """Encode `[CLS] text [SEP] pixels` (or the text alone when no image is given).
+
+        Args:
+            input_ids, attention_mask: (b, t) WordPiece ids starting with [CLS] and ending with [SEP], padded.
+            pixel_values, pixel_mask: (n, 3, H, W) normalised images and (n, H, W) real-pixel masks.
+            pixel_tokens: tokens from `encode_pixels`, instead of pixel_values.
+            image_index: (b,) which of the n images each text row reads; default row i reads image i.
+            sample_pixels: keep `config.pixel_sample_size` random tokens per row (pre-training). Ignored in eval
+                mode: the paper samples only while pre-training, so that evaluation sees every pixel.
+            pixel_sample_seeds, generator: where sampling randomness comes from (see `sample_pixels`).
+            output_attentions: also return every layer's attention maps (runs eager attention).
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        text = self.bert.embeddings(input_ids=input_ids)
+        t = text.shape[1]
+        if pixel_tokens is None and pixel_values is not None:
+            pixel_tokens = self.encode_pixels(pixel_values, pixel_mask)
+        if pixel_tokens is not None:
+            if image_index is not None:
+                pixel_tokens = pixel_tokens.select(image_index)
+            if pixel_tokens.tokens.shape[0] != input_ids.shape[0]:
+                raise ValueError(
+                    f"{pixel_tokens.tokens.shape[0]} images for {input_ids.shape[0]} text rows; pass image_index "
+                    "to map each row to its image"
+                )
+            if sample_pixels and self.training:
+                pixel_tokens = self.sample_pixels(pixel_tokens, pixel_sample_seeds, generator)
+            hidden = torch.cat([text, pixel_tokens.tokens.to(text.dtype)], dim=1)
+            keys = torch.cat([attention_mask.bool(), pixel_tokens.mask], dim=1)
+        else:
+            hidden, keys = text, attention_mask.bool()
+
+        sequence, attentions = self._encode(hidden, keys, output_attentions)
+        cls = sequence[:, 0]
+        if self.bert.pooler is not None:
+            cls = self.bert.pooler(sequence)
+        out = PixelBertOutput(sequence, sequence[:, :t], cls, keys, attentions=attentions)
+        if pixel_tokens is not None:
+            out.pixel_output = sequence[:, t:]
+            out.pixel_token_mask = pixel_tokens.mask
+            p = pixel_tokens.mask.shape[1]
+            index = pixel_tokens.index
+            out.pixel_token_index = (
+                torch.arange(p, device=keys.device).expand(keys.shape[0], p) if index is None else index
+            )
+            out.pixel_grid = pixel_tokens.grid
+        return out
+
+    def _encode(
+        self, hidden: torch.Tensor, keys: torch.Tensor, output_attentions: bool
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        bert_cfg = self.bert.config
+        if not output_attentions:
+            # SDPA takes a boolean keep-mask; broadcast over heads and queries.
+            return self.bert.encoder(hidden, attention_mask=keys[:, None, None, :]).last_hidden_state, None
+        # Eager attention adds the mask to the scores, so it needs an additive float mask.
+        additive = torch.zeros(keys.shape, dtype=hidden.dtype, device=hidden.device)
+        additive = additive.masked_fill(~keys, torch.finfo(hidden.dtype).min)[:, None, None, :]
+        maps: list[torch.Tensor] = []
+        hooks = [
+            layer.attention.self.register_forward_hook(lambda _m, _i, out: maps.append(out[1]))
+            for layer in self.bert.encoder.layer
+        ]
+        previous = bert_cfg._attn_implementation
+        bert_cfg._attn_implementation = "eager"
+        try:
+            sequence = self.bert.encoder(hidden, attention_mask=additive).last_hidden_state
+        finally:
+            bert_cfg._attn_implementation = previous
+            for hook in hooks:
+                hook.remove()
+        return sequence, tuple(maps)

@@ -1,0 +1,56 @@
+"""Tokenizers: BERT WordPiece from a Hugging Face name or a local directory, and a generated vocabulary for
+small corpora (the tiny preset, ShapesWorld, the tests), so nothing is ever downloaded there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from transformers import BertTokenizerFast, PreTrainedTokenizerBase
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """`BertTokenizerFast` from a hub name (needs the network or the HF cache) or a directory / vocab.txt file."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        # transformers 5 takes the vocabulary file as `vocab` (the 4.x `vocab_file` keyword is silently ignored).
+        return BertTokenizerFast(vocab=str(path), do_lower_case=True)
+    if path.is_dir() and not (path / "tokenizer_config.json").exists() and (path / "vocab.txt").exists():
+        return BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
+    return BertTokenizerFast.from_pretrained(str(name_or_path))
+
+
+def write_wordpiece_vocab(texts: Iterable[str], path: str | Path) -> Path:
+    """Write a WordPiece `vocab.txt` holding every lower-cased word of `texts` whole, plus single characters
+    (and their ## forms) so that any other word still tokenizes without [UNK]."""
+    words: set[str] = set()
+    chars: set[str] = set("abcdefghijklmnopqrstuvwxyz0123456789.,?!'-")
+    for text in texts:
+        for word in _basic_split(text):
+            words.add(word)
+            chars.update(word)
+    vocab = list(SPECIAL_TOKENS) + sorted(words | chars) + sorted(f"##{c}" for c in chars)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    return path
+
+
+def _basic_split(text: str) -> list[str]:
+    """BERT's basic pre-tokenisation for ASCII text: lower case, split on spaces and around punctuation."""
+    out: list[str] = []
+    for chunk in text.lower().split():
+        word = ""
+        for ch in chunk:
+            if not ch.isalnum():
+                if word:
+                    out.append(word)
+                out.append(ch)
+                word = ""
+            else:
+                word += ch
+        if word:
+            out.append(word)
+    return out

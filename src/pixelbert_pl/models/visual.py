@@ -1,0 +1,205 @@
+"""The pixel encoder: CNN trunk -> conv to hidden -> 2x2 max-pool -> + s_v -> LayerNorm -> dropout.
+
+Shapes: b images, H x W padded input, h x w one image's real region, gh x gw token grid, p = gh * gw tokens,
+k sampled tokens, d hidden size.
+
+Padding is known, never guessed: the collate's `pixel_mask` (True = real pixel, real region top-left) gives each
+image's size, and the trunk runs once per group of equal-size images on exactly their real region. So no image
+sees zero padding at its border, no pooled cell mixes real and padded features, and an image's tokens do not
+depend on what else is in the batch. Token counts follow the trunk's arithmetic: every stride-2 op in
+torchvision's ResNet maps n -> ceil(n / 2), and the pool uses ceil mode, so a side of n pixels gives
+ceil(n / (stride * pool)) tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.ops import FrozenBatchNorm2d
+
+from pixelbert_pl.models.config import PixelBertConfig
+
+
+def _torchvision_resnet(name: str) -> Callable[[], ResNet]:
+    return lambda: getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+
+
+# Frozen BN throughout: per-GPU batches of 800x1333 images are far too small for batch statistics.
+TRUNKS: dict[str, Callable[[], ResNet]] = {
+    name: _torchvision_resnet(name)
+    for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d")
+}
+# torchvision has no ResNeXt-152; the paper's X152 is 32x8d with ResNet-152's depth.
+TRUNKS["resnext152_32x8d"] = lambda: ResNet(
+    Bottleneck, [3, 8, 36, 3], groups=32, width_per_group=8, norm_layer=FrozenBatchNorm2d
+)
+TRUNKS["resnet_tiny"] = lambda: ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=FrozenBatchNorm2d)
+
+
+def load_trunk_weights(resnet: ResNet, backbone: str, weights: str) -> None:
+    """Load ImageNet weights from a torchvision enum name (e.g. "IMAGENET1K_V1") or a local state_dict file.
+
+    The classifier (`fc.*`) may be absent from the file: the trunk never uses it.
+    """
+    path = Path(weights).expanduser()
+    if path.suffix in {".pth", ".pt", ".bin", ".safetensors"} or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"visual_weights={weights!r}: no such state_dict file")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+    else:
+        try:
+            enum = torchvision.models.get_model_weights(backbone)
+        except ValueError as err:
+            raise ValueError(
+                f"visual_weights={weights!r}: torchvision has no weights for backbone {backbone!r}; give a local "
+                "state_dict path instead"
+            ) from err
+        if weights not in enum.__members__:
+            raise ValueError(
+                f"visual_weights={weights!r} is neither a file nor a {enum.__name__} member "
+                f"({sorted(enum.__members__)})"
+            )
+        state = enum[weights].get_state_dict(progress=False)
+    missing, unexpected = resnet.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"visual_weights={weights!r} does not fit backbone {backbone!r}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+
+
+def build_trunk(backbone: str, stages: int, weights: str | None = None) -> tuple[nn.Sequential, int]:
+    """A torchvision ResNet cut after `stages` residual stages; returns the trunk and its output channels."""
+    if backbone not in TRUNKS:
+        raise ValueError(f"unknown backbone {backbone!r}; available: {sorted(TRUNKS)}")
+    resnet = TRUNKS[backbone]()
+    if weights is not None:
+        load_trunk_weights(resnet, backbone, weights)
+    layers = [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4][:stages]
+    last = layers[-1][-1]
+    channels = last.conv3.out_channels if isinstance(last, Bottleneck) else last.conv2.out_channels
+    trunk = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, *layers)
+    return trunk, channels
+
+
+@dataclass
+class PixelTokens:
+    """Visual tokens of a batch of images, computed once and reusable by any number of captions."""
+
+    tokens: torch.Tensor  # (b, p, d)
+    mask: torch.Tensor  # (b, p) bool, True = a token of the real image
+    grid: tuple[int, int]  # (gh, gw): tokens are the raster-order cells of this grid
+    index: torch.Tensor | None = None  # (b, k) grid cell of each token after sampling; None = all p in order
+
+    def select(self, image_index: torch.Tensor) -> PixelTokens:
+        """The tokens of image `image_index[i]` for row i (several captions of one image share its CNN pass)."""
+        index = None if self.index is None else self.index[image_index]
+        return PixelTokens(self.tokens[image_index], self.mask[image_index], self.grid, index)
+
+
+def image_sizes(pixel_mask: torch.Tensor) -> torch.Tensor:
+    """(b, 2) real height and width of each image, checking that each real region is a top-left rectangle."""
+    heights = pixel_mask.any(dim=2).sum(dim=1)
+    widths = pixel_mask.any(dim=1).sum(dim=1)
+    top_left = pixel_mask[:, :1, :1].flatten() | (heights == 0)
+    if not torch.equal(pixel_mask.sum(dim=(1, 2)), heights * widths) or not bool(top_left.all()):
+        raise ValueError("pixel_mask: each image's real pixels must form one rectangle at the top left of the padding")
+    if bool((heights == 0).any()):
+        raise ValueError(f"pixel_mask: image(s) {torch.nonzero(heights == 0).flatten().tolist()} have no real pixel")
+    return torch.stack([heights, widths], dim=1)
+
+
+def sample_pixel_tokens(pixels: PixelTokens, k: int, scores: torch.Tensor) -> PixelTokens:
+    """Keep k tokens per image, drawn without replacement among that image's valid tokens only.
+
+    `scores` (b, p) are uniform draws in [0, 1); an image with fewer than k valid tokens keeps them all and the
+    rest of its k slots stay masked. The kept tokens stay in raster order.
+    """
+    b, p, d = pixels.tokens.shape
+    k = min(k, p)
+    keyed = scores.masked_fill(~pixels.mask, 2.0)  # invalid tokens rank behind every valid one
+    index = keyed.topk(k, dim=1, largest=False).indices.sort(dim=1).values
+    tokens = pixels.tokens.gather(1, index.unsqueeze(-1).expand(b, k, d))
+    return PixelTokens(tokens, pixels.mask.gather(1, index), pixels.grid, index)
+
+
+class PixelEncoder(nn.Module):
+    """Raw pixels to Pixel-BERT's visual tokens (paper Fig. 2: CNN backbone -> Conv -> Pooling -> + s_v)."""
+
+    def __init__(self, config: PixelBertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.trunk, channels = build_trunk(config.backbone, config.backbone_stages, config.visual_weights)
+        kernel = config.visual_kernel_size
+        if kernel % 2 == 0:
+            raise ValueError(f"visual_kernel_size={kernel}: expected an odd size, so the feature grid keeps its size")
+        self.projection = nn.Conv2d(channels, config.hidden_size, kernel, padding=kernel // 2)
+        self.semantic_embedding = nn.Parameter(torch.zeros(config.hidden_size))  # the paper's s_v
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        nn.init.normal_(self.semantic_embedding, std=config.initializer_range)
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        stride = self.config.token_stride
+        return math.ceil(height / stride), math.ceil(width / stride)
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        """(n, 3, h, w) images of one size -> (n, d, gh', gw') pooled features."""
+        features = self.projection(self.trunk(images))
+        pool = self.config.visual_pool_size
+        if pool > 1:
+            features = F.max_pool2d(features, pool, stride=pool, ceil_mode=True)
+        return features
+
+    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> PixelTokens:
+        b, _, height, width = pixel_values.shape
+        if pixel_mask is None:
+            pixel_mask = torch.ones(b, height, width, dtype=torch.bool, device=pixel_values.device)
+        if pixel_mask.shape != (b, height, width):
+            raise ValueError(f"pixel_mask has shape {tuple(pixel_mask.shape)}; expected {(b, height, width)}")
+        sizes = image_sizes(pixel_mask.bool())
+        gh, gw = self.token_grid(height, width)
+
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (h, w) in enumerate(sizes.tolist()):
+            groups.setdefault((h, w), []).append(i)
+        if len(groups) == 1 and next(iter(groups)) == (height, width):
+            grid = self._features(pixel_values)
+        else:
+            parts, order = [], []
+            for (h, w), members in groups.items():
+                index = torch.tensor(members, device=pixel_values.device)
+                features = self._features(pixel_values[index, :, :h, :w])
+                # Zero-fill outside the real region; those tokens are masked out of attention below.
+                parts.append(F.pad(features, (0, gw - features.shape[-1], 0, gh - features.shape[-2])))
+                order.extend(members)
+            inverse = torch.empty(b, dtype=torch.long, device=pixel_values.device)
+            inverse[torch.tensor(order, device=pixel_values.device)] = torch.arange(b, device=pixel_values.device)
+            grid = torch.cat(parts)[inverse]
+
+        stride = self.config.token_stride
+        valid_h = torch.div(sizes[:, 0] + stride - 1, stride, rounding_mode="floor")
+        valid_w = torch.div(sizes[:, 1] + stride - 1, stride, rounding_mode="floor")
+        rows = torch.arange(gh, device=sizes.device)[None, :, None] < valid_h[:, None, None]
+        cols = torch.arange(gw, device=sizes.device)[None, None, :] < valid_w[:, None, None]
+        mask = (rows & cols).flatten(1)
+
+        tokens = grid.flatten(2).transpose(1, 2) + self.semantic_embedding
+        tokens = self.dropout(self.layer_norm(tokens))
+        return PixelTokens(tokens, mask, (gh, gw))

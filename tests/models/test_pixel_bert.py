@@ -1,0 +1,98 @@
+"""PixelBertModel: real BERT weights, batch-independent outputs, CNN reuse, attention maps, save/load."""
+
+import pytest
+import torch
+from transformers import BertModel
+
+import pixelbert_pl
+from pixelbert_pl.models import load_tokenizer
+
+
+def test_text_path_reproduces_bert_from_real_weights(minilm_path) -> None:
+    model = pixelbert_pl.create_model("pixelbert_tiny", text_encoder=minilm_path).eval()
+    assert (model.config.hidden_size, model.config.num_hidden_layers, model.config.vocab_size) == (384, 6, 30522)
+    assert model.visual.projection.out_channels == 384  # the visual projection follows the checkpoint
+    reference = BertModel.from_pretrained(minilm_path).eval()
+    tokenizer = load_tokenizer(minilm_path)
+    batch = tokenizer(["a red circle left of a blue square.", "pixels"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours = model(batch["input_ids"], batch["attention_mask"])
+        expected = reference(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(ours.sequence_output[real], expected[real], atol=1e-5, rtol=1e-5)
+    assert ours.pixel_output is None and ours.cls_output.shape == (2, 384)
+
+
+def test_outputs_have_the_documented_shapes(tiny_model) -> None:
+    ids = torch.randint(5, 100, (3, 7))
+    out = tiny_model(ids, torch.ones(3, 7), torch.randn(3, 3, 96, 64), torch.ones(3, 96, 64, dtype=torch.bool))
+    p = 6 * 4
+    d = tiny_model.config.hidden_size
+    assert out.sequence_output.shape == (3, 7 + p, d)
+    assert out.text_output.shape == (3, 7, d)
+    assert out.pixel_output.shape == (3, p, d)
+    assert out.pixel_token_mask.shape == (3, p) and out.pixel_grid == (6, 4)
+    assert out.cls_output.shape == (3, d)
+    torch.testing.assert_close(out.cls_output, out.sequence_output[:, 0])
+
+
+def test_cls_does_not_depend_on_the_rest_of_the_batch(tiny_model) -> None:
+    ids = torch.randint(5, 100, (1, 6))
+    image = torch.randn(3, 48, 80)
+    values = torch.zeros(3, 3, 96, 96)
+    mask = torch.zeros(3, 96, 96, dtype=torch.bool)
+    values[0, :, :48, :80], mask[0, :48, :80] = image, True
+    values[1], mask[1] = torch.randn(3, 96, 96), True
+    values[2, :, :96, :32], mask[2, :96, :32] = torch.randn(3, 96, 32), True
+    long_ids = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1).expand(3, -1)
+    text_mask = torch.tensor([[1] * 6 + [0] * 3] * 3)
+    with torch.no_grad():
+        alone = tiny_model(ids, pixel_values=image[None]).cls_output[0]
+        batched = tiny_model(long_ids, text_mask, values, mask).cls_output[0]
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_cnn_runs_once_and_serves_several_captions(tiny_model) -> None:
+    ids = torch.randint(5, 100, (4, 6))
+    images = torch.randn(2, 3, 64, 64)
+    image_index = torch.tensor([0, 0, 1, 0])
+    calls = []
+    hook = tiny_model.visual.trunk.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        shared = tiny_model(ids, pixel_values=images, image_index=image_index)
+        repeated = tiny_model(ids, pixel_values=images[image_index])
+    hook.remove()
+    assert len(calls) == 2  # one trunk pass per forward, not per caption
+    torch.testing.assert_close(shared.sequence_output, repeated.sequence_output)
+    with pytest.raises(ValueError, match="image_index"):
+        tiny_model(ids, pixel_values=images)
+
+
+def test_attention_maps_on_request_match_the_sdpa_path(tiny_model) -> None:
+    ids = torch.randint(5, 100, (2, 5))
+    mask = torch.ones(2, 64, 64, dtype=torch.bool)
+    mask[1, :, 32:] = False
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = tiny_model(ids, pixel_values=images, pixel_mask=mask)
+        traced = tiny_model(ids, pixel_values=images, pixel_mask=mask, output_attentions=True)
+    assert plain.attentions is None
+    cfg = tiny_model.config
+    length = plain.sequence_output.shape[1]
+    assert len(traced.attentions) == cfg.num_hidden_layers
+    assert traced.attentions[0].shape == (2, cfg.num_attention_heads, length, length)
+    torch.testing.assert_close(traced.sequence_output, plain.sequence_output, atol=1e-5, rtol=1e-5)
+    padded_keys = ~traced.attention_mask[1]
+    assert float(traced.attentions[-1][1][..., padded_keys].abs().max()) == 0.0
+    assert tiny_model.bert.config._attn_implementation == "sdpa"
+
+
+def test_state_dict_round_trip_gives_identical_outputs(tiny_model) -> None:
+    ids = torch.randint(5, 100, (2, 6))
+    images = torch.randn(2, 3, 64, 64)
+    clone = pixelbert_pl.create_model("pixelbert_tiny").eval()
+    clone.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(
+            tiny_model(ids, pixel_values=images).sequence_output, clone(ids, pixel_values=images).sequence_output
+        )

@@ -1,0 +1,130 @@
+"""The pixel encoder: real trunk weights, padding that never leaks, sampling among valid tokens only."""
+
+import pytest
+import torch
+import torchvision
+
+import pixelbert_pl
+from pixelbert_pl.models.visual import PixelTokens, build_trunk, sample_pixel_tokens
+
+
+def _randomise_bn_statistics(model: torch.nn.Module) -> None:
+    # Fresh BN layers are identities (mean 0, var 1); real statistics make the comparison meaningful.
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.8, 1.25)
+            module.weight.data.uniform_(0.8, 1.25)
+            module.bias.data.uniform_(-0.1, 0.1)
+
+
+def test_trunk_from_state_dict_matches_torchvision_resnet50(tmp_path) -> None:
+    reference = torchvision.models.resnet50(weights=None)
+    _randomise_bn_statistics(reference)
+    path = tmp_path / "resnet50.pth"
+    torch.save(reference.state_dict(), path)
+    reference.eval()
+
+    trunk, channels = build_trunk("resnet50", 4, str(path))
+    images = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        expected = torch.nn.Sequential(*list(reference.children())[:-2])(images)
+        got = trunk(images)
+    assert channels == 2048
+    assert got.shape == expected.shape == (2, 2048, 3, 4)
+    # FrozenBN folds (x - mean) / std * w + b into one multiply-add: equal up to float32 rounding of the sum.
+    torch.testing.assert_close(got, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-5)
+
+
+def test_model_loads_visual_weights_by_path_and_rejects_bad_names(tmp_path) -> None:
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save({k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}, path)
+    model = pixelbert_pl.create_model("pixelbert_tiny", backbone="resnet18", visual_weights=str(path))
+    torch.testing.assert_close(model.visual.trunk[0].weight, reference.conv1.weight)
+    with pytest.raises(ValueError, match="IMAGENET1K_V9"):
+        pixelbert_pl.create_model("pixelbert_tiny", backbone="resnet18", visual_weights="IMAGENET1K_V9")
+    with pytest.raises(ValueError, match="does not fit backbone 'resnet_tiny'"):
+        pixelbert_pl.create_model("pixelbert_tiny", visual_weights=str(path))
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
+        pixelbert_pl.create_model("pixelbert_tiny", visual_weights=str(tmp_path / "missing.pth"))
+
+
+@pytest.mark.parametrize(("height", "width"), [(96, 96), (80, 112), (33, 17), (100, 65)])
+def test_token_grid_arithmetic_matches_the_network(tiny_model, height, width) -> None:
+    pixels = tiny_model.encode_pixels(torch.randn(1, 3, height, width))
+    gh, gw = tiny_model.visual.token_grid(height, width)
+    assert pixels.grid == (gh, gw)
+    assert pixels.tokens.shape == (1, gh * gw, tiny_model.config.hidden_size)
+    assert bool(pixels.mask.all())
+
+
+def test_padded_image_gives_the_tokens_it_gives_alone(tiny_model) -> None:
+    small = torch.randn(3, 40, 72)
+    big = torch.randn(3, 96, 96)
+    values = torch.zeros(2, 3, 96, 96)
+    mask = torch.zeros(2, 96, 96, dtype=torch.bool)
+    values[0, :, :40, :72], mask[0, :40, :72] = small, True
+    values[1], mask[1] = big, True
+    with torch.no_grad():
+        batch = tiny_model.encode_pixels(values, mask)
+        alone = tiny_model.encode_pixels(small[None])
+    gh, gw = alone.grid
+    assert batch.mask[0].view(batch.grid).sum() == gh * gw
+    tokens = batch.tokens[0].view(*batch.grid, -1)[:gh, :gw].reshape(gh * gw, -1)
+    torch.testing.assert_close(tokens, alone.tokens[0], atol=1e-5, rtol=1e-5)
+
+
+def test_mid_grey_image_is_not_padding(tiny_model) -> None:
+    grey = torch.zeros(1, 3, 64, 64)  # ImageNet-normalised mid grey is ~0 everywhere
+    pixels = tiny_model.encode_pixels(grey, torch.ones(1, 64, 64, dtype=torch.bool))
+    assert bool(pixels.mask.all())
+
+
+def test_pixel_mask_must_be_a_top_left_rectangle(tiny_model) -> None:
+    mask = torch.ones(1, 32, 32, dtype=torch.bool)
+    mask[0, 5, 5] = False
+    with pytest.raises(ValueError, match="top left"):
+        tiny_model.encode_pixels(torch.randn(1, 3, 32, 32), mask)
+
+
+def _tokens(valid_counts: list[int], p: int = 12) -> PixelTokens:
+    mask = torch.arange(p)[None] < torch.tensor(valid_counts)[:, None]
+    return PixelTokens(torch.randn(len(valid_counts), p, 4), mask, (3, 4))
+
+
+def test_sampling_keeps_exactly_k_valid_tokens_per_image() -> None:
+    pixels = _tokens([12, 9, 5])
+    sampled = sample_pixel_tokens(pixels, 5, torch.rand(3, 12))
+    assert sampled.tokens.shape == (3, 5, 4)
+    assert bool(sampled.mask.all())
+    assert bool((sampled.index < torch.tensor([12, 9, 5])[:, None]).all())
+    for row in range(3):
+        assert len(set(sampled.index[row].tolist())) == 5
+        torch.testing.assert_close(sampled.tokens[row], pixels.tokens[row, sampled.index[row]])
+
+
+def test_sampling_short_image_keeps_all_valid_and_masks_the_rest() -> None:
+    sampled = sample_pixel_tokens(_tokens([12, 3]), 6, torch.rand(2, 12))
+    assert sampled.mask.sum(1).tolist() == [6, 3]
+    assert sorted(sampled.index[1, :3].tolist()) == [0, 1, 2]
+
+
+def test_model_samples_only_when_asked_in_train_mode(tiny_model) -> None:
+    ids = torch.randint(5, 100, (2, 8))
+    images = torch.randn(2, 3, 96, 96)
+    k = tiny_model.config.pixel_sample_size
+    full = tiny_model.visual.token_grid(96, 96)[0] * tiny_model.visual.token_grid(96, 96)[1]
+    tiny_model.train()
+    assert tiny_model(ids, pixel_values=images).pixel_output.shape[1] == full
+    out = tiny_model(ids, pixel_values=images, sample_pixels=True, pixel_sample_seeds=torch.tensor([1, 2]))
+    again = tiny_model(ids, pixel_values=images, sample_pixels=True, pixel_sample_seeds=torch.tensor([1, 2]))
+    assert out.pixel_output.shape[1] == k and bool(out.pixel_token_mask.all())
+    assert torch.equal(out.pixel_token_index, again.pixel_token_index)
+    assert not torch.equal(out.pixel_token_index[0], out.pixel_token_index[1])
+    tiny_model.eval()
+    with torch.no_grad():
+        first = tiny_model(ids, pixel_values=images, sample_pixels=True)
+        second = tiny_model(ids, pixel_values=images, sample_pixels=True)
+    assert first.pixel_output.shape[1] == full
+    assert torch.equal(first.sequence_output, second.sequence_output)
