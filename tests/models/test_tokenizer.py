@@ -14,6 +14,9 @@ def test_generated_vocab_keeps_corpus_words_whole(tmp_path) -> None:
     assert "[UNK]" not in tokenizer.tokenize("zebra")  # unseen words fall back to characters
     ids = tokenizer("red circle")["input_ids"]
     assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    with pytest.raises(FileNotFoundError, match=r"no vocab\.txt"):
+        load_tokenizer(tmp_path)
+    path.rename(tmp_path / "vocab.txt")
     assert load_tokenizer(tmp_path).vocab_size == tokenizer.vocab_size  # a directory holding vocab.txt works too
 
 

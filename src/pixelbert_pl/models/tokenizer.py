@@ -17,8 +17,13 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     if path.is_file():
         # transformers 5 takes the vocabulary file as `vocab` (the 4.x `vocab_file` keyword is silently ignored).
         return BertTokenizerFast(vocab=str(path), do_lower_case=True)
-    if path.is_dir() and not (path / "tokenizer_config.json").exists() and (path / "vocab.txt").exists():
-        return BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
+    if path.is_dir():
+        if (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists():
+            return BertTokenizerFast.from_pretrained(str(path))
+        if (path / "vocab.txt").exists():
+            return BertTokenizerFast(vocab=str(path / "vocab.txt"), do_lower_case=True)
+        # from_pretrained would silently build a 5-token tokenizer here.
+        raise FileNotFoundError(f"tokenizer directory {path} holds no vocab.txt, tokenizer.json or tokenizer config")
     return BertTokenizerFast.from_pretrained(str(name_or_path))
 
 
