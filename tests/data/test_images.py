@@ -1,0 +1,283 @@
+"""Tests for `pixelbert_pl.data.images`; every image fixture is generated under tmp_path."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
+
+from pixelbert_pl.data.images import (
+    AspectRatioGroupedBatchSampler,
+    ImageTransform,
+    UnreadableImageError,
+    aspect_groups,
+    load_image,
+    pad_images,
+    resize_shape,
+)
+from pixelbert_pl.models.config import get_config
+
+RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
+
+
+def close(actual: tuple[int, ...], expected: tuple[int, ...], tol: int = 12) -> bool:
+    return all(abs(a - e) <= tol for a, e in zip(actual, expected, strict=True))
+
+
+def save(image: Image.Image, path: Path, **kwargs: object) -> Path:
+    image.save(path, **kwargs)
+    return path
+
+
+def noise_jpeg(path: Path, size: int = 256) -> Path:
+    image = Image.frombytes("RGB", (size, size), random.Random(0).randbytes(size * size * 3))
+    return save(image, path, format="JPEG", quality=95)
+
+
+# --- load_image -------------------------------------------------------------------------------------------------
+
+
+def test_rgb_jpeg_round_trip(tmp_path: Path) -> None:
+    path = save(Image.new("RGB", (40, 30), (200, 100, 50)), tmp_path / "a.jpg", quality=95)
+    image = load_image(path)
+    assert (image.mode, image.size) == ("RGB", (40, 30))
+    assert close(image.getpixel((20, 15)), (200, 100, 50), tol=3)
+
+
+@pytest.mark.parametrize(("orientation", "red_corner"), [(6, "top_right"), (8, "bottom_left")])
+def test_exif_rotation_is_applied(tmp_path: Path, orientation: int, red_corner: str) -> None:
+    # Stored landscape 64x32, red block in the stored top-left; tag 6 = rotate 90° clockwise to display, 8 = anti.
+    stored = Image.new("RGB", (64, 32), BLUE)
+    stored.paste(RED, (0, 0, 16, 16))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image = load_image(save(stored, tmp_path / "rot.jpg", exif=exif, quality=95))
+    assert image.size == (32, 64)
+    corners = {"top_left": (4, 4), "top_right": (27, 4), "bottom_left": (4, 59), "bottom_right": (27, 59)}
+    for name, xy in corners.items():
+        assert close(image.getpixel(xy), RED if name == red_corner else BLUE, tol=40), name
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    image = load_image(save(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), tmp_path / "cmyk.jpg", quality=95))
+    assert image.mode == "RGB"
+    assert close(image.getpixel((8, 8)), RED)
+
+
+def test_rgba_png_is_composited_on_white(tmp_path: Path) -> None:
+    rgba = Image.new("RGBA", (3, 1), (0, 0, 0, 0))
+    rgba.putpixel((1, 0), (0, 0, 255, 255))
+    rgba.putpixel((2, 0), (255, 0, 0, 128))
+    image = load_image(save(rgba, tmp_path / "rgba.png"))
+    assert image.mode == "RGB"
+    assert [image.getpixel((x, 0)) for x in range(2)] == [WHITE, BLUE]
+    assert close(image.getpixel((2, 0)), (255, 127, 127), tol=2)
+
+
+def test_la_png_becomes_rgb(tmp_path: Path) -> None:
+    image = load_image(save(Image.new("LA", (2, 2), (60, 255)), tmp_path / "la.png"))
+    assert (image.mode, image.getpixel((0, 0))) == ("RGB", (60, 60, 60))
+
+
+def test_palette_png_with_transparency(tmp_path: Path) -> None:
+    palette = Image.new("P", (2, 1), 0)
+    palette.putpalette([0, 0, 0, 0, 255, 0])
+    palette.putpixel((1, 0), 1)
+    image = load_image(save(palette, tmp_path / "p.png", transparency=0))
+    assert image.mode == "RGB"
+    assert [image.getpixel((x, 0)) for x in range(2)] == [WHITE, (0, 255, 0)]
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
+    gray = Image.new("I;16", (3, 1))
+    for x, value in enumerate((0, 128 * 257, 65535)):
+        gray.putpixel((x, 0), value)
+    image = load_image(save(gray, tmp_path / "g16.png"))
+    assert image.mode == "RGB"
+    assert [image.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (128, 128, 128), WHITE]
+
+
+def test_jpeg_named_png_loads(tmp_path: Path) -> None:
+    path = save(Image.new("RGB", (8, 8), RED), tmp_path / "img0.png", format="JPEG")
+    assert path.read_bytes()[:2] == b"\xff\xd8"
+    assert close(load_image(path).getpixel((4, 4)), RED)
+
+
+def broken_files(tmp_path: Path) -> dict[str, Path]:
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(noise_jpeg(tmp_path / "full.jpg").read_bytes()[:5000])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "page.jpg").write_text("<!DOCTYPE html><html><body>404 Not Found</body></html>")
+    return {
+        "truncated": truncated,
+        "empty": tmp_path / "empty.jpg",
+        "html": tmp_path / "page.jpg",
+        "missing": tmp_path / "missing.jpg",
+    }
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "html", "missing"])
+def test_unreadable_files_raise_with_path(tmp_path: Path, kind: str) -> None:
+    path = broken_files(tmp_path)[kind]
+    with pytest.raises(UnreadableImageError) as info:
+        load_image(path)
+    assert isinstance(info.value, ValueError)
+    assert str(path) in str(info.value) and info.value.path == str(path)
+
+
+def test_pixel_cap_is_checked_from_the_header(tmp_path: Path) -> None:
+    path = save(Image.new("RGB", (100, 100)), tmp_path / "big.png")
+    assert load_image(path, max_pixels=10_000).size == (100, 100)
+    with pytest.raises(UnreadableImageError, match="10000 pixels"):
+        load_image(path, max_pixels=9_999)
+    # A truncated file over the cap is refused for its size, i.e. before decoding is attempted.
+    truncated = broken_files(tmp_path)["truncated"]
+    with pytest.raises(UnreadableImageError, match="65536 pixels > 100"):
+        load_image(truncated, max_pixels=100)
+
+
+def test_pillow_decompression_bomb_is_wrapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save(Image.new("RGB", (100, 100)), tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(UnreadableImageError, match="bomb"):
+        load_image(path)
+
+
+def test_error_survives_pickling_and_one_argument_construction() -> None:
+    err = pickle.loads(pickle.dumps(UnreadableImageError("/x/y.jpg", "truncated")))
+    assert (err.path, err.reason, str(err)) == ("/x/y.jpg", "truncated", "cannot read image /x/y.jpg: truncated")
+    assert str(UnreadableImageError("Caught UnreadableImageError in worker")) == "Caught UnreadableImageError in worker"
+
+
+# --- resize_shape and ImageTransform ----------------------------------------------------------------------------
+
+
+def test_resize_shape_paper_defaults() -> None:
+    # 480x640: short side -> 800, long side 640 * 800 / 480 = 1066.7 -> 1067 -> floor to 32 -> 1056.
+    assert resize_shape(480, 640, 800, 1333) == (800, 1056)
+    assert resize_shape(640, 480, 800, 1333) == (1056, 800)
+    assert resize_shape(500, 500, 800, 1333) == (800, 800)
+    # X152's 600 is not a multiple of 32, so its short side floors to 576 (the long side 800 already is one).
+    assert resize_shape(480, 640, 600, 1000) == (576, 800)
+    # 1:2: the long side would be 1600 > 1333, so it is capped: 1333 -> 1312, short 666.5 -> 666 -> 640.
+    assert resize_shape(400, 800, 800, 1333) == (640, 1312)
+
+
+def test_resize_shape_caps_very_wide_images() -> None:
+    assert resize_shape(100, 1000, 800, 1333) == (128, 1312)
+    # The short side would round to 1 px; it never drops below one divisor.
+    assert resize_shape(10, 10_000, 800, 1333) == (32, 1312)
+    assert resize_shape(10_000, 10, 800, 1333) == (1312, 32)
+
+
+def test_resize_shape_is_always_a_multiple_of_the_divisor() -> None:
+    rng = random.Random(0)
+    for _ in range(500):
+        height, width = rng.randint(1, 5000), rng.randint(1, 5000)
+        h, w = resize_shape(height, width, 800, 1333)
+        assert h % 32 == 0 and w % 32 == 0
+        assert max(h, w) <= 1333 and min(h, w) <= 800
+        assert (h <= w) if height <= width else (h >= w)
+
+
+def test_resize_shape_rejects_nonpositive() -> None:
+    with pytest.raises(ValueError):
+        resize_shape(0, 10, 800, 1333)
+
+
+def test_image_transform_shape_and_normalisation() -> None:
+    transform = ImageTransform(800, 1333)
+    pixels = transform(Image.new("RGB", (640, 480), (124, 116, 104)))
+    assert (pixels.shape, pixels.dtype) == ((3, 800, 1056), torch.float32)
+    expected = (torch.tensor([124, 116, 104]) / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    )
+    torch.testing.assert_close(pixels.mean(dim=(1, 2)), expected, atol=1e-4, rtol=0)
+
+
+def test_image_transform_from_config_and_non_rgb_input() -> None:
+    transform = ImageTransform.from_config(get_config("pixelbert_tiny"))
+    assert (transform.min_size, transform.max_size, transform.size_divisor) == (96, 96, 32)
+    assert transform(Image.new("RGBA", (640, 480))).shape == (3, 64, 96)
+    r50 = ImageTransform.from_config(get_config("pixelbert_r50"))
+    assert (r50.min_size, r50.max_size, r50.mean) == (800, 1333, [0.485, 0.456, 0.406])
+
+
+# --- pad_images -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("size_divisor", "padded"), [(1, (8, 7)), (4, (8, 8)), (32, (32, 32))])
+def test_pad_images(size_divisor: int, padded: tuple[int, int]) -> None:
+    images = [torch.randn(3, 5, 7) + 10, torch.randn(3, 8, 4) + 10]
+    pixel_values, pixel_mask = pad_images(images, size_divisor)
+    assert pixel_values.shape == (2, 3, *padded)
+    assert (pixel_mask.shape, pixel_mask.dtype) == ((2, *padded), torch.bool)
+    for i, image in enumerate(images):
+        h, w = image.shape[1:]
+        assert pixel_mask[i].sum() == h * w and pixel_mask[i, :h, :w].all()
+        assert torch.equal(pixel_values[i, :, :h, :w], image)
+        assert (pixel_values[i][:, ~pixel_mask[i]] == 0).all()
+
+
+def test_pad_images_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        pad_images([])
+    with pytest.raises(ValueError):
+        pad_images([torch.zeros(3, 4, 4), torch.zeros(1, 4, 4)])
+
+
+# --- aspect grouping --------------------------------------------------------------------------------------------
+
+
+def test_aspect_groups() -> None:
+    assert aspect_groups([(480, 640), (640, 480), (500, 500)]) == [0, 1, 0]
+
+
+def grouped_batches(sampler: object, groups: list[int], batch_size: int, drop_last: bool) -> list[list[int]]:
+    return list(AspectRatioGroupedBatchSampler(sampler, groups, batch_size, drop_last))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_grouped_batch_sampler(drop_last: bool, shuffle: bool) -> None:
+    groups = [random.Random(i).randint(0, 1) for i in range(23)]
+
+    def make() -> AspectRatioGroupedBatchSampler:
+        data = range(len(groups))
+        sampler = (
+            RandomSampler(data, generator=torch.Generator().manual_seed(0)) if shuffle else SequentialSampler(data)
+        )
+        return AspectRatioGroupedBatchSampler(sampler, groups, batch_size=4, drop_last=drop_last)
+
+    batch_sampler = make()
+    batches = list(batch_sampler)
+    assert len(batches) == len(batch_sampler)
+    assert all(len({groups[i] for i in batch}) == 1 for batch in batches)
+    flat = [i for batch in batches for i in batch]
+    assert len(flat) == len(set(flat))
+    if drop_last:
+        assert all(len(batch) == 4 for batch in batches)
+    else:
+        assert sorted(flat) == list(range(len(groups)))
+    assert list(make()) == batches  # same sampler order, same batches
+
+
+def test_grouped_batch_sampler_len_is_an_upper_bound_for_other_samplers() -> None:
+    groups = [0, 1] * 10
+    for drop_last in (False, True):
+        batch_sampler = AspectRatioGroupedBatchSampler(list(range(0, 20, 3)), groups, 3, drop_last)
+        assert len(list(batch_sampler)) <= len(batch_sampler)
+
+
+def test_grouped_batch_sampler_in_dataloader() -> None:
+    data = [torch.tensor(i) for i in range(10)]
+    groups = [int(i % 3 == 0) for i in range(10)]
+    loader = DataLoader(data, batch_sampler=AspectRatioGroupedBatchSampler(SequentialSampler(data), groups, 2))
+    batches = [batch.tolist() for batch in loader]
+    assert batches == [[1, 2], [0, 3], [4, 5], [7, 8], [6, 9]]
+    assert len(loader) == 5
