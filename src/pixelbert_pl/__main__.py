@@ -1,0 +1,3 @@
+from pixelbert_pl.cli import main
+
+main()

@@ -1,0 +1,35 @@
+"""`pixelbert` console script (also `python -m pixelbert_pl`): LightningCLI in subclass mode.
+
+`pixelbert fit --config lightning_configs/demo/pretrain_shapes.yaml`; any LightningModule / LightningDataModule
+(including a user's own subclass, by `class_path`) can be named in the YAML.
+"""
+
+from __future__ import annotations
+
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.cli import LightningCLI
+
+import pixelbert_pl.data.datamodules
+import pixelbert_pl.tasks  # noqa: F401
+
+
+class PixelBertCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
+        # The tokenizer (a data setting) decides the embedding table's size.
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+
+
+def main(args: list[str] | None = None, run: bool = True) -> PixelBertCLI:
+    return PixelBertCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    main()

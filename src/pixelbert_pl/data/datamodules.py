@@ -1,0 +1,217 @@
+"""LightningDataModules for pre-training: COCO (Karpathy train + restval) + Visual Genome, and ShapesWorld.
+
+Records go into Hugging Face `datasets` (Arrow) so millions of VG phrases do not live as Python objects; under
+DDP every rank gets the same number of batches (an `EpochKeyedSampler` with `drop_last`), and evaluation shards
+are disjoint with no padding duplicates.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import datasets
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from pixelbert_pl.data.captions import (
+    EVAL_SPLITS,
+    PRETRAIN_SPLITS,
+    ImageCaptions,
+    karpathy_coco_ids,
+    read_karpathy,
+    read_visual_genome,
+    to_hf_dataset,
+)
+from pixelbert_pl.data.images import ImageTransform
+from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, collate_pretrain
+from pixelbert_pl.models.config import IMAGENET_MEAN, IMAGENET_STD
+from pixelbert_pl.models.tokenizer import load_tokenizer
+
+
+class ArrowRecords(Sequence[ImageCaptions]):
+    """Random access to `ImageCaptions` rows of an Arrow-backed `datasets.Dataset`."""
+
+    def __init__(self, table: datasets.Dataset) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> ImageCaptions:  # type: ignore[override]
+        return ImageCaptions(**self.table[int(index)])
+
+
+class PretrainDataModule(pl.LightningDataModule):
+    """Image-caption pairs for MLM + ITM pre-training.
+
+    Args:
+        tokenizer: HF name or local directory / vocab.txt of the BERT WordPiece tokenizer.
+        karpathy_file: `dataset_coco.json`; its `train_splits` images are pre-training data, `val_splits` validate.
+        image_root: folder holding the Karpathy `filepath` folders (train2014/, val2014/).
+        vg_regions, vg_image_data, vg_image_dirs: Visual Genome `region_descriptions.json`, `image_data.json`
+            and the image folders (VG_100K, VG_100K_2). VG images whose coco_id is a Karpathy val/test image
+            are dropped, so evaluation images never reach pre-training.
+        captions_per_image: caption rows per image and step; the CNN runs once for all of them.
+        max_val_images: validate on the first N val images only (5,000 cost minutes at 800 px).
+    """
+
+    def __init__(
+        self,
+        tokenizer: str = "bert-base-uncased",
+        karpathy_file: str | None = None,
+        image_root: str | None = None,
+        train_splits: Sequence[str] = PRETRAIN_SPLITS,
+        val_splits: Sequence[str] = ("val",),
+        vg_regions: str | None = None,
+        vg_image_data: str | None = None,
+        vg_image_dirs: Sequence[str] = (),
+        image_min_size: int = 800,
+        image_max_size: int = 1333,
+        size_divisor: int = 32,
+        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        image_std: tuple[float, float, float] = IMAGENET_STD,
+        max_text_length: int = 40,
+        captions_per_image: int = 2,
+        mlm_probability: float = 0.15,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        max_val_images: int | None = None,
+        num_workers: int = 4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        # Subclasses pass some of these for the user, so read them from here, not from `hparams` (which holds
+        # the outermost class's own arguments, as given in the YAML).
+        options = dict(locals())
+        for name in ("self", "__class__"):
+            options.pop(name, None)
+        self.options = SimpleNamespace(**options)
+        self.save_hyperparameters()
+        if karpathy_file is None and vg_regions is None:
+            raise ValueError("PretrainDataModule needs a corpus: set karpathy_file and/or vg_regions")
+        self.train_records: Sequence[ImageCaptions] = []
+        self.val_records: Sequence[ImageCaptions] = []
+
+    @functools.cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return load_tokenizer(self.options.tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's size; the CLI links it to the model's `vocab_size`."""
+        return len(self.tokenizer)
+
+    @functools.cached_property
+    def transform(self) -> ImageTransform:
+        h = self.options
+        return ImageTransform(h.image_min_size, h.image_max_size, h.size_divisor, h.image_mean, h.image_std)
+
+    def read_records(self, splits: Sequence[str], with_vg: bool) -> list[ImageCaptions]:
+        h = self.options
+        records: list[ImageCaptions] = []
+        if h.karpathy_file is not None:
+            root = h.image_root or str(Path(h.karpathy_file).parent)
+            records += read_karpathy(h.karpathy_file, root, splits)
+        if with_vg and h.vg_regions is not None:
+            if h.vg_image_data is None or not h.vg_image_dirs:
+                raise ValueError("vg_regions needs vg_image_data and vg_image_dirs as well")
+            held_out = karpathy_coco_ids(h.karpathy_file, EVAL_SPLITS) if h.karpathy_file else set()
+            records += read_visual_genome(h.vg_regions, h.vg_image_data, h.vg_image_dirs, exclude_coco_ids=held_out)
+        return records
+
+    def setup(self, stage: str | None = None) -> None:
+        if not len(self.train_records) and stage in (None, "fit"):
+            self.train_records = ArrowRecords(to_hf_dataset(self.read_records(self.options.train_splits, True)))
+        if not len(self.val_records) and stage in (None, "fit", "validate"):
+            val = self.read_records(self.options.val_splits, False)
+            self.val_records = val[: self.options.max_val_images] if self.options.max_val_images else val
+
+    def dataset(self, records: Sequence[ImageCaptions]) -> CaptionPretrainDataset:
+        h = self.options
+        return CaptionPretrainDataset(
+            records,
+            self.transform,
+            self.tokenizer,
+            max_text_length=h.max_text_length,
+            captions_per_image=h.captions_per_image,
+            mlm_probability=h.mlm_probability,
+            seed=h.seed,
+        )
+
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, dataset: CaptionPretrainDataset, sampler: EpochKeyedSampler, batch_size: int) -> DataLoader:
+        workers = self.options.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=sampler.drop_last,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        world, rank = self._ranks()
+        dataset = self.dataset(self.train_records)
+        sampler = EpochKeyedSampler(dataset, world, rank, shuffle=True, seed=self.options.seed, drop_last=True)
+        return self._loader(dataset, sampler, self.options.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        world, rank = self._ranks()
+        dataset = self.dataset(self.val_records)
+        sampler = EpochKeyedSampler(dataset, world, rank, shuffle=False, unrepeated=True)
+        return self._loader(dataset, sampler, self.options.val_batch_size or self.options.batch_size)
+
+
+class ShapesWorldDataModule(PretrainDataModule):
+    """Pre-training on the embedded ShapesWorld corpus, generated into `root` on first use.
+
+    The corpus is written in the published COCO / Karpathy formats, so it goes through the same readers as
+    real data; only its location and its generated WordPiece vocabulary are special.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/shapesworld",
+        num_images: int = 2000,
+        image_size: int = 96,
+        generator_seed: int = 0,
+        holdout: Sequence[str] = (),
+        tokenizer: str | None = None,
+        train_splits: Sequence[str] = ("train",),
+        image_min_size: int = 96,
+        image_max_size: int = 96,
+        max_text_length: int = 24,
+        **kwargs: Any,
+    ) -> None:
+        # Arguments whose ShapesWorld default differs from real data's are spelled out (not left in **kwargs):
+        # LightningCLI passes every parent argument explicitly, with the parent's default.
+        self.root = Path(root)
+        super().__init__(
+            tokenizer=tokenizer or str(self.root / "vocab.txt"),
+            karpathy_file=str(self.root / "karpathy.json"),
+            image_root=str(self.root),
+            train_splits=train_splits,  # ShapesWorld has no Karpathy "restval" split
+            image_min_size=image_min_size,
+            image_max_size=image_max_size,
+            max_text_length=max_text_length,
+            **kwargs,
+        )
+        self.ensure_corpus(num_images, image_size, generator_seed, tuple(holdout))
+
+    def ensure_corpus(self, num_images: int, image_size: int, seed: int, holdout: tuple[str, ...]) -> None:
+        """Generate the corpus unless `root` already holds one (deterministic, so regenerating is never needed)."""
+        if (self.root / "karpathy.json").exists() and (self.root / "vocab.txt").exists():
+            return
+        from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
+
+        generate(self.root, ShapesWorldConfig(num_images=num_images, image_size=image_size, heldout=holdout), seed)

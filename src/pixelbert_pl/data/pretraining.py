@@ -1,0 +1,192 @@
+"""Pre-training samples: one image, several captions, ITM negatives and MLM masks, all decided per sample.
+
+Everything random about what a sample sees (which captions, which negatives, which tokens are masked, which
+pixels are sampled) comes from a generator seeded by (seed, epoch, sample index), so a sample is the same in
+any batch, on any rank, in any worker, and after a resume. The sampler hands the epoch to the dataset with
+each index, so workers need no shared state.
+
+Shapes: n images, r = n * captions_per_image text rows, t tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+from transformers import PreTrainedTokenizerBase
+
+from pixelbert_pl.data.captions import ImageCaptions
+from pixelbert_pl.data.images import ImageTransform, load_image, pad_images
+
+IGNORE_INDEX = -100
+
+
+def sample_rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng([abs(int(k)) for k in key])
+
+
+@dataclass
+class PretrainBatch:
+    pixel_values: torch.Tensor  # (n, 3, H, W)
+    pixel_mask: torch.Tensor  # (n, H, W) bool
+    input_ids: torch.Tensor  # (r, t), MLM-masked
+    attention_mask: torch.Tensor  # (r, t)
+    mlm_labels: torch.Tensor  # (r, t), IGNORE_INDEX except masked positions of matched pairs
+    itm_labels: torch.Tensor  # (r,) 1 = the caption describes the image
+    image_index: torch.Tensor  # (r,) image of each row
+    pixel_sample_seeds: torch.Tensor  # (r,)
+    sample_ids: torch.Tensor  # (n,) dataset index of each image
+
+
+class EpochKeyedSampler(DistributedSampler):
+    """A `DistributedSampler` that yields (epoch, index) keys.
+
+    Being a DistributedSampler, Lightning leaves it in place under DDP; it gives every rank the same number of
+    samples (drop_last drops the uneven tail, else the tail is padded by repetition). `unrepeated=True` (for
+    evaluation) gives each rank a disjoint share with no padding instead, so no sample is counted twice.
+    """
+
+    def __init__(
+        self,
+        dataset: Sequence[object],
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        unrepeated: bool = False,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.unrepeated = unrepeated
+        if unrepeated:
+            self.num_samples = len(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        if self.unrepeated:
+            indices: Iterator[int] = iter(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
+        else:
+            indices = super().__iter__()
+        return ((self.epoch, i) for i in indices)
+
+
+class CaptionPretrainDataset(Dataset):
+    """Item = one image (decoded, resized, normalised) with `captions_per_image` caption rows.
+
+    Half of each image's rows (rounded down; a coin flip when there is one row) carry a caption of another
+    image that is not also one of this image's captions: the ITM negatives. Matched and unmatched rows are
+    masked alike, so `[MASK]` betrays nothing about matching; the MLM loss reads matched rows only, since a
+    caption of another image cannot be reconstructed from this image's pixels.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageCaptions],
+        transform: ImageTransform,
+        tokenizer: PreTrainedTokenizerBase,
+        max_text_length: int = 40,
+        captions_per_image: int = 2,
+        mlm_probability: float = 0.15,
+        seed: int = 0,
+    ) -> None:
+        if len(records) < 2:
+            raise ValueError(f"a pre-training corpus needs at least 2 images for ITM negatives; got {len(records)}")
+        self.records = records
+        self.transform = transform
+        self.tokenizer = tokenizer
+        self.max_text_length = max_text_length
+        self.captions_per_image = captions_per_image
+        self.mlm_probability = mlm_probability
+        self.seed = seed
+        self.special_ids = set(tokenizer.all_special_ids)
+        self.mask_id = int(tokenizer.mask_token_id)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _negative_caption(self, index: int, own: set[str], rng: np.random.Generator) -> str:
+        # A random caption of another image that this image does not also have (COCO has 5 per image, VG dozens).
+        caption = ""
+        for _ in range(20):
+            other = int(rng.integers(len(self.records) - 1))
+            other += other >= index
+            caption = str(rng.choice(self.records[other].captions))
+            if caption not in own:
+                return caption
+        return caption
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, object]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rng = sample_rng(self.seed, epoch, index)
+        record = self.records[index]
+        captions = list(record.captions)
+        rows = self.captions_per_image
+        chosen = rng.choice(len(captions), size=rows, replace=len(captions) < rows)
+        n_negative = rows // 2 if rows > 1 else int(rng.random() < 0.5)
+        matched = [1] * (rows - n_negative) + [0] * n_negative
+        own = set(captions)
+        texts = [captions[c] if m else self._negative_caption(index, own, rng) for c, m in zip(chosen, matched)]
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_text_length)["input_ids"]
+        input_ids, labels = [], []
+        for ids, m in zip(encoded, matched):
+            masked, mlm = self._mask(ids, rng)
+            input_ids.append(masked)
+            labels.append(mlm if m else [IGNORE_INDEX] * len(ids))
+        return {
+            "pixel_values": self.transform(load_image(record.image_path)),
+            "input_ids": input_ids,
+            "mlm_labels": labels,
+            "itm_labels": matched,
+            "pixel_sample_seeds": [int(s) for s in rng.integers(0, 2**62, size=rows)],
+            "sample_id": index,
+        }
+
+    def _mask(self, ids: list[int], rng: np.random.Generator) -> tuple[list[int], list[int]]:
+        """BERT masking: each real token with `mlm_probability` (at least one); of those 80% -> [MASK],
+        10% -> a random non-special token, 10% unchanged. Labels hold IGNORE_INDEX where nothing is masked."""
+        candidates = [i for i, tok in enumerate(ids) if tok not in self.special_ids]
+        labels = [IGNORE_INDEX] * len(ids)
+        masked = list(ids)
+        if not candidates:
+            return masked, labels
+        chosen = [i for i in candidates if rng.random() < self.mlm_probability] or [int(rng.choice(candidates))]
+        for i in chosen:
+            labels[i] = ids[i]
+            roll = rng.random()
+            if roll < 0.8:
+                masked[i] = self.mask_id
+            elif roll < 0.9:
+                masked[i] = self._random_token(rng)
+        return masked, labels
+
+    def _random_token(self, rng: np.random.Generator) -> int:
+        while True:
+            token = int(rng.integers(len(self.tokenizer)))
+            if token not in self.special_ids:
+                return token
+
+
+def pad_token_rows(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> PretrainBatch:
+    pixel_values, pixel_mask = pad_images([item["pixel_values"] for item in items])  # type: ignore[misc]
+    ids = [row for item in items for row in item["input_ids"]]  # type: ignore[attr-defined]
+    labels = [row for item in items for row in item["mlm_labels"]]  # type: ignore[attr-defined]
+    per_image = [len(item["input_ids"]) for item in items]  # type: ignore[arg-type]
+    input_ids = pad_token_rows(ids, pad_token_id)
+    return PretrainBatch(
+        pixel_values=pixel_values,
+        pixel_mask=pixel_mask,
+        input_ids=input_ids,
+        attention_mask=pad_token_rows([[1] * len(r) for r in ids], 0),
+        mlm_labels=pad_token_rows(labels, IGNORE_INDEX),
+        itm_labels=torch.tensor([m for item in items for m in item["itm_labels"]]),  # type: ignore[attr-defined]
+        image_index=torch.repeat_interleave(torch.arange(len(items)), torch.tensor(per_image)),
+        pixel_sample_seeds=torch.tensor([s for item in items for s in item["pixel_sample_seeds"]]),  # type: ignore[attr-defined]
+        sample_ids=torch.tensor([item["sample_id"] for item in items]),
+    )

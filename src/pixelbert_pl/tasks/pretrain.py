@@ -1,0 +1,96 @@
+"""`PretrainTask`: Masked Language Modelling + Image-Text Matching, both every step (paper Sec. 3.3).
+
+Shapes: n images, r text rows (several per image), t text tokens, m masked tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from pixelbert_pl.data.pretraining import IGNORE_INDEX, PretrainBatch
+from pixelbert_pl.models import ITMHead, MLMHead
+from pixelbert_pl.tasks.base import PixelBertTask
+
+
+class PretrainTask(PixelBertTask):
+    """Pre-training. Loss = mlm_weight * MLM + itm_weight * ITM; a weight of 0 removes that loss and its head.
+
+    Args:
+        mlm_weight, itm_weight: real multipliers (PRIOR_ART L14); at least one must be positive.
+        sample_pixels: keep `pixel_sample_size` random pixel tokens per row in training (the paper's K = 100).
+        **kwargs: `PixelBertTask` arguments (preset, text_encoder, visual_weights, optimizer, ...).
+    """
+
+    monitor = "val/itm_accuracy"
+    mode = "max"
+
+    def __init__(self, mlm_weight: float = 1.0, itm_weight: float = 1.0, sample_pixels: bool = True, **kwargs: Any):
+        if mlm_weight < 0 or itm_weight < 0 or mlm_weight + itm_weight == 0:
+            raise ValueError(f"mlm_weight={mlm_weight}, itm_weight={itm_weight}: expected >= 0, not both 0")
+        self.mlm_weight, self.itm_weight, self.use_sampling = mlm_weight, itm_weight, sample_pixels
+        super().__init__(**kwargs)
+
+    def configure_heads(self) -> None:
+        cfg = self.model.config
+        self.mlm_head = MLMHead(cfg, self.model.word_embeddings) if self.mlm_weight > 0 else None
+        self.itm_head = ITMHead(cfg) if self.itm_weight > 0 else None
+
+    def configure_metrics(self) -> None:
+        self.metrics = torch.nn.ModuleDict(
+            {f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in ("mlm_acc", "itm_acc")}
+        )
+
+    def forward(self, batch: PretrainBatch, sample: bool = False) -> dict[str, torch.Tensor]:
+        """Losses and predictions for a batch; the CNN runs once per image for all its rows."""
+        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
+        out = self.model(
+            batch.input_ids,
+            batch.attention_mask,
+            pixel_tokens=pixels,
+            image_index=batch.image_index,
+            sample_pixels=sample,
+            pixel_sample_seeds=batch.pixel_sample_seeds,
+        )
+        result: dict[str, torch.Tensor] = {}
+        zero = out.cls_output.new_zeros((), dtype=torch.float32)
+        loss = zero
+        if self.mlm_head is not None:
+            masked = batch.mlm_labels != IGNORE_INDEX  # (r, t)
+            targets = batch.mlm_labels[masked]  # (m,)
+            logits = self.mlm_head(out.text_output[masked]).float()  # (m, vocab)
+            # Sum / max(m, 1): finite when a batch has no masked token (short VG phrases), PRIOR_ART L12.
+            mlm = F.cross_entropy(logits, targets, reduction="sum") / masked.sum().clamp(min=1)
+            result.update(mlm_loss=mlm, mlm_correct=(logits.argmax(-1) == targets).float())
+            loss = loss + self.mlm_weight * mlm
+        if self.itm_head is not None:
+            logits = self.itm_head(out.cls_output).float()  # (r, 2)
+            itm = F.cross_entropy(logits, batch.itm_labels)
+            result.update(itm_loss=itm, itm_correct=(logits.argmax(-1) == batch.itm_labels).float())
+            loss = loss + self.itm_weight * itm
+        result["loss"] = loss
+        return result
+
+    def _step(self, batch: PretrainBatch, stage: str) -> torch.Tensor:
+        result = self(batch, sample=stage == "train" and self.use_sampling)
+        rows = batch.input_ids.shape[0]
+        values = {f"{stage}/loss": result["loss"]}
+        for name in ("mlm", "itm"):
+            if f"{name}_loss" in result:
+                values[f"{stage}/{name}_loss"] = result[f"{name}_loss"]
+                correct = result[f"{name}_correct"]
+                if correct.numel():
+                    metric = self.metrics[f"{stage}_{name}_acc"]
+                    metric.update(correct)
+                    self.log(f"{stage}/{name}_accuracy", metric, batch_size=rows, on_step=False, on_epoch=True)
+        self.log_dict(values, batch_size=rows, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True)
+        return result["loss"]
+
+    def training_step(self, batch: PretrainBatch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: PretrainBatch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
