@@ -127,10 +127,12 @@ class CaptionPretrainDataset(Dataset):
         n_negative = rows // 2 if rows > 1 else int(rng.random() < 0.5)
         matched = [1] * (rows - n_negative) + [0] * n_negative
         own = set(captions)
-        texts = [captions[c] if m else self._negative_caption(index, own, rng) for c, m in zip(chosen, matched)]
+        texts = [
+            captions[c] if m else self._negative_caption(index, own, rng) for c, m in zip(chosen, matched, strict=True)
+        ]
         encoded = self.tokenizer(texts, truncation=True, max_length=self.max_text_length)["input_ids"]
         input_ids, labels = [], []
-        for ids, m in zip(encoded, matched):
+        for ids, m in zip(encoded, matched, strict=True):
             masked, mlm = self._mask(ids, rng)
             input_ids.append(masked)
             labels.append(mlm if m else [IGNORE_INDEX] * len(ids))
