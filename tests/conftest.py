@@ -29,3 +29,13 @@ def minilm_path() -> str:
 @pytest.fixture
 def tiny_model() -> pixelbert_pl.PixelBertModel:
     return pixelbert_pl.create_model("pixelbert_tiny").eval()
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory: pytest.TempPathFactory):
+    """A small ShapesWorld corpus in the published formats, generated once per test session."""
+    from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
+
+    root = tmp_path_factory.mktemp("shapesworld")
+    generate(root, ShapesWorldConfig(num_images=60, num_nlvr2=24), seed=0)
+    return root

@@ -106,7 +106,7 @@ class CaptionPretrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _negative_caption(self, index: int, own: set[str], rng: np.random.Generator) -> str:
+    def negative_caption(self, index: int, own: set[str], rng: np.random.Generator) -> str:
         # A random caption of another image that this image does not also have (COCO has 5 per image, VG dozens).
         caption = ""
         for _ in range(20):
@@ -128,7 +128,7 @@ class CaptionPretrainDataset(Dataset):
         matched = [1] * (rows - n_negative) + [0] * n_negative
         own = set(captions)
         texts = [
-            captions[c] if m else self._negative_caption(index, own, rng) for c, m in zip(chosen, matched, strict=True)
+            captions[c] if m else self.negative_caption(index, own, rng) for c, m in zip(chosen, matched, strict=True)
         ]
         encoded = self.tokenizer(texts, truncation=True, max_length=self.max_text_length)["input_ids"]
         input_ids, labels = [], []
@@ -152,6 +152,8 @@ class CaptionPretrainDataset(Dataset):
         labels = [IGNORE_INDEX] * len(ids)
         masked = list(ids)
         if not candidates:
+            return masked, labels
+        if self.mlm_probability <= 0:  # MLM switched off (an ITM-only run): captions stay intact
             return masked, labels
         chosen = [i for i in candidates if rng.random() < self.mlm_probability] or [int(rng.choice(candidates))]
         for i in chosen:

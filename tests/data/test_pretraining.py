@@ -1,0 +1,101 @@
+"""Pre-training samples: masking rules, ITM negatives, per-sample determinism, equal batches across ranks."""
+
+import numpy as np
+import pytest
+import torch
+
+from pixelbert_pl.data.captions import ImageCaptions, read_karpathy
+from pixelbert_pl.data.images import ImageTransform
+from pixelbert_pl.data.pretraining import (
+    IGNORE_INDEX,
+    CaptionPretrainDataset,
+    EpochKeyedSampler,
+    collate_pretrain,
+)
+from pixelbert_pl.models import load_tokenizer
+
+
+@pytest.fixture
+def dataset(shapes_root) -> CaptionPretrainDataset:
+    records = read_karpathy(shapes_root / "karpathy.json", shapes_root, ["train"])
+    return CaptionPretrainDataset(
+        records, ImageTransform(96, 96), load_tokenizer(shapes_root / "vocab.txt"), captions_per_image=4, seed=3
+    )
+
+
+def test_item_is_a_function_of_seed_epoch_and_index(dataset) -> None:
+    first, again = dataset[(2, 5)], dataset[(2, 5)]
+    assert first["input_ids"] == again["input_ids"] and first["mlm_labels"] == again["mlm_labels"]
+    assert first["pixel_sample_seeds"] == again["pixel_sample_seeds"]
+    other_epoch = dataset[(3, 5)]
+    assert (first["input_ids"], first["pixel_sample_seeds"]) != (
+        other_epoch["input_ids"],
+        other_epoch["pixel_sample_seeds"],
+    )
+
+
+def test_half_the_rows_are_negatives_from_other_images(dataset) -> None:
+    tokenizer = dataset.tokenizer
+    for index in range(10):
+        item = dataset[(0, index)]
+        assert item["itm_labels"] == [1, 1, 0, 0]
+        own = set(dataset.records[index].captions)
+        for ids, labels, matched in zip(item["input_ids"], item["mlm_labels"], item["itm_labels"], strict=True):
+            restored = [lab if lab != IGNORE_INDEX else tok for tok, lab in zip(ids, labels, strict=True)]
+            text = tokenizer.decode(restored, skip_special_tokens=True).replace(" ", "")
+            assert (text in {c.replace(" ", "") for c in own}) == bool(matched)
+            if not matched:
+                assert all(label == IGNORE_INDEX for label in labels)  # MLM reads matched rows only
+
+
+def test_masking_rules(dataset) -> None:
+    masked_per_row, mask_token_share, total = [], 0, 0
+    specials = set(dataset.tokenizer.all_special_ids)
+    for index in range(40):
+        item = dataset[(0, index)]
+        for ids, labels, matched in zip(item["input_ids"], item["mlm_labels"], item["itm_labels"], strict=True):
+            positions = [i for i, lab in enumerate(labels) if lab != IGNORE_INDEX]
+            if matched:
+                assert positions, "every matched caption has at least one masked token"
+                assert all(labels[i] not in specials for i in positions)
+                masked_per_row.append(len(positions) / (len(ids) - 2))
+                mask_token_share += sum(ids[i] == dataset.mask_id for i in positions)
+                total += len(positions)
+            # Negatives are masked alike (so [MASK] does not betray matching) but carry no labels.
+            assert ids[0] == dataset.tokenizer.cls_token_id and ids[-1] == dataset.tokenizer.sep_token_id
+    assert 0.1 < sum(masked_per_row) / len(masked_per_row) < 0.35
+    assert 0.65 < mask_token_share / total < 0.95
+
+
+def test_negatives_are_never_own_captions() -> None:
+    records = [ImageCaptions(f"x:{i}", "unused", [f"caption {i % 3}", "shared"], "x") for i in range(6)]
+    ds = CaptionPretrainDataset.__new__(CaptionPretrainDataset)  # negative_caption reads records only
+    ds.records = records
+    for index in range(6):
+        own = set(records[index].captions)
+        for seed in range(30):
+            caption = ds.negative_caption(index, own, np.random.default_rng(seed))
+            assert caption not in own
+
+
+def test_collate_pads_and_maps_rows_to_images(dataset) -> None:
+    batch = collate_pretrain([dataset[(0, i)] for i in range(3)], dataset.tokenizer.pad_token_id)
+    assert batch.pixel_values.shape == (3, 3, 96, 96) and batch.pixel_mask.all()
+    assert batch.input_ids.shape[0] == 12 and batch.image_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert batch.itm_labels.tolist() == [1, 1, 0, 0] * 3
+    assert torch.equal(batch.attention_mask.bool(), batch.input_ids != dataset.tokenizer.pad_token_id)
+    assert (batch.mlm_labels[batch.attention_mask == 0] == IGNORE_INDEX).all()
+
+
+def test_ranks_get_equal_batch_counts_from_an_uneven_corpus() -> None:
+    corpus = list(range(103))
+    counts = []
+    for rank in range(2):
+        sampler = EpochKeyedSampler(corpus, num_replicas=2, rank=rank, shuffle=True, seed=0, drop_last=True)
+        sampler.set_epoch(4)
+        keys = list(sampler)
+        assert all(epoch == 4 for epoch, _ in keys)
+        counts.append(len(torch.utils.data.BatchSampler(keys, 8, drop_last=True)))
+    assert counts[0] == counts[1] == 6
+    shards = [[i for _, i in EpochKeyedSampler(corpus, 2, rank, shuffle=False, unrepeated=True)] for rank in range(2)]
+    assert sorted(shards[0] + shards[1]) == corpus  # evaluation: every sample once, none twice
