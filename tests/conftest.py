@@ -39,3 +39,49 @@ def shapes_root(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("shapesworld")
     generate(root, ShapesWorldConfig(num_images=60, num_nlvr2=24), seed=0)
     return root
+
+
+def _jpeg(path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path, format="JPEG")
+
+
+@pytest.fixture(scope="session")
+def coco_vg_root(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny COCO (Karpathy split file) + Visual Genome corpora in their published formats, with real images.
+
+    VG image 3 is COCO image 5, which is in Karpathy val: pre-training must never see it.
+    """
+    import json
+
+    root = tmp_path_factory.mktemp("coco_vg")
+    splits = ["train", "train", "restval", "restval", "val", "val", "test", "test"]
+    images = []
+    for imgid, split in enumerate(splits):
+        cocoid = imgid + 1
+        folder = "train2014" if split == "train" else "val2014"
+        filename = f"COCO_{folder}_{cocoid:012d}.jpg"
+        _jpeg(root / "coco" / folder / filename, (30 * imgid, 200 - 20 * imgid, 90), (64 + 8 * (imgid % 3), 48))
+        sentences = [
+            {"tokens": ["a", "photo", str(imgid), str(k)], "raw": f"A photo {imgid} of thing {k}.", "imgid": imgid,
+             "sentid": 5 * imgid + k}
+            for k in range(5)
+        ]  # fmt: skip
+        sentids = [s["sentid"] for s in sentences]
+        images.append({"filepath": folder, "filename": filename, "imgid": imgid, "split": split,
+                       "sentids": sentids, "cocoid": cocoid, "sentences": sentences})  # fmt: skip
+    (root / "coco" / "dataset_coco.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
+    vg_images, regions = [], []
+    for image_id in range(1, 7):
+        coco_id = 5 if image_id == 3 else None
+        vg_images.append({"image_id": image_id, "url": f"https://cs.stanford.edu/VG_100K/{image_id}.jpg",
+                          "width": 56, "height": 40, "coco_id": coco_id, "flickr_id": None})  # fmt: skip
+        _jpeg(root / "vg" / "VG_100K" / f"{image_id}.jpg", (40 * image_id, 60, 200 - 30 * image_id), (56, 40))
+        regions.append({"id": image_id, "regions": [
+            {"region_id": 100 * image_id + k, "image_id": image_id, "x": k, "y": k, "width": 10, "height": 10,
+             "phrase": f"region {k} of picture {image_id}"} for k in range(3)]})  # fmt: skip
+    (root / "vg" / "image_data.json").write_text(json.dumps(vg_images))
+    (root / "vg" / "region_descriptions.json").write_text(json.dumps(regions))
+    return root

@@ -40,10 +40,14 @@ def test_model_loads_visual_weights_by_path_and_rejects_bad_names(tmp_path) -> N
     reference = torchvision.models.resnet18(weights=None)
     path = tmp_path / "r18.pth"
     torch.save({k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}, path)
-    model = pixelbert_pl.create_model("pixelbert_tiny", backbone="resnet18", visual_weights=str(path))
+    model = pixelbert_pl.create_model(
+        "pixelbert_tiny", backbone="resnet18", backbone_norm="frozen_batch_norm", visual_weights=str(path)
+    )
     torch.testing.assert_close(model.visual.trunk[0].weight, reference.conv1.weight)
     with pytest.raises(ValueError, match="IMAGENET1K_V9"):
-        pixelbert_pl.create_model("pixelbert_tiny", backbone="resnet18", visual_weights="IMAGENET1K_V9")
+        pixelbert_pl.create_model(
+            "pixelbert_tiny", backbone="resnet18", backbone_norm="frozen_batch_norm", visual_weights="IMAGENET1K_V9"
+        )
     with pytest.raises(ValueError, match="does not fit backbone 'resnet_tiny'"):
         pixelbert_pl.create_model("pixelbert_tiny", visual_weights=str(path))
     with pytest.raises(FileNotFoundError, match=r"missing\.pth"):

@@ -25,6 +25,10 @@ class PixelBertConfig:
     # stride is 2 ** (backbone_stages + 1): 32 for the paper's C5 features, less for small images.
     backbone: str = "resnet50"
     backbone_stages: int = 4
+    # "frozen_batch_norm" for ImageNet-initialised trunks (the paper's setting: per-GPU batches of 800 px images
+    # are too small for batch statistics); "group_norm" or "batch_norm" for trunks trained from scratch, which
+    # a normalisation-free deep CNN does badly.
+    backbone_norm: str = "frozen_batch_norm"
     visual_weights: str | None = None
     visual_kernel_size: int = 1
     visual_pool_size: int = 2
@@ -60,6 +64,11 @@ class PixelBertConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.backbone_stages <= 4:
             raise ValueError(f"PixelBertConfig.backbone_stages={self.backbone_stages}: expected 1, 2, 3 or 4")
+        if self.backbone_norm not in {"frozen_batch_norm", "batch_norm", "group_norm"}:
+            raise ValueError(
+                f"PixelBertConfig.backbone_norm={self.backbone_norm!r}: expected frozen_batch_norm, batch_norm or "
+                "group_norm"
+            )
         if self.visual_pool_size < 1:
             raise ValueError(f"PixelBertConfig.visual_pool_size={self.visual_pool_size}: expected >= 1 (1 = no pool)")
         if self.pixel_sample_size is not None and self.pixel_sample_size < 1:
@@ -142,6 +151,7 @@ def pixelbert_tiny() -> PixelBertConfig:
     return PixelBertConfig(
         backbone="resnet_tiny",
         backbone_stages=2,
+        backbone_norm="group_norm",
         pixel_sample_size=24,
         image_min_size=96,
         image_max_size=96,

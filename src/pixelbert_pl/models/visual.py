@@ -27,21 +27,28 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from pixelbert_pl.models.config import PixelBertConfig
 
-
-def _torchvision_resnet(name: str) -> Callable[[], ResNet]:
-    return lambda: getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
-
-
-# Frozen BN throughout: per-GPU batches of 800x1333 images are far too small for batch statistics.
-TRUNKS: dict[str, Callable[[], ResNet]] = {
-    name: _torchvision_resnet(name)
-    for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d")
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "frozen_batch_norm": FrozenBatchNorm2d,
+    "batch_norm": nn.BatchNorm2d,
+    # 32 groups, or fewer for thin layers; batch-independent in training as well as in eval.
+    "group_norm": lambda channels: nn.GroupNorm(min(32, channels // 4), channels),
 }
-# torchvision has no ResNeXt-152; the paper's X152 is 32x8d with ResNet-152's depth.
-TRUNKS["resnext152_32x8d"] = lambda: ResNet(
-    Bottleneck, [3, 8, 36, 3], groups=32, width_per_group=8, norm_layer=FrozenBatchNorm2d
-)
-TRUNKS["resnet_tiny"] = lambda: ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=FrozenBatchNorm2d)
+
+_TORCHVISION_RESNETS = (
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+)  # fmt: skip
+
+
+def _make_resnet(name: str, norm: Callable[[int], nn.Module]) -> ResNet:
+    if name in _TORCHVISION_RESNETS:
+        return getattr(torchvision.models, name)(weights=None, norm_layer=norm)
+    if name == "resnext152_32x8d":  # torchvision has none; the paper's X152 is 32x8d at ResNet-152's depth
+        return ResNet(Bottleneck, [3, 8, 36, 3], groups=32, width_per_group=8, norm_layer=norm)
+    if name == "resnet_tiny":
+        return ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=norm)
+    raise ValueError(
+        f"unknown backbone {name!r}; available: {sorted([*_TORCHVISION_RESNETS, 'resnext152_32x8d', 'resnet_tiny'])}"
+    )
 
 
 def load_trunk_weights(resnet: ResNet, backbone: str, weights: str) -> None:
@@ -84,11 +91,13 @@ def load_trunk_weights(resnet: ResNet, backbone: str, weights: str) -> None:
         )
 
 
-def build_trunk(backbone: str, stages: int, weights: str | None = None) -> tuple[nn.Sequential, int]:
+def build_trunk(
+    backbone: str, stages: int, weights: str | None = None, norm: str = "frozen_batch_norm"
+) -> tuple[nn.Sequential, int]:
     """A torchvision ResNet cut after `stages` residual stages; returns the trunk and its output channels."""
-    if backbone not in TRUNKS:
-        raise ValueError(f"unknown backbone {backbone!r}; available: {sorted(TRUNKS)}")
-    resnet = TRUNKS[backbone]()
+    if norm not in NORMS:
+        raise ValueError(f"unknown backbone norm {norm!r}; available: {sorted(NORMS)}")
+    resnet = _make_resnet(backbone, NORMS[norm])
     if weights is not None:
         load_trunk_weights(resnet, backbone, weights)
     layers = [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4][:stages]
@@ -145,7 +154,9 @@ class PixelEncoder(nn.Module):
     def __init__(self, config: PixelBertConfig) -> None:
         super().__init__()
         self.config = config
-        self.trunk, channels = build_trunk(config.backbone, config.backbone_stages, config.visual_weights)
+        self.trunk, channels = build_trunk(
+            config.backbone, config.backbone_stages, config.visual_weights, config.backbone_norm
+        )
         kernel = config.visual_kernel_size
         if kernel % 2 == 0:
             raise ValueError(f"visual_kernel_size={kernel}: expected an odd size, so the feature grid keeps its size")
