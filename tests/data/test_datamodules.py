@@ -1,0 +1,72 @@
+"""DataModules on corpora in their published formats: the leak filter, equal batches on every rank (gloo)."""
+
+import os
+from types import SimpleNamespace
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pixelbert_pl.data.datamodules import PretrainDataModule, ShapesWorldDataModule
+
+
+def _coco_vg(root, minilm_path: str, **kwargs) -> PretrainDataModule:
+    coco, vg = root / "coco", root / "vg"
+    return PretrainDataModule(
+        tokenizer=minilm_path,
+        karpathy_file=str(coco / "dataset_coco.json"),
+        image_root=str(coco),
+        vg_regions=str(vg / "region_descriptions.json"),
+        vg_image_data=str(vg / "image_data.json"),
+        vg_image_dirs=[str(vg / "VG_100K")],
+        image_min_size=64,
+        image_max_size=96,
+        num_workers=0,
+        **kwargs,
+    )
+
+
+def test_pretraining_never_sees_karpathy_val_or_test_images(coco_vg_root, minilm_path) -> None:
+    dm = _coco_vg(coco_vg_root, minilm_path, batch_size=2)
+    dm.setup("fit")
+    train_ids = {r.image_id for r in dm.train_records}
+    assert {"coco:1", "coco:2", "coco:3", "coco:4"} <= train_ids  # Karpathy train + restval
+    assert not train_ids & {"coco:5", "coco:6", "coco:7", "coco:8"}  # Karpathy val + test
+    assert "vg:3" not in train_ids and {"vg:1", "vg:2", "vg:4"} <= train_ids  # VG 3 is COCO 5 (val)
+    assert {r.image_id for r in dm.val_records} == {"coco:5", "coco:6"}
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.pixel_mask.shape[0] == 2 and batch.input_ids.shape[0] == 4
+    assert not batch.pixel_mask[0].all() or not batch.pixel_mask[1].all() or batch.pixel_mask.all()
+
+
+def test_shapesworld_reads_through_the_published_format_readers(shapes_root) -> None:
+    dm = ShapesWorldDataModule(root=str(shapes_root), batch_size=4, num_workers=0)
+    dm.setup("fit")
+    assert dm.vocab_size == len(dm.tokenizer) < 1000
+    assert all(r.source == "coco" and len(r.captions) == 5 for r in dm.train_records)
+    assert not {r.image_id for r in dm.train_records} & {r.image_id for r in dm.val_records}
+
+
+def _count_batches(rank: int, world: int, root: str, init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dm = ShapesWorldDataModule(root=root, batch_size=5, num_workers=0)
+    dm.trainer = SimpleNamespace(world_size=world, global_rank=rank)  # what Lightning gives a DDP rank
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    ids = [i for batch in loader for i in batch.sample_ids.tolist()]
+    counts = [None] * world
+    dist.all_gather_object(counts, (len(loader), sum(1 for _ in loader), ids))
+    if rank == 0:
+        torch.save(counts, out)
+    dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_get_the_same_number_of_batches(shapes_root, tmp_path) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    n_train = len(ShapesWorldDataModule(root=str(shapes_root)).read_records(["train"], False))
+    assert n_train % 10, "the corpus must be uneven for this test to mean anything"
+    out = tmp_path / "counts.pt"
+    mp.spawn(_count_batches, args=(2, str(shapes_root), str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    (len0, iter0, ids0), (len1, iter1, ids1) = torch.load(out)
+    assert len0 == len1 == iter0 == iter1 == n_train // 2 // 5
+    assert not set(ids0) & set(ids1)  # the ranks read different samples

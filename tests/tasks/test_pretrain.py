@@ -1,0 +1,68 @@
+"""PretrainTask: both losses, every parameter trained, finite with no masked token, sampling only in training."""
+
+import pytest
+import torch
+
+from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+from pixelbert_pl.data.pretraining import IGNORE_INDEX
+from pixelbert_pl.tasks import PretrainTask
+
+
+@pytest.fixture
+def data(shapes_root) -> ShapesWorldDataModule:
+    dm = ShapesWorldDataModule(root=str(shapes_root), batch_size=4, captions_per_image=2, num_workers=0)
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture
+def task(data) -> PretrainTask:
+    return PretrainTask(preset="pixelbert_tiny", vocab_size=data.vocab_size)
+
+
+def test_every_parameter_gets_a_gradient(task, data) -> None:
+    batch = next(iter(data.train_dataloader()))
+    result = task(batch, sample=True)
+    assert set(result) >= {"loss", "mlm_loss", "itm_loss"}
+    result["loss"].backward()
+    missing = [n for n, p in task.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in task.parameters() if p.grad is not None)
+
+
+def test_mlm_loss_is_finite_with_no_masked_token(task, data) -> None:
+    batch = next(iter(data.train_dataloader()))
+    batch.mlm_labels.fill_(IGNORE_INDEX)
+    result = task(batch)
+    assert torch.isfinite(result["loss"]) and result["mlm_loss"].item() == 0.0
+
+
+def test_loss_weights_are_multipliers_and_zero_removes_the_head(data) -> None:
+    itm_only = PretrainTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, mlm_weight=0.0)
+    assert itm_only.mlm_head is None and itm_only.itm_head is not None
+    batch = next(iter(data.train_dataloader()))
+    assert "mlm_loss" not in itm_only(batch)
+    with pytest.raises(ValueError, match="not both 0"):
+        PretrainTask(preset="pixelbert_tiny", mlm_weight=0.0, itm_weight=0.0)
+
+
+def test_sampling_only_in_training_and_validation_is_deterministic(task, data) -> None:
+    calls = []
+    original = task.model.sample_pixels
+
+    def spy(*args, **kwargs):
+        calls.append(task.training)
+        return original(*args, **kwargs)
+
+    task.model.sample_pixels = spy
+    batch = next(iter(data.train_dataloader()))
+    task.train()
+    task.training_step(batch, 0)
+    assert calls == [True]
+    task.eval()
+    val_batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        first = task(val_batch)["loss"]
+        second = task(next(iter(data.val_dataloader())))["loss"]
+    assert calls == [True]  # no sampling in validation
+    assert torch.equal(first, second)
