@@ -23,6 +23,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Generates ShapesWorld, pre-trains the tiny model on the CPU, prints metrics beside chance, writes
+# $(DEMO_OUT)/results.json.
+demo: $(STAMP)
+	$(PY) -m pixelbert_pl.demo --out $(DEMO_OUT)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks

@@ -132,3 +132,16 @@ def test_model_samples_only_when_asked_in_train_mode(tiny_model) -> None:
         second = tiny_model(ids, pixel_values=images, sample_pixels=True)
     assert first.pixel_output.shape[1] == full
     assert torch.equal(first.sequence_output, second.sequence_output)
+
+
+def test_optional_visual_positions_are_off_by_default_and_order_aware() -> None:
+    assert pixelbert_pl.get_config("pixelbert_r50").visual_position_grid == 0
+    model = pixelbert_pl.create_model("pixelbert_tiny", visual_position_grid=8).eval()
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        tokens = model.encode_pixels(image).tokens
+        flipped = model.encode_pixels(image.flip(-1)).tokens
+    # Without positions a mirrored image would give (nearly) the mirrored token set; with them the tokens differ.
+    assert not torch.allclose(tokens, flipped, atol=1e-3)
+    with pytest.raises(ValueError, match="visual_position_grid=8"):
+        model.encode_pixels(torch.randn(1, 3, 160, 64))

@@ -165,6 +165,9 @@ class PixelEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         nn.init.normal_(self.semantic_embedding, std=config.initializer_range)
+        side = config.visual_position_grid
+        self.row_embedding = nn.Embedding(side, config.hidden_size) if side else None
+        self.column_embedding = nn.Embedding(side, config.hidden_size) if side else None
 
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         stride = self.config.token_stride
@@ -212,5 +215,13 @@ class PixelEncoder(nn.Module):
         mask = (rows & cols).flatten(1)
 
         tokens = grid.flatten(2).transpose(1, 2) + self.semantic_embedding
+        if self.row_embedding is not None and self.column_embedding is not None:
+            if max(gh, gw) > self.config.visual_position_grid:
+                raise ValueError(
+                    f"a {gh}x{gw} token grid exceeds visual_position_grid={self.config.visual_position_grid}"
+                )
+            rows_pos = self.row_embedding.weight[:gh, None, :]
+            cols_pos = self.column_embedding.weight[None, :gw, :]
+            tokens = tokens + (rows_pos + cols_pos).reshape(gh * gw, -1)
         tokens = self.dropout(self.layer_norm(tokens))
         return PixelTokens(tokens, mask, (gh, gw))

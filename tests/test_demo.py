@@ -1,0 +1,56 @@
+"""`make demo`'s driver on a tiny budget: trains, scores, writes results.json with metrics beside chance."""
+
+import json
+import sys
+
+from pixelbert_pl import demo
+
+
+def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["demo"])
+    out = tmp_path / "demo"
+    code = demo.main(
+        [
+            "--out", str(out),
+            "--trainer.max_steps", "3",
+            "--trainer.val_check_interval", "3",
+            "--trainer.limit_val_batches", "1",
+            "--trainer.enable_progress_bar", "false",
+            "--data.init_args.num_images", "40",
+            "--data.init_args.batch_size", "4",
+            "--data.init_args.num_workers", "0",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    pre = results["pretrain"]
+    assert pre["train_steps"] == 3 and pre["itm_chance"] == 0.5
+    assert abs(pre["mlm_colour_chance"] - 1 / 6) < 1e-9 and abs(pre["mlm_shape_chance"] - 1 / 4) < 1e-9
+    for key in ("itm_accuracy", "mlm_attribute_accuracy", "mlm_colour_accuracy", "mlm_shape_accuracy"):
+        assert 0.0 <= pre[key] <= 1.0
+    assert set(pre["itm_hard_negative_accuracy"]) >= {"all", "colour", "shape"}
+    printed = capsys.readouterr().out
+    assert "val ITM accuracy" in printed and "chance" in printed
+    assert (out / "pretrain").is_dir()  # the CSV logs sit beside the results
+
+
+def test_resume_from_last_checkpoint(tmp_path, monkeypatch, shapes_root) -> None:
+    from pixelbert_pl.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["pixelbert"])
+    monkeypatch.chdir(tmp_path)
+    common = [
+        "--config", str(demo.CONFIG),
+        "--data.init_args.root", str(shapes_root),
+        "--data.init_args.batch_size", "4",
+        "--data.init_args.num_workers", "0",
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.logger.init_args.version", "0",  # both runs in one folder, where `last` is looked for
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.limit_val_batches", "0",
+    ]  # fmt: skip
+    first = main(["fit", *common, "--trainer.max_steps", "2"])
+    assert first.trainer.global_step == 2
+    resumed = main(["fit", *common, "--trainer.max_steps", "4", "--ckpt_path", "last"])
+    assert resumed.trainer.ckpt_path is not None and resumed.trainer.ckpt_path.endswith("last.ckpt")
+    assert resumed.trainer.global_step == 4
