@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -169,6 +170,7 @@ def run(out: Path, extra_args: Sequence[str] = (), checkpoint: str | None = None
     from pixelbert_pl.cli import main as cli_main
 
     start = time.perf_counter()
+    sys.argv = sys.argv[:1]  # the demo's own flags are not LightningCLI's (it warns when it sees both)
     args = [
         "--config", str(CONFIG),
         "--data.init_args.root", str(out / "shapesworld"),
