@@ -281,3 +281,11 @@ def test_grouped_batch_sampler_in_dataloader() -> None:
     batches = [batch.tolist() for batch in loader]
     assert batches == [[1, 2], [0, 3], [4, 5], [7, 8], [6, 9]]
     assert len(loader) == 5
+
+
+def test_public_names_are_importable_from_the_data_package(tmp_path) -> None:
+    import pixelbert_pl.data as data
+
+    with pytest.raises(data.UnreadableImageError, match=r"nothing\.jpg"):
+        data.load_image(tmp_path / "nothing.jpg")
+    assert issubclass(data.UnreadableImageError, ValueError)
