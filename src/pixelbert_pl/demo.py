@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -129,22 +128,23 @@ class ShapesEvaluator:
                     targets.append(tok)
                     positions.append(pos)
                     kinds.append(kind)
-        correct_all = []
-        for start, out in zip(range(0, len(rows), 256), self._forward(rows, index), strict=True):
+        correct_all, start = [], 0
+        for out in self._forward(rows, index):
             n = out.text_output.shape[0]
             pos = torch.tensor(positions[start : start + n])
             hidden = out.text_output[torch.arange(n), pos]
             predicted = self.task.mlm_head(hidden).argmax(-1)
             correct_all.append(predicted == torch.tensor(targets[start : start + n]))
+            start += n
         correct = torch.cat(correct_all).float()
-        stats: dict[str, float] = defaultdict(float)
+        stats: dict[str, float] = {}
         for kind in groups:
             picked = torch.tensor([k == kind for k in kinds])
             stats[f"{kind}_accuracy"] = float(correct[picked].mean())
         stats["accuracy"] = float(correct.mean())
         sizes = {"colour": len(COLOURS), "shape": len(SHAPES)}
         stats["chance"] = sum(1 / sizes[k] for k in kinds) / len(kinds)
-        return dict(stats)
+        return stats
 
 
 def evaluate(task: PretrainTask, data: ShapesWorldDataModule) -> dict[str, object]:

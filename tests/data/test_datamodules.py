@@ -8,6 +8,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pixelbert_pl.data.datamodules import PretrainDataModule, ShapesWorldDataModule
+from pixelbert_pl.data.images import load_image
+from pixelbert_pl.models.visual import image_sizes
 
 
 def _coco_vg(root, minilm_path: str, **kwargs) -> PretrainDataModule:
@@ -36,7 +38,11 @@ def test_pretraining_never_sees_karpathy_val_or_test_images(coco_vg_root, minilm
     assert {r.image_id for r in dm.val_records} == {"coco:5", "coco:6"}
     batch = next(iter(dm.train_dataloader()))
     assert batch.pixel_mask.shape[0] == 2 and batch.input_ids.shape[0] == 4
-    assert not batch.pixel_mask[0].all() or not batch.pixel_mask[1].all() or batch.pixel_mask.all()
+    # Each image's mask covers exactly the size the transform gave it, at the top left.
+    for row, index in enumerate(batch.sample_ids.tolist()):
+        image = dm.transform(load_image(dm.train_records[index].image_path))
+        assert image_sizes(batch.pixel_mask[row : row + 1]).tolist() == [list(image.shape[1:])]
+        torch.testing.assert_close(batch.pixel_values[row, :, : image.shape[1], : image.shape[2]], image)
 
 
 def test_shapesworld_reads_through_the_published_format_readers(shapes_root) -> None:
