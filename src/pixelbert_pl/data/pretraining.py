@@ -115,6 +115,7 @@ class CaptionPretrainDataset(Dataset):
             caption = str(rng.choice(self.records[other].captions))
             if caption not in own:
                 return caption
+        # Only a corpus whose captions nearly all coincide gets here; a rare false negative beats a crash.
         return caption
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, object]:

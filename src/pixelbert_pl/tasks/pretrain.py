@@ -56,8 +56,7 @@ class PretrainTask(PixelBertTask):
             pixel_sample_seeds=batch.pixel_sample_seeds,
         )
         result: dict[str, torch.Tensor] = {}
-        zero = out.cls_output.new_zeros((), dtype=torch.float32)
-        loss = zero
+        loss = out.cls_output.new_zeros((), dtype=torch.float32)
         if self.mlm_head is not None:
             masked = batch.mlm_labels != IGNORE_INDEX  # (r, t)
             targets = batch.mlm_labels[masked]  # (m,)
