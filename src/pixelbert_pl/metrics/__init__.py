@@ -1,0 +1,26 @@
+"""Official evaluation metrics of the downstream tasks: VQA v2 accuracy, NLVR2 accuracy/consistency, recall@K."""
+
+from pixelbert_pl.metrics.nlvr2 import nlvr2_accuracy, nlvr2_consistency, nlvr2_group_key
+from pixelbert_pl.metrics.retrieval import coco_1k_recall, retrieval_recall
+from pixelbert_pl.metrics.vqa import (
+    ANSWER_TYPES,
+    VQAAccuracy,
+    build_answer_vocab,
+    normalize_vqa_answer,
+    vqa_accuracy,
+    vqa_soft_targets,
+)
+
+__all__ = [
+    "ANSWER_TYPES",
+    "VQAAccuracy",
+    "build_answer_vocab",
+    "coco_1k_recall",
+    "nlvr2_accuracy",
+    "nlvr2_consistency",
+    "nlvr2_group_key",
+    "normalize_vqa_answer",
+    "retrieval_recall",
+    "vqa_accuracy",
+    "vqa_soft_targets",
+]
