@@ -1,20 +1,54 @@
-"""`PixelBertTask`: what every Pixel-BERT LightningModule shares (model, optimiser recipe, schedule).
+"""`PixelBertTask`: what every Pixel-BERT LightningModule shares (model, optimiser recipe, schedule, initialisation
+from a pre-training checkpoint, per-stage metrics and the train / val / test step template).
 
 A task for a new benchmark subclasses it and overrides the hooks (torchgeo's template-method habit):
-`configure_heads` (build only the heads the task uses, so DDP never waits on a gradient that never comes),
-`configure_metrics`, and the `*_step` methods. Typed `__init__` arguments are what LightningCLI turns into YAML.
+
+- `configure_heads()`: build only the heads the task uses, so DDP never waits on a gradient that never comes;
+- `forward(batch)`: the task's outputs (logits, scores) for a batch;
+- `compute_loss(outputs, batch)`: a scalar loss;
+- `configure_metrics()` -> {name: torchmetrics.Metric} and `update_metrics(metrics, outputs, batch)`.
+
+The template clones the metrics once per stage, updates them every step and logs `{stage}/{name}` (or
+`{stage}/{name}_{key}` for a metric returning a dict) at each epoch's end. Typed `__init__` arguments are what
+LightningCLI turns into YAML.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import Metric
 
 from pixelbert_pl.models import create_model
 from pixelbert_pl.tasks.optim import AdamWSGD, OptimizerConfig, build_param_groups, warmup_step_decay
 
 CNN_PREFIXES = ("model.visual.trunk.",)
+STAGES = ("train", "val", "test")
+log = logging.getLogger(__name__)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from a Lightning `.ckpt` (its `state_dict`), a `.safetensors` file or a plain torch state_dict."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={str(path)!r}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    # A Lightning checkpoint pickles its hyper-parameters (dataclass configs), which weights_only refuses; a
+    # checkpoint is code the user chose to run, like the YAML that names it.
+    state = torch.load(path, map_location="cpu", weights_only=path.suffix != ".ckpt")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"init_from={str(path)!r}: expected a state_dict or a Lightning checkpoint")
+    return state
 
 
 class PixelBertTask(pl.LightningModule):
@@ -27,6 +61,8 @@ class PixelBertTask(pl.LightningModule):
         vocab_size: the tokenizer's size when it differs from the preset's (the CLI links it from the data).
         model_overrides: any other `PixelBertConfig` field, e.g. `{backbone_stages: 3}`.
         optimizer: learning rates, weight decays, warm-up and step-decay milestones.
+        init_from: a checkpoint (usually pre-training's `.ckpt`) whose backbone, and any head of the same name and
+            shape, this task starts from; see `load_pretrained`.
     """
 
     monitor = "val/loss"
@@ -40,6 +76,7 @@ class PixelBertTask(pl.LightningModule):
         vocab_size: int | None = None,
         model_overrides: dict[str, Any] | None = None,
         optimizer: OptimizerConfig | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -54,14 +91,124 @@ class PixelBertTask(pl.LightningModule):
                 f"{self.model.config.vocab_size}"
             )
         self.optimizer_config = optimizer or OptimizerConfig()
+        if self.cnn_frozen:
+            # requires_grad=False (not just left out of the optimizer): no wasted backward, no DDP gradient wait.
+            self.model.visual.trunk.requires_grad_(False)
         self.configure_heads()
-        self.configure_metrics()
+        templates = self.configure_metrics() or {}
+        self.metrics = nn.ModuleDict(
+            {f"{stage}_{name}": metric.clone() for stage in STAGES for name, metric in templates.items()}
+        )
+        if init_from is not None:
+            self.load_pretrained(init_from)
+
+    @property
+    def cnn_frozen(self) -> bool:
+        return self.optimizer_config.cnn_optimizer == "frozen"
+
+    def train(self, mode: bool = True) -> PixelBertTask:
+        super().train(mode)
+        if self.cnn_frozen:
+            self.model.visual.trunk.eval()  # batch-norm statistics are part of a frozen CNN too
+        return self
+
+    # ------------------------------------------------------------------------------------------------ hooks
 
     def configure_heads(self) -> None:
         """Build the task's heads as attributes."""
 
-    def configure_metrics(self) -> None:
-        """Build the task's torchmetrics as attributes."""
+    def configure_metrics(self) -> dict[str, Metric]:
+        """Metric templates by name; the base class keeps one copy per stage (see `stage_metrics`)."""
+        return {}
+
+    def compute_loss(self, outputs: Any, batch: Any) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_loss(outputs, batch)")
+
+    def update_metrics(self, metrics: dict[str, Metric], outputs: Any, batch: Any) -> None:
+        """Feed one step's outputs to this stage's metrics (`metrics[name]`)."""
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch.input_ids.shape[0])
+
+    def init_heads_from(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """Copy every head tensor whose name and shape match the checkpoint's; returns the names copied. Override
+        to start a new head from a differently shaped one (retrieval's rank head from ITM)."""
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith("model.") and k in state}
+        copied = [k for k, v in own.items() if v.shape == state[k].shape]
+        self.load_state_dict({k: state[k] for k in copied}, strict=False)
+        return copied
+
+    # ------------------------------------------------------------------------------------ initialisation
+
+    def load_pretrained(self, path: str | Path) -> None:
+        """Start from another task's weights: the whole backbone must be there with the same shapes (a different
+        tokenizer or preset is an error, not a silent partial load); heads follow `init_heads_from`."""
+        state = read_state_dict(path)
+        backbone = {k: v for k, v in state.items() if k.startswith("model.")}
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("model.")}
+        missing = sorted(set(own) - set(backbone))
+        if missing:
+            raise ValueError(f"init_from={str(path)!r} lacks {len(missing)} backbone tensors, e.g. {missing[:3]}")
+        for key, value in own.items():
+            if value.shape != backbone[key].shape:
+                raise ValueError(
+                    f"init_from={str(path)!r}: {key} has shape {tuple(backbone[key].shape)}, this task's model "
+                    f"{tuple(value.shape)}; use the same preset, model_overrides and tokenizer as pre-training"
+                )
+        self.load_state_dict({k: backbone[k] for k in own}, strict=False)
+        heads = self.init_heads_from(state)
+        log.info("init_from %s: backbone (%d tensors) and heads %s", path, len(own), heads or "none")
+
+    # ----------------------------------------------------------------------------------------- template
+
+    def stage_metrics(self, stage: str) -> dict[str, Metric]:
+        prefix = f"{stage}_"
+        return {k[len(prefix) :]: m for k, m in self.metrics.items() if k.startswith(prefix)}
+
+    def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
+        outputs = self(batch)
+        loss = self.compute_loss(outputs, batch)
+        self.log(
+            f"{stage}/loss", loss, batch_size=self.batch_size(batch), prog_bar=True, on_step=stage == "train",
+            on_epoch=True, sync_dist=stage != "train",
+        )  # fmt: skip
+        with torch.no_grad():
+            self.update_metrics(self.stage_metrics(stage), outputs, batch)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "test")
+
+    def log_stage_metrics(self, stage: str) -> None:
+        """Compute, log and reset this stage's metrics; a metric with no update this epoch is skipped."""
+        for name, metric in self.stage_metrics(stage).items():
+            if metric.update_count == 0:
+                continue
+            value = metric.compute()
+            values = value if isinstance(value, dict) else {"": value}
+            for key, v in values.items():
+                label = f"{stage}/{name}_{key}" if key else f"{stage}/{name}"
+                if torch.is_tensor(v) and v.isnan().all():
+                    continue  # e.g. an answer type absent from this split
+                self.log(label, v, prog_bar=stage == "val" and not key)
+            metric.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self.log_stage_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_stage_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_stage_metrics("test")
+
+    # ------------------------------------------------------------------------------------------ optimiser
 
     def configure_optimizers(self) -> dict[str, Any]:
         config = self.optimizer_config

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
 from pixelbert_pl.data.pretraining import IGNORE_INDEX, PretrainBatch
 from pixelbert_pl.models import ITMHead, MLMHead
@@ -39,10 +39,8 @@ class PretrainTask(PixelBertTask):
         self.mlm_head = MLMHead(cfg, self.model.word_embeddings) if self.mlm_weight > 0 else None
         self.itm_head = ITMHead(cfg) if self.itm_weight > 0 else None
 
-    def configure_metrics(self) -> None:
-        self.metrics = torch.nn.ModuleDict(
-            {f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in ("mlm_acc", "itm_acc")}
-        )
+    def configure_metrics(self) -> dict[str, Metric]:
+        return {"mlm_accuracy": MeanMetric(), "itm_accuracy": MeanMetric()}
 
     def forward(self, batch: PretrainBatch, sample: bool = False) -> dict[str, torch.Tensor]:
         """Losses and predictions for a batch; the CNN runs once per image for all its rows."""
@@ -73,23 +71,17 @@ class PretrainTask(PixelBertTask):
         result["loss"] = loss
         return result
 
-    def _step(self, batch: PretrainBatch, stage: str) -> torch.Tensor:
+    def shared_step(self, batch: PretrainBatch, stage: str) -> torch.Tensor:
         result = self(batch, sample=stage == "train" and self.use_sampling)
-        rows = batch.input_ids.shape[0]
         values = {f"{stage}/loss": result["loss"]}
+        metrics = self.stage_metrics(stage)
         for name in ("mlm", "itm"):
             if f"{name}_loss" in result:
                 values[f"{stage}/{name}_loss"] = result[f"{name}_loss"]
-                correct = result[f"{name}_correct"]
-                if correct.numel():
-                    metric = self.metrics[f"{stage}_{name}_acc"]
-                    metric.update(correct)
-                    self.log(f"{stage}/{name}_accuracy", metric, batch_size=rows, on_step=False, on_epoch=True)
-        self.log_dict(values, batch_size=rows, prog_bar=stage == "train", on_step=stage == "train", on_epoch=True)
+                if result[f"{name}_correct"].numel():
+                    metrics[f"{name}_accuracy"].update(result[f"{name}_correct"])
+        self.log_dict(
+            values, batch_size=self.batch_size(batch), prog_bar=stage == "train", on_step=stage == "train",
+            on_epoch=True, sync_dist=stage != "train",
+        )  # fmt: skip
         return result["loss"]
-
-    def training_step(self, batch: PretrainBatch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: PretrainBatch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "val")
