@@ -18,13 +18,14 @@ import reprlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import datasets
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+RecordT = TypeVar("RecordT")
 
 PRETRAIN_SPLITS = ("train", "restval")
 EVAL_SPLITS = ("val", "test")
@@ -69,12 +70,13 @@ _KINDS = {
     "str": lambda v: isinstance(v, str),
     "int": _is_int,
     "int or null": lambda v: v is None or _is_int(v),
+    "int or str": lambda v: isinstance(v, str) or _is_int(v),
 }
 _JSON_NAMES = {dict: "object", list: "list", str: "str", int: "int", float: "float", bool: "bool", type(None): "null"}
 _REQUIRED = object()
 
 
-class _AnnotationFile:
+class AnnotationFile:
     """Loads one JSON file and reads its fields, turning every format surprise into an AnnotationError that names
     the file, the entry and the field and recalls the expected format."""
 
@@ -83,16 +85,29 @@ class _AnnotationFile:
         self.expected = expected
 
     def load(self, kind: str) -> Any:
+        """The whole file as one JSON value of `kind`."""
+        return self.check(self._decode(self._text(), 0), kind, "")
+
+    def load_lines(self, kind: str) -> list[tuple[int, Any]]:
+        """JSON lines (NLVR2): (line number, value of `kind`) for each non-blank line; errors say "line N"."""
+        # Not splitlines(): it also splits at U+2028 and other separators that JSON strings may hold unescaped.
+        lines = enumerate(self._text().split("\n"), 1)
+        return [(n, self.check(self._decode(line, n - 1), kind, f"line {n}")) for n, line in lines if line.strip()]
+
+    def _text(self) -> str:
         if not self.path.is_file():
             raise FileNotFoundError(f"annotation file not found: {self.path}")
         try:
-            with self.path.open(encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise AnnotationError(f"{self.path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from e
+            return self.path.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise AnnotationError(f"{self.path}: not UTF-8 text (byte {e.start}); is it really a JSON file?") from e
-        return self.check(data, kind, "")
+
+    def _decode(self, text: str, lines_before: int) -> Any:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            line = lines_before + e.lineno
+            raise AnnotationError(f"{self.path}: invalid JSON at line {line}, column {e.colno}: {e.msg}") from e
 
     def error(self, where: str, problem: str) -> AnnotationError:
         return AnnotationError(f"{self.path}: {where or 'top level'} {problem} (expected {self.expected})")
@@ -115,7 +130,7 @@ class _AnnotationFile:
         raise self.error(where, "has no field " + " or ".join(f"'{k}'" for k in keys))
 
 
-class _DirectoryIndex:
+class DirectoryIndex:
     """File names per directory, each directory listed once: a stat per image is very slow for 100K+ images on
     network file systems."""
 
@@ -131,24 +146,35 @@ class _DirectoryIndex:
                 self._names[path.parent] = frozenset()
         return path.name in self._names[path.parent]
 
+    def first_missing(self, *paths: PathLike) -> str | None:
+        """The first of `paths` that is not a file in its directory, or None when all are."""
+        return next((str(p) for p in paths if not self.has(Path(p))), None)
 
-def _absolute(path: PathLike) -> Path:
+
+def absolute_path(path: PathLike) -> Path:
     return Path(os.path.abspath(Path(path).expanduser()))
 
 
-def _drop_missing(
-    records: list[ImageCaptions], found: list[bool], source: Path, searched: Iterable[Path], allow_missing: bool
-) -> list[ImageCaptions]:
-    missing = [r.image_path for r, ok in zip(records, found, strict=True) if not ok]
-    if not missing:
+def drop_missing(
+    records: list[RecordT],
+    missing: Sequence[str | None],
+    source: Path,
+    searched: Iterable[Path],
+    allow_missing: bool,
+) -> list[RecordT]:
+    """`records` whose image files all exist, where `missing[i]` is record i's first absent file (None: none is).
+
+    Raises FileNotFoundError naming the first absent files, unless `allow_missing` (then a warning counts them)."""
+    absent = [path for path in missing if path is not None]
+    if not absent:
         return records
     where = ", ".join(sorted({str(d) for d in searched}))
-    message = f"{len(missing)} of {len(records)} images from {source} have no file (looked in {where}); first: "
-    message += ", ".join(missing[:5])
+    message = f"{len(absent)} of {len(records)} images from {source} have no file (looked in {where}); first: "
+    message += ", ".join(absent[:5])
     if not allow_missing:
         raise FileNotFoundError(message + ". Pass allow_missing=True to skip them.")
     logger.warning("%s. Skipping them (allow_missing=True).", message)
-    return [r for r, ok in zip(records, found, strict=True) if ok]
+    return [r for r, path in zip(records, missing, strict=True) if path is None]
 
 
 def _clean(captions: Iterable[str]) -> list[str]:
@@ -161,7 +187,7 @@ def read_coco_captions(
 ) -> list[ImageCaptions]:
     """Images with their captions from `captions_{train,val}2014.json`, in `images[]` order. Use `read_karpathy`
     for pre-training: the raw files do not say which images Karpathy reserves for val/test."""
-    ann = _AnnotationFile(annotation_file, COCO_FORMAT)
+    ann = AnnotationFile(annotation_file, COCO_FORMAT)
     data = ann.load("object")
     file_names: dict[int, str] = {}
     for i, image in enumerate(ann.field(data, "images", "list", "")):
@@ -173,23 +199,23 @@ def read_coco_captions(
         if image_id not in captions:
             raise ann.error(f"annotations[{i}].image_id", f"is {image_id}, which is not the id of any entry in images")
         captions[image_id].append(caption)
-    image_dir = _absolute(image_dir)
+    image_dir = absolute_path(image_dir)
     records = [
         ImageCaptions(f"coco:{image_id}", str(image_dir / file_names[image_id]), _clean(texts), "coco")
         for image_id, texts in captions.items()
     ]
     records = [r for r in records if r.captions]
-    index = _DirectoryIndex()
-    found = [index.has(Path(r.image_path)) for r in records]
-    return _drop_missing(records, found, ann.path, [image_dir], allow_missing)
+    index = DirectoryIndex()
+    missing = [index.first_missing(r.image_path) for r in records]
+    return drop_missing(records, missing, ann.path, [image_dir], allow_missing)
 
 
 def _karpathy_images(
     split_file: PathLike, splits: Sequence[str]
-) -> tuple[_AnnotationFile, dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+) -> tuple[AnnotationFile, dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """The file, its top level, and (position, entry) for each image whose split is in `splits`."""
     wanted = {splits} if isinstance(splits, str) else set(splits)
-    ann = _AnnotationFile(split_file, KARPATHY_FORMAT)
+    ann = AnnotationFile(split_file, KARPATHY_FORMAT)
     data = ann.load("object")
     chosen: list[tuple[str, dict[str, Any]]] = []
     present: set[str] = set()
@@ -216,7 +242,7 @@ def read_karpathy(
     "coco:{cocoid}", matching `read_coco_captions`, else "{dataset}:{filename}"."""
     ann, data, chosen = _karpathy_images(split_file, splits)
     dataset = ann.field(data, "dataset", "str", "")
-    root = _absolute(image_root)
+    root = absolute_path(image_root)
     records: list[ImageCaptions] = []
     for where, image in chosen:
         filename = ann.field(image, "filename", "str", where)
@@ -227,9 +253,9 @@ def read_karpathy(
         raw = [ann.field(s, "raw", "str", f"{where}.sentences[{j}]") for j, s in enumerate(sentences)]
         if captions := _clean(raw):
             records.append(ImageCaptions(image_id, str(path), captions, dataset))
-    index = _DirectoryIndex()
-    found = [index.has(Path(r.image_path)) for r in records]
-    return _drop_missing(records, found, ann.path, {Path(r.image_path).parent for r in records}, allow_missing)
+    index = DirectoryIndex()
+    missing = [index.first_missing(r.image_path) for r in records]
+    return drop_missing(records, missing, ann.path, {Path(r.image_path).parent for r in records}, allow_missing)
 
 
 def karpathy_coco_ids(split_file: PathLike, splits: Sequence[str] = EVAL_SPLITS) -> set[int]:
@@ -265,17 +291,17 @@ def read_visual_genome(
     Images whose `coco_id` is in `exclude_coco_ids` or whose `flickr_id` is in `exclude_flickr_ids` are dropped
     before their files are looked for; `coco_id` / `flickr_id` must be present (null is fine) so a dump lacking them
     cannot leak evaluation images silently."""
-    dirs = [_absolute(image_dirs)] if isinstance(image_dirs, str | os.PathLike) else [_absolute(d) for d in image_dirs]
+    dirs = [absolute_path(d) for d in ([image_dirs] if isinstance(image_dirs, str | os.PathLike) else image_dirs)]
     if not dirs:
         raise ValueError("read_visual_genome: image_dirs is empty; pass e.g. [VG_100K, VG_100K_2]")
-    meta = _AnnotationFile(image_data_file, VG_IMAGES_FORMAT)
+    meta = AnnotationFile(image_data_file, VG_IMAGES_FORMAT)
     links: dict[int, tuple[int | None, int | None]] = {}
     for i, image in enumerate(meta.load("list")):
         image_id = meta.field(image, ("image_id", "id"), "int", f"[{i}]")
         coco_id = meta.field(image, "coco_id", "int or null", f"[{i}]")
         links[image_id] = (coco_id, meta.field(image, "flickr_id", "int or null", f"[{i}]"))
 
-    ann = _AnnotationFile(region_file, VG_REGIONS_FORMAT)
+    ann = AnnotationFile(region_file, VG_REGIONS_FORMAT)
     phrases: dict[int, dict[str, None]] = {}  # a dict is an insertion-ordered set: repeats are kept once, in order
     for i, entry in enumerate(ann.load("list")):
         entry_id = ann.field(entry, ("image_id", "id"), "int", f"[{i}]")
@@ -288,9 +314,9 @@ def read_visual_genome(
             for phrase in _clean([ann.field(region, "phrase", "str", where)]):
                 phrases.setdefault(image_id, {})[phrase] = None
 
-    index = _DirectoryIndex()
+    index = DirectoryIndex()
     records: list[ImageCaptions] = []
-    found: list[bool] = []
+    missing: list[str | None] = []
     excluded = 0
     for image_id, texts in phrases.items():
         coco_id, flickr_id = links[image_id]
@@ -299,10 +325,10 @@ def read_visual_genome(
             continue
         name = f"{image_id}.jpg"
         path = next((d / name for d in dirs if index.has(d / name)), None)
-        found.append(path is not None)
+        missing.append(None if path else str(dirs[0] / name))
         records.append(ImageCaptions(f"vg:{image_id}", str(path or dirs[0] / name), list(texts), "vg"))
     logger.info("Visual Genome: %d images, %d dropped as evaluation images", len(records), excluded)
-    return _drop_missing(records, found, ann.path, dirs, allow_missing)
+    return drop_missing(records, missing, ann.path, dirs, allow_missing)
 
 
 def to_hf_dataset(records: Sequence[ImageCaptions]) -> datasets.Dataset:
@@ -331,7 +357,7 @@ def load_caption_dataset(
     files = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     if not files:
         raise ValueError("load_caption_dataset: no files given")
-    files = [_absolute(p) for p in files]
+    files = [absolute_path(p) for p in files]
     if missing := [str(p) for p in files if not p.is_file()]:
         # `datasets` would report these as an unresolvable data-files pattern, which hides the path.
         raise FileNotFoundError(f"caption files not found: {', '.join(missing)}")

@@ -1,4 +1,5 @@
-"""LightningDataModules for pre-training: COCO (Karpathy train + restval) + Visual Genome, and ShapesWorld.
+"""LightningDataModules for pre-training: COCO (Karpathy train + restval) + Visual Genome, and ShapesWorld; and
+what every DataModule of the package shares (`PixelBertDataModule`, `ShapesWorldCorpus`, `ArrowRecords`).
 
 Records go into Hugging Face `datasets` (Arrow) so millions of VG phrases do not live as Python objects; under
 DDP every rank gets the same number of batches (an `EpochKeyedSampler` with `drop_last`), and evaluation shards
@@ -8,14 +9,15 @@ are disjoint with no padding duplicates.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import datasets
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import (
@@ -32,21 +34,137 @@ from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSamp
 from pixelbert_pl.models.config import IMAGENET_MEAN, IMAGENET_STD
 from pixelbert_pl.models.tokenizer import load_tokenizer
 
+RecordT = TypeVar("RecordT")
 
-class ArrowRecords(Sequence[ImageCaptions]):
-    """Random access to `ImageCaptions` rows of an Arrow-backed `datasets.Dataset`."""
 
-    def __init__(self, table: datasets.Dataset) -> None:
+class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
+    """Random access to the rows of an Arrow-backed `datasets.Dataset` as `record_type` dataclasses.
+
+    Arrow buffers are not touched by reference counting, so DataLoader workers share them instead of copying,
+    page by page, a list of millions of Python objects."""
+
+    def __init__(self, table: datasets.Dataset, record_type: Callable[..., RecordT] = ImageCaptions) -> None:  # type: ignore[assignment]
         self.table = table
+        self.record_type = record_type
+
+    @classmethod
+    def from_records(cls, records: Sequence[Any]) -> ArrowRecords[Any]:
+        """Records of one dataclass type, in order (their field values must be Arrow-typable)."""
+        if not records:
+            return cls(datasets.Dataset.from_list([]), dict)  # never indexed
+        return cls(datasets.Dataset.from_list([asdict(r) for r in records]), type(records[0]))
 
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getitem__(self, index: int) -> ImageCaptions:  # type: ignore[override]
-        return ImageCaptions(**self.table[int(index)])
+    def __getitem__(self, index: int) -> RecordT:  # type: ignore[override]
+        return self.record_type(**self.table[int(index)])
 
 
-class PretrainDataModule(pl.LightningDataModule):
+def _arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's own arguments from its `locals()`."""
+    return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__", "kwargs")}
+
+
+class PixelBertDataModule(pl.LightningDataModule):
+    """What every DataModule here shares: the tokenizer, the image transform, `vocab_size` (the CLI links it to the
+    model's) and loaders whose `EpochKeyedSampler` gives every rank equal training batches and disjoint evaluation
+    shards.
+
+    Args:
+        tokenizer: HF name or local directory / vocab.txt of the BERT WordPiece tokenizer.
+        image_min_size, image_max_size, size_divisor, image_mean, image_std: the `ImageTransform`.
+        max_text_length: tokens per text, [CLS] and [SEP] included.
+        batch_size: training batch per rank; val_batch_size: evaluation batch (default: batch_size).
+        seed: decides the training order and everything random about a sample, with the epoch and its index.
+    """
+
+    def __init__(
+        self,
+        tokenizer: str = "bert-base-uncased",
+        image_min_size: int = 800,
+        image_max_size: int = 1333,
+        size_divisor: int = 32,
+        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        image_std: tuple[float, float, float] = IMAGENET_STD,
+        max_text_length: int = 40,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 4,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        # Subclasses add their own arguments and pass some of these for the user, so read them from here, not
+        # from `hparams` (which holds the outermost class's own arguments, as given in the YAML).
+        self.options = SimpleNamespace(**_arguments(locals()))
+        self.save_hyperparameters()
+
+    def add_options(self, frame_locals: dict[str, Any]) -> None:
+        """Add a subclass constructor's arguments (its `locals()`) to `options`."""
+        vars(self.options).update(_arguments(frame_locals))
+
+    @functools.cached_property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return load_tokenizer(self.options.tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's size; the CLI links it to the model's `vocab_size`."""
+        return len(self.tokenizer)
+
+    @functools.cached_property
+    def transform(self) -> ImageTransform:
+        h = self.options
+        return ImageTransform(h.image_min_size, h.image_max_size, h.size_divisor, h.image_mean, h.image_std)
+
+    def _ranks(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def loader(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any], train: bool) -> DataLoader:
+        """Training: shuffled, every rank the same number of full batches. Evaluation: in order, each item on
+        exactly one rank, none repeated to even out the shards."""
+        world, rank = self._ranks()
+        h = self.options
+        kind = {"shuffle": True, "seed": h.seed, "drop_last": True} if train else {"shuffle": False, "unrepeated": True}
+        sampler = EpochKeyedSampler(dataset, world, rank, **kind)  # type: ignore[arg-type]
+        return DataLoader(
+            dataset,
+            batch_size=h.batch_size if train else h.val_batch_size or h.batch_size,
+            sampler=sampler,
+            drop_last=sampler.drop_last,
+            num_workers=h.num_workers,
+            persistent_workers=h.num_workers > 0,
+            collate_fn=collate_fn,
+        )
+
+
+class ShapesWorldCorpus:
+    """For DataModules over the embedded ShapesWorld corpus in `self.root`, generated there on first use.
+
+    Their constructors spell out the arguments whose ShapesWorld default differs from real data's (not left in
+    **kwargs): LightningCLI passes every parent argument explicitly, with the parent's default."""
+
+    root: Path
+
+    def open_corpus(
+        self, root: str, num_images: int, image_size: int, seed: int, holdout: Sequence[str], tokenizer: str | None
+    ) -> str:
+        """Point `root` at the corpus, generating it if needed; returns the tokenizer (default: its vocab.txt)."""
+        self.root = Path(root)
+        self.ensure_corpus(num_images, image_size, seed, tuple(holdout))
+        return tokenizer or str(self.root / "vocab.txt")
+
+    def ensure_corpus(self, num_images: int, image_size: int, seed: int, holdout: tuple[str, ...]) -> None:
+        """Generate the corpus unless `root` already holds one (deterministic, so regenerating is never needed)."""
+        if (self.root / "karpathy.json").exists() and (self.root / "vocab.txt").exists():
+            return
+        from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
+
+        generate(self.root, ShapesWorldConfig(num_images=num_images, image_size=image_size, heldout=holdout), seed)
+
+
+class PretrainDataModule(PixelBertDataModule):
     """Image-caption pairs for MLM + ITM pre-training.
 
     Args:
@@ -84,32 +202,24 @@ class PretrainDataModule(pl.LightningDataModule):
         num_workers: int = 4,
         seed: int = 0,
     ) -> None:
-        super().__init__()
-        # Subclasses pass some of these for the user, so read them from here, not from `hparams` (which holds
-        # the outermost class's own arguments, as given in the YAML).
-        options = dict(locals())
-        for name in ("self", "__class__"):
-            options.pop(name, None)
-        self.options = SimpleNamespace(**options)
-        self.save_hyperparameters()
+        super().__init__(
+            tokenizer=tokenizer,
+            image_min_size=image_min_size,
+            image_max_size=image_max_size,
+            size_divisor=size_divisor,
+            image_mean=image_mean,
+            image_std=image_std,
+            max_text_length=max_text_length,
+            batch_size=batch_size,
+            val_batch_size=val_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+        )
+        self.add_options(locals())
         if karpathy_file is None and vg_regions is None:
             raise ValueError("PretrainDataModule needs a corpus: set karpathy_file and/or vg_regions")
         self.train_records: Sequence[ImageCaptions] = []
         self.val_records: Sequence[ImageCaptions] = []
-
-    @functools.cached_property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        return load_tokenizer(self.options.tokenizer)
-
-    @property
-    def vocab_size(self) -> int:
-        """The tokenizer's size; the CLI links it to the model's `vocab_size`."""
-        return len(self.tokenizer)
-
-    @functools.cached_property
-    def transform(self) -> ImageTransform:
-        h = self.options
-        return ImageTransform(h.image_min_size, h.image_max_size, h.size_divisor, h.image_mean, h.image_std)
 
     def read_records(self, splits: Sequence[str], with_vg: bool) -> list[ImageCaptions]:
         h = self.options
@@ -143,36 +253,16 @@ class PretrainDataModule(pl.LightningDataModule):
             seed=h.seed,
         )
 
-    def _ranks(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-    def _loader(self, dataset: CaptionPretrainDataset, sampler: EpochKeyedSampler, batch_size: int) -> DataLoader:
-        workers = self.options.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=sampler.drop_last,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id),
-        )
-
     def train_dataloader(self) -> DataLoader:
-        world, rank = self._ranks()
-        dataset = self.dataset(self.train_records)
-        sampler = EpochKeyedSampler(dataset, world, rank, shuffle=True, seed=self.options.seed, drop_last=True)
-        return self._loader(dataset, sampler, self.options.batch_size)
+        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
+        return self.loader(self.dataset(self.train_records), collate, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        world, rank = self._ranks()
-        dataset = self.dataset(self.val_records)
-        sampler = EpochKeyedSampler(dataset, world, rank, shuffle=False, unrepeated=True)
-        return self._loader(dataset, sampler, self.options.val_batch_size or self.options.batch_size)
+        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
+        return self.loader(self.dataset(self.val_records), collate, train=False)
 
 
-class ShapesWorldDataModule(PretrainDataModule):
+class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
     """Pre-training on the embedded ShapesWorld corpus, generated into `root` on first use.
 
     The corpus is written in the published COCO / Karpathy formats, so it goes through the same readers as
@@ -193,11 +283,9 @@ class ShapesWorldDataModule(PretrainDataModule):
         max_text_length: int = 24,
         **kwargs: Any,
     ) -> None:
-        # Arguments whose ShapesWorld default differs from real data's are spelled out (not left in **kwargs):
-        # LightningCLI passes every parent argument explicitly, with the parent's default.
-        self.root = Path(root)
+        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer)
         super().__init__(
-            tokenizer=tokenizer or str(self.root / "vocab.txt"),
+            tokenizer=vocab,
             karpathy_file=str(self.root / "karpathy.json"),
             image_root=str(self.root),
             train_splits=train_splits,  # ShapesWorld has no Karpathy "restval" split
@@ -206,12 +294,3 @@ class ShapesWorldDataModule(PretrainDataModule):
             max_text_length=max_text_length,
             **kwargs,
         )
-        self.ensure_corpus(num_images, image_size, generator_seed, tuple(holdout))
-
-    def ensure_corpus(self, num_images: int, image_size: int, seed: int, holdout: tuple[str, ...]) -> None:
-        """Generate the corpus unless `root` already holds one (deterministic, so regenerating is never needed)."""
-        if (self.root / "karpathy.json").exists() and (self.root / "vocab.txt").exists():
-            return
-        from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
-
-        generate(self.root, ShapesWorldConfig(num_images=num_images, image_size=image_size, heldout=holdout), seed)

@@ -5,6 +5,9 @@ pixels are sampled) comes from a generator seeded by (seed, epoch, sample index)
 any batch, on any rank, in any worker, and after a resume. The sampler hands the epoch to the dataset with
 each index, so workers need no shared state.
 
+The downstream datasets (vqa.py, nlvr2.py, retrieval.py) build on the pieces defined here: `RecordDataset`,
+`EpochKeyedSampler` and its keys (`split_key`, `sample_rng`), `other_image_captions` and `pad_texts`.
+
 Shapes: n images, r = n * captions_per_image text rows, t tokens.
 """
 
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +31,19 @@ IGNORE_INDEX = -100
 
 def sample_rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([abs(int(k)) for k in key])
+
+
+def split_key(key: tuple[int, int] | int) -> tuple[int, int]:
+    """(epoch, index) from an `EpochKeyedSampler` key; a bare index (plain DataLoader, notebooks) means epoch 0."""
+    return key if isinstance(key, tuple) else (0, key)
+
+
+def other_image_captions(records: Sequence[ImageCaptions], index: int, rng: np.random.Generator) -> Iterator[str]:
+    """Endless draws of a random caption of a random image other than `records[index]`."""
+    while True:
+        other = int(rng.integers(len(records) - 1))
+        other += other >= index
+        yield str(rng.choice(records[other].captions))
 
 
 @dataclass
@@ -72,7 +90,37 @@ class EpochKeyedSampler(DistributedSampler):
         return ((self.epoch, i) for i in indices)
 
 
-class CaptionPretrainDataset(Dataset):
+class RecordDataset(Dataset):
+    """Items built from `records[index]` for a sampler key (epoch, index), with the image transform and the
+    tokenizer that every dataset of the package shares. `seed` is for subclasses whose samples are random."""
+
+    def __init__(
+        self,
+        records: Sequence[Any],
+        transform: ImageTransform,
+        tokenizer: PreTrainedTokenizerBase,
+        max_text_length: int = 40,
+        seed: int = 0,
+    ) -> None:
+        self.records = records
+        self.transform = transform
+        self.tokenizer = tokenizer
+        self.max_text_length = max_text_length
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image(self, path: str) -> torch.Tensor:
+        """The image at `path`, decoded, resized and normalised."""
+        return self.transform(load_image(path))
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """[CLS] text [SEP] ids of each text, truncated to `max_text_length`."""
+        return self.tokenizer(texts, truncation=True, max_length=self.max_text_length)["input_ids"]
+
+
+class CaptionPretrainDataset(RecordDataset):
     """Item = one image (decoded, resized, normalised) with `captions_per_image` caption rows.
 
     Half of each image's rows (rounded down; a coin flip when there is one row) carry a caption of another
@@ -93,33 +141,23 @@ class CaptionPretrainDataset(Dataset):
     ) -> None:
         if len(records) < 2:
             raise ValueError(f"a pre-training corpus needs at least 2 images for ITM negatives; got {len(records)}")
-        self.records = records
-        self.transform = transform
-        self.tokenizer = tokenizer
-        self.max_text_length = max_text_length
+        super().__init__(records, transform, tokenizer, max_text_length, seed)
         self.captions_per_image = captions_per_image
         self.mlm_probability = mlm_probability
-        self.seed = seed
         self.special_ids = set(tokenizer.all_special_ids)
         self.mask_id = int(tokenizer.mask_token_id)
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def negative_caption(self, index: int, own: set[str], rng: np.random.Generator) -> str:
         # A random caption of another image that this image does not also have (COCO has 5 per image, VG dozens).
         caption = ""
-        for _ in range(20):
-            other = int(rng.integers(len(self.records) - 1))
-            other += other >= index
-            caption = str(rng.choice(self.records[other].captions))
+        for caption in islice(other_image_captions(self.records, index, rng), 20):
             if caption not in own:
                 return caption
         # Only a corpus whose captions nearly all coincide gets here; a rare false negative beats a crash.
         return caption
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, object]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch, index = split_key(key)
         rng = sample_rng(self.seed, epoch, index)
         record = self.records[index]
         captions = list(record.captions)
@@ -131,14 +169,14 @@ class CaptionPretrainDataset(Dataset):
         texts = [
             captions[c] if m else self.negative_caption(index, own, rng) for c, m in zip(chosen, matched, strict=True)
         ]
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_text_length)["input_ids"]
+        encoded = self.token_ids(texts)
         input_ids, labels = [], []
         for ids, m in zip(encoded, matched, strict=True):
             masked, mlm = self._mask(ids, rng)
             input_ids.append(masked)
             labels.append(mlm if m else [IGNORE_INDEX] * len(ids))
         return {
-            "pixel_values": self.transform(load_image(record.image_path)),
+            "pixel_values": self.image(record.image_path),
             "input_ids": input_ids,
             "mlm_labels": labels,
             "itm_labels": matched,
@@ -176,6 +214,11 @@ class CaptionPretrainDataset(Dataset):
 def pad_token_rows(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def pad_texts(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded at the right: (input_ids (r, t) long, attention_mask (r, t) bool, True on real tokens)."""
+    return pad_token_rows(rows, pad_token_id), pad_token_rows([[1] * len(r) for r in rows], 0).bool()
 
 
 def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> PretrainBatch:

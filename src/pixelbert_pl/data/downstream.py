@@ -1,0 +1,394 @@
+"""LightningDataModules of the fine-tuning tasks (PAPER.md §3): VQA v2, NLVR2 and image-text retrieval, on real
+data in the published formats or on the embedded ShapesWorld corpus, through the same readers.
+
+Records are read once per split (in `setup`, or earlier when `num_answers` is asked for) and large ones are kept
+in Arrow. Training batches are equal in number on every rank; evaluation shards are disjoint and never padded with
+repeats, so every question, example and image counts once (PAPER.md §6).
+
+The ShapesWorld variants only point the general ones at files under `root`; all that differs from real data are
+paths, the image pattern and defaults sized for a 96-pixel corpus of a few thousand images.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
+
+from pixelbert_pl.data.captions import PRETRAIN_SPLITS, AnnotationFile, karpathy_coco_ids, read_karpathy, to_hf_dataset
+from pixelbert_pl.data.datamodules import ArrowRecords, PixelBertDataModule, ShapesWorldCorpus
+from pixelbert_pl.data.nlvr2 import NLVR2Dataset, collate_nlvr2, read_nlvr2
+from pixelbert_pl.data.retrieval import (
+    RetrievalImageDataset,
+    RetrievalTexts,
+    RetrievalTrainDataset,
+    collate_retrieval_images,
+    collate_retrieval_train,
+    retrieval_texts,
+)
+from pixelbert_pl.data.vqa import ANNOTATIONS_FORMAT, COCO_IMAGE_PATTERN, VQADataset, collate_vqa, read_vqa
+from pixelbert_pl.metrics import build_answer_vocab
+
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def _files(files: str | Sequence[str]) -> list[str]:
+    # One path where a list is expected is a common YAML slip; iterating it would read one file per character.
+    return [files] if isinstance(files, str) else list(files)
+
+
+class SplitDataModule(PixelBertDataModule):
+    """Records per split ("train", "val", "test"), read once on first use; a subclass says how to read a split,
+    which dataset serves it and how its items are collated. `predict` serves the test split, `test` too."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._records: dict[str, Sequence[Any]] = {}
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        raise NotImplementedError
+
+    def dataset(self, split: str) -> Dataset:
+        raise NotImplementedError
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        raise NotImplementedError
+
+    def records(self, split: str) -> Sequence[Any]:
+        if split not in self._records:
+            self._records[split] = self.read_split(split)
+        return self._records[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in _STAGE_SPLITS.get(stage or "fit", ()):
+            self.records(split)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("train"), self.collate("train"), train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("val"), self.collate("val"), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("test"), self.collate("test"), train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.loader(self.dataset("test"), self.collate("test"), train=False)
+
+
+class VQADataModule(SplitDataModule):
+    """VQA v2 as classification over `answer_vocab` with soft targets (PAPER.md §3.1, §6.2).
+
+    Args:
+        train_questions, train_annotations: questions files and their annotation files, pairwise, for training
+            (v2_OpenEnded_mscoco_train2014_questions.json, v2_mscoco_train2014_annotations.json; add val2014 for a
+            test-dev submission).
+        val_questions, val_annotations: the same for validation.
+        test_questions: the questions `predict_dataloader` serves (test-dev2015 or test2015: no annotations).
+        test_annotations: their annotations where there are any; `test_dataloader` needs them.
+        image_root: the folder holding train2014/, val2014/, test2015/ (default: each questions file's folder).
+        image_pattern: an image's file under image_root, filled with the questions file's `data_subtype` and the
+            `image_id` (`read_vqa`). test_image_pattern: the same for test_questions (default: image_pattern);
+            test-dev2015 questions are about test2015 images: "test2015/COCO_test2015_{image_id:012d}.jpg".
+        answer_vocab_annotations: annotation files whose `multiple_choice_answer`s make the answer classes;
+            default: the train and val questions read (train2014 + val2014 and min count 9 give the usual 3,129).
+        answer_min_count: questions an answer needs to become a class.
+        train_image_ids, val_image_ids, test_image_ids: keep only questions about these images.
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`: tokenizer, image sizes, batches).
+    """
+
+    def __init__(
+        self,
+        train_questions: str | Sequence[str],
+        train_annotations: str | Sequence[str],
+        val_questions: str | Sequence[str],
+        val_annotations: str | Sequence[str],
+        test_questions: str | None = None,
+        test_annotations: str | None = None,
+        image_root: str | None = None,
+        image_pattern: str = COCO_IMAGE_PATTERN,
+        test_image_pattern: str | None = None,
+        answer_vocab_annotations: Sequence[str] | None = None,
+        answer_min_count: int = 9,
+        train_image_ids: Sequence[int] | None = None,
+        val_image_ids: Sequence[int] | None = None,
+        test_image_ids: Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.add_options(locals())
+        # (questions file, annotations file or None) per split.
+        self.files: dict[str, list[tuple[str, str | None]]] = {
+            "test": [(test_questions, test_annotations)] if test_questions is not None else []
+        }
+        for split, question_files, annotation_files in (
+            ("train", _files(train_questions), _files(train_annotations)),
+            ("val", _files(val_questions), _files(val_annotations)),
+        ):
+            if len(question_files) != len(annotation_files):
+                raise ValueError(
+                    f"{split}_questions has {len(question_files)} files and {split}_annotations "
+                    f"{len(annotation_files)}: expected one annotations file per questions file, in the same order"
+                )
+            self.files[split] = list(zip(question_files, annotation_files, strict=True))
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        h = self.options
+        if split == "test" and h.test_questions is None:
+            raise ValueError("VQADataModule: no test_questions given, so there is nothing to test or predict")
+        pattern = (h.test_image_pattern or h.image_pattern) if split == "test" else h.image_pattern
+        ids = getattr(h, f"{split}_image_ids")
+        ids = None if ids is None else set(ids)
+        files = self.files[split]
+        return ArrowRecords.from_records([r for q, a in files for r in read_vqa(q, a, h.image_root, pattern, ids)])
+
+    @functools.cached_property
+    def answer_vocab(self) -> list[str]:
+        """The answer classes: label i is `answer_vocab[i]`, most frequent first (`build_answer_vocab`)."""
+        h = self.options
+        if h.answer_vocab_annotations is None:
+            # Read from the Arrow columns: building 650K record objects only to count answers takes a minute.
+            columns = ["question_id", "multiple_choice_answer"]
+            tables = [self.records(split).table.select_columns(columns) for split in ("train", "val")]  # type: ignore[attr-defined]
+            entries = [row for table in tables for row in table.to_list()]
+        else:
+            entries = []
+            for path in _files(h.answer_vocab_annotations):
+                ann = AnnotationFile(path, ANNOTATIONS_FORMAT)
+                entries += ann.field(ann.load("object"), "annotations", "list", "")
+        vocab = build_answer_vocab(entries, h.answer_min_count)
+        if not vocab:
+            raise ValueError(
+                f"no answer is the multiple_choice_answer of {h.answer_min_count}+ questions: lower answer_min_count"
+            )
+        return vocab
+
+    @property
+    def num_answers(self) -> int:
+        """How many answer classes; the CLI links it to the model's `num_answers`."""
+        return len(self.answer_vocab)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.options.test_annotations is None:
+            raise ValueError("VQA test questions without annotations are scored by the evaluation server: predict them")
+        return super().test_dataloader()
+
+    def dataset(self, split: str) -> VQADataset:
+        return VQADataset(
+            self.records(split), self.transform, self.tokenizer, self.answer_vocab, self.options.max_text_length
+        )
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        return functools.partial(collate_vqa, num_answers=self.num_answers, pad_token_id=self.tokenizer.pad_token_id)
+
+
+class NLVR2DataModule(SplitDataModule):
+    """NLVR2 in the "Pair" setting (PAPER.md §3.2): train, dev as "val", and test1 (or test2) as "test".
+
+    Args:
+        train_file, val_file, test_file: JSON-lines files (train.json, dev.json, test1.json).
+        image_root: the folder holding train/<directory>/, and dev/ and test1/ unless eval_image_root is given
+            (`read_nlvr2`). eval_image_root: the folder holding dev/ and test1/ (ViLT's layout keeps them beside
+            images/, which holds train/).
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
+    """
+
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str,
+        image_root: str,
+        test_file: str | None = None,
+        eval_image_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.add_options(locals())
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        h = self.options
+        path = getattr(h, f"{split}_file")
+        if path is None:
+            raise ValueError("NLVR2DataModule: no test_file given, so there is nothing to test or predict")
+        root = h.image_root if split == "train" else h.eval_image_root or h.image_root
+        return ArrowRecords.from_records(read_nlvr2(path, root))
+
+    def dataset(self, split: str) -> NLVR2Dataset:
+        return NLVR2Dataset(self.records(split), self.transform, self.tokenizer, self.options.max_text_length)
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        return functools.partial(collate_nlvr2, pad_token_id=self.tokenizer.pad_token_id)
+
+
+class RetrievalDataModule(SplitDataModule):
+    """Image-text retrieval on a Karpathy split file (PAPER.md §3.3, §6.4).
+
+    Training batches are `RetrievalTrainBatch`es (each image with 1 positive and `num_negatives` negative
+    captions). Validation and test batches are `RetrievalImageBatch`es over the split's images, each image on one
+    rank; every rank scores its images against all of the split's texts, `val_texts` / `test_texts`.
+
+    Args:
+        karpathy_file: dataset_coco.json or dataset_flickr30k.json.
+        image_root: COCO: the folder holding train2014/ and val2014/; Flickr30K: flickr30k-images/ itself.
+        train_splits: Karpathy splits to train on; Flickr30K has no "restval", so give ["train"] there.
+        val_split, test_split: the Karpathy splits evaluated (COCO-5K / Flickr30K-1K test: "test").
+        num_negatives: negative captions per image and step (the paper's 20).
+        max_eval_images: evaluate on the first N images of a split (and their texts) only, for speed.
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
+    """
+
+    def __init__(
+        self,
+        karpathy_file: str,
+        image_root: str | None = None,
+        train_splits: Sequence[str] = PRETRAIN_SPLITS,
+        val_split: str = "val",
+        test_split: str = "test",
+        num_negatives: int = 20,
+        max_eval_images: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.add_options(locals())
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        h = self.options
+        root = h.image_root or str(Path(h.karpathy_file).parent)
+        if split == "train":
+            return ArrowRecords(to_hf_dataset(read_karpathy(h.karpathy_file, root, h.train_splits)))
+        return read_karpathy(h.karpathy_file, root, [getattr(h, f"{split}_split")])[: h.max_eval_images]
+
+    def dataset(self, split: str) -> Dataset:
+        h = self.options
+        if split == "train":
+            return RetrievalTrainDataset(
+                self.records(split), self.transform, self.tokenizer, h.max_text_length, h.num_negatives, h.seed
+            )
+        return RetrievalImageDataset(self.records(split), self.transform)
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        if split == "train":
+            return functools.partial(collate_retrieval_train, pad_token_id=self.tokenizer.pad_token_id)
+        return collate_retrieval_images
+
+    @functools.cached_property
+    def val_texts(self) -> RetrievalTexts:
+        """All texts of the val split; `text_to_image` indexes the `image_positions` of the val batches."""
+        return retrieval_texts(self.records("val"), self.tokenizer, self.options.max_text_length)
+
+    @functools.cached_property
+    def test_texts(self) -> RetrievalTexts:
+        """All texts of the test split; `text_to_image` indexes the `image_positions` of the test batches."""
+        return retrieval_texts(self.records("test"), self.tokenizer, self.options.max_text_length)
+
+
+def _karpathy_ids(root: Path, karpathy_split: str) -> list[int]:
+    return sorted(karpathy_coco_ids(root / "karpathy.json", [karpathy_split]))
+
+
+class ShapesWorldVQADataModule(VQADataModule, ShapesWorldCorpus):
+    """VQA on ShapesWorld (`root`, generated on first use). Its questions and annotations are one file each for
+    all images, so an image's Karpathy split decides its questions' split: train -> train, val -> val,
+    test -> test and predict (annotated, so both score)."""
+
+    def __init__(
+        self,
+        root: str = "data/shapesworld",
+        num_images: int = 2000,
+        image_size: int = 96,
+        generator_seed: int = 0,
+        holdout: Sequence[str] = (),
+        tokenizer: str | None = None,
+        image_min_size: int = 96,
+        image_max_size: int = 96,
+        max_text_length: int = 24,
+        # ShapesWorld's answers come from a closed grammar (yes/no, counts, colours, shapes, sizes) with no noisy
+        # tail to cut, and a corpus of a few hundred questions would lose real answers to VQA's threshold of 9.
+        answer_min_count: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer)
+        questions, annotations = str(self.root / "vqa_questions.json"), str(self.root / "vqa_annotations.json")
+        super().__init__(
+            train_questions=[questions],
+            train_annotations=[annotations],
+            val_questions=[questions],
+            val_annotations=[annotations],
+            test_questions=questions,
+            test_annotations=annotations,
+            image_root=str(self.root),
+            image_pattern="images/shapes_{image_id:012d}.png",
+            answer_min_count=answer_min_count,
+            train_image_ids=_karpathy_ids(self.root, "train"),
+            val_image_ids=_karpathy_ids(self.root, "val"),
+            test_image_ids=_karpathy_ids(self.root, "test"),
+            tokenizer=vocab,
+            image_min_size=image_min_size,
+            image_max_size=image_max_size,
+            max_text_length=max_text_length,
+            **kwargs,
+        )
+
+
+class ShapesWorldNLVR2DataModule(NLVR2DataModule, ShapesWorldCorpus):
+    """NLVR2 on ShapesWorld (`root`, generated on first use): nlvr2/{train,dev,test}.json, images in nlvr2/images/."""
+
+    def __init__(
+        self,
+        root: str = "data/shapesworld",
+        num_images: int = 2000,
+        image_size: int = 96,
+        generator_seed: int = 0,
+        holdout: Sequence[str] = (),
+        tokenizer: str | None = None,
+        image_min_size: int = 96,
+        image_max_size: int = 96,
+        max_text_length: int = 24,
+        **kwargs: Any,
+    ) -> None:
+        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer)
+        nlvr2 = self.root / "nlvr2"
+        super().__init__(
+            train_file=str(nlvr2 / "train.json"),
+            val_file=str(nlvr2 / "dev.json"),
+            test_file=str(nlvr2 / "test.json"),
+            image_root=str(nlvr2 / "images"),
+            tokenizer=vocab,
+            image_min_size=image_min_size,
+            image_max_size=image_max_size,
+            max_text_length=max_text_length,
+            **kwargs,
+        )
+
+
+class ShapesWorldRetrievalDataModule(RetrievalDataModule, ShapesWorldCorpus):
+    """Retrieval on ShapesWorld (`root`, generated on first use): its karpathy.json, trained on "train" only."""
+
+    def __init__(
+        self,
+        root: str = "data/shapesworld",
+        num_images: int = 2000,
+        image_size: int = 96,
+        generator_seed: int = 0,
+        holdout: Sequence[str] = (),
+        tokenizer: str | None = None,
+        image_min_size: int = 96,
+        image_max_size: int = 96,
+        max_text_length: int = 24,
+        train_splits: Sequence[str] = ("train",),  # ShapesWorld has no Karpathy "restval" split
+        **kwargs: Any,
+    ) -> None:
+        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer)
+        super().__init__(
+            karpathy_file=str(self.root / "karpathy.json"),
+            image_root=str(self.root),
+            train_splits=train_splits,
+            tokenizer=vocab,
+            image_min_size=image_min_size,
+            image_max_size=image_max_size,
+            max_text_length=max_text_length,
+            **kwargs,
+        )

@@ -1,0 +1,116 @@
+"""NLVR2 (PAPER.md §3.2, §7.5): one sentence about a pair of images, True or False.
+
+The "Pair" setting: each example becomes two (image, sentence) rows through Pixel-BERT, left then right, and the
+task concatenates their [CLS] outputs. Shapes: b examples, 2b images, t tokens.
+
+Image files are found under `image_root` as the released archives unpack:
+
+    train/<directory>/train-<set>-<pair>-img0.png     train examples carry a `directory` field (0-99)
+    dev/dev-<set>-<pair>-img0.png                      the other splits are flat
+    test1/test1-<set>-<pair>-img1.png
+
+The folder is the identifier's split prefix and the stem is the identifier minus its sentence number; `left_url`
+and `right_url` are web addresses in the release, so they are not used. ViLT's DATA.md keeps train/ inside
+images/ and dev/, test1/ beside it: read train with image_root=<root>/images and the others with <root>.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
+from pixelbert_pl.data.images import pad_images
+from pixelbert_pl.data.pretraining import RecordDataset, pad_texts, split_key
+
+NLVR2_FORMAT = (
+    'NLVR2 JSON lines: {"identifier": "<split>-<set>-<pair>-<sentence>", "sentence", "label": "True"|"False", '
+    '"directory" (train only), ...} per line'
+)
+_LABELS = {"true": True, "false": False}
+
+
+@dataclass
+class NLVR2Record:
+    """One example; `label` is None when the file has none (a hidden test split); paths are absolute."""
+
+    identifier: str
+    sentence: str
+    label: bool | None
+    left_path: str
+    right_path: str
+
+
+@dataclass
+class NLVR2Batch:
+    pixel_values: torch.Tensor  # (2b, 3, H, W): example i's left image at 2i, its right image at 2i + 1
+    pixel_mask: torch.Tensor  # (2b, H, W) bool
+    input_ids: torch.Tensor  # (b, t)
+    attention_mask: torch.Tensor  # (b, t) bool
+    labels: torch.Tensor  # (b,) long: 1 True, 0 False, -1 unlabelled
+    identifiers: list[str]
+
+
+def read_nlvr2(jsonl_file: PathLike, image_root: PathLike, *, allow_missing: bool = False) -> list[NLVR2Record]:
+    """The examples of `train.json` / `dev.json` / `test1.json`, in file order, with their two image paths.
+
+    A missing image file raises FileNotFoundError; `allow_missing` skips those examples instead (with a warning),
+    which breaks the consistency groups they belong to."""
+    ann = AnnotationFile(jsonl_file, NLVR2_FORMAT)
+    root = absolute_path(image_root)
+    records = [_record(ann, number, entry, root) for number, entry in ann.load_lines("object")]
+    index = DirectoryIndex()
+    missing = [index.first_missing(r.left_path, r.right_path) for r in records]
+    return drop_missing(records, missing, ann.path, {Path(r.left_path).parent for r in records}, allow_missing)
+
+
+def _record(ann: AnnotationFile, number: int, entry: dict[str, Any], root: Path) -> NLVR2Record:
+    where = f"line {number}"
+    identifier = ann.field(entry, "identifier", "str", where)
+    parts = identifier.split("-")
+    if len(parts) != 4 or not all(parts):
+        raise ann.error(f"{where}.identifier", f"is {identifier!r}, not <split>-<set>-<pair>-<sentence>")
+    label_text = ann.field(entry, "label", "str", where, default=None)
+    if label_text is not None and label_text.lower() not in _LABELS:
+        raise ann.error(f"{where}.label", f"is {label_text!r}, should be 'True' or 'False'")
+    directory = ann.field(entry, "directory", "int or str", where, default=None)
+    folder = root / parts[0] if directory is None else root / parts[0] / str(directory)
+    stem = "-".join(parts[:3])  # the image id: the identifier minus its sentence number
+    return NLVR2Record(
+        identifier=identifier,
+        sentence=ann.field(entry, "sentence", "str", where),
+        label=None if label_text is None else _LABELS[label_text.lower()],
+        left_path=str(folder / f"{stem}-img0.png"),
+        right_path=str(folder / f"{stem}-img1.png"),
+    )
+
+
+class NLVR2Dataset(RecordDataset):
+    """Item = one `NLVR2Record`: both images (decoded by content, since many `.png` files are JPEGs), the
+    sentence's token ids, the label as 1 / 0 / -1 (unlabelled) and the identifier."""
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        record = self.records[split_key(key)[1]]
+        return {
+            "left": self.image(record.left_path),
+            "right": self.image(record.right_path),
+            "input_ids": self.token_ids([record.sentence])[0],
+            "label": -1 if record.label is None else int(record.label),
+            "identifier": record.identifier,
+        }
+
+
+def collate_nlvr2(items: list[dict[str, Any]], pad_token_id: int = 0) -> NLVR2Batch:
+    pixel_values, pixel_mask = pad_images([image for item in items for image in (item["left"], item["right"])])
+    input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id)
+    return NLVR2Batch(
+        pixel_values=pixel_values,
+        pixel_mask=pixel_mask,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=torch.tensor([item["label"] for item in items], dtype=torch.long),
+        identifiers=[item["identifier"] for item in items],
+    )

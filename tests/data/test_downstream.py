@@ -1,0 +1,212 @@
+"""Downstream DataModules on the released formats and on ShapesWorld: batches, answer vocabulary, splits, ranks."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from corpora import VQA_TEST_DEV, VQA_TRAIN, VQA_VAL
+from jsonargparse import ArgumentParser
+
+import pixelbert_pl.data.shapes
+from pixelbert_pl.data.captions import karpathy_coco_ids
+from pixelbert_pl.data.downstream import (
+    NLVR2DataModule,
+    RetrievalDataModule,
+    ShapesWorldNLVR2DataModule,
+    ShapesWorldRetrievalDataModule,
+    ShapesWorldVQADataModule,
+    VQADataModule,
+)
+from pixelbert_pl.data.nlvr2 import NLVR2Batch
+from pixelbert_pl.data.retrieval import RetrievalImageBatch, RetrievalTrainBatch
+from pixelbert_pl.data.vqa import VQABatch
+
+SMALL = {"image_min_size": 32, "image_max_size": 64, "size_divisor": 8, "num_workers": 0}
+
+
+def _vqa(root: Path, tokenizer: str, **kwargs: Any) -> VQADataModule:
+    train, val = ("train2014", "val2014")
+    return VQADataModule(
+        train_questions=[str(root / f"v2_OpenEnded_mscoco_{train}_questions.json")],
+        train_annotations=[str(root / f"v2_mscoco_{train}_annotations.json")],
+        val_questions=[str(root / f"v2_OpenEnded_mscoco_{val}_questions.json")],
+        val_annotations=[str(root / f"v2_mscoco_{val}_annotations.json")],
+        test_questions=str(root / "v2_OpenEnded_mscoco_test-dev2015_questions.json"),
+        image_root=str(root),
+        test_image_pattern="test2015/COCO_test2015_{image_id:012d}.jpg",
+        tokenizer=tokenizer,
+        **SMALL,
+        **kwargs,
+    )
+
+
+def test_vqa_answer_vocab_comes_from_train_and_val(vqa_root: Path, minilm_path: str) -> None:
+    # multiple_choice_answer counts: red 2 (train + val), yes 2, 4 1, no 1.
+    dm = _vqa(vqa_root, minilm_path, answer_min_count=1)
+    assert dm.answer_vocab == ["red", "yes", "4", "no"] and dm.num_answers == 4
+    assert _vqa(vqa_root, minilm_path, answer_min_count=2).answer_vocab == ["red", "yes"]
+    train_only = [str(vqa_root / "v2_mscoco_train2014_annotations.json")]
+    assert _vqa(vqa_root, minilm_path, answer_vocab_annotations=train_only, answer_min_count=1).answer_vocab == [
+        "4", "no", "red", "yes"
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="lower answer_min_count"):
+        _ = _vqa(vqa_root, minilm_path).answer_vocab  # the usual 9 is far too many here
+    with pytest.raises(ValueError, match="train_questions has 1 files and train_annotations 2"):
+        VQADataModule(["q.json"], ["a.json", "b.json"], [], [])
+
+
+def test_vqa_batches_and_unannotated_predictions(vqa_root: Path, minilm_path: str) -> None:
+    dm = _vqa(vqa_root, minilm_path, answer_min_count=1, batch_size=2)
+    dm.setup("fit")
+    train = list(dm.train_dataloader())
+    assert len(train) == 2 and all(isinstance(b, VQABatch) for b in train)
+    assert sorted(q for b in train for q in b.question_ids.tolist()) == sorted(VQA_TRAIN)
+    assert train[0].targets.shape == (2, 4) and train[0].input_ids.shape[0] == 2
+    val = list(dm.val_dataloader())
+    assert [q for b in val for q in b.question_ids.tolist()] == list(VQA_VAL)
+    assert val[0].pixel_values.shape[0] == 1 and val[0].image_index.tolist() == [0, 0]  # one image, two questions
+    dm.setup("predict")
+    (predict,) = list(dm.predict_dataloader())
+    assert predict.question_ids.tolist() == list(VQA_TEST_DEV) and not predict.targets.any()
+    with pytest.raises(ValueError, match="evaluation server"):
+        dm.test_dataloader()
+
+
+def test_nlvr2_batches(nlvr2_root: Path, minilm_path: str) -> None:
+    data = nlvr2_root / "data"
+    dm = NLVR2DataModule(
+        str(data / "train.json"), str(data / "dev.json"), str(nlvr2_root / "images"), tokenizer=minilm_path,
+        batch_size=2, **SMALL,
+    )  # fmt: skip
+    dm.setup("fit")
+    (train,) = list(dm.train_dataloader())
+    assert isinstance(train, NLVR2Batch) and train.pixel_values.shape == (4, 3, 40, 40) and train.labels.shape == (2,)
+    val = list(dm.val_dataloader())
+    assert [i for b in val for i in b.identifiers] == ["dev-850-0-0", "dev-850-1-0", "dev-3-2-1"]
+    assert val[1].labels.tolist() == [-1]
+    with pytest.raises(ValueError, match="no test_file"):
+        dm.setup("test")
+
+
+def test_nlvr2_vilt_layout_keeps_dev_beside_images(nlvr2_root: Path, minilm_path: str) -> None:
+    (nlvr2_root / "images" / "dev").rename(nlvr2_root / "dev")
+    data = nlvr2_root / "data"
+    dm = NLVR2DataModule(
+        str(data / "train.json"), str(data / "dev.json"), str(nlvr2_root / "images"), tokenizer=minilm_path,
+        eval_image_root=str(nlvr2_root), **SMALL,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.records("val")[0].left_path == str(nlvr2_root / "dev" / "dev-850-0-img0.png")
+    assert dm.records("train")[0].left_path.startswith(str(nlvr2_root / "images" / "train"))
+
+
+def test_retrieval_batches_and_split_texts(flickr_root: Path, minilm_path: str) -> None:
+    dm = RetrievalDataModule(
+        str(flickr_root / "dataset_flickr30k.json"), str(flickr_root / "flickr30k-images"), train_splits=["train"],
+        num_negatives=3, max_eval_images=2, tokenizer=minilm_path, batch_size=2, **SMALL,
+    )  # fmt: skip
+    dm.setup("fit")
+    train = list(dm.train_dataloader())
+    assert len(train) == 2 and isinstance(train[0], RetrievalTrainBatch)
+    assert train[0].group_size == 4 and train[0].input_ids.shape[0] == 8 and train[0].pixel_values.shape[0] == 2
+    (val,) = list(dm.val_dataloader())
+    assert isinstance(val, RetrievalImageBatch) and val.image_positions.tolist() == [0, 1]
+    assert dm.val_texts.text_to_image.tolist() == [0, 0, 0, 1, 1]  # the first 2 val images and their texts
+    assert dm.test_texts.text_to_image.tolist() == [0, 0]
+
+
+@pytest.fixture(scope="module")
+def shapes_modules(shapes_root: Path) -> dict[str, Any]:
+    common = {"root": str(shapes_root), "batch_size": 4, "num_workers": 0}
+    return {
+        "vqa": ShapesWorldVQADataModule(**common),
+        "nlvr2": ShapesWorldNLVR2DataModule(**common),
+        "retrieval": ShapesWorldRetrievalDataModule(**common, num_negatives=4),
+    }
+
+
+def test_shapesworld_vqa_splits_by_karpathy_split(shapes_modules: dict[str, Any], shapes_root: Path) -> None:
+    dm = shapes_modules["vqa"]
+    for split in ("train", "val", "test"):
+        records = dm.records(split)
+        assert {r.image_id for r in records} == karpathy_coco_ids(shapes_root / "karpathy.json", [split])
+        assert len(records) == 3 * len({r.image_id for r in records})
+    # answer_min_count=1: every answer of the closed grammar that train or val gives is a class.
+    assert {"yes", "no", "red", "circle", "small", "1"} <= set(dm.answer_vocab)
+    assert dm.vocab_size == len(dm.tokenizer) < 1000
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.pixel_values.shape[1:] == (3, 96, 96) and batch.targets.shape == (4, dm.num_answers)
+    assert batch.targets.max(1).values.ge(0.9).all()  # ShapesWorld answers are always in the vocabulary
+    assert next(iter(dm.test_dataloader())).targets.any()  # ShapesWorld's test split is annotated
+
+
+def test_shapesworld_nlvr2_and_retrieval_batches(shapes_modules: dict[str, Any]) -> None:
+    nlvr2 = next(iter(shapes_modules["nlvr2"].train_dataloader()))
+    assert nlvr2.pixel_values.shape == (8, 3, 96, 96) and nlvr2.input_ids.shape[0] == 4
+    assert set(nlvr2.labels.tolist()) <= {0, 1}
+    retrieval = shapes_modules["retrieval"]
+    train = next(iter(retrieval.train_dataloader()))
+    assert train.group_size == 5 and train.input_ids.shape[0] == 20
+    texts = retrieval.val_texts
+    assert texts.input_ids.shape[0] == 5 * len(retrieval.records("val"))
+    assert not (texts.input_ids == retrieval.tokenizer.unk_token_id).any()
+
+
+# (module, batch field, the value that field holds for val record r at position i)
+SHARDED = [
+    ("vqa", "question_ids", lambda r, i: r.question_id),
+    ("nlvr2", "identifiers", lambda r, i: r.identifier),
+    ("retrieval", "image_positions", lambda r, i: i),
+]
+
+
+@pytest.mark.parametrize(("name", "field", "key"), SHARDED)
+def test_two_ranks_evaluate_each_item_exactly_once(shapes_modules: dict[str, Any], name: str, field: str, key) -> None:  # type: ignore[no-untyped-def]
+    dm = shapes_modules[name]
+    seen, train_batches = [], []
+    try:
+        for rank in range(2):
+            dm.trainer = SimpleNamespace(world_size=2, global_rank=rank)  # what Lightning gives a DDP rank
+            seen.append([i for batch in dm.val_dataloader() for i in _as_list(getattr(batch, field))])
+            train_batches.append(len(list(dm.train_dataloader())))
+    finally:
+        dm.trainer = None
+    expected = [key(record, i) for i, record in enumerate(dm.records("val"))]
+    assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == sorted(expected)
+    assert train_batches[0] == train_batches[1] > 0
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value.tolist() if isinstance(value, torch.Tensor) else list(value)
+
+
+def test_shapesworld_corpus_is_generated_when_missing(
+    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def fake_generate(out: Path, config: Any, seed: int) -> None:
+        calls.append((config.num_images, config.image_size, seed))
+        shutil.copytree(shapes_root, out, dirs_exist_ok=True)
+
+    monkeypatch.setattr(pixelbert_pl.data.shapes, "generate", fake_generate)
+    root = tmp_path / "fresh"
+    ShapesWorldNLVR2DataModule(root=str(root), num_images=60, image_size=96, generator_seed=3)
+    assert calls == [(60, 96, 3)] and (root / "nlvr2" / "train.json").is_file()
+    ShapesWorldVQADataModule(root=str(root))  # already there: not generated again
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("cls", [ShapesWorldVQADataModule, ShapesWorldNLVR2DataModule, ShapesWorldRetrievalDataModule])
+def test_cli_needs_only_the_shapesworld_root(cls: type, shapes_root: Path) -> None:
+    # LightningCLI builds its parser like this: the file arguments the variant fills in must not be required.
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "data")
+    config = parser.parse_args(["--data.root", str(shapes_root)])
+    dm = parser.instantiate_classes(config).data
+    assert isinstance(dm, cls) and dm.options.image_min_size == 96 and dm.options.tokenizer.endswith("vocab.txt")

@@ -1,0 +1,106 @@
+"""NLVR2 reader, samples and collate on the released format and layout (PAPER.md §7.5) and on ShapesWorld."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from corpora import LANDSCAPE, NLVR2_DEV, NLVR2_TRAIN, PORTRAIT
+from lightning_fabric.utilities.apply_func import move_data_to_device
+
+from pixelbert_pl.data.captions import AnnotationError
+from pixelbert_pl.data.images import ImageTransform
+from pixelbert_pl.data.nlvr2 import NLVR2Batch, NLVR2Dataset, NLVR2Record, collate_nlvr2, read_nlvr2
+from pixelbert_pl.models import load_tokenizer
+
+
+def test_train_images_live_in_their_directory_folder(nlvr2_root: Path) -> None:
+    records = read_nlvr2(nlvr2_root / "data" / "train.json", nlvr2_root / "images")
+    assert [r.identifier for r in records] == list(NLVR2_TRAIN)
+    folder = nlvr2_root / "images" / "train" / "71"
+    assert records[0] == NLVR2Record(
+        identifier="train-10171-0-0",
+        sentence="One image shows exactly two brown acorns.",
+        label=False,
+        left_path=str(folder / "train-10171-0-img0.png"),
+        right_path=str(folder / "train-10171-0-img1.png"),
+    )
+    assert records[1].label is True
+    assert records[2].left_path == str(nlvr2_root / "images" / "train" / "4" / "train-4-0-img0.png")
+
+
+def test_dev_is_flat_and_a_missing_label_is_none(nlvr2_root: Path) -> None:
+    records = read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images")
+    assert [r.identifier for r in records] == list(NLVR2_DEV)
+    assert [r.label for r in records] == [True, False, None]
+    assert records[2].right_path == str(nlvr2_root / "images" / "dev" / "dev-3-2-img1.png")
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _write_lines(path: Path, entries: list[dict]) -> None:
+    path.write_text("\n".join(json.dumps(e) for e in entries) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (lambda e: e.update(identifier="train-10171-0"), r"line 2\.identifier is 'train-10171-0', not <split>-<set>"),
+        (lambda e: e.update(label="yes"), r"line 2\.label is 'yes', should be 'True' or 'False'"),
+        (lambda e: e.pop("sentence"), r"line 2 has no field 'sentence'"),
+        (lambda e: e.update(directory=[71]), r"line 2\.directory is list \[71\], should be int or str"),
+    ],
+)
+def test_malformed_lines_name_file_line_and_field(nlvr2_root: Path, edit, pattern: str) -> None:  # type: ignore[no-untyped-def]
+    path = nlvr2_root / "data" / "train.json"
+    entries = _lines(path)
+    edit(entries[1])
+    _write_lines(path, entries)
+    with pytest.raises(AnnotationError, match=rf"train\.json: {pattern}"):
+        read_nlvr2(path, nlvr2_root / "images")
+
+
+def test_invalid_json_and_missing_images(nlvr2_root: Path) -> None:
+    path = nlvr2_root / "data" / "train.json"
+    path.write_text(path.read_text().replace('"sentence"', "sentence", 1))
+    with pytest.raises(AnnotationError, match=r"train\.json: invalid JSON at line 1"):
+        read_nlvr2(path, nlvr2_root / "images")
+    (nlvr2_root / "images" / "dev" / "dev-850-1-img1.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 of 3 .*dev\.json.*dev-850-1-img1\.png"):
+        read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images")
+    kept = read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images", allow_missing=True)
+    assert [r.identifier for r in kept] == ["dev-850-0-0", "dev-3-2-1"]
+
+
+def test_pairs_collate_left_then_right_with_masks(nlvr2_root: Path, minilm_path: str) -> None:
+    records = read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images")
+    dataset = NLVR2Dataset(records, ImageTransform(32, 64, size_divisor=8), load_tokenizer(minilm_path), 16)
+    item = dataset[(5, 0)]  # JPEG bytes in a .png file decode by content
+    assert item["label"] == 1 and item["identifier"] == "dev-850-0-0"
+    assert dataset.tokenizer.decode(item["input_ids"]) == "[CLS] there are two dogs in total. [SEP]"
+    batch = collate_nlvr2([dataset[i] for i in range(3)], pad_token_id=0)
+    assert batch.pixel_values.shape == (6, 3, 40, 40) and batch.input_ids.shape[0] == 3
+    assert batch.labels.tolist() == [1, 0, -1] and batch.identifiers == list(NLVR2_DEV)
+    assert torch.equal(batch.attention_mask, batch.input_ids != 0) and batch.attention_mask.dtype == torch.bool
+    for row in range(6):  # left images are landscape, right ones portrait
+        width, height = (LANDSCAPE, PORTRAIT)[row % 2]
+        assert batch.pixel_mask[row].sum() == width * height and batch.pixel_mask[row, :height, :width].all()
+    assert isinstance(move_data_to_device(batch, torch.device("cpu")), NLVR2Batch)
+
+
+def test_shapesworld_layout_is_the_real_one(shapes_root: Path) -> None:
+    tokenizer = load_tokenizer(shapes_root / "vocab.txt")
+    for split in ("train", "dev", "test"):
+        path = shapes_root / "nlvr2" / f"{split}.json"
+        records = read_nlvr2(path, shapes_root / "nlvr2" / "images")  # every image file exists, or this raises
+        assert records and all(r.label is not None for r in records)
+        # ShapesWorld's left_url / right_url name the files relative to nlvr2/: the reader agrees with them.
+        for record, entry in zip(records, _lines(path), strict=True):
+            assert record.left_path == str(shapes_root / "nlvr2" / entry["left_url"])
+            assert record.right_path == str(shapes_root / "nlvr2" / entry["right_url"])
+        encoded = tokenizer([r.sentence for r in records])["input_ids"]
+        assert not any(tokenizer.unk_token_id in ids for ids in encoded)
