@@ -10,6 +10,7 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
 
 import pixelbert_pl.data.datamodules
+import pixelbert_pl.data.downstream
 import pixelbert_pl.tasks  # noqa: F401
 
 
@@ -17,6 +18,9 @@ class PixelBertCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         # The tokenizer (a data setting) decides the embedding table's size.
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        # The answer classes come from the training annotations; jsonargparse skips the link for data modules
+        # and tasks without them.
+        parser.link_arguments("data.answer_vocab", "model.init_args.answer_vocab", apply_on="instantiate")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> PixelBertCLI:

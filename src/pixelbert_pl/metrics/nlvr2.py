@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+import torch.distributed as dist
+from torchmetrics import Metric
+
 
 def _as_bool(value: Any, name: str, index: int) -> bool:
     if hasattr(value, "item") and not isinstance(value, str):
@@ -70,3 +74,41 @@ def nlvr2_consistency(identifiers: Sequence[str], predictions: Sequence[Any], la
         key = nlvr2_group_key(identifier)
         group_ok[key] = group_ok.get(key, True) and ok
     return sum(group_ok.values()) / len(group_ok)
+
+
+class NLVR2Metric(Metric):
+    """Accuracy and consistency over an epoch, as fractions; under DDP every rank's examples are gathered first.
+
+    Identifiers are strings, which torchmetrics cannot reduce, so they are kept per process and gathered with
+    `all_gather_object` in `compute`. Use a sampler that does not repeat examples: a repeat is an error.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("correct", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        self._records: list[tuple[str, bool, bool]] = []
+
+    def update(self, identifiers: Sequence[str], predictions: torch.Tensor, labels: torch.Tensor) -> None:
+        preds, golds = predictions.bool().tolist(), labels.bool().tolist()
+        self._records += list(zip(identifiers, preds, golds, strict=True))
+        self.correct += int(sum(p == g for p, g in zip(preds, golds, strict=True)))
+        self.total += len(golds)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        records = list(self._records)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self._records)
+            records = [r for part in gathered for r in part]
+        identifiers, preds, golds = zip(*records, strict=True) if records else ((), (), ())
+        return {
+            "accuracy": torch.tensor(nlvr2_accuracy(preds, golds)),
+            "consistency": torch.tensor(nlvr2_consistency(identifiers, preds, golds)),
+        }
+
+    def reset(self) -> None:
+        super().reset()
+        self._records = []

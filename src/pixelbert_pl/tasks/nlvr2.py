@@ -1,0 +1,68 @@
+"""`NLVR2Task`: one statement, two images, True / False (paper Sec. 4.2, PAPER.md Sec. 3.2).
+
+The "pair" setting: (left image, statement) and (right image, statement) each go through Pixel-BERT, and the two
+[CLS] vectors, concatenated left then right, feed a 2-way classifier trained with cross-entropy. Metrics are the
+official accuracy and consistency (a statement's group is right only if all its image pairs are).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+from pixelbert_pl.data.nlvr2 import NLVR2Batch
+from pixelbert_pl.metrics import NLVR2Metric
+from pixelbert_pl.models import NLVR2Head
+from pixelbert_pl.tasks.base import PixelBertTask
+
+
+class NLVR2Task(PixelBertTask):
+    """NLVR2 fine-tuning; arguments are `PixelBertTask`'s."""
+
+    monitor = "val/nlvr2_accuracy"
+    mode = "max"
+
+    def configure_heads(self) -> None:
+        self.nlvr2_head = NLVR2Head(self.model.config)
+
+    def configure_metrics(self) -> dict[str, Metric]:
+        return {"nlvr2": NLVR2Metric()}
+
+    def forward(self, batch: NLVR2Batch) -> torch.Tensor:
+        """(b, 2) logits, index 1 = True."""
+        b = batch.input_ids.shape[0]
+        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask)  # 2b images: left, right, ...
+        rows = torch.arange(b, device=batch.input_ids.device).repeat_interleave(2)
+        out = self.model(
+            batch.input_ids[rows],
+            batch.attention_mask[rows],
+            pixel_tokens=pixels,
+            image_index=torch.arange(2 * b, device=rows.device),
+        )
+        cls = out.cls_output.view(b, 2, -1)
+        return self.nlvr2_head(cls[:, 0], cls[:, 1]).float()
+
+    def compute_loss(self, outputs: torch.Tensor, batch: NLVR2Batch) -> torch.Tensor:
+        # Unlabelled rows (-1, hidden test sets) carry no loss; a batch of them gives 0, not NaN.
+        labelled = batch.labels >= 0
+        if not labelled.any():
+            return outputs.sum() * 0.0
+        return F.cross_entropy(outputs[labelled], batch.labels[labelled])
+
+    def update_metrics(self, metrics: dict[str, Metric], outputs: torch.Tensor, batch: NLVR2Batch) -> None:
+        labelled = (batch.labels >= 0).tolist()
+        if any(labelled):
+            keep = torch.tensor(labelled, device=outputs.device)
+            identifiers = [i for i, ok in zip(batch.identifiers, labelled, strict=True) if ok]
+            metrics["nlvr2"].update(identifiers, outputs[keep].argmax(-1), batch.labels[keep])
+
+    def predict_step(self, batch: NLVR2Batch, batch_idx: int) -> list[dict[str, Any]]:
+        """Records in the official prediction-file form: identifier and "True" / "False"."""
+        predictions = self(batch).argmax(-1).tolist()
+        return [
+            {"identifier": i, "prediction": "True" if p else "False"}
+            for i, p in zip(batch.identifiers, predictions, strict=True)
+        ]

@@ -1,0 +1,195 @@
+"""`RetrievalTask`: image-text retrieval as cross-encoder ranking (paper Sec. 4.3, PAPER.md Sec. 3.3 and 6.4).
+
+Training: each image with its positive caption and k random negatives (k = 20 in the paper) is scored by a rank
+head on [CLS]; softmax cross-entropy over the positive and the `hard_negatives` highest-scoring negatives (the
+paper's "5 negatives with the highest loss"). The negatives are first scored without gradients, so only the kept
+rows pay for a backward pass. The CNN is frozen by default (`optimizer.cnn_optimizer: frozen`), as in the paper.
+
+Evaluation is exhaustive: every image of the split against every text, each image's pixel tokens computed once
+and reused for all its pairs, pairs scored `eval_chunk` at a time into an fp16 (images x texts) matrix. Under DDP
+each rank scores its own images (the data module's sampler repeats none) and rank 0 assembles the matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from pixelbert_pl.data.retrieval import RetrievalImageBatch, RetrievalTexts, RetrievalTrainBatch
+from pixelbert_pl.metrics import coco_1k_recall, retrieval_recall
+from pixelbert_pl.models import ITMHead, RankHead
+from pixelbert_pl.models.visual import PixelTokens
+from pixelbert_pl.tasks.base import PixelBertTask
+from pixelbert_pl.tasks.optim import OptimizerConfig
+
+PROTOCOLS = ("full", "coco_1k")
+log = logging.getLogger(__name__)
+
+
+class RetrievalTask(PixelBertTask):
+    """Retrieval fine-tuning and exhaustive R@K evaluation.
+
+    Args:
+        hard_negatives: negatives per image kept in the loss (the highest-scoring ones); None keeps them all.
+        eval_chunk: image-text pairs per forward pass in evaluation.
+        protocols: "full" (R@K over the whole split: Flickr30K 1K, COCO 5K) and / or "coco_1k" (5 folds of 1,000
+            images, averaged).
+        **kwargs: `PixelBertTask` arguments; `optimizer` defaults to AdamW 1e-4 with the CNN frozen.
+    """
+
+    monitor = "val/rsum"
+    mode = "max"
+
+    def __init__(
+        self,
+        hard_negatives: int | None = 5,
+        eval_chunk: int = 1024,
+        protocols: tuple[str, ...] = ("full",),
+        **kwargs: Any,
+    ) -> None:
+        unknown = set(protocols) - set(PROTOCOLS)
+        if unknown:
+            raise ValueError(f"protocols={list(protocols)}: unknown {sorted(unknown)}; expected among {PROTOCOLS}")
+        if hard_negatives is not None and hard_negatives < 1:
+            raise ValueError(f"hard_negatives={hard_negatives}: expected >= 1 or None")
+        self.hard_negatives, self.eval_chunk, self.protocols = hard_negatives, eval_chunk, tuple(protocols)
+        kwargs.setdefault("optimizer", OptimizerConfig(cnn_optimizer="frozen", milestones=[0.6]))
+        super().__init__(**kwargs)
+        self._scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (image positions, (n, texts) scores)
+
+    def configure_heads(self) -> None:
+        self.rank_head = RankHead(self.model.config)
+
+    def init_heads_from(self, state: dict[str, torch.Tensor]) -> list[str]:
+        copied = super().init_heads_from(state)
+        if not any(k.startswith("rank_head.") for k in copied) and "itm_head.fc.weight" in state:
+            itm = ITMHead(self.model.config)
+            itm.load_state_dict({"fc.weight": state["itm_head.fc.weight"], "fc.bias": state["itm_head.fc.bias"]})
+            self.rank_head.init_from_itm(itm)
+            copied.append("rank_head <- itm_head")
+        return copied
+
+    # ------------------------------------------------------------------------------------------- training
+
+    def score(self, pixels: PixelTokens, input_ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> Any:
+        out = self.model(input_ids, mask, pixel_tokens=pixels, image_index=index)
+        return self.rank_head(out.cls_output).float()
+
+    def forward(self, batch: RetrievalTrainBatch) -> torch.Tensor:
+        """(n, 1 + h) scores: the positive first, then the h hardest negatives of each image."""
+        n, g = batch.pixel_values.shape[0], batch.group_size
+        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
+        rows = torch.arange(n * g, device=batch.input_ids.device).view(n, g)
+        h = g - 1 if self.hard_negatives is None else min(self.hard_negatives, g - 1)
+        if h < g - 1:
+            with torch.no_grad():
+                negatives = rows[:, 1:].reshape(-1)
+                detached = PixelTokens(pixels.tokens.detach(), pixels.mask, pixels.grid, pixels.index)
+                scores = self.score(
+                    detached, batch.input_ids[negatives], batch.attention_mask[negatives],
+                    batch.image_index[negatives],
+                ).view(n, g - 1)  # fmt: skip
+            hardest = scores.topk(h, dim=1).indices + 1
+            rows = torch.cat([rows[:, :1], rows.gather(1, hardest)], dim=1)
+        keep = rows.reshape(-1)
+        scores = self.score(pixels, batch.input_ids[keep], batch.attention_mask[keep], batch.image_index[keep])
+        return scores.view(n, -1)
+
+    def compute_loss(self, outputs: torch.Tensor, batch: RetrievalTrainBatch) -> torch.Tensor:
+        return F.cross_entropy(outputs, torch.zeros(outputs.shape[0], dtype=torch.long, device=outputs.device))
+
+    def batch_size(self, batch: Any) -> int:
+        return int(batch.pixel_values.shape[0])
+
+    # ----------------------------------------------------------------------------------------- evaluation
+
+    def eval_texts(self, stage: str) -> RetrievalTexts:
+        """The split's texts; the data module provides `val_texts` / `test_texts`."""
+        datamodule = self.trainer.datamodule
+        texts = getattr(datamodule, f"{stage}_texts", None)
+        if texts is None:
+            raise AttributeError(f"{type(datamodule).__name__} has no {stage}_texts: RetrievalTask needs the texts")
+        return texts
+
+    @torch.no_grad()
+    def score_matrix(self, pixels: PixelTokens, texts: RetrievalTexts) -> torch.Tensor:
+        """(n images, T texts) fp16 scores, `eval_chunk` pairs per forward pass, image-major."""
+        n, num_texts = pixels.tokens.shape[0], texts.input_ids.shape[0]
+        device = pixels.tokens.device
+        out = torch.empty(n, num_texts, dtype=torch.float16)
+        per_chunk = max(1, self.eval_chunk // n)
+        for start in range(0, num_texts, per_chunk):
+            stop = min(start + per_chunk, num_texts)
+            ids = texts.input_ids[start:stop].to(device)
+            mask = texts.attention_mask[start:stop].to(device)
+            c = stop - start
+            index = torch.arange(n, device=device).repeat_interleave(c)
+            scores = self.score(pixels, ids.repeat(n, 1), mask.repeat(n, 1), index)
+            out[:, start:stop] = scores.view(n, c).to("cpu", torch.float16)
+        return out
+
+    def _eval_step(self, batch: RetrievalImageBatch, stage: str) -> None:
+        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
+        self._scores.append((batch.image_positions.cpu(), self.score_matrix(pixels, self.eval_texts(stage))))
+
+    def validation_step(self, batch: RetrievalImageBatch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: RetrievalImageBatch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._scores = []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def gather_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's (image positions, scores), concatenated in position order; a repeated image is an error."""
+        parts = self._scores
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, parts)
+            parts = [p for rank in gathered for p in rank]
+        positions = torch.cat([p for p, _ in parts])
+        order = positions.argsort()
+        positions, scores = positions[order], torch.cat([s for _, s in parts])[order]
+        if positions.unique().numel() != positions.numel():
+            raise RuntimeError("retrieval evaluation scored an image twice: use a sampler that repeats no image")
+        return positions, scores
+
+    def recall(self, stage: str) -> dict[str, float]:
+        """R@K over the images scored this epoch (all of the split, unless `limit_*_batches` cut it short) and
+        the texts of those images."""
+        positions, scores = self.gather_scores()
+        t2i = self.eval_texts(stage).text_to_image.cpu()
+        texts = torch.isin(t2i, positions)
+        if not texts.all():
+            log.warning("retrieval %s: %d of the split's images scored; recall is over those", stage, len(positions))
+        scores, t2i = scores[:, texts].float(), torch.searchsorted(positions, t2i[texts])
+        result: dict[str, float] = {}
+        if "full" in self.protocols:
+            result.update(retrieval_recall(scores, t2i))
+        if "coco_1k" in self.protocols:
+            result.update({f"coco1k_{k}": v for k, v in coco_1k_recall(scores, t2i).items()})
+        return result
+
+    def _log_recall(self, stage: str) -> None:
+        if not self._scores or self.trainer.sanity_checking:
+            return
+        result = self.recall(stage)
+        if "full" in self.protocols:
+            result["rsum"] = sum(v for k, v in result.items() if k[:3] in ("i2t", "t2i"))
+        for key, value in result.items():
+            # Already identical on every rank (computed from the gathered matrix), so no further reduction.
+            self.log(f"{stage}/{key}", value, prog_bar=key in ("i2t_r1", "t2i_r1"))
+        self._scores = []
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_recall("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_recall("test")

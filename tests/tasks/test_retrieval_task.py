@@ -1,0 +1,105 @@
+"""RetrievalTask: hard-negative loss, frozen CNN, rank head from ITM, exhaustive R@K equal on 1 and 2 processes."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from task_helpers import SMALL, all_parameters_have_gradients
+
+from pixelbert_pl.data.downstream import ShapesWorldRetrievalDataModule
+from pixelbert_pl.metrics import retrieval_recall
+from pixelbert_pl.tasks import RetrievalTask
+
+
+@pytest.fixture
+def data(shapes_root) -> ShapesWorldRetrievalDataModule:
+    return ShapesWorldRetrievalDataModule(root=str(shapes_root), num_negatives=6, **SMALL)
+
+
+@pytest.fixture
+def task(data) -> RetrievalTask:
+    return RetrievalTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, hard_negatives=2)
+
+
+def test_the_cnn_is_frozen_and_everything_else_trained(task, data) -> None:
+    assert not any(p.requires_grad for p in task.model.visual.trunk.parameters())
+    task.train()
+    assert not task.model.visual.trunk.training  # frozen batch-norm statistics too
+    batch = next(iter(data.train_dataloader()))
+    scores = task(batch)
+    assert scores.shape == (batch.pixel_values.shape[0], 1 + 2)  # positive + the 2 hardest of 6 negatives
+    task.compute_loss(scores, batch).backward()
+    assert all_parameters_have_gradients(task) == []
+
+
+def test_loss_keeps_the_positive_and_the_highest_scoring_negatives(task, data) -> None:
+    task.eval()
+    batch = next(iter(data.train_dataloader()))
+    with torch.no_grad():
+        pixels = task.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
+        every = task.score(pixels, batch.input_ids, batch.attention_mask, batch.image_index).view(-1, batch.group_size)
+        kept = task(batch)
+    assert torch.allclose(kept[:, 0], every[:, 0], atol=1e-5)
+    expected = every[:, 1:].topk(2, dim=1).values
+    assert torch.allclose(kept[:, 1:].sort(dim=1, descending=True).values, expected, atol=1e-5)
+
+
+def test_rank_head_starts_from_the_itm_head(data, pretrain_checkpoint) -> None:
+    task = RetrievalTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, init_from=str(pretrain_checkpoint))
+    itm = torch.load(pretrain_checkpoint, weights_only=False)["state_dict"]
+    assert torch.allclose(task.rank_head.fc.weight[0], itm["itm_head.fc.weight"][1] - itm["itm_head.fc.weight"][0])
+    assert task.rank_head.fc.bias.item() == pytest.approx(1.5)
+
+
+def _evaluate(task: RetrievalTask, data: ShapesWorldRetrievalDataModule) -> dict[str, float]:
+    task.eval()
+    task.trainer = SimpleNamespace(datamodule=data, sanity_checking=False)  # what eval_texts reads
+    task.on_validation_epoch_start()
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            task.validation_step(batch, 0)
+    return task.recall("val")
+
+
+def test_exhaustive_recall_equals_the_metric_on_the_full_matrix(task, data) -> None:
+    data.setup("validate")
+    result = _evaluate(task, data)
+    texts, images = data.val_texts, data.records("val")
+    loader = data.val_dataloader()
+    with torch.no_grad():
+        rows = []
+        for batch in loader:
+            pixels = task.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
+            for i in range(len(batch.image_positions)):
+                n = texts.input_ids.shape[0]
+                one = task.score(pixels, texts.input_ids, texts.attention_mask, torch.full((n,), i))
+                rows.append(one.half().float())
+    assert len(rows) == len(images)
+    assert result == retrieval_recall(torch.stack(rows), texts.text_to_image)
+
+
+def _rank(rank: int, world: int, init_file: str, state: dict, root: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    data = ShapesWorldRetrievalDataModule(root=root, **SMALL)
+    data.trainer = SimpleNamespace(world_size=world, global_rank=rank)  # what the samplers shard by
+    task = RetrievalTask(preset="pixelbert_tiny", vocab_size=data.vocab_size)
+    task.load_state_dict(state)
+    result = _evaluate(task, data)
+    if rank == 0:
+        torch.save(result, out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_equals_one_process(task, data, shapes_root, tmp_path) -> None:
+    single = _evaluate(task, data)
+    out = tmp_path / "two.pt"
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    args = (2, str(tmp_path / "init"), task.state_dict(), str(shapes_root), str(out))
+    mp.spawn(_rank, args=args, nprocs=2, join=True)
+    assert torch.load(out) == single
