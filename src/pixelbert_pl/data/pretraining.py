@@ -5,8 +5,9 @@ pixels are sampled) comes from a generator seeded by (seed, epoch, sample index)
 any batch, on any rank, in any worker, and after a resume. The sampler hands the epoch to the dataset with
 each index, so workers need no shared state.
 
-The downstream datasets (vqa.py, nlvr2.py, retrieval.py) build on the pieces defined here: `RecordDataset`,
-`EpochKeyedSampler` and its keys (`split_key`, `sample_rng`), `other_image_captions` and `pad_texts`.
+The downstream datasets (vqa.py, nlvr2.py, retrieval.py, classification.py) build on the pieces defined here:
+`RecordDataset`, `EpochKeyedSampler` and its keys (`split_key`, `sample_rng`), `other_image_captions`, `pad_texts`
+and `collate_image_texts`.
 
 Shapes: n images, r = n * captions_per_image text rows, t tokens.
 """
@@ -219,6 +220,30 @@ def pad_token_rows(rows: list[list[int]], value: int) -> torch.Tensor:
 def pad_texts(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Token rows padded at the right: (input_ids (r, t) long, attention_mask (r, t) bool, True on real tokens)."""
     return pad_token_rows(rows, pad_token_id), pad_token_rows([[1] * len(r) for r in rows], 0).bool()
+
+
+def collate_image_texts(items: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str, Any]:
+    """The image and text fields of a batch of (image, text) items whose texts may share an image (several
+    questions or statements about one): items with the same `image_key` get one row of `pixel_values`, in
+    first-seen order, so the CNN runs once per image. Each item holds "pixel_values", "image_key", "input_ids".
+
+    Returns pixel_values (n, 3, H, W), pixel_mask (n, H, W), image_index (b,) long (each text's image row), and
+    input_ids, attention_mask (b, t) as `pad_texts` pads them."""
+    rows: dict[str, int] = {}
+    images = []
+    for item in items:
+        if item["image_key"] not in rows:
+            rows[item["image_key"]] = len(images)
+            images.append(item["pixel_values"])
+    pixel_values, pixel_mask = pad_images(images)
+    input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id)
+    return {
+        "pixel_values": pixel_values,
+        "pixel_mask": pixel_mask,
+        "image_index": torch.tensor([rows[item["image_key"]] for item in items], dtype=torch.long),
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+    }
 
 
 def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> PretrainBatch:

@@ -22,8 +22,8 @@ from pixelbert_pl.data.captions import (
     absolute_path,
     drop_missing,
 )
-from pixelbert_pl.data.images import ImageTransform, pad_images
-from pixelbert_pl.data.pretraining import RecordDataset, pad_texts, split_key
+from pixelbert_pl.data.images import ImageTransform
+from pixelbert_pl.data.pretraining import RecordDataset, collate_image_texts, split_key
 from pixelbert_pl.metrics import vqa_soft_targets
 
 # Where the official release puts images: train2014/COCO_train2014_000000000009.jpg. test-dev2015 questions are
@@ -183,24 +183,12 @@ class VQADataset(RecordDataset):
 
 def collate_vqa(items: list[dict[str, Any]], num_answers: int, pad_token_id: int = 0) -> VQABatch:
     """Questions about the same image (same `image_key`) share one row of `pixel_values`, in first-seen order."""
-    rows: dict[str, int] = {}
-    images = []
-    for item in items:
-        if item["image_key"] not in rows:
-            rows[item["image_key"]] = len(images)
-            images.append(item["pixel_values"])
-    pixel_values, pixel_mask = pad_images(images)
-    input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id)
     targets = torch.zeros(len(items), num_answers)
     for row, item in enumerate(items):
         for label, score in item["targets"].items():
             targets[row, label] = score
     return VQABatch(
-        pixel_values=pixel_values,
-        pixel_mask=pixel_mask,
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        image_index=torch.tensor([rows[item["image_key"]] for item in items], dtype=torch.long),
+        **collate_image_texts(items, pad_token_id),
         targets=targets,
         question_ids=torch.tensor([item["question_id"] for item in items], dtype=torch.long),
         answers=[item["answers"] for item in items],

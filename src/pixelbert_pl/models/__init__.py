@@ -1,7 +1,7 @@
 """Pure-PyTorch Pixel-BERT (no Lightning): config and presets, the model, its heads, tokenizers."""
 
 from pixelbert_pl.models.config import PixelBertConfig, get_config, list_models, register_preset
-from pixelbert_pl.models.heads import ITMHead, MLMHead, NLVR2Head, RankHead, VQAHead
+from pixelbert_pl.models.heads import ClassificationHead, ITMHead, MLMHead, NLVR2Head, RankHead, VQAHead
 from pixelbert_pl.models.pixel_bert import PixelBertModel, PixelBertOutput
 from pixelbert_pl.models.tokenizer import load_tokenizer, write_wordpiece_vocab
 from pixelbert_pl.models.visual import PixelEncoder, PixelTokens
@@ -17,6 +17,7 @@ def create_model(name: str, **overrides: object) -> PixelBertModel:
 
 
 __all__ = [
+    "ClassificationHead",
     "ITMHead",
     "MLMHead",
     "NLVR2Head",

@@ -45,18 +45,27 @@ class ITMHead(nn.Module):
         return self.fc(cls)
 
 
-class VQAHead(nn.Module):
-    """VQA answer classifier: hidden -> 2 x hidden -> LayerNorm -> GELU -> answers (ViLT's shape)."""
+class ClassificationHead(nn.Module):
+    """Classes from [CLS]: hidden -> 2 x hidden -> LayerNorm -> GELU -> classes (ViLT's VQA shape). The head of a
+    new single-image benchmark (visual entailment, ...) as much as VQA's."""
 
-    def __init__(self, config: PixelBertConfig, num_answers: int) -> None:
+    def __init__(self, config: PixelBertConfig, num_classes: int) -> None:
         super().__init__()
-        if num_answers < 1:
-            raise ValueError(f"VQAHead num_answers={num_answers}: expected >= 1")
+        if num_classes < 1:
+            raise ValueError(f"{type(self).__name__}: {num_classes} classes, expected >= 1")
         d = config.hidden_size
-        self.mlp = _mlp(d, 2 * d, num_answers, config.layer_norm_eps)
+        self.mlp = _mlp(d, 2 * d, num_classes, config.layer_norm_eps)
 
     def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        """(b, d) [CLS] vectors -> (b, num_classes) logits."""
         return self.mlp(cls)
+
+
+class VQAHead(ClassificationHead):
+    """VQA answer classifier: a `ClassificationHead` over the answer vocabulary."""
+
+    def __init__(self, config: PixelBertConfig, num_answers: int) -> None:
+        super().__init__(config, num_answers)
 
 
 class NLVR2Head(nn.Module):

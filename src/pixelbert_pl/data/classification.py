@@ -1,0 +1,226 @@
+"""(image, text) -> class benchmarks from a JSON-lines file, so that a new one (visual entailment, ...) needs no data
+code: only its files, its field names and its class names (`ImageTextClassificationDataModule`).
+
+The defaults read SNLI-VE (Xie et al. 2019) as released, `snli_ve_{train,dev,test}.jsonl` with one example a line:
+
+    {"Flikr30kID": "2248275918.jpg", "gold_label": "entailment", "pairID": "2248275918.jpg#4r1e",
+     "sentence1": "<the SNLI premise caption>", "sentence2": "<the hypothesis>", "annotator_labels": [...], ...}
+
+The image field is spelt "Flikr30kID" in the release and holds the file name, ".jpg" included, under the
+flickr30k-images/ folder (`image_root`). Another benchmark sets `image_pattern` (the file under `image_root`, filled
+with the row's own fields by name: "{image_id}.jpg", "{split}/{image_id:012d}.png"), `text_field`, `label_field`
+and `id_field`.
+
+Shapes: n distinct images, b rows (texts), t tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
+from pixelbert_pl.data.datamodules import ArrowRecords
+from pixelbert_pl.data.downstream import SplitDataModule
+from pixelbert_pl.data.pretraining import RecordDataset, collate_image_texts, split_key
+
+SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
+SNLI_VE_IMAGE_PATTERN = "{Flikr30kID}"
+UNLABELLED = -1
+# The DataModule's arguments that it hands on to `read_image_text_jsonl` unchanged.
+_READER_OPTIONS = ("image_pattern", "text_field", "label_field", "id_field", "allow_missing")
+
+
+@dataclass
+class ImageTextRecord:
+    """One example; `image_path` is absolute, `label` the class index (UNLABELLED and `label_name` "" when the row
+    has no label, as in a hidden test split)."""
+
+    example_id: str
+    image_path: str
+    text: str
+    label: int
+    label_name: str
+
+
+@dataclass
+class ImageTextClassificationBatch:
+    pixel_values: torch.Tensor  # (n, 3, H, W), one row per distinct image of the batch
+    pixel_mask: torch.Tensor  # (n, H, W) bool
+    input_ids: torch.Tensor  # (b, t) [CLS] text [SEP], padded
+    attention_mask: torch.Tensor  # (b, t) bool
+    image_index: torch.Tensor  # (b,) row of pixel_values each text is about
+    labels: torch.Tensor  # (b,) long class index, UNLABELLED (-1) for unlabelled rows
+    label_names: list[str]  # (b,) each row's label as written in the file, "" when unlabelled
+    example_ids: list[str]  # (b,) each row's id_field (SNLI-VE: pairID)
+
+
+def check_labels(labels: Sequence[str], owner: str) -> list[str]:
+    """`labels` as a list, checked to be distinct non-empty strings (index = class)."""
+    names = list(labels)
+    if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{owner}: labels={names!r}; expected distinct class names, index = class")
+    return names
+
+
+def _pattern_fields(image_pattern: str) -> list[str]:
+    """The row fields `image_pattern` is filled with; a pattern naming none would give every row one image."""
+    fields = [name for _, name, _, _ in string.Formatter().parse(image_pattern) if name is not None]
+    roots = [name.split(".")[0].split("[")[0] for name in fields]
+    if not roots or not all(roots):
+        raise ValueError(
+            f"image_pattern {image_pattern!r} must name the row fields it uses, e.g. {SNLI_VE_IMAGE_PATTERN!r} "
+            "or '{image_id}.jpg'"
+        )
+    return list(dict.fromkeys(roots))
+
+
+def read_image_text_jsonl(
+    jsonl_file: PathLike,
+    labels: Sequence[str],
+    image_root: PathLike | None = None,
+    *,
+    image_pattern: str = SNLI_VE_IMAGE_PATTERN,
+    text_field: str = "sentence2",
+    label_field: str = "gold_label",
+    id_field: str | None = "pairID",
+    require_labels: bool = False,
+    allow_missing: bool = False,
+) -> list[ImageTextRecord]:
+    """The examples of a JSON-lines file, in file order (defaults: SNLI-VE; see the module docstring).
+
+    An image's file is `image_root / image_pattern.format(**row)`; `image_root` defaults to the file's folder. A row
+    without `label_field` is unlabelled unless `require_labels` (training and validation data), and a label that is
+    not one of `labels` is an error naming the file and line. Without `id_field` an example's id is "<file>:<line>".
+    A missing image file raises FileNotFoundError; `allow_missing` skips those examples instead (with a warning)."""
+    class_names = check_labels(labels, "read_image_text_jsonl")
+    fields = _pattern_fields(image_pattern)
+    expected = (
+        f'JSON lines: {{"{text_field}": str, "{label_field}": one of {class_names}'
+        + "".join(f', "{f}"' for f in [*fields, *([id_field] if id_field else [])])
+        + f"}} per line, the image at image_root/{image_pattern}"
+    )
+    ann = AnnotationFile(jsonl_file, expected)
+    root = absolute_path(image_root if image_root is not None else ann.path.parent)
+    index_of = {name: i for i, name in enumerate(class_names)}
+    records = []
+    for number, entry in ann.load_lines("object"):
+        where = f"line {number}"
+        for name in fields:
+            ann.field(entry, name, "int or str", where)
+        try:
+            image = image_pattern.format_map(entry)
+        except (KeyError, IndexError, AttributeError, ValueError) as e:
+            raise ann.error(where, f"cannot fill image_pattern {image_pattern!r} ({type(e).__name__}: {e})") from e
+        text = ann.field(entry, text_field, "str", where).strip()
+        if not text:
+            raise ann.error(f"{where}.{text_field}", "is empty; a text of only [CLS] [SEP] says nothing")
+        label_name = ann.field(entry, label_field, "str", where, default=None)
+        if label_name is None and require_labels:
+            raise ann.error(where, f"has no field '{label_field}'; every training and validation example needs one")
+        if label_name is not None and label_name not in index_of:
+            raise ann.error(f"{where}.{label_field}", f"is {label_name!r}, not one of the labels {class_names}")
+        example_id = ann.field(entry, id_field, "int or str", where) if id_field else f"{ann.path.name}:{number}"
+        records.append(
+            ImageTextRecord(
+                example_id=str(example_id),
+                image_path=str(root / image),
+                text=text,
+                label=UNLABELLED if label_name is None else index_of[label_name],
+                label_name=label_name or "",
+            )
+        )
+    directories = DirectoryIndex()
+    missing = [directories.first_missing(r.image_path) for r in records]
+    return drop_missing(records, missing, ann.path, {Path(r.image_path).parent for r in records}, allow_missing)
+
+
+class ImageTextClassificationDataset(RecordDataset):
+    """Item = one `ImageTextRecord`: its image (decoded, resized, normalised) and the image path as the key that
+    lets the collate share it among the texts about it, the text's token ids, the label and the id."""
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        record = self.records[split_key(key)[1]]
+        return {
+            "pixel_values": self.image(record.image_path),
+            "image_key": record.image_path,
+            "input_ids": self.token_ids([record.text])[0],
+            "label": record.label,
+            "label_name": record.label_name,
+            "example_id": record.example_id,
+        }
+
+
+def collate_image_text(items: list[dict[str, Any]], pad_token_id: int = 0) -> ImageTextClassificationBatch:
+    """Texts about the same image share one row of `pixel_values` (SNLI-VE has several hypotheses per image)."""
+    return ImageTextClassificationBatch(
+        **collate_image_texts(items, pad_token_id),
+        labels=torch.tensor([item["label"] for item in items], dtype=torch.long),
+        label_names=[item["label_name"] for item in items],
+        example_ids=[item["example_id"] for item in items],
+    )
+
+
+class ImageTextClassificationDataModule(SplitDataModule):
+    """Any (image, text) -> class benchmark in JSON lines; the defaults read SNLI-VE (module docstring).
+
+    Args:
+        train_file, val_file: JSON-lines files whose every row has a label (SNLI-VE: snli_ve_train.jsonl,
+            snli_ve_dev.jsonl).
+        labels: the class names as the files write them, index = class (SNLI-VE: entailment, neutral,
+            contradiction); the task's head must use the same order.
+        test_file: the rows `test_dataloader` and `predict_dataloader` serve; labels optional (-1 where absent).
+        image_root: the folder `image_pattern` is relative to (SNLI-VE: flickr30k-images/); default: each file's.
+        image_pattern: an example's image file, filled with its row's fields by name.
+        text_field, label_field: the fields holding the text and the class name.
+        id_field: the field that identifies an example (predictions carry it); None: "<file>:<line>".
+        allow_missing: skip examples whose image file is missing (with a warning) instead of failing.
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`: tokenizer, image sizes, batches).
+    """
+
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str,
+        labels: list[str],
+        test_file: str | None = None,
+        image_root: str | None = None,
+        image_pattern: str = SNLI_VE_IMAGE_PATTERN,
+        text_field: str = "sentence2",
+        label_field: str = "gold_label",
+        id_field: str | None = "pairID",
+        allow_missing: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.add_options(locals())
+        self.labels = check_labels(labels, type(self).__name__)
+        _pattern_fields(image_pattern)  # a bad pattern fails here, not at the first batch
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        h = self.options
+        path = getattr(h, f"{split}_file")
+        if path is None:
+            raise ValueError(f"{type(self).__name__}: no test_file given, so there is nothing to test or predict")
+        fields = {name: getattr(h, name) for name in _READER_OPTIONS}
+        records = read_image_text_jsonl(path, self.labels, h.image_root, require_labels=split != "test", **fields)
+        return ArrowRecords.from_records(records)
+
+    def dataset(self, split: str) -> Dataset:
+        return ImageTextClassificationDataset(
+            self.records(split), self.transform, self.tokenizer, self.options.max_text_length
+        )
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        return functools.partial(collate_image_text, pad_token_id=self.tokenizer.pad_token_id)

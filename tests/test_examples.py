@@ -1,0 +1,140 @@
+"""The worked example of a new benchmark (examples/visual_entailment): its data are balanced and true to the scenes,
+and its task, a subclass outside the package, runs through the real CLI from its YAML."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pixelbert_pl.cli import main
+from pixelbert_pl.data.shapes import caption_is_true
+from pixelbert_pl.tasks import PretrainTask
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "visual_entailment"
+
+
+@pytest.fixture
+def example_path(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example folder importable, as `PYTHONPATH=examples/visual_entailment` makes it."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.setattr(sys, "argv", ["pixelbert"])  # LightningCLI warns when given args beside a real argv
+    return EXAMPLE
+
+
+@pytest.fixture
+def shapes_ve(example_path: Path, shapes_root: Path, tmp_path: Path) -> Path:
+    from make_shapes_ve import make_shapes_ve
+
+    make_shapes_ve(shapes_root, tmp_path / "ve", seed=0)
+    return tmp_path / "ve"
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_statements_are_balanced_and_true_to_their_scenes(shapes_ve: Path, shapes_root: Path) -> None:
+    scenes = {s["file_name"]: s for s in json.loads((shapes_root / "scenes.json").read_text())["scenes"]}
+    for split in ("train", "val", "test"):
+        file_name = {"train": "ve_train.jsonl", "val": "ve_dev.jsonl", "test": "ve_test.jsonl"}[split]
+        rows = _rows(shapes_ve / file_name)
+        counts = Counter(row["gold_label"] for row in rows)
+        assert set(counts) == {"entailment", "neutral", "contradiction"} and len(set(counts.values())) == 1, counts
+        assert {scenes[row["Flikr30kID"]]["split"] for row in rows} == {split}  # ShapesWorld's split, kept
+        for row in rows:
+            scene, statement = scenes[row["Flikr30kID"]], row["sentence2"]
+            assert (shapes_root / "images" / row["Flikr30kID"]).is_file()
+            if row["gold_label"] == "neutral":
+                with pytest.raises(ValueError, match="not a ShapesWorld caption"):
+                    caption_is_true(statement, scene)  # outside the grammar, which only says what a drawing shows
+                names = {f"{o['colour']} {o['shape']}" for o in scene["objects"]}
+                assert any(name in statement for name in names)  # about this image's own objects
+            else:
+                assert caption_is_true(statement, scene) == (row["gold_label"] == "entailment"), row
+
+
+def test_the_same_seed_gives_the_same_files(example_path: Path, shapes_ve: Path, shapes_root: Path, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from make_shapes_ve import make_shapes_ve
+
+    again = make_shapes_ve(shapes_root, tmp_path / "again", seed=0)
+    other = make_shapes_ve(shapes_root, tmp_path / "other", seed=1, per_class=2)
+    for name in ("ve_train.jsonl", "ve_dev.jsonl", "ve_test.jsonl"):
+        assert (shapes_ve / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    assert (shapes_ve / "ve_train.jsonl").read_bytes() != (tmp_path / "other" / "ve_train.jsonl").read_bytes()
+    assert again["images_skipped"] == 0
+    assert set(other["counts"]["ve_train.jsonl"].values()) == {2 * again["counts"]["ve_train.jsonl"]["neutral"]}
+
+
+def test_the_example_trains_through_the_cli(shapes_ve: Path, shapes_root: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A pre-training checkpoint shaped as the demo's: the YAML's preset and model_overrides, ShapesWorld's vocab.
+    model_args = yaml.safe_load((EXAMPLE / "ve_shapes.yaml").read_text())["model"]["init_args"]
+    vocab_size = len((shapes_root / "vocab.txt").read_text().split())
+    pretrained = PretrainTask(
+        preset=model_args["preset"], vocab_size=vocab_size, model_overrides=model_args["model_overrides"]
+    )
+    with torch.no_grad():  # unlike any fresh initialisation, whatever the seed
+        for weight in pretrained.parameters():
+            weight.add_(1.0)
+    checkpoint = tmp_path / "pretrain.ckpt"
+    torch.save({"state_dict": pretrained.state_dict()}, checkpoint)
+    monkeypatch.chdir(tmp_path)
+    cli = main(  # run=False: built as `pixelbert fit` builds it, then checked before fitting
+        [
+            "--config", str(EXAMPLE / "ve_shapes.yaml"),
+            "--trainer.fast_dev_run", "1",
+            "--model.init_from", str(checkpoint),
+            "--data.init_args.train_file", str(shapes_ve / "ve_train.jsonl"),
+            "--data.init_args.val_file", str(shapes_ve / "ve_dev.jsonl"),
+            "--data.init_args.test_file", str(shapes_ve / "ve_test.jsonl"),
+            "--data.init_args.image_root", str(shapes_root / "images"),
+            "--data.init_args.tokenizer", str(shapes_root / "vocab.txt"),
+            "--data.init_args.batch_size", "6",
+            "--data.init_args.num_workers", "0",
+        ],
+        run=False,
+    )  # fmt: skip
+    task = cli.model
+    assert type(task).__name__ == "VisualEntailmentTask" and type(task).__module__ == "ve_task"
+    assert task.model.config.vocab_size == cli.datamodule.vocab_size == vocab_size  # linked from the data
+    for name, weight in pretrained.model.state_dict().items():
+        assert torch.equal(task.model.state_dict()[name], weight), name
+
+    cli.trainer.fit(task, datamodule=cli.datamodule)
+    metrics = cli.trainer.callback_metrics
+    assert cli.trainer.global_step == 1 and cli.trainer.state.finished
+    assert math.isfinite(metrics["train/loss"].item()) and 0 <= metrics["val/accuracy"].item() <= 1
+    assert {f"val/class_accuracy_{label}" for label in task.labels} <= set(metrics)
+
+    # One manual step on a training batch: every parameter of backbone and head gets a finite gradient.
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    task.train().zero_grad()
+    loss = task.compute_loss(task(batch), batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    missing = [name for name, p in task.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in task.parameters() if p.grad is not None)
+
+
+def test_the_task_refuses_labels_in_another_order(shapes_ve: Path, shapes_root: Path, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"model labels \['neutral', 'entailment', 'contradiction'\] differ"):
+        main(
+            [
+                "fit", "--config", str(EXAMPLE / "ve_shapes.yaml"),
+                "--trainer.fast_dev_run", "1",
+                "--model.init_args.labels", "[neutral, entailment, contradiction]",
+                "--data.init_args.train_file", str(shapes_ve / "ve_train.jsonl"),
+                "--data.init_args.val_file", str(shapes_ve / "ve_dev.jsonl"),
+                "--data.init_args.image_root", str(shapes_root / "images"),
+                "--data.init_args.tokenizer", str(shapes_root / "vocab.txt"),
+                "--data.init_args.num_workers", "0",
+            ]
+        )  # fmt: skip
