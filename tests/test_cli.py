@@ -14,7 +14,7 @@ RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "base")
 
 def _data_args(config: Path, shapes_root: Path, coco_vg_root: Path, minilm_path: str) -> list[str]:
     text = config.read_text()
-    if "ShapesWorldDataModule" in text:
+    if "data.downstream.ShapesWorld" in text or "ShapesWorldDataModule" in text:
         return ["--data.init_args.root", str(shapes_root)]
     coco, vg = coco_vg_root / "coco", coco_vg_root / "vg"
     return [

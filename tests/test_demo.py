@@ -5,6 +5,11 @@ import sys
 
 from pixelbert_pl import demo
 
+TINY_FINETUNE = [
+    "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.enable_progress_bar=false",
+    "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
+]  # fmt: skip
+
 
 def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(sys, "argv", ["demo"])
@@ -19,6 +24,7 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
             "--data.init_args.num_images", "40",
             "--data.init_args.batch_size", "4",
             "--data.init_args.num_workers", "0",
+            *(f"--finetune-arg={a}" for a in TINY_FINETUNE),
         ]
     )  # fmt: skip
     assert code == 0
@@ -29,9 +35,23 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     for key in ("itm_accuracy", "mlm_attribute_accuracy", "mlm_colour_accuracy", "mlm_shape_accuracy"):
         assert 0.0 <= pre[key] <= 1.0
     assert set(pre["itm_hard_negative_accuracy"]) >= {"all", "colour", "shape"}
+    vqa, scratch, nlvr2, retrieval = (results[k] for k in ("vqa", "vqa_from_scratch", "nlvr2", "retrieval"))
+    for r in (vqa, scratch):
+        assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 < r["majority_baseline"] < 1.0 and r["train_steps"] == 2
+    assert 0.0 <= nlvr2["accuracy"] <= 1.0 and 0.0 <= nlvr2["consistency"] <= nlvr2["accuracy"]
+    assert {"i2t_r1", "t2i_r1", "chance_r1"} <= set(retrieval) and 0.0 <= retrieval["i2t_r1"] <= 100.0
+    assert retrieval["chance_r1"] == 100 / 4  # 40 images: 4 in val
     printed = capsys.readouterr().out
-    assert "val ITM accuracy" in printed and "chance" in printed
-    assert (out / "pretrain").is_dir()  # the CSV logs sit beside the results
+    assert "val ITM accuracy" in printed and "chance" in printed and "VQA (from scratch)" in printed
+    assert (out / "pretrain").is_dir() and (out / "vqa").is_dir()  # the CSV logs sit beside the results
+    assert (out / "attention.png").stat().st_size > 0
+
+
+def test_stages_are_checked(tmp_path) -> None:
+    import pytest
+
+    with pytest.raises(SystemExit):
+        demo.main(["--out", str(tmp_path), "--stages", "pretrain,vqa2"])
 
 
 def test_resume_from_last_checkpoint(tmp_path, monkeypatch, shapes_root) -> None:

@@ -1,3 +1,3 @@
-from pixelbert_pl.cli import main
+from pixelbert_pl.cli import console
 
-main()
+console()

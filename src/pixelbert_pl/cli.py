@@ -35,5 +35,10 @@ def main(args: list[str] | None = None, run: bool = True) -> PixelBertCLI:
     )
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The `pixelbert` console script: returns None, so that a finished run exits with status 0."""
     main()
+
+
+if __name__ == "__main__":
+    console()

@@ -1,11 +1,14 @@
-"""`make demo`: generate ShapesWorld, pre-train the tiny Pixel-BERT on the CPU, and score what it learned.
+"""`make demo`: generate ShapesWorld, pre-train the tiny Pixel-BERT on the CPU, fine-tune it on VQA, NLVR2 and
+retrieval, and score everything beside chance or a majority baseline.
 
-    python -m pixelbert_pl.demo --out demo-output
+    python -m pixelbert_pl.demo --out demo-output [--stages pretrain,vqa,...] [pre-training CLI flags]
 
-Prints a table of metrics beside chance and writes it to `<out>/results.json`. The scores read the val split:
-ITM with negatives drawn as in training (a caption of another image that is not one of this image's), ITM
-against hard negatives that differ from a true caption in one colour, shape or relation word (no bar), and
-MLM on colour and shape words masked one at a time.
+Prints one table and writes it to `<out>/results.json`, plus `<out>/attention.png` (where a colour word looks).
+Pre-training scores read the val split: ITM with negatives drawn as in training (a caption of another image that
+is not one of this image's), ITM against hard negatives that differ from a true caption in one colour, shape or
+relation word (no bar), and MLM on colour and shape words masked one at a time. Each fine-tuning runs its
+`lightning_configs/demo/*_shapes.yaml` from the pre-trained checkpoint; VQA also runs from scratch with the same
+budget, to show what pre-training brings.
 """
 
 from __future__ import annotations
@@ -23,13 +26,23 @@ from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import read_karpathy
 from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+from pixelbert_pl.data.downstream import VQADataModule
 from pixelbert_pl.data.images import ImageTransform, load_image, pad_images
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, pad_token_rows, sample_rng
 from pixelbert_pl.data.shapes import COLOURS, SHAPES
 from pixelbert_pl.models.pixel_bert import PixelBertOutput
 from pixelbert_pl.tasks.pretrain import PretrainTask
 
-CONFIG = Path(__file__).resolve().parents[2] / "lightning_configs" / "demo" / "pretrain_shapes.yaml"
+CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs" / "demo"
+CONFIG = CONFIGS / "pretrain_shapes.yaml"
+# results.json section -> (config, starts from the pre-trained checkpoint)
+FINETUNES = {
+    "vqa": ("vqa_shapes.yaml", True),
+    "vqa_from_scratch": ("vqa_shapes.yaml", False),
+    "nlvr2": ("nlvr2_shapes.yaml", True),
+    "retrieval": ("retrieval_shapes.yaml", True),
+}
+STAGES = ("pretrain", *FINETUNES)
 
 
 class ShapesEvaluator:
@@ -165,35 +178,133 @@ def evaluate(task: PretrainTask, data: ShapesWorldDataModule) -> dict[str, objec
     }
 
 
-def run(out: Path, extra_args: Sequence[str] = (), checkpoint: str | None = None) -> dict[str, object]:
-    """Pre-train with the demo config (or load `checkpoint`), then score on ShapesWorld val."""
+def _cli(args: Sequence[str], run: bool = True):  # type: ignore[no-untyped-def]
     from pixelbert_pl.cli import main as cli_main
 
-    start = time.perf_counter()
     sys.argv = sys.argv[:1]  # the demo's own flags are not LightningCLI's (it warns when it sees both)
+    return cli_main(list(args), run=run)
+
+
+def pretrain(out: Path, extra_args: Sequence[str] = (), checkpoint: str | None = None) -> tuple[dict[str, object], str]:
+    """Pre-train with the demo config (or load `checkpoint`), score on ShapesWorld val; returns the scores and the
+    checkpoint the fine-tunings start from."""
+    start = time.perf_counter()
     args = [
         "--config", str(CONFIG),
         "--data.init_args.root", str(out / "shapesworld"),
         "--trainer.logger.init_args.save_dir", str(out),
         *extra_args,
     ]  # fmt: skip
-    if checkpoint is None:
-        cli = cli_main(["fit", *args])
+    trained = checkpoint is None
+    if trained:
+        cli = _cli(["fit", *args])
         task, steps = cli.model, int(cli.trainer.global_step)
+        checkpoint = str(out / "pretrain.ckpt")
+        cli.trainer.save_checkpoint(checkpoint, weights_only=True)
     else:
-        cli = cli_main(args, run=False)
+        cli = _cli(args, run=False)
         task = type(cli.model).load_from_checkpoint(checkpoint, map_location="cpu")
         steps = int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
-    train_seconds = round(time.perf_counter() - start, 1) if checkpoint is None else None
-    pretrain = evaluate(task, cli.datamodule)
-    pretrain.update(train_steps=steps, train_seconds=train_seconds, checkpoint=checkpoint)
-    return {"pretrain": pretrain, "wall_seconds": round(time.perf_counter() - start, 1)}
+    train_seconds = round(time.perf_counter() - start, 1)
+    scores = evaluate(task, cli.datamodule)
+    scores.update(train_steps=steps, train_seconds=train_seconds if trained else None, checkpoint=checkpoint)
+    save_attention_map(task, cli.datamodule, out / "attention.png")
+    return scores, checkpoint
+
+
+def save_attention_map(task: PretrainTask, data: ShapesWorldDataModule, path: Path) -> None:
+    """The first val image with several shapes, and where the first colour word of its caption attends (last layer),
+    side by side, 4x enlarged."""
+    from PIL import Image
+
+    from pixelbert_pl.visualize import overlay, word_attention
+
+    records = read_karpathy(data.root / "karpathy.json", data.root, ["val"])
+    colour_ids = {data.tokenizer.convert_tokens_to_ids(c) for c in COLOURS}
+    for record in records:
+        caption = next((c for c in record.captions if c.startswith("the ")), None)
+        if caption is None:
+            continue
+        ids = data.tokenizer(caption, return_tensors="pt")["input_ids"]
+        position = next(i for i, t in enumerate(ids[0].tolist()) if t in colour_ids)
+        image = load_image(record.image_path)
+        pixels, mask = pad_images([data.transform(image)])
+        heat = word_attention(task.model, ids, pixels, mask, word_position=position)
+        size = (image.width * 4, image.height * 4)
+        panel = Image.new("RGB", (2 * size[0], size[1]))
+        panel.paste(image.resize(size, Image.Resampling.NEAREST), (0, 0))
+        panel.paste(overlay(image, heat).resize(size, Image.Resampling.NEAREST), (size[0], 0))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        panel.save(path)
+        (path.with_suffix(".txt")).write_text(
+            f"{caption!r}: attention of {data.tokenizer.convert_ids_to_tokens(int(ids[0, position]))!r} "
+            f"to the pixel tokens (last layer, mean over heads); image {record.image_path}\n"
+        )
+        return
+
+
+def vqa_majority_baseline(data: VQADataModule) -> float:
+    """Official accuracy on val of always answering train's most frequent answer."""
+    from collections import Counter
+
+    from pixelbert_pl.metrics import normalize_vqa_answer, vqa_accuracy
+
+    train = Counter(normalize_vqa_answer(r.multiple_choice_answer) for r in data.records("train"))
+    answer = train.most_common(1)[0][0]
+    val = data.records("val")
+    return sum(vqa_accuracy(answer, r.answers) for r in val) / len(val)
+
+
+def finetune(name: str, out: Path, init_from: str | None, extra_args: Sequence[str] = ()) -> dict[str, object]:
+    """Fine-tune and validate one downstream task with its demo config; metrics as results.json reports them."""
+    config, _ = FINETUNES[name]
+    start = time.perf_counter()
+    cli = _cli([
+        "fit", "--config", str(CONFIGS / config),
+        "--data.init_args.root", str(out / "shapesworld"),
+        "--trainer.logger.init_args.save_dir", str(out),
+        "--trainer.logger.init_args.name", name,
+        "--model.init_args.init_from", init_from or "null",
+        *extra_args,
+    ])  # fmt: skip
+    m = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+    result: dict[str, object]
+    if name.startswith("vqa"):
+        result = {"accuracy": m["val/vqa_accuracy_overall"] / 100}
+        result.update({f"accuracy_{t}": m[f"val/vqa_accuracy_{t}"] / 100 for t in ("yes/no", "number", "other")})
+        result["majority_baseline"] = vqa_majority_baseline(cli.datamodule)
+    elif name == "nlvr2":
+        result = {"accuracy": m["val/nlvr2_accuracy"], "consistency": m["val/nlvr2_consistency"], "chance": 0.5}
+    else:
+        result = {k.removeprefix("val/"): v for k, v in m.items() if "_r" in k}
+        result["chance_r1"] = 100 / len(cli.datamodule.val_texts.text_to_image.unique())  # one image of N
+    result.update(train_steps=int(cli.trainer.global_step), seconds=round(time.perf_counter() - start, 1))
+    return result
+
+
+def run(
+    out: Path,
+    extra_args: Sequence[str] = (),
+    checkpoint: str | None = None,
+    stages: Sequence[str] = STAGES,
+    finetune_args: Sequence[str] = (),
+) -> dict[str, object]:
+    """Pre-train (or load `checkpoint`) and run the fine-tunings named in `stages`."""
+    start = time.perf_counter()
+    results: dict[str, object] = {}
+    pretrained, checkpoint = pretrain(out, extra_args, checkpoint)
+    results["pretrain"] = pretrained
+    for name in stages:
+        if name != "pretrain":
+            results[name] = finetune(name, out, checkpoint if FINETUNES[name][1] else None, finetune_args)
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    return results
 
 
 def format_table(results: dict[str, object]) -> str:
     pre = results["pretrain"]
     assert isinstance(pre, dict)
-    rows = [
+    rows: list[tuple[str, float, float | None]] = [
         ("val ITM accuracy (negatives as in training)", pre["itm_accuracy"], pre["itm_chance"]),
         ("val ITM: true caption beats 1-word-swapped twin", pre["itm_hard_negative_accuracy"]["all"], 0.5),
         *(
@@ -208,23 +319,63 @@ def format_table(results: dict[str, object]) -> str:
     lines = [f"{'metric':<52}{'value':>8}{'chance':>8}", "-" * 68]
     for name, value, chance in rows:
         lines.append(f"{name:<52}{value:>8.3f}{'' if chance is None else f'{chance:.3f}':>8}")
-    lines.append(
-        f"pre-training: {pre['train_steps']} steps in {pre['train_seconds']} s; total {results['wall_seconds']} s"
-    )
+    lines.append(f"pre-training: {pre['train_steps']} steps in {pre['train_seconds']} s")
+    downstream: list[tuple[str, object, object, str]] = []
+    for name, label in (("vqa", "VQA (from pre-training)"), ("vqa_from_scratch", "VQA (from scratch)")):
+        if name in results:
+            r = results[name]
+            assert isinstance(r, dict)
+            downstream.append((f"val {label} accuracy", r["accuracy"], r["majority_baseline"], "majority"))
+            for t in ("yes/no", "number", "other"):
+                downstream.append((f"  ... {t}", r[f"accuracy_{t}"], None, ""))
+    if "nlvr2" in results:
+        r = results["nlvr2"]
+        assert isinstance(r, dict)
+        downstream += [
+            ("dev NLVR2 accuracy", r["accuracy"], 0.5, "chance"),
+            ("dev NLVR2 consistency", r["consistency"], None, ""),
+        ]
+    if "retrieval" in results:
+        r = results["retrieval"]
+        assert isinstance(r, dict)
+        for key in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"):
+            downstream.append(
+                (
+                    f"val retrieval {key.replace('_r', ' R@')} (%)",
+                    r[key],
+                    r["chance_r1"] if key.endswith("r1") else None,
+                    "chance",
+                )
+            )
+    if downstream:
+        lines += ["", f"{'fine-tuned metric':<52}{'value':>8}{'baseline':>10}", "-" * 70]
+        for name, value, base, kind in downstream:
+            base_text = "" if base is None else f"{base:.3f} {kind}"
+            lines.append(f"{name:<52}{value:>8.3f}  {base_text}")
+    lines.append(f"total {results['wall_seconds']} s")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("DEMO_OUT", "demo-output"))
-    parser.add_argument("--checkpoint", help="score this PretrainTask checkpoint instead of training")
+    parser.add_argument("--checkpoint", help="score this PretrainTask checkpoint instead of pre-training")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, from {','.join(STAGES)}")
+    parser.add_argument(
+        "--finetune-arg", action="append", default=[], metavar="FLAG=VALUE",
+        help="a CLI flag passed to every fine-tuning run (repeatable), e.g. --finetune-arg=--trainer.max_steps=50",
+    )  # fmt: skip
     args, extra = parser.parse_known_args(argv)
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        parser.error(f"--stages: unknown {sorted(unknown)}; expected among {','.join(STAGES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = run(out, extra, args.checkpoint)
+    results = run(out, extra, args.checkpoint, stages, args.finetune_arg)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
-    print(f"written: {out / 'results.json'}")
+    print(f"written: {out / 'results.json'}, {out / 'attention.png'}")
     return 0
 
 

@@ -79,7 +79,9 @@ class PixelBertTask(pl.LightningModule):
         init_from: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Not init_from: the checkpoint holds the weights, and `test` / `predict --ckpt_path` must not reload the
+        # pre-training file (which may not exist where they run).
+        self.save_hyperparameters(ignore=["init_from"])
         overrides = dict(model_overrides or {})
         overrides.update(text_encoder=text_encoder, visual_weights=visual_weights)
         if vocab_size is not None and text_encoder is None:
