@@ -85,3 +85,27 @@ def coco_vg_root(tmp_path_factory: pytest.TempPathFactory):
     (root / "vg" / "image_data.json").write_text(json.dumps(vg_images))
     (root / "vg" / "region_descriptions.json").write_text(json.dumps(regions))
     return root
+
+
+# Tiny VQA v2, NLVR2 and Flickr30K corpora in their published formats and layouts (written by corpora.py).
+
+
+@pytest.fixture
+def vqa_root(tmp_path):
+    from corpora import make_vqa
+
+    return make_vqa(tmp_path)
+
+
+@pytest.fixture
+def nlvr2_root(tmp_path):
+    from corpora import make_nlvr2
+
+    return make_nlvr2(tmp_path)
+
+
+@pytest.fixture
+def flickr_root(tmp_path):
+    from corpora import make_flickr
+
+    return make_flickr(tmp_path)
