@@ -35,10 +35,12 @@ def word_attention(
     return grid.view(rows, cols)
 
 
-def overlay(image: Image.Image, heat: torch.Tensor, alpha: float = 0.55) -> Image.Image:
-    """The image with `heat` (any non-negative grid) blended on top in red, scaled to the grid's maximum."""
+def overlay(image: Image.Image, heat: torch.Tensor, floor: float = 0.15) -> Image.Image:
+    """The image dimmed where `heat` (any non-negative grid, scaled to its maximum) is low: brightness goes from
+    `floor` at no attention to 1 at the most attended cell. Dimming, not a colour map, so that the shapes' own
+    colours stay readable."""
     heat = heat / heat.max().clamp(min=1e-12)
-    cells = Image.fromarray((heat.numpy() * 255).astype("uint8"), mode="L")
-    mask = cells.resize(image.size, Image.Resampling.NEAREST)
-    red = Image.new("RGB", image.size, (255, 40, 40))
-    return Image.composite(red, image.convert("RGB"), mask.point(lambda v: int(v * alpha)))
+    cells = Image.fromarray(((floor + (1 - floor) * heat.numpy()) * 255).astype("uint8"), mode="L")
+    gain = cells.resize(image.size, Image.Resampling.BILINEAR)
+    black = Image.new("RGB", image.size)
+    return Image.composite(image.convert("RGB"), black, gain)
