@@ -108,3 +108,26 @@ def test_fast_dev_run(
     cli = main(args)
     assert cli.trainer.global_step == 1
     assert cli.trainer.state.finished
+
+
+def test_vqa_predict_writes_the_evalai_file(tmp_path, monkeypatch, vqa_root, minilm_path) -> None:
+    import json
+
+    from corpora import VQA_TEST_DEV
+
+    monkeypatch.chdir(tmp_path)
+    config = CONFIGS / "vqa" / "vqa_r50.yaml"
+    out = tmp_path / "vqa_test-dev.json"
+    main([
+        "predict", "--config", str(config),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
+        *_data_args(config, {"vqa": vqa_root}, minilm_path),
+        "--data.init_args.test_questions", str(vqa_root / "v2_OpenEnded_mscoco_test-dev2015_questions.json"),
+        "--data.init_args.test_image_pattern", "test2015/COCO_test2015_{image_id:012d}.jpg",
+        "--trainer.callbacks+=pixelbert_pl.tasks.VQAResultWriter", "--trainer.callbacks.output_file", str(out),
+    ])  # fmt: skip
+    rows = json.loads(out.read_text())
+    assert sorted(r["question_id"] for r in rows) == sorted(VQA_TEST_DEV)
+    assert all(isinstance(r["answer"], str) and r["answer"] for r in rows)
