@@ -255,16 +255,26 @@ def vqa_majority_baseline(data: VQADataModule) -> float:
     return sum(vqa_accuracy(answer, r.answers) for r in val) / len(val)
 
 
-def finetune(name: str, out: Path, init_from: str | None, extra_args: Sequence[str] = ()) -> dict[str, object]:
-    """Fine-tune and validate one downstream task with its demo config; metrics as results.json reports them."""
-    config, _ = FINETUNES[name]
+def finetune(name: str, out: Path, pretrained: str, extra_args: Sequence[str] = ()) -> dict[str, object]:
+    """Fine-tune and validate one downstream task with its demo config, from the `pretrained` checkpoint or, for
+    the from-scratch runs, from random weights of the same architecture; metrics as results.json reports them."""
+    config, from_pretrained = FINETUNES[name]
+    init_from = pretrained if from_pretrained else None
     start = time.perf_counter()
+    # The backbone is pre-training's: follow its preset and overrides, which may differ from the YAML's (e.g.
+    # `make demo` run with --model.init_args.model_overrides ...); a from-scratch run gets the same architecture.
+    hparams = torch.load(pretrained, map_location="cpu", weights_only=False)["hyper_parameters"]
+    geometry = [
+        "--model.init_args.preset", hparams["preset"],
+        "--model.init_args.model_overrides", json.dumps(hparams.get("model_overrides") or {}),
+    ]  # fmt: skip
     cli = _cli([
         "fit", "--config", str(CONFIGS / config),
         "--data.init_args.root", str(out / "shapesworld"),
         "--trainer.logger.init_args.save_dir", str(out),
         "--trainer.logger.init_args.name", name,
         "--model.init_args.init_from", init_from or "null",
+        *geometry,
         *extra_args,
     ])  # fmt: skip
     m = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
@@ -296,7 +306,7 @@ def run(
     results["pretrain"] = pretrained
     for name in stages:
         if name != "pretrain":
-            results[name] = finetune(name, out, checkpoint if FINETUNES[name][1] else None, finetune_args)
+            results[name] = finetune(name, out, checkpoint, finetune_args)
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     return results
 
