@@ -31,6 +31,7 @@ from pixelbert_pl.data.images import ImageTransform, load_image, pad_images
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, pad_token_rows, sample_rng
 from pixelbert_pl.data.shapes import COLOURS, SHAPES
 from pixelbert_pl.models.pixel_bert import PixelBertOutput
+from pixelbert_pl.tasks.base import load_checkpoint
 from pixelbert_pl.tasks.pretrain import PretrainTask
 
 CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs" / "demo"
@@ -204,7 +205,7 @@ def pretrain(out: Path, extra_args: Sequence[str] = (), checkpoint: str | None =
     else:
         cli = _cli(args, run=False)
         task = type(cli.model).load_from_checkpoint(checkpoint, map_location="cpu")
-        steps = int(torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"])
+        steps = int(load_checkpoint(checkpoint)["global_step"])
     train_seconds = round(time.perf_counter() - start, 1)
     scores = evaluate(task, cli.datamodule)
     scores.update(train_steps=steps, train_seconds=train_seconds if trained else None, checkpoint=checkpoint)
@@ -263,7 +264,7 @@ def finetune(name: str, out: Path, pretrained: str, extra_args: Sequence[str] = 
     start = time.perf_counter()
     # The backbone is pre-training's: follow its preset and overrides, which may differ from the YAML's (e.g.
     # `make demo` run with --model.init_args.model_overrides ...); a from-scratch run gets the same architecture.
-    hparams = torch.load(pretrained, map_location="cpu", weights_only=False)["hyper_parameters"]
+    hparams = load_checkpoint(pretrained)["hyper_parameters"]
     geometry = [
         "--model.init_args.preset", hparams["preset"],
         "--model.init_args.model_overrides", json.dumps(hparams.get("model_overrides") or {}),

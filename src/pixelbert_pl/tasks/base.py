@@ -32,6 +32,14 @@ STAGES = ("train", "val", "test")
 log = logging.getLogger(__name__)
 
 
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint (or torch state_dict file) loaded with `weights_only=True`: nothing in the file can
+    run code. The one non-tensor type our checkpoints pickle, the optimiser config in the hyper-parameters, is
+    allowed by name."""
+    with torch.serialization.safe_globals([OptimizerConfig]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights from a Lightning `.ckpt` (its `state_dict`), a `.safetensors` file or a plain torch state_dict."""
     path = Path(path).expanduser()
@@ -41,9 +49,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    # A Lightning checkpoint pickles its hyper-parameters (dataclass configs), which weights_only refuses; a
-    # checkpoint is code the user chose to run, like the YAML that names it.
-    state = torch.load(path, map_location="cpu", weights_only=path.suffix != ".ckpt")
+    state = load_checkpoint(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
