@@ -168,7 +168,7 @@ class VQADataModule(SplitDataModule):
 
     @property
     def num_answers(self) -> int:
-        """How many answer classes; the CLI links it to the model's `num_answers`."""
+        """How many answer classes (the CLI links `answer_vocab` itself to `VQATask`)."""
         return len(self.answer_vocab)
 
     def test_dataloader(self) -> DataLoader:
