@@ -67,6 +67,35 @@ def test_masking_rules(dataset) -> None:
     assert 0.65 < mask_token_share / total < 0.95
 
 
+def test_listed_words_are_masked_at_their_own_rate(shapes_root, dataset) -> None:
+    from pixelbert_pl.data.shapes import COLOURS
+
+    records = read_karpathy(shapes_root / "karpathy.json", shapes_root, ["train"])
+    tokenizer = load_tokenizer(shapes_root / "vocab.txt")
+    colours = {tokenizer.convert_tokens_to_ids(c) for c in COLOURS}
+    focused = CaptionPretrainDataset(
+        records, ImageTransform(96, 96), tokenizer, captions_per_image=4, seed=3, mlm_probability=0.01,
+        mlm_word_probabilities=dict.fromkeys(COLOURS, 1.0),
+    )  # fmt: skip
+    colour_labels = other_labels = 0
+    for index in range(20):
+        item = focused[(0, index)]
+        for ids, labels, matched in zip(item["input_ids"], item["mlm_labels"], item["itm_labels"], strict=True):
+            if matched:  # negatives are masked alike but carry no labels
+                # Every colour word is masked (probability 1): none is left unlabelled.
+                assert not any(lab == IGNORE_INDEX and tok in colours for tok, lab in zip(ids, labels, strict=True))
+                colour_labels += sum(lab in colours for lab in labels)
+                other_labels += sum(lab != IGNORE_INDEX and lab not in colours for lab in labels)
+    assert colour_labels > 50 and other_labels < colour_labels / 5  # the rest at 1%, or one when no colour
+    plain = dataset[(0, 7)]
+    unlisted = CaptionPretrainDataset(
+        records, ImageTransform(96, 96), tokenizer, captions_per_image=4, seed=3, mlm_word_probabilities={}
+    )[(0, 7)]
+    assert unlisted["mlm_labels"] == plain["mlm_labels"]  # an empty mapping draws exactly what BERT masking draws
+    with pytest.raises(ValueError, match="'zebra' is not one token"):
+        CaptionPretrainDataset(records, ImageTransform(96, 96), tokenizer, mlm_word_probabilities={"zebra": 0.5})
+
+
 def test_negatives_are_never_own_captions() -> None:
     records = [ImageCaptions(f"x:{i}", "unused", [f"caption {i % 3}", "shared"], "x") for i in range(6)]
     ds = CaptionPretrainDataset.__new__(CaptionPretrainDataset)  # negative_caption reads records only

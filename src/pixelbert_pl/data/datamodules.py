@@ -175,6 +175,9 @@ class PretrainDataModule(PixelBertDataModule):
             and the image folders (VG_100K, VG_100K_2). VG images whose coco_id is a Karpathy val/test image
             are dropped, so evaluation images never reach pre-training.
         captions_per_image: caption rows per image and step; the CNN runs once for all of them.
+        mlm_probability: BERT's masking rate (0.15); 0 switches MLM masking off (an ITM-only run).
+        mlm_word_probabilities: words masked at their own rate instead, e.g. {red: 0.5, circle: 0.5} to mask
+            visually grounded words more often (off by default; the paper masks every word alike).
         max_val_images: validate on the first N val images only (5,000 cost minutes at 800 px).
     """
 
@@ -196,6 +199,7 @@ class PretrainDataModule(PixelBertDataModule):
         max_text_length: int = 40,
         captions_per_image: int = 2,
         mlm_probability: float = 0.15,
+        mlm_word_probabilities: dict[str, float] | None = None,
         batch_size: int = 32,
         val_batch_size: int | None = None,
         max_val_images: int | None = None,
@@ -250,6 +254,7 @@ class PretrainDataModule(PixelBertDataModule):
             max_text_length=h.max_text_length,
             captions_per_image=h.captions_per_image,
             mlm_probability=h.mlm_probability,
+            mlm_word_probabilities=h.mlm_word_probabilities,
             seed=h.seed,
         )
 

@@ -14,7 +14,7 @@ Shapes: n images, r = n * captions_per_image text rows, t tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -139,14 +139,29 @@ class CaptionPretrainDataset(RecordDataset):
         captions_per_image: int = 2,
         mlm_probability: float = 0.15,
         seed: int = 0,
+        mlm_word_probabilities: Mapping[str, float] | None = None,
     ) -> None:
         if len(records) < 2:
             raise ValueError(f"a pre-training corpus needs at least 2 images for ITM negatives; got {len(records)}")
         super().__init__(records, transform, tokenizer, max_text_length, seed)
         self.captions_per_image = captions_per_image
         self.mlm_probability = mlm_probability
+        self.word_probability = self._word_probabilities(tokenizer, mlm_word_probabilities or {})
         self.special_ids = set(tokenizer.all_special_ids)
         self.mask_id = int(tokenizer.mask_token_id)
+
+    @staticmethod
+    def _word_probabilities(tokenizer: PreTrainedTokenizerBase, words: Mapping[str, float]) -> dict[int, float]:
+        """Token id -> masking probability for words masked more (or less) often than the rest."""
+        out: dict[int, float] = {}
+        for word, probability in words.items():
+            token = tokenizer.convert_tokens_to_ids(word)
+            if token is None or token == tokenizer.unk_token_id:
+                raise ValueError(f"mlm_word_probabilities: {word!r} is not one token of the tokenizer's vocabulary")
+            if not 0 <= probability <= 1:
+                raise ValueError(f"mlm_word_probabilities[{word!r}]={probability}: expected a probability in [0, 1]")
+            out[int(token)] = float(probability)
+        return out
 
     def negative_caption(self, index: int, own: set[str], rng: np.random.Generator) -> str:
         # A random caption of another image that this image does not also have (COCO has 5 per image, VG dozens).
@@ -187,7 +202,9 @@ class CaptionPretrainDataset(RecordDataset):
 
     def _mask(self, ids: list[int], rng: np.random.Generator) -> tuple[list[int], list[int]]:
         """BERT masking: each real token with `mlm_probability` (at least one); of those 80% -> [MASK],
-        10% -> a random non-special token, 10% unchanged. Labels hold IGNORE_INDEX where nothing is masked."""
+        10% -> a random non-special token, 10% unchanged. Labels hold IGNORE_INDEX where nothing is masked.
+        Words in `mlm_word_probabilities` use their own probability (one random draw per token either way, so the
+        default draws exactly what plain BERT masking draws)."""
         candidates = [i for i, tok in enumerate(ids) if tok not in self.special_ids]
         labels = [IGNORE_INDEX] * len(ids)
         masked = list(ids)
@@ -195,7 +212,9 @@ class CaptionPretrainDataset(RecordDataset):
             return masked, labels
         if self.mlm_probability <= 0:  # MLM switched off (an ITM-only run): captions stay intact
             return masked, labels
-        chosen = [i for i in candidates if rng.random() < self.mlm_probability] or [int(rng.choice(candidates))]
+        p = self.word_probability
+        chosen = [i for i in candidates if rng.random() < p.get(ids[i], self.mlm_probability)]
+        chosen = chosen or [int(rng.choice(candidates))]
         for i in chosen:
             labels[i] = ids[i]
             roll = rng.random()
