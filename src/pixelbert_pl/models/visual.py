@@ -26,6 +26,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops import FrozenBatchNorm2d
 
 from pixelbert_pl.models.config import PixelBertConfig
+from pixelbert_pl.models.weights import read_weights
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {
     "frozen_batch_norm": FrozenBatchNorm2d,
@@ -58,16 +59,7 @@ def load_trunk_weights(resnet: ResNet, backbone: str, weights: str) -> None:
     """
     path = Path(weights).expanduser()
     if path.suffix in {".pth", ".pt", ".bin", ".safetensors"} or path.exists():
-        if not path.is_file():
-            raise FileNotFoundError(f"visual_weights={weights!r}: no such state_dict file")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        if "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
+        state = read_weights(path, "visual_weights")
     else:
         try:
             enum = torchvision.models.get_model_weights(backbone)

@@ -25,6 +25,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from pixelbert_pl.models import create_model
+from pixelbert_pl.models.weights import read_weights
 from pixelbert_pl.tasks.optim import AdamWSGD, OptimizerConfig, build_param_groups, warmup_step_decay
 
 CNN_PREFIXES = ("model.visual.trunk.",)
@@ -41,20 +42,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Weights from a Lightning `.ckpt` (its `state_dict`), a `.safetensors` file or a plain torch state_dict."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from={str(path)!r}: no such checkpoint file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = load_checkpoint(path)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"init_from={str(path)!r}: expected a state_dict or a Lightning checkpoint")
-    return state
+    """The weights `init_from` names: a Lightning `.ckpt`, a `.safetensors` file or a plain torch state_dict."""
+    return read_weights(path, "init_from", allowed=[OptimizerConfig])
 
 
 class PixelBertTask(pl.LightningModule):
