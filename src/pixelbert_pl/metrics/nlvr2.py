@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torchmetrics import Metric
+
+from pixelbert_pl.distributed import gather_lists
 
 
 def _as_bool(value: Any, name: str, index: int) -> bool:
@@ -98,11 +99,7 @@ class NLVR2Metric(Metric):
         self.total += len(golds)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        records = list(self._records)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, self._records)
-            records = [r for part in gathered for r in part]
+        records = gather_lists(self._records)
         identifiers, preds, golds = zip(*records, strict=True) if records else ((), (), ())
         return {
             "accuracy": torch.tensor(nlvr2_accuracy(preds, golds)),

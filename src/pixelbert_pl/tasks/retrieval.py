@@ -16,10 +16,10 @@ import logging
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from pixelbert_pl.data.retrieval import RetrievalImageBatch, RetrievalTexts, RetrievalTrainBatch
+from pixelbert_pl.distributed import gather_lists
 from pixelbert_pl.metrics import coco_1k_recall, retrieval_recall
 from pixelbert_pl.models import ITMHead, RankHead
 from pixelbert_pl.models.visual import PixelTokens
@@ -60,6 +60,7 @@ class RetrievalTask(PixelBertTask):
         kwargs.setdefault("optimizer", OptimizerConfig(cnn_optimizer="frozen", milestones=[0.6]))
         super().__init__(**kwargs)
         self._scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (image positions, (n, texts) scores)
+        self._texts: RetrievalTexts | None = None  # this epoch's texts, on the model's device
 
     def configure_heads(self) -> None:
         self.rank_head = RankHead(self.model.config)
@@ -120,7 +121,7 @@ class RetrievalTask(PixelBertTask):
         """(n images, T texts) fp16 scores, `eval_chunk` pairs per forward pass, image-major."""
         n, num_texts = pixels.tokens.shape[0], texts.input_ids.shape[0]
         device = pixels.tokens.device
-        out = torch.empty(n, num_texts, dtype=torch.float16)
+        out = torch.empty(n, num_texts, dtype=torch.float16, device=device)
         per_chunk = max(1, self.eval_chunk // n)
         for start in range(0, num_texts, per_chunk):
             stop = min(start + per_chunk, num_texts)
@@ -129,12 +130,18 @@ class RetrievalTask(PixelBertTask):
             c = stop - start
             index = torch.arange(n, device=device).repeat_interleave(c)
             scores = self.score(pixels, ids.repeat(n, 1), mask.repeat(n, 1), index)
-            out[:, start:stop] = scores.view(n, c).to("cpu", torch.float16)
-        return out
+            out[:, start:stop] = scores.view(n, c)
+        return out.cpu()  # one transfer per image batch; the gathered matrix lives on the CPU
 
     def _eval_step(self, batch: RetrievalImageBatch, stage: str) -> None:
         pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
-        self._scores.append((batch.image_positions.cpu(), self.score_matrix(pixels, self.eval_texts(stage))))
+        if self._texts is None:  # the split's texts go to the device once per epoch, not once per image batch
+            texts = self.eval_texts(stage)
+            device = pixels.tokens.device
+            self._texts = RetrievalTexts(
+                texts.input_ids.to(device), texts.attention_mask.to(device), texts.text_to_image
+            )
+        self._scores.append((batch.image_positions.cpu(), self.score_matrix(pixels, self._texts)))
 
     def validation_step(self, batch: RetrievalImageBatch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -143,17 +150,13 @@ class RetrievalTask(PixelBertTask):
         self._eval_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
-        self._scores = []
+        self._scores, self._texts = [], None
 
     on_test_epoch_start = on_validation_epoch_start
 
     def gather_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's (image positions, scores), concatenated in position order; a repeated image is an error."""
-        parts = self._scores
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, parts)
-            parts = [p for rank in gathered for p in rank]
+        parts = gather_lists(self._scores)
         positions = torch.cat([p for p, _ in parts])
         order = positions.argsort()
         positions, scores = positions[order], torch.cat([s for _, s in parts])[order]
