@@ -60,7 +60,7 @@ class VisualEntailmentTask(PixelBertTask):
 
     def forward(self, batch: ImageTextClassificationBatch) -> torch.Tensor:
         """(b, num_classes) logits; the CNN runs once per distinct image of the batch."""
-        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
+        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
         out = self.model(batch.input_ids, batch.attention_mask, pixel_tokens=pixels, image_index=batch.image_index)
         return self.classifier(out.cls_output).float()
 

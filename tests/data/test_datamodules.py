@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from pixelbert_pl.data.datamodules import PretrainDataModule, ShapesWorldDataModule
 from pixelbert_pl.data.images import load_image
-from pixelbert_pl.models.visual import image_sizes
+from pixelbert_pl.models.visual import image_sizes_from_mask
 
 
 def _coco_vg(root, minilm_path: str, **kwargs) -> PretrainDataModule:
@@ -41,7 +41,7 @@ def test_pretraining_never_sees_karpathy_val_or_test_images(coco_vg_root, minilm
     # Each image's mask covers exactly the size the transform gave it, at the top left.
     for row, index in enumerate(batch.sample_ids.tolist()):
         image = dm.transform(load_image(dm.train_records[index].image_path))
-        assert image_sizes(batch.pixel_mask[row : row + 1]).tolist() == [list(image.shape[1:])]
+        assert image_sizes_from_mask(batch.pixel_mask[row : row + 1]).tolist() == [list(image.shape[1:])]
         torch.testing.assert_close(batch.pixel_values[row, :, : image.shape[1], : image.shape[2]], image)
 
 

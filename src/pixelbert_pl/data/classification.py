@@ -60,6 +60,7 @@ class ImageTextClassificationBatch:
     labels: torch.Tensor  # (b,) long class index, UNLABELLED (-1) for unlabelled rows
     label_names: list[str]  # (b,) each row's label as written in the file, "" when unlabelled
     example_ids: list[str]  # (b,) each row's id_field (SNLI-VE: pairID)
+    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 def check_labels(labels: Sequence[str], owner: str) -> list[str]:

@@ -161,6 +161,12 @@ def pad_images(images: Sequence[torch.Tensor], size_divisor: int = 1) -> tuple[t
     return pixel_values, pixel_mask
 
 
+def real_sizes(images: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+    """Each (C, h, w) image's (h, w), as the host-side `image_sizes` the batches carry beside `pixel_mask`, so that
+    the model learns the sizes without reading the mask back from the GPU."""
+    return [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+
+
 def aspect_groups(sizes: Iterable[tuple[int, int]]) -> list[int]:
     """Group id per image from its (height, width): 0 for landscape or square, 1 for portrait."""
     return [int(height > width) for height, width in sizes]

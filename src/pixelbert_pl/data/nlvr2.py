@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
-from pixelbert_pl.data.images import pad_images
+from pixelbert_pl.data.images import pad_images, real_sizes
 from pixelbert_pl.data.pretraining import RecordDataset, pad_texts, split_key
 
 NLVR2_FORMAT = (
@@ -52,6 +52,7 @@ class NLVR2Batch:
     attention_mask: torch.Tensor  # (b, t) bool
     labels: torch.Tensor  # (b,) long: 1 True, 0 False, -1 unlabelled
     identifiers: list[str]
+    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 def read_nlvr2(jsonl_file: PathLike, image_root: PathLike, *, allow_missing: bool = False) -> list[NLVR2Record]:
@@ -104,7 +105,8 @@ class NLVR2Dataset(RecordDataset):
 
 
 def collate_nlvr2(items: list[dict[str, Any]], pad_token_id: int = 0) -> NLVR2Batch:
-    pixel_values, pixel_mask = pad_images([image for item in items for image in (item["left"], item["right"])])
+    images = [image for item in items for image in (item["left"], item["right"])]
+    pixel_values, pixel_mask = pad_images(images)
     input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id)
     return NLVR2Batch(
         pixel_values=pixel_values,
@@ -113,4 +115,5 @@ def collate_nlvr2(items: list[dict[str, Any]], pad_token_id: int = 0) -> NLVR2Ba
         attention_mask=attention_mask,
         labels=torch.tensor([item["label"] for item in items], dtype=torch.long),
         identifiers=[item["identifier"] for item in items],
+        image_sizes=real_sizes(images),
     )

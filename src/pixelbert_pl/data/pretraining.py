@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.images import ImageTransform, load_image, pad_images
+from pixelbert_pl.data.images import ImageTransform, load_image, pad_images, real_sizes
 
 IGNORE_INDEX = -100
 
@@ -56,8 +56,9 @@ class PretrainBatch:
     mlm_labels: torch.Tensor  # (r, t), IGNORE_INDEX except masked positions of matched pairs
     itm_labels: torch.Tensor  # (r,) 1 = the caption describes the image
     image_index: torch.Tensor  # (r,) image of each row
-    pixel_sample_seeds: torch.Tensor  # (r,)
+    pixel_sample_seeds: list[int]  # (r,) host ints: the draw happens on the host (see PixelBertModel.sample_pixels)
     sample_ids: torch.Tensor  # (n,) dataset index of each image
+    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 class EpochKeyedSampler(DistributedSampler):
@@ -246,7 +247,7 @@ def collate_image_texts(items: list[dict[str, Any]], pad_token_id: int = 0) -> d
     questions or statements about one): items with the same `image_key` get one row of `pixel_values`, in
     first-seen order, so the CNN runs once per image. Each item holds "pixel_values", "image_key", "input_ids".
 
-    Returns pixel_values (n, 3, H, W), pixel_mask (n, H, W), image_index (b,) long (each text's image row), and
+    Returns pixel_values (n, 3, H, W), pixel_mask (n, H, W), image_sizes (n host (h, w)), image_index (b,) long (each text's image row), and
     input_ids, attention_mask (b, t) as `pad_texts` pads them."""
     rows: dict[str, int] = {}
     images = []
@@ -259,6 +260,7 @@ def collate_image_texts(items: list[dict[str, Any]], pad_token_id: int = 0) -> d
     return {
         "pixel_values": pixel_values,
         "pixel_mask": pixel_mask,
+        "image_sizes": real_sizes(images),
         "image_index": torch.tensor([rows[item["image_key"]] for item in items], dtype=torch.long),
         "input_ids": input_ids,
         "attention_mask": attention_mask,
@@ -266,7 +268,8 @@ def collate_image_texts(items: list[dict[str, Any]], pad_token_id: int = 0) -> d
 
 
 def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> PretrainBatch:
-    pixel_values, pixel_mask = pad_images([item["pixel_values"] for item in items])  # type: ignore[misc]
+    images: list[torch.Tensor] = [item["pixel_values"] for item in items]  # type: ignore[misc]
+    pixel_values, pixel_mask = pad_images(images)
     ids = [row for item in items for row in item["input_ids"]]  # type: ignore[attr-defined]
     labels = [row for item in items for row in item["mlm_labels"]]  # type: ignore[attr-defined]
     per_image = [len(item["input_ids"]) for item in items]  # type: ignore[arg-type]
@@ -279,6 +282,7 @@ def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> P
         mlm_labels=pad_token_rows(labels, IGNORE_INDEX),
         itm_labels=torch.tensor([m for item in items for m in item["itm_labels"]]),  # type: ignore[attr-defined]
         image_index=torch.repeat_interleave(torch.arange(len(items)), torch.tensor(per_image)),
-        pixel_sample_seeds=torch.tensor([s for item in items for s in item["pixel_sample_seeds"]]),  # type: ignore[attr-defined]
+        pixel_sample_seeds=[s for item in items for s in item["pixel_sample_seeds"]],  # type: ignore[attr-defined]
         sample_ids=torch.tensor([item["sample_id"] for item in items]),
+        image_sizes=real_sizes(images),
     )

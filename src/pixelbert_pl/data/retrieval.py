@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.images import ImageTransform, load_image, pad_images
+from pixelbert_pl.data.images import ImageTransform, load_image, pad_images, real_sizes
 from pixelbert_pl.data.pretraining import RecordDataset, other_image_captions, pad_texts, sample_rng, split_key
 
 # Draws of other images' captions before a negative is declared impossible; only a corpus whose images nearly all
@@ -41,6 +41,7 @@ class RetrievalTrainBatch:
     attention_mask: torch.Tensor  # (n * g, t) bool
     image_index: torch.Tensor  # (n * g,) image of each row
     group_size: int  # g = 1 + k
+    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 @dataclass
@@ -48,6 +49,7 @@ class RetrievalImageBatch:
     pixel_values: torch.Tensor  # (n, 3, H, W)
     pixel_mask: torch.Tensor  # (n, H, W) bool
     image_positions: torch.Tensor  # (n,) positions in the split's image list
+    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 @dataclass
@@ -99,7 +101,8 @@ class RetrievalTrainDataset(RecordDataset):
 
 
 def collate_retrieval_train(items: list[dict[str, Any]], pad_token_id: int = 0) -> RetrievalTrainBatch:
-    pixel_values, pixel_mask = pad_images([item["pixel_values"] for item in items])
+    images = [item["pixel_values"] for item in items]
+    pixel_values, pixel_mask = pad_images(images)
     group_size = len(items[0]["input_ids"])
     input_ids, attention_mask = pad_texts([row for item in items for row in item["input_ids"]], pad_token_id)
     return RetrievalTrainBatch(
@@ -109,6 +112,7 @@ def collate_retrieval_train(items: list[dict[str, Any]], pad_token_id: int = 0) 
         attention_mask=attention_mask,
         image_index=torch.arange(len(items)).repeat_interleave(group_size),
         group_size=group_size,
+        image_sizes=real_sizes(images),
     )
 
 
@@ -128,9 +132,12 @@ class RetrievalImageDataset(Dataset):
 
 
 def collate_retrieval_images(items: list[dict[str, Any]]) -> RetrievalImageBatch:
-    pixel_values, pixel_mask = pad_images([item["pixel_values"] for item in items])
+    images = [item["pixel_values"] for item in items]
+    pixel_values, pixel_mask = pad_images(images)
     positions = torch.tensor([item["position"] for item in items], dtype=torch.long)
-    return RetrievalImageBatch(pixel_values=pixel_values, pixel_mask=pixel_mask, image_positions=positions)
+    return RetrievalImageBatch(
+        pixel_values=pixel_values, pixel_mask=pixel_mask, image_positions=positions, image_sizes=real_sizes(images)
+    )
 
 
 def retrieval_texts(

@@ -61,6 +61,7 @@ class VQABatch:
     question_ids: torch.Tensor  # (b,)
     answers: list[list[str]]  # raw human answers per question, [] when unannotated
     answer_types: list[str | None]
+    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 def _image_name(pattern: str, data_subtype: str, image_id: int) -> str:

@@ -10,6 +10,7 @@ joint key mask, attending through PyTorch SDPA (eager only when attention maps a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,12 +81,21 @@ class PixelBertModel(nn.Module):
     def word_embeddings(self) -> nn.Embedding:
         return self.bert.embeddings.word_embeddings
 
-    def encode_pixels(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> PixelTokens:
-        """Run the CNN once per image; the result can serve every caption of each image (see `image_index`)."""
-        return self.visual(pixel_values, pixel_mask)
+    def encode_pixels(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> PixelTokens:
+        """Run the CNN once per image; the result can serve every caption of each image (see `image_index`).
+        `image_sizes` (the batches' host-side copy of what `pixel_mask` says) spares a device sync."""
+        return self.visual(pixel_values, pixel_mask, image_sizes)
 
     def sample_pixels(
-        self, pixels: PixelTokens, seeds: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        pixels: PixelTokens,
+        seeds: Sequence[int] | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> PixelTokens:
         """Keep `config.pixel_sample_size` random valid tokens per row.
 
@@ -99,9 +109,10 @@ class PixelBertModel(nn.Module):
         if seeds is None:
             scores = torch.rand(b, p, generator=generator, device=pixels.mask.device)
         else:
-            scores = torch.stack(
-                [torch.rand(p, generator=torch.Generator().manual_seed(int(s))) for s in seeds.tolist()]
-            ).to(pixels.mask.device)
+            # Drawn on the host (seeds are host ints in the batches; a device tensor is read back) and sent over.
+            seeds = seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds
+            scores = torch.stack([torch.rand(p, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+            scores = scores.to(pixels.mask.device, non_blocking=True)
         return sample_pixel_tokens(pixels, k, scores)
 
     def forward(
@@ -111,10 +122,11 @@ class PixelBertModel(nn.Module):
         pixel_values: torch.Tensor | None = None,
         pixel_mask: torch.Tensor | None = None,
         *,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
         pixel_tokens: PixelTokens | None = None,
         image_index: torch.Tensor | None = None,
         sample_pixels: bool = False,
-        pixel_sample_seeds: torch.Tensor | None = None,
+        pixel_sample_seeds: Sequence[int] | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         output_attentions: bool = False,
     ) -> PixelBertOutput:
@@ -123,6 +135,7 @@ class PixelBertModel(nn.Module):
         Args:
             input_ids, attention_mask: (b, t) WordPiece ids starting with [CLS] and ending with [SEP], padded.
             pixel_values, pixel_mask: (n, 3, H, W) normalised images and (n, H, W) real-pixel masks.
+            image_sizes: the n real (h, w) sizes as host ints, when known (saves reading the mask back).
             pixel_tokens: tokens from `encode_pixels`, instead of pixel_values.
             image_index: (b,) which of the n images each text row reads; default row i reads image i.
             sample_pixels: keep `config.pixel_sample_size` random tokens per row (pre-training). Ignored in eval
@@ -135,7 +148,7 @@ class PixelBertModel(nn.Module):
         text = self.bert.embeddings(input_ids=input_ids)
         t = text.shape[1]
         if pixel_tokens is None and pixel_values is not None:
-            pixel_tokens = self.encode_pixels(pixel_values, pixel_mask)
+            pixel_tokens = self.encode_pixels(pixel_values, pixel_mask, image_sizes)
         if pixel_tokens is not None:
             if image_index is not None:
                 pixel_tokens = pixel_tokens.select(image_index)

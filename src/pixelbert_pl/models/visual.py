@@ -14,7 +14,7 @@ ceil(n / (stride * pool)) tokens.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +28,23 @@ from torchvision.ops import FrozenBatchNorm2d
 from pixelbert_pl.models.config import PixelBertConfig
 from pixelbert_pl.models.weights import read_weights
 
+
+class FrozenBatchNorm2dSameDtype(FrozenBatchNorm2d):
+    """torchvision's FrozenBatchNorm2d (same buffers and state_dict keys) that keeps the input's dtype.
+
+    The original multiplies bf16 activations by fp32 buffers, so under autocast every frozen BN of the trunk
+    writes fp32 activations that the next conv casts back to bf16: twice the memory traffic for nothing, since the
+    conv rounds them anyway. One fused multiply-add in the input's dtype gives the conv the same bf16 input.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return torch.addcmul(shift.to(x.dtype)[:, None, None], x, scale.to(x.dtype)[:, None, None])
+
+
 NORMS: dict[str, Callable[[int], nn.Module]] = {
-    "frozen_batch_norm": FrozenBatchNorm2d,
+    "frozen_batch_norm": FrozenBatchNorm2dSameDtype,
     "batch_norm": nn.BatchNorm2d,
     # 32 groups, or fewer for thin layers; batch-independent in training as well as in eval.
     "group_norm": lambda channels: nn.GroupNorm(min(32, channels // 4), channels),
@@ -114,7 +129,7 @@ class PixelTokens:
         return PixelTokens(self.tokens[image_index], self.mask[image_index], self.grid, index)
 
 
-def image_sizes(pixel_mask: torch.Tensor) -> torch.Tensor:
+def image_sizes_from_mask(pixel_mask: torch.Tensor) -> torch.Tensor:
     """(b, 2) real height and width of each image, checking that each real region is a top-left rectangle."""
     heights = pixel_mask.any(dim=2).sum(dim=1)
     widths = pixel_mask.any(dim=1).sum(dim=1)
@@ -167,44 +182,60 @@ class PixelEncoder(nn.Module):
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         """(n, 3, h, w) images of one size -> (n, d, gh', gw') pooled features."""
+        if self.projection.weight.is_contiguous(memory_format=torch.channels_last):
+            # The task converted the CNN to channels_last (tensor-core convs without transposes); match its input.
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.projection(self.trunk(images))
         pool = self.config.visual_pool_size
         if pool > 1:
             features = F.max_pool2d(features, pool, stride=pool, ceil_mode=True)
         return features
 
-    def forward(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> PixelTokens:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> PixelTokens:
+        """Tokens of a padded batch. Each image's real size comes from `image_sizes` (host ints, as the collates
+        give them: no device sync), else from `pixel_mask` (read back from the device), else every image fills the
+        whole padded size (also no sync, and the path a CUDA graph can capture)."""
         b, _, height, width = pixel_values.shape
-        if pixel_mask is None:
-            pixel_mask = torch.ones(b, height, width, dtype=torch.bool, device=pixel_values.device)
-        if pixel_mask.shape != (b, height, width):
-            raise ValueError(f"pixel_mask has shape {tuple(pixel_mask.shape)}; expected {(b, height, width)}")
-        sizes = image_sizes(pixel_mask.bool())
+        device = pixel_values.device
+        if image_sizes is not None:
+            sizes = [(int(h), int(w)) for h, w in image_sizes]
+            if len(sizes) != b or any(not (0 < h <= height and 0 < w <= width) for h, w in sizes):
+                raise ValueError(f"image_sizes={sizes}: expected {b} sizes within the padded {height}x{width}")
+        elif pixel_mask is not None:
+            if pixel_mask.shape != (b, height, width):
+                raise ValueError(f"pixel_mask has shape {tuple(pixel_mask.shape)}; expected {(b, height, width)}")
+            sizes = [(h, w) for h, w in image_sizes_from_mask(pixel_mask.bool()).tolist()]
+        else:
+            sizes = [(height, width)] * b
         gh, gw = self.token_grid(height, width)
 
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (h, w) in enumerate(sizes.tolist()):
-            groups.setdefault((h, w), []).append(i)
+        for i, size in enumerate(sizes):
+            groups.setdefault(size, []).append(i)
         if len(groups) == 1 and next(iter(groups)) == (height, width):
             grid = self._features(pixel_values)
+            mask = torch.ones(b, gh * gw, dtype=torch.bool, device=device)
         else:
             parts, order = [], []
             for (h, w), members in groups.items():
-                index = torch.tensor(members, device=pixel_values.device)
+                index = torch.tensor(members).to(device, non_blocking=True)
                 features = self._features(pixel_values[index, :, :h, :w])
                 # Zero-fill outside the real region; those tokens are masked out of attention below.
                 parts.append(F.pad(features, (0, gw - features.shape[-1], 0, gh - features.shape[-2])))
                 order.extend(members)
-            inverse = torch.empty(b, dtype=torch.long, device=pixel_values.device)
-            inverse[torch.tensor(order, device=pixel_values.device)] = torch.arange(b, device=pixel_values.device)
-            grid = torch.cat(parts)[inverse]
-
-        stride = self.config.token_stride
-        valid_h = torch.div(sizes[:, 0] + stride - 1, stride, rounding_mode="floor")
-        valid_w = torch.div(sizes[:, 1] + stride - 1, stride, rounding_mode="floor")
-        rows = torch.arange(gh, device=sizes.device)[None, :, None] < valid_h[:, None, None]
-        cols = torch.arange(gw, device=sizes.device)[None, None, :] < valid_w[:, None, None]
-        mask = (rows & cols).flatten(1)
+            inverse = torch.empty(b, dtype=torch.long)
+            inverse[torch.tensor(order)] = torch.arange(b)
+            grid = torch.cat(parts)[inverse.to(device, non_blocking=True)]
+            stride = self.config.token_stride
+            valid = [(math.ceil(h / stride), math.ceil(w / stride)) for h, w in sizes]
+            mask = torch.tensor(
+                [[r < vh and c < vw for r in range(gh) for c in range(gw)] for vh, vw in valid], dtype=torch.bool
+            ).to(device, non_blocking=True)
 
         tokens = grid.flatten(2).transpose(1, 2) + self.semantic_embedding
         if self.row_embedding is not None and self.column_embedding is not None:

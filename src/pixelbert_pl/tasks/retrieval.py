@@ -83,7 +83,7 @@ class RetrievalTask(PixelBertTask):
     def forward(self, batch: RetrievalTrainBatch) -> torch.Tensor:
         """(n, 1 + h) scores: the positive first, then the h hardest negatives of each image."""
         n, g = batch.pixel_values.shape[0], batch.group_size
-        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
+        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
         rows = torch.arange(n * g, device=batch.input_ids.device).view(n, g)
         h = g - 1 if self.hard_negatives is None else min(self.hard_negatives, g - 1)
         if h < g - 1:
@@ -134,7 +134,7 @@ class RetrievalTask(PixelBertTask):
         return out.cpu()  # one transfer per image batch; the gathered matrix lives on the CPU
 
     def _eval_step(self, batch: RetrievalImageBatch, stage: str) -> None:
-        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
+        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
         if self._texts is None:  # the split's texts go to the device once per epoch, not once per image batch
             texts = self.eval_texts(stage)
             device = pixels.tokens.device
