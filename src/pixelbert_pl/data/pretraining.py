@@ -247,7 +247,8 @@ def collate_image_texts(items: list[dict[str, Any]], pad_token_id: int = 0) -> d
     questions or statements about one): items with the same `image_key` get one row of `pixel_values`, in
     first-seen order, so the CNN runs once per image. Each item holds "pixel_values", "image_key", "input_ids".
 
-    Returns pixel_values (n, 3, H, W), pixel_mask (n, H, W), image_sizes (n host (h, w)), image_index (b,) long (each text's image row), and
+    Returns pixel_values (n, 3, H, W), pixel_mask (n, H, W), image_sizes (n host (h, w) pairs), image_index (b,)
+    long (each text's image row), and
     input_ids, attention_mask (b, t) as `pad_texts` pads them."""
     rows: dict[str, int] = {}
     images = []

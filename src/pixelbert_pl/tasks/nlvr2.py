@@ -34,7 +34,8 @@ class NLVR2Task(PixelBertTask):
     def forward(self, batch: NLVR2Batch) -> torch.Tensor:
         """(b, 2) logits, index 1 = True."""
         b = batch.input_ids.shape[0]
-        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)  # 2b images: left, right, ...
+        # 2b images: left, right, ...
+        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
         rows = torch.arange(b, device=batch.input_ids.device).repeat_interleave(2)
         out = self.model(
             batch.input_ids[rows],
