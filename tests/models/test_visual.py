@@ -79,6 +79,42 @@ def test_padded_image_gives_the_tokens_it_gives_alone(tiny_model) -> None:
     torch.testing.assert_close(tokens, alone.tokens[0], atol=1e-5, rtol=1e-5)
 
 
+def test_host_image_sizes_give_what_the_mask_gives(tiny_model) -> None:
+    values = torch.randn(3, 3, 96, 96)
+    mask = torch.zeros(3, 96, 96, dtype=torch.bool)
+    sizes = [(40, 72), (96, 96), (96, 50)]
+    for i, (h, w) in enumerate(sizes):
+        mask[i, :h, :w] = True
+    with torch.no_grad():
+        from_mask = tiny_model.encode_pixels(values, mask)
+        from_sizes = tiny_model.encode_pixels(values, mask, sizes)
+        full = tiny_model.encode_pixels(values)
+        full_mask = tiny_model.encode_pixels(values, torch.ones(3, 96, 96, dtype=torch.bool))
+    assert torch.equal(from_sizes.mask, from_mask.mask) and not bool(from_mask.mask.all())
+    torch.testing.assert_close(from_sizes.tokens, from_mask.tokens)
+    assert torch.equal(full.mask, full_mask.mask) and bool(full.mask.all())
+    torch.testing.assert_close(full.tokens, full_mask.tokens)
+    with pytest.raises(ValueError, match="image_sizes"):
+        tiny_model.encode_pixels(values, mask, [(40, 72), (97, 96), (96, 50)])
+
+
+def test_frozen_batch_norm_keeps_the_input_dtype() -> None:
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from pixelbert_pl.models.visual import FrozenBatchNorm2dSameDtype
+
+    reference, ours = FrozenBatchNorm2d(8), FrozenBatchNorm2dSameDtype(8)
+    for name, buffer in reference.named_buffers():
+        buffer.copy_(torch.rand(8) + 0.5)
+        getattr(ours, name).copy_(buffer)
+    x = torch.randn(2, 8, 5, 5)
+    torch.testing.assert_close(ours(x), reference(x))
+    assert reference(x.bfloat16()).dtype == torch.float32  # torchvision's promotes bf16 activations to fp32
+    half = ours(x.bfloat16())
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), reference(x), rtol=2e-2, atol=2e-2)
+
+
 def test_mid_grey_image_is_not_padding(tiny_model) -> None:
     grey = torch.zeros(1, 3, 64, 64)  # ImageNet-normalised mid grey is ~0 everywhere
     pixels = tiny_model.encode_pixels(grey, torch.ones(1, 64, 64, dtype=torch.bool))

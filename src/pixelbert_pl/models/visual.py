@@ -182,7 +182,8 @@ class PixelEncoder(nn.Module):
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         """(n, 3, h, w) images of one size -> (n, d, gh', gw') pooled features."""
-        if self.projection.weight.is_contiguous(memory_format=torch.channels_last):
+        stem = self.trunk[0].weight  # a k x k kernel (a 1 x 1 one reads as contiguous in either format)
+        if stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous():
             # The task converted the CNN to channels_last (tensor-core convs without transposes); match its input.
             images = images.contiguous(memory_format=torch.channels_last)
         features = self.projection(self.trunk(images))

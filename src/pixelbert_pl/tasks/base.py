@@ -58,6 +58,11 @@ class PixelBertTask(pl.LightningModule):
         optimizer: learning rates, weight decays, warm-up and step-decay milestones.
         init_from: a checkpoint (usually pre-training's `.ckpt`) whose backbone, and any head of the same name and
             shape, this task starts from; see `load_pretrained`.
+        channels_last: store the CNN in channels_last memory format (tensor-core convolutions with no layout
+            transposes); the shipped GPU configs turn it on.
+        compile: `torch.compile` the CNN trunk and the transformer encoder in place (state_dict keys unchanged).
+            Image sizes that vary across batches make the second distinct size compile a dynamic-shape graph that
+            serves every later size, so there is no recompilation per batch. The shipped GPU configs turn it on.
     """
 
     monitor = "val/loss"
@@ -72,6 +77,8 @@ class PixelBertTask(pl.LightningModule):
         model_overrides: dict[str, Any] | None = None,
         optimizer: OptimizerConfig | None = None,
         init_from: str | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         # Not init_from: the checkpoint holds the weights, and `test` / `predict --ckpt_path` must not reload the
@@ -88,9 +95,9 @@ class PixelBertTask(pl.LightningModule):
                 f"{self.model.config.vocab_size}"
             )
         self.optimizer_config = optimizer or OptimizerConfig()
-        if self.cnn_frozen:
+        for module in self.frozen_cnn_modules():
             # requires_grad=False (not just left out of the optimizer): no wasted backward, no DDP gradient wait.
-            self.model.visual.trunk.requires_grad_(False)
+            module.requires_grad_(False)
         self.configure_heads()
         templates = self.configure_metrics() or {}
         self.metrics = nn.ModuleDict(
@@ -98,15 +105,29 @@ class PixelBertTask(pl.LightningModule):
         )
         if init_from is not None:
             self.load_pretrained(init_from)
+        if channels_last:
+            self.model.visual.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
+        if compile:
+            self.model.visual.trunk.compile()
+            self.model.bert.encoder.compile()
 
     @property
     def cnn_frozen(self) -> bool:
         return self.optimizer_config.cnn_optimizer == "frozen"
 
+    def frozen_cnn_modules(self) -> list[nn.Module]:
+        """The whole trunk when `cnn_optimizer` is "frozen", else the stem and the first `cnn_frozen_stages`
+        residual stages (none by default)."""
+        trunk = self.model.visual.trunk
+        if self.cnn_frozen:
+            return [trunk]
+        stages = self.optimizer_config.cnn_frozen_stages
+        return list(trunk.children())[: 4 + stages] if stages else []
+
     def train(self, mode: bool = True) -> PixelBertTask:
         super().train(mode)
-        if self.cnn_frozen:
-            self.model.visual.trunk.eval()  # batch-norm statistics are part of a frozen CNN too
+        for module in self.frozen_cnn_modules():
+            module.eval()  # batch-norm statistics are part of a frozen CNN too
         return self
 
     # ------------------------------------------------------------------------------------------------ hooks

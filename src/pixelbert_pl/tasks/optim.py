@@ -34,6 +34,9 @@ class OptimizerConfig:
     cnn_lr: float = 1e-2
     cnn_momentum: float = 0.9
     cnn_weight_decay: float = 5e-4
+    # Residual stages kept frozen (with the stem) while the rest of the CNN trains: 0 = none, 1 = stem + layer1
+    # (SOHO's `frozen_stages=1`, PAPER.md Sec. 2.4: it also skips the costliest high-resolution backward), ...
+    cnn_frozen_stages: int = 0
     warmup_steps: int = 1000
     warmup_start_factor: float = 1 / 3
     milestones: list[float] = field(default_factory=lambda: [0.625, 0.875])
@@ -42,6 +45,8 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         if self.cnn_optimizer not in {"sgd", "adamw", "frozen"}:
             raise ValueError(f"OptimizerConfig.cnn_optimizer={self.cnn_optimizer!r}: expected sgd, adamw or frozen")
+        if not 0 <= self.cnn_frozen_stages <= 4:
+            raise ValueError(f"OptimizerConfig.cnn_frozen_stages={self.cnn_frozen_stages}: expected 0 to 4")
         if any(not 0 < m <= 1 for m in self.milestones):
             raise ValueError(f"OptimizerConfig.milestones={self.milestones}: expected fractions of the run in (0, 1]")
 
@@ -62,11 +67,14 @@ class AdamWSGD(Optimizer):
     def _bind(self) -> None:
         sgd_groups = [g for g in self.param_groups if g.get("optimizer") == "sgd"]
         adamw_groups = [g for g in self.param_groups if g.get("optimizer") != "sgd"]
+        # Fused kernels (one launch per step instead of several per parameter) wherever every parameter is on a
+        # GPU; the arithmetic is the same update rule.
+        fused = all(p.is_cuda for g in self.param_groups for p in g["params"])
         self._inner: list[Optimizer] = []
         if sgd_groups:
-            self._inner.append(SGD(sgd_groups, lr=sgd_groups[0]["lr"]))
+            self._inner.append(SGD(sgd_groups, lr=sgd_groups[0]["lr"], fused=fused or None))
         if adamw_groups:
-            self._inner.append(AdamW(adamw_groups, lr=adamw_groups[0]["lr"], betas=self._betas))
+            self._inner.append(AdamW(adamw_groups, lr=adamw_groups[0]["lr"], betas=self._betas, fused=fused or None))
         for inner in self._inner:
             inner.state = self.state
 
