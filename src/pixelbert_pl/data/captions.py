@@ -18,9 +18,10 @@ import reprlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +36,18 @@ KARPATHY_FORMAT = "Karpathy format: {dataset, images: [{filepath?, filename, spl
 VG_IMAGES_FORMAT = "Visual Genome image_data.json format: [{image_id or id, coco_id, flickr_id, ...}]"
 VG_REGIONS_FORMAT = "Visual Genome region_descriptions.json format: [{id or image_id, regions: [{image_id, phrase}]}]"
 
-CAPTION_FEATURES = datasets.Features(
-    {
-        "image_id": datasets.Value("string"),
-        "image_path": datasets.Value("string"),
-        "captions": datasets.List(datasets.Value("string")),
-        "source": datasets.Value("string"),
-    }
-)
+CAPTION_COLUMNS = ("image_id", "image_path", "captions", "source")
+
+
+def caption_features() -> datasets.Features:
+    """The Arrow schema of caption records. `datasets` is imported here, not at module import, so the models and
+    tasks load where only torch is installed (a GPU box, an inference server)."""
+    import datasets
+
+    string = datasets.Value("string")
+    return datasets.Features(
+        {"image_id": string, "image_path": string, "captions": datasets.List(string), "source": string}
+    )
 
 
 class AnnotationError(ValueError):
@@ -333,8 +338,10 @@ def read_visual_genome(
 
 def to_hf_dataset(records: Sequence[ImageCaptions]) -> datasets.Dataset:
     """An in-memory Arrow `datasets.Dataset` with columns image_id, image_path, captions (list of str), source."""
+    import datasets
+
     return datasets.Dataset.from_dict(
-        {name: [getattr(r, name) for r in records] for name in CAPTION_FEATURES}, features=CAPTION_FEATURES
+        {name: [getattr(r, name) for r in records] for name in CAPTION_COLUMNS}, features=caption_features()
     )
 
 
@@ -361,11 +368,13 @@ def load_caption_dataset(
     if missing := [str(p) for p in files if not p.is_file()]:
         # `datasets` would report these as an unresolvable data-files pattern, which hides the path.
         raise FileNotFoundError(f"caption files not found: {', '.join(missing)}")
+    import datasets
+
     return datasets.load_dataset(
         "json",
         data_files=[str(p) for p in files],
         split="train",
-        features=CAPTION_FEATURES,
+        features=caption_features(),
         streaming=streaming,
         cache_dir=None if cache_dir is None else str(cache_dir),
     )

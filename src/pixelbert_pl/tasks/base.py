@@ -108,8 +108,14 @@ class PixelBertTask(pl.LightningModule):
         if channels_last:
             self.model.visual.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
         if compile:
-            self.model.visual.trunk.compile()
-            self.model.bert.encoder.compile()
+            self.compile_model()
+
+    def compile_model(self) -> None:
+        """`torch.compile` the CNN trunk and the transformer encoder in place (lazily: at their first call). The
+        host-side glue between them (grouping images by size, pixel sampling) stays eager, so varying batches do
+        not multiply graphs."""
+        self.model.visual.trunk.compile()
+        self.model.bert.encoder.compile()
 
     @property
     def cnn_frozen(self) -> bool:

@@ -61,6 +61,7 @@ class RetrievalTask(PixelBertTask):
         super().__init__(**kwargs)
         self._scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (image positions, (n, texts) scores)
         self._texts: RetrievalTexts | None = None  # this epoch's texts, on the model's device
+        self._text_lengths: torch.Tensor | None = None  # their real lengths, on the host
 
     def configure_heads(self) -> None:
         self.rank_head = RankHead(self.model.config)
@@ -117,16 +118,23 @@ class RetrievalTask(PixelBertTask):
         return texts
 
     @torch.no_grad()
-    def score_matrix(self, pixels: PixelTokens, texts: RetrievalTexts) -> torch.Tensor:
-        """(n images, T texts) fp16 scores, `eval_chunk` pairs per forward pass, image-major."""
+    def score_matrix(
+        self, pixels: PixelTokens, texts: RetrievalTexts, text_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(n images, T texts) fp16 scores, `eval_chunk` pairs per forward pass, image-major.
+
+        `text_lengths` (host ints, the real tokens of each text) lets each chunk drop the padding columns that none
+        of its texts use, without reading lengths back from the device.
+        """
         n, num_texts = pixels.tokens.shape[0], texts.input_ids.shape[0]
         device = pixels.tokens.device
         out = torch.empty(n, num_texts, dtype=torch.float16, device=device)
         per_chunk = max(1, self.eval_chunk // n)
         for start in range(0, num_texts, per_chunk):
             stop = min(start + per_chunk, num_texts)
-            ids = texts.input_ids[start:stop].to(device)
-            mask = texts.attention_mask[start:stop].to(device)
+            width = texts.input_ids.shape[1] if text_lengths is None else int(text_lengths[start:stop].max())
+            ids = texts.input_ids[start:stop, :width].to(device)
+            mask = texts.attention_mask[start:stop, :width].to(device)
             c = stop - start
             index = torch.arange(n, device=device).repeat_interleave(c)
             scores = self.score(pixels, ids.repeat(n, 1), mask.repeat(n, 1), index)
@@ -138,10 +146,12 @@ class RetrievalTask(PixelBertTask):
         if self._texts is None:  # the split's texts go to the device once per epoch, not once per image batch
             texts = self.eval_texts(stage)
             device = pixels.tokens.device
+            self._text_lengths = texts.attention_mask.cpu().sum(dim=1)
             self._texts = RetrievalTexts(
                 texts.input_ids.to(device), texts.attention_mask.to(device), texts.text_to_image
             )
-        self._scores.append((batch.image_positions.cpu(), self.score_matrix(pixels, self._texts)))
+        scores = self.score_matrix(pixels, self._texts, self._text_lengths)
+        self._scores.append((batch.image_positions.cpu(), scores))
 
     def validation_step(self, batch: RetrievalImageBatch, batch_idx: int) -> None:
         self._eval_step(batch, "val")

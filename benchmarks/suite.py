@@ -1,0 +1,169 @@
+"""Every figure of the speed issue in one process, cheapest first, each measurement on its own so that one failure
+does not lose the rest; the JSON lines go to stdout and to `--out`. The last line is the summary with the ratios
+against the compiled yardstick.
+
+    python -m benchmarks.suite --out benchmarks/results/h200.jsonl                       # GPU: everything
+    python -m benchmarks.suite --device cpu --size 96 96 --batch 2 --out cpu.jsonl       # CPU: same-shape ratio
+
+On the CPU it times the yardstick's plain (fp32, eager) configuration against the Lightning path with the same
+model (pixelbert_r50) and shapes, and the tiny preset's step, since neither bf16 nor torch.compile pays there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import emit, environment, log_to
+from benchmarks.latency import measure_latency
+from benchmarks.loader import measure_loader, write_jpegs
+from benchmarks.retrieval_cost import measure_retrieval
+from benchmarks.train_throughput import TrainShape, measure_training
+from benchmarks.yardstick import DEFAULT_PATH, load_yardstick, run_latency, run_training, yardstick_args
+
+RESULTS: dict[str, dict[str, Any]] = {}
+
+
+def attempt(name: str, fn: Callable[[], dict[str, Any]]) -> None:
+    try:
+        RESULTS[name] = emit({"name": name, **fn()})
+    except Exception as err:  # report and go on: the other figures stand alone
+        emit({"name": name, "error": repr(err)[:500], "trace": traceback.format_exc()[-1500:]})
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def allow_many_compiled_models() -> None:
+    """Every model here compiles `nn.Sequential.forward` (the trunks) and BERT's forward: one dynamo cache entry
+    per model instance. Past the default limit (8) dynamo would silently run later models eagerly."""
+    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit", "accumulated_recompile_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 256)
+
+
+def ratio(ours: str, theirs: str) -> float | None:
+    if ours in RESULTS and theirs in RESULTS:
+        return round(RESULTS[ours]["samples_per_s"] / RESULTS[theirs]["samples_per_s"], 3)
+    return None
+
+
+def gpu_suite(args: argparse.Namespace) -> None:
+    size, batch, device, preset = tuple(args.size), args.batch, args.device, args.preset
+    yardstick = load_yardstick(args.yardstick, device)
+    y = yardstick_args(size, batch, device, warmup=args.warmup, steps=args.steps)
+    # Cheap figures first: no compilation.
+    for variant in ("fp32", "bf16", "bf16_cuda_graph") if device == "cuda" else ("fp32",):
+        attempt(f"latency_{variant}", lambda v=variant: measure_latency(preset, size, device, v))
+    for tuned in (False, True):
+        attempt(f"yardstick_latency_tuned_{tuned}", lambda t=tuned: run_latency(yardstick, y, t))
+    attempt("retrieval_eager", lambda: measure_retrieval(
+        preset, size, device, args.retrieval_images, args.retrieval_measure, eval_chunk=args.eval_chunk,
+    ))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_jpegs(Path(tmp), args.loader_images)
+        for workers in args.loader_workers:
+            attempt(f"loader_{workers}", lambda w=workers: measure_loader(paths, w))
+    for mode in ("pretrain", "finetune"):
+        attempt(f"yardstick_{mode}_tuned_eager", lambda m=mode: run_training(yardstick, y, m, True, False, False))
+        attempt(f"ours_{mode}_strict_eager", lambda m=mode: measure_training(
+            TrainShape(mode=m, preset=preset, size=size, batch=batch), device, args.warmup, args.steps
+        ))  # fmt: skip
+    # Compiled: the yardstick as the issue runs it (--compile, cuDNN benchmark off), then ours.
+    shipped = {"pretrain": {"captions_per_image": 2, "frozen_stages": 1}, "finetune": {"frozen_stages": 1}}
+    for mode in ("pretrain", "finetune"):
+        attempt(f"yardstick_{mode}_compiled", lambda m=mode: run_training(yardstick, y, m, True, True, False))
+        attempt(f"ours_{mode}_shipped_compiled", lambda m=mode: measure_training(
+            TrainShape(mode=m, preset=preset, size=size, batch=batch, compile=True, **shipped[m]), device,
+            args.warmup, args.steps,
+        ))  # fmt: skip
+        attempt(f"ours_{mode}_strict_compiled", lambda m=mode: measure_training(
+            TrainShape(mode=m, preset=preset, size=size, batch=batch, compile=True), device, args.warmup, args.steps
+        ))  # fmt: skip
+    for mode in ("pretrain", "finetune"):
+        attempt(
+            f"yardstick_{mode}_compiled_cudnn_benchmark", lambda m=mode: run_training(yardstick, y, m, True, True, True)
+        )
+    attempt("retrieval_compiled", lambda: measure_retrieval(
+        preset, size, device, args.retrieval_images, args.retrieval_measure, eval_chunk=args.eval_chunk,
+        compile=True,
+    ))  # fmt: skip
+
+
+def cpu_suite(args: argparse.Namespace) -> None:
+    size, batch, device = tuple(args.size), args.batch, "cpu"
+    yardstick = load_yardstick(args.yardstick, device)
+    y = yardstick_args(size, batch, device, warmup=args.warmup, steps=args.steps)
+    for mode in ("pretrain", "finetune"):
+        attempt(f"yardstick_{mode}_plain_cpu", lambda m=mode: run_training(yardstick, y, m, False, False, False))
+        attempt(f"ours_{mode}_r50_cpu", lambda m=mode: measure_training(
+            TrainShape(mode=m, size=size, batch=batch, precision="32-true"), device, args.warmup, args.steps
+        ))  # fmt: skip
+        attempt(f"ours_{mode}_tiny_cpu", lambda m=mode: measure_training(
+            TrainShape(mode=m, preset="pixelbert_tiny", size=(96, 96), batch=batch, precision="32-true"),
+            device, args.warmup, args.steps,
+        ))  # fmt: skip
+
+
+def summary(device: str, args: argparse.Namespace) -> dict[str, Any]:
+    record: dict[str, Any] = {**environment(device), "kind": "summary", "size": args.size, "batch": args.batch}
+    if args.suite == "gpu":
+        record.update(
+            ratio_vs_compiled_yardstick_pretrain=ratio("ours_pretrain_shipped_compiled", "yardstick_pretrain_compiled"),
+            ratio_vs_compiled_yardstick_finetune=ratio("ours_finetune_shipped_compiled", "yardstick_finetune_compiled"),
+            ratio_strict_pretrain=ratio("ours_pretrain_strict_compiled", "yardstick_pretrain_compiled"),
+            ratio_strict_finetune=ratio("ours_finetune_strict_compiled", "yardstick_finetune_compiled"),
+            ratio_vs_cudnn_benchmark_yardstick_pretrain=ratio(
+                "ours_pretrain_shipped_compiled", "yardstick_pretrain_compiled_cudnn_benchmark"
+            ),
+            ratio_vs_cudnn_benchmark_yardstick_finetune=ratio(
+                "ours_finetune_shipped_compiled", "yardstick_finetune_compiled_cudnn_benchmark"
+            ),
+            shipped="pretrain: captions_per_image 2 (CNN once per image for both), cnn_frozen_stages 1; "
+            "finetune: cnn_frozen_stages 1; strict: one caption per image, every CNN stage trained",
+        )  # fmt: skip
+    else:
+        record.update(
+            ratio_cpu_pretrain=ratio("ours_pretrain_r50_cpu", "yardstick_pretrain_plain_cpu"),
+            ratio_cpu_finetune=ratio("ours_finetune_r50_cpu", "yardstick_finetune_plain_cpu"),
+        )
+    return record
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--suite", choices=["gpu", "cpu"], default=None, help="default: gpu on a GPU, else cpu")
+    p.add_argument("--preset", default="pixelbert_r50", help="the project's model in the gpu suite")
+    p.add_argument("--yardstick", default=str(DEFAULT_PATH))
+    p.add_argument("--size", type=int, nargs=2, default=None, help="default 800 1344 (GPU), 96 96 (CPU)")
+    p.add_argument("--batch", type=int, default=None, help="default 16 (GPU), 2 (CPU)")
+    p.add_argument("--warmup", type=int, default=3, help="training steps before timing (the first compiles)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--retrieval-images", type=int, default=1000)
+    p.add_argument("--retrieval-measure", type=int, default=16)
+    p.add_argument("--eval-chunk", type=int, default=2048)
+    p.add_argument("--loader-images", type=int, default=192)
+    p.add_argument("--loader-workers", type=int, nargs="+", default=[1, 4, 8])
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    args.suite = args.suite or ("gpu" if args.device == "cuda" else "cpu")
+    gpu = args.suite == "gpu"
+    args.size = args.size or ([800, 1344] if gpu else [96, 96])
+    args.batch = args.batch or (16 if gpu else 2)
+    log_to(args.out)
+    allow_many_compiled_models()
+    emit(environment(args.device))
+    (gpu_suite if gpu else cpu_suite)(args)
+    emit(summary(args.device, args))
+
+
+if __name__ == "__main__":
+    main()

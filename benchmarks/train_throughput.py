@@ -1,0 +1,193 @@
+"""Training throughput through the Lightning task, the path `pixelbert fit` runs: `Trainer.fit` on a
+`PretrainTask` or `VQATask`, with the shipped configs' precision, clipping and optimiser, on synthetic batches
+that already sit on the device (as the yardstick's do), so the figure is the training step's and not the
+loader's (see `loader.py` for that).
+
+    python -m benchmarks.train_throughput --mode pretrain --size 800 1344 --batch 16 --compile   # on a GPU
+    python -m benchmarks.train_throughput --device cpu --preset pixelbert_tiny --size 96 96 --batch 4
+
+`--batch` counts image-text rows (the yardstick's samples); with `--captions-per-image c` the CNN sees
+batch / c images (pre-training only: the CNN runs once per image for all its captions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_utilities.core.apply_func import apply_to_collection
+from torch.utils.data import DataLoader, Dataset
+
+from benchmarks.common import count_flops, emit, environment, peak_gib, reset_peak, synchronize
+from pixelbert_pl.data.pretraining import IGNORE_INDEX, PretrainBatch
+from pixelbert_pl.data.vqa import VQABatch
+from pixelbert_pl.tasks import OptimizerConfig, PixelBertTask, PretrainTask, VQATask
+
+NUM_ANSWERS = 3129  # VQA v2's usual answer vocabulary, as in the yardstick
+
+
+@dataclass
+class TrainShape:
+    mode: str = "pretrain"  # "pretrain" (MLM + ITM, sampled pixels) or "finetune" (VQA, every pixel)
+    preset: str = "pixelbert_r50"
+    size: tuple[int, int] = (800, 1344)
+    batch: int = 16  # image-text rows per step
+    text_len: int = 32
+    captions_per_image: int = 1
+    frozen_stages: int = 0
+    channels_last: bool = True
+    compile: bool = False
+    precision: str = "bf16-mixed"
+    cudnn_benchmark: bool = True
+
+
+def synthetic_batch(shape: TrainShape, vocab: int, device: str) -> PretrainBatch | VQABatch:
+    """One batch of random images and token ids at the given shape, on `device` (yardstick's text recipe:
+    ids in [1000, 30000), every 7th position from the 2nd an MLM target)."""
+    g = torch.Generator().manual_seed(0)
+    rows = shape.batch
+    images = rows // shape.captions_per_image if shape.mode == "pretrain" else rows
+    h, w = shape.size
+    ids = torch.randint(min(1000, vocab // 2), min(30000, vocab), (rows, shape.text_len), generator=g)
+    common: dict[str, Any] = {
+        "pixel_values": torch.randn(images, 3, h, w, generator=g),
+        "pixel_mask": torch.ones(images, h, w, dtype=torch.bool),
+        "input_ids": ids,
+        "attention_mask": torch.ones(rows, shape.text_len, dtype=torch.bool),
+        "image_index": torch.arange(images).repeat_interleave(rows // images),
+        "image_sizes": [(h, w)] * images,
+    }
+    if shape.mode == "pretrain":
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        labels[:, 1::7] = ids[:, 1::7]
+        batch: Any = PretrainBatch(
+            **common, mlm_labels=labels, itm_labels=torch.arange(rows) % 2,
+            pixel_sample_seeds=list(range(rows)), sample_ids=torch.arange(images),
+        )  # fmt: skip
+    else:
+        batch = VQABatch(
+            **common, targets=torch.zeros(rows, NUM_ANSWERS), question_ids=torch.arange(rows),
+            answers=[[] for _ in range(rows)], answer_types=[None] * rows,
+        )  # fmt: skip
+    return apply_to_collection(batch, torch.Tensor, lambda t: t.to(device))
+
+
+def make_task(shape: TrainShape) -> PixelBertTask:
+    optimizer = OptimizerConfig(cnn_frozen_stages=shape.frozen_stages, warmup_steps=10)
+    common: dict[str, Any] = {
+        "preset": shape.preset, "optimizer": optimizer, "channels_last": shape.channels_last, "compile": False,
+    }  # fmt: skip
+    if shape.mode == "pretrain":
+        return PretrainTask(**common)
+    return VQATask(answer_vocab=[f"answer{i}" for i in range(NUM_ANSWERS)], **common)
+
+
+class _Repeat(Dataset):
+    def __init__(self, batch: Any, length: int) -> None:
+        self.batch, self.length = batch, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Any:
+        return self.batch
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+class StepTimer(pl.Callback):
+    """Wall time from the start of step `warmup` to the end of training, the device synchronised at both ends."""
+
+    def __init__(self, warmup: int, device: str) -> None:
+        self.warmup, self.device = warmup, device
+        self.start: float | None = None
+        self.stop: float | None = None
+        self.first_step_start: float | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == 0 and self.first_step_start is None:
+            self.first_step_start = time.perf_counter()
+        if trainer.global_step == self.warmup and self.start is None:
+            synchronize(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, *args: Any) -> None:
+        synchronize(self.device)
+        self.stop = time.perf_counter()
+
+
+def measure_training(shape: TrainShape, device: str, warmup: int = 3, steps: int = 10) -> dict[str, Any]:
+    torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = shape.cudnn_benchmark
+    task = make_task(shape)
+    batch = synthetic_batch(shape, task.model.config.vocab_size, device)
+    task.to(device)
+    amp = shape.precision.startswith("bf16")
+    task.train()
+    # FLOPs of one step (forward and backward), counted eagerly before anything is compiled.
+    flops = count_flops(lambda: _loss(task, batch, amp, device).backward())
+    task.zero_grad(set_to_none=True)
+    if shape.compile:
+        task.compile_model()
+    timer = StepTimer(warmup, device)
+    trainer = pl.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=shape.precision,
+        max_steps=warmup + steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, benchmark=shape.cudnn_benchmark, gradient_clip_val=10.0,
+        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=50, callbacks=[timer],
+    )  # fmt: skip
+    reset_peak(device)
+    loader = DataLoader(_Repeat(batch, warmup + steps), batch_size=None, collate_fn=_identity)
+    trainer.fit(task, train_dataloaders=loader)
+    assert timer.start is not None and timer.stop is not None and timer.first_step_start is not None
+    step_s = (timer.stop - timer.start) / steps
+    images = shape.batch // shape.captions_per_image if shape.mode == "pretrain" else shape.batch
+    return {
+        "kind": "train_throughput", "path": "lightning", **{k: v for k, v in vars(shape).items()},
+        "images_per_step": images, "step_s": round(step_s, 4), "samples_per_s": round(shape.batch / step_s, 2),
+        "tflops_per_step": round(flops / 1e12, 3), "achieved_tflop_s": round(flops / step_s / 1e12, 1),
+        "peak_gib": peak_gib(device), "warmup_incl_compile_s": round(timer.start - timer.first_step_start, 1),
+    }  # fmt: skip
+
+
+def _loss(task: PixelBertTask, batch: Any, amp: bool, device: str) -> torch.Tensor:
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+        if isinstance(task, PretrainTask):
+            return task(batch, sample=True)["loss"]
+        return task.compute_loss(task(batch), batch)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=["pretrain", "finetune"], default="pretrain")
+    p.add_argument("--preset", default="pixelbert_r50")
+    p.add_argument("--size", type=int, nargs=2, default=[800, 1344])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--text-len", type=int, default=32)
+    p.add_argument("--captions-per-image", type=int, default=1)
+    p.add_argument("--frozen-stages", type=int, default=0)
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--precision", default=None, help="default bf16-mixed on a GPU, 32-true on the CPU")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
+    args = p.parse_args()
+    shape = TrainShape(
+        mode=args.mode, preset=args.preset, size=tuple(args.size), batch=args.batch, text_len=args.text_len,
+        captions_per_image=args.captions_per_image, frozen_stages=args.frozen_stages,
+        channels_last=not args.no_channels_last, compile=args.compile,
+        precision=args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true"),
+    )  # fmt: skip
+    emit(environment(args.device))
+    emit(measure_training(shape, args.device, args.warmup, args.steps))
+
+
+if __name__ == "__main__":
+    main()
