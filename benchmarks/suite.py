@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import subprocess
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -41,6 +44,21 @@ def attempt(name: str, fn: Callable[[], dict[str, Any]]) -> None:
         torch.cuda.empty_cache()
 
 
+def attempt_in_process(name: str, argv: list[str]) -> None:
+    """A training figure in a fresh Python process: torch.compile keeps per-function state (dynamic-shape
+    decisions, cache entries) that would let one model's compilation change the next one's."""
+    command = [sys.executable, "-m", *argv, "--name", name]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"name"')]
+    for record in lines:
+        RESULTS[record["name"]] = emit(record)
+    if done.returncode != 0 or not lines:
+        emit({"name": name, "error": f"exit {done.returncode}", "trace": (done.stdout + done.stderr)[-1500:]})
+    for line in done.stdout.splitlines():
+        if not line.startswith("{"):
+            print(line, flush=True)  # profiler tables
+
+
 def allow_many_compiled_models() -> None:
     """Every model here compiles `nn.Sequential.forward` (the trunks) and BERT's forward: one dynamo cache entry
     per model instance. Past the default limit (8) dynamo would silently run later models eagerly."""
@@ -59,7 +77,24 @@ def gpu_suite(args: argparse.Namespace) -> None:
     size, batch, device, preset = tuple(args.size), args.batch, args.device, args.preset
     yardstick = load_yardstick(args.yardstick, device)
     y = yardstick_args(size, batch, device, warmup=args.warmup, steps=args.steps)
-    # Cheap figures first: no compilation.
+    if not args.training_only:
+        cheap_figures(args, yardstick, y)
+    compiled_training(args)
+    if args.training_only:
+        return
+    for mode in ("pretrain", "finetune"):
+        attempt(f"yardstick_{mode}_compiled_cudnn_benchmark", lambda m=mode: run_training(
+            yardstick, y, m, True, True, True
+        ))  # fmt: skip
+    attempt("retrieval_compiled", lambda: measure_retrieval(
+        preset, size, device, args.retrieval_images, args.retrieval_measure, eval_chunk=args.eval_chunk,
+        compile=True,
+    ))  # fmt: skip
+
+
+def cheap_figures(args: argparse.Namespace, yardstick: Any, y: argparse.Namespace) -> None:
+    """Figures that compile nothing: latency, retrieval (eager), loader, eager training steps."""
+    size, batch, device, preset = tuple(args.size), args.batch, args.device, args.preset
     for variant in ("fp32", "bf16", "bf16_cuda_graph") if device == "cuda" else ("fp32",):
         attempt(f"latency_{variant}", lambda v=variant: measure_latency(preset, size, device, v))
     for tuned in (False, True):
@@ -76,25 +111,22 @@ def gpu_suite(args: argparse.Namespace) -> None:
         attempt(f"ours_{mode}_strict_eager", lambda m=mode: measure_training(
             TrainShape(mode=m, preset=preset, size=size, batch=batch), device, args.warmup, args.steps
         ))  # fmt: skip
-    # Compiled: the yardstick as the issue runs it (--compile, cuDNN benchmark off), then ours.
-    shipped = {"pretrain": {"captions_per_image": 2, "frozen_stages": 1}, "finetune": {"frozen_stages": 1}}
+
+
+def compiled_training(args: argparse.Namespace) -> None:
+    """Compiled training, each configuration in its own process: the project's like-for-like ("strict") pre-training
+    step first, profiled, then the yardstick as the issue runs it (--compile, cuDNN benchmark off), then the rest."""
+    size, batch = tuple(args.size), args.batch
+    shapes = ["--size", *map(str, size), "--batch", str(batch), "--warmup", str(args.warmup)]
+    shapes += ["--steps", str(args.steps), "--preset", args.preset]
+    shipped = {"pretrain": ["--captions-per-image", "2", "--frozen-stages", "1"], "finetune": ["--frozen-stages", "1"]}
+    throughput = ["benchmarks.train_throughput", "--compile", *shapes, "--mode"]
+    attempt_in_process("ours_pretrain_strict_compiled", [*throughput, "pretrain", "--profile"])
+    attempt_in_process("yardstick_compiled", ["benchmarks.yardstick", "--compile", "--yardstick", args.yardstick,
+                                              "--size", *map(str, size), "--batch", str(batch)])  # fmt: skip
+    attempt_in_process("ours_finetune_strict_compiled", [*throughput, "finetune"])
     for mode in ("pretrain", "finetune"):
-        attempt(f"yardstick_{mode}_compiled", lambda m=mode: run_training(yardstick, y, m, True, True, False))
-        attempt(f"ours_{mode}_shipped_compiled", lambda m=mode: measure_training(
-            TrainShape(mode=m, preset=preset, size=size, batch=batch, compile=True, **shipped[m]), device,
-            args.warmup, args.steps,
-        ))  # fmt: skip
-        attempt(f"ours_{mode}_strict_compiled", lambda m=mode: measure_training(
-            TrainShape(mode=m, preset=preset, size=size, batch=batch, compile=True), device, args.warmup, args.steps
-        ))  # fmt: skip
-    for mode in ("pretrain", "finetune"):
-        attempt(
-            f"yardstick_{mode}_compiled_cudnn_benchmark", lambda m=mode: run_training(yardstick, y, m, True, True, True)
-        )
-    attempt("retrieval_compiled", lambda: measure_retrieval(
-        preset, size, device, args.retrieval_images, args.retrieval_measure, eval_chunk=args.eval_chunk,
-        compile=True,
-    ))  # fmt: skip
+        attempt_in_process(f"ours_{mode}_shipped_compiled", [*throughput, mode, *shipped[mode]])
 
 
 def cpu_suite(args: argparse.Namespace) -> None:
@@ -116,10 +148,10 @@ def summary(device: str, args: argparse.Namespace) -> dict[str, Any]:
     record: dict[str, Any] = {**environment(device), "kind": "summary", "size": args.size, "batch": args.batch}
     if args.suite == "gpu":
         record.update(
-            ratio_vs_compiled_yardstick_pretrain=ratio("ours_pretrain_shipped_compiled", "yardstick_pretrain_compiled"),
-            ratio_vs_compiled_yardstick_finetune=ratio("ours_finetune_shipped_compiled", "yardstick_finetune_compiled"),
-            ratio_strict_pretrain=ratio("ours_pretrain_strict_compiled", "yardstick_pretrain_compiled"),
-            ratio_strict_finetune=ratio("ours_finetune_strict_compiled", "yardstick_finetune_compiled"),
+            ratio_vs_compiled_yardstick_pretrain=ratio("ours_pretrain_shipped_compiled", "yardstick_compiled_pretrain"),
+            ratio_vs_compiled_yardstick_finetune=ratio("ours_finetune_shipped_compiled", "yardstick_compiled_finetune"),
+            ratio_strict_pretrain=ratio("ours_pretrain_strict_compiled", "yardstick_compiled_pretrain"),
+            ratio_strict_finetune=ratio("ours_finetune_strict_compiled", "yardstick_compiled_finetune"),
             ratio_vs_cudnn_benchmark_yardstick_pretrain=ratio(
                 "ours_pretrain_shipped_compiled", "yardstick_pretrain_compiled_cudnn_benchmark"
             ),
@@ -153,6 +185,7 @@ def main() -> None:
     p.add_argument("--loader-images", type=int, default=192)
     p.add_argument("--loader-workers", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--out", default=None)
+    p.add_argument("--training-only", action="store_true", help="only the compiled training figures and ratios")
     args = p.parse_args()
     args.suite = args.suite or ("gpu" if args.device == "cuda" else "cpu")
     gpu = args.suite == "gpu"

@@ -67,6 +67,7 @@ def synthetic_batch(shape: TrainShape, vocab: int, device: str) -> PretrainBatch
         batch: Any = PretrainBatch(
             **common, mlm_labels=labels, itm_labels=torch.arange(rows) % 2,
             pixel_sample_seeds=list(range(rows)), sample_ids=torch.arange(images),
+            num_masked=int((labels != IGNORE_INDEX).sum()),
         )  # fmt: skip
     else:
         batch = VQABatch(
@@ -101,6 +102,32 @@ def _identity(batch: Any) -> Any:
     return batch
 
 
+class StepProfiler(pl.Callback):
+    """torch.profiler over `steps` steps after warm-up; prints where host and device time go."""
+
+    def __init__(self, warmup: int, steps: int = 2) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.profiler: torch.profiler.profile | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.warmup and self.profiler is None:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if self.profiler is not None and trainer.global_step == self.warmup + self.steps:
+            synchronize("cuda" if torch.cuda.is_available() else "cpu")
+            self.profiler.__exit__(None, None, None)
+            averages = self.profiler.key_averages()
+            print(averages.table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
+            if torch.cuda.is_available():
+                print(averages.table(sort_by="self_device_time_total", row_limit=25), flush=True)
+            self.profiler = None
+
+
 class StepTimer(pl.Callback):
     """Wall time from the start of step `warmup` to the end of training, the device synchronised at both ends."""
 
@@ -122,7 +149,9 @@ class StepTimer(pl.Callback):
         self.stop = time.perf_counter()
 
 
-def measure_training(shape: TrainShape, device: str, warmup: int = 3, steps: int = 10) -> dict[str, Any]:
+def measure_training(
+    shape: TrainShape, device: str, warmup: int = 3, steps: int = 10, profile: bool = False
+) -> dict[str, Any]:
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = shape.cudnn_benchmark
     task = make_task(shape)
@@ -135,15 +164,17 @@ def measure_training(shape: TrainShape, device: str, warmup: int = 3, steps: int
     task.zero_grad(set_to_none=True)
     if shape.compile:
         task.compile_model()
-    timer = StepTimer(warmup, device)
+    profiled = 2 if profile else 0  # profiled steps run before the timed ones: the profiler slows them down
+    timer = StepTimer(warmup + profiled, device)
     trainer = pl.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=shape.precision,
-        max_steps=warmup + steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_steps=warmup + profiled + steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, benchmark=shape.cudnn_benchmark, gradient_clip_val=10.0,
-        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=50, callbacks=[timer],
+        num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=50,
+        callbacks=[timer, StepProfiler(warmup, profiled)] if profile else [timer],
     )  # fmt: skip
     reset_peak(device)
-    loader = DataLoader(_Repeat(batch, warmup + steps), batch_size=None, collate_fn=_identity)
+    loader = DataLoader(_Repeat(batch, warmup + profiled + steps), batch_size=None, collate_fn=_identity)
     trainer.fit(task, train_dataloaders=loader)
     assert timer.start is not None and timer.stop is not None and timer.first_step_start is not None
     step_s = (timer.stop - timer.start) / steps
@@ -178,6 +209,8 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--profile", action="store_true", help="print torch.profiler tables of two steps after warm-up")
+    p.add_argument("--name", default=None, help="a name for the JSON line (the suite's)")
     args = p.parse_args()
     shape = TrainShape(
         mode=args.mode, preset=args.preset, size=tuple(args.size), batch=args.batch, text_len=args.text_len,
@@ -186,7 +219,8 @@ def main() -> None:
         precision=args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true"),
     )  # fmt: skip
     emit(environment(args.device))
-    emit(measure_training(shape, args.device, args.warmup, args.steps))
+    result = measure_training(shape, args.device, args.warmup, args.steps, args.profile)
+    emit({"name": args.name, **result} if args.name else result)
 
 
 if __name__ == "__main__":

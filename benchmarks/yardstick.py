@@ -68,12 +68,16 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--name", default=None, help="JSON lines are named NAME_pretrain and NAME_finetune")
     args = p.parse_args()
     module = load_yardstick(args.yardstick, args.device)
     emit(environment(args.device))
     y = yardstick_args(tuple(args.size), args.batch, args.device)
     for mode in ("pretrain", "finetune"):
-        emit(run_training(module, y, mode, tuned=args.device == "cuda", compiled=args.compile, cudnn_benchmark=False))
+        result = run_training(
+            module, y, mode, tuned=args.device == "cuda", compiled=args.compile, cudnn_benchmark=False
+        )
+        emit({"name": f"{args.name}_{mode}", **result} if args.name else result)
 
 
 if __name__ == "__main__":

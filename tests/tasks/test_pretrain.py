@@ -66,3 +66,18 @@ def test_sampling_only_in_training_and_validation_is_deterministic(task, data) -
         second = task(next(iter(data.val_dataloader())))["loss"]
     assert calls == [True]  # no sampling in validation
     assert torch.equal(first, second)
+
+
+def test_masked_positions_with_a_host_count_match_nonzero() -> None:
+    from pixelbert_pl.tasks.pretrain import masked_positions
+
+    masked = torch.rand(5, 9, generator=torch.Generator().manual_seed(0)) < 0.3
+    expected = masked.flatten().nonzero().squeeze(1)
+    assert torch.equal(masked_positions(masked), expected)
+    assert torch.equal(masked_positions(masked, int(masked.sum())), expected)
+    assert masked_positions(torch.zeros(2, 3, dtype=torch.bool), 0).numel() == 0
+
+
+def test_collate_counts_the_mlm_targets(data) -> None:
+    batch = next(iter(data.train_dataloader()))
+    assert batch.num_masked == int((batch.mlm_labels != IGNORE_INDEX).sum()) > 0

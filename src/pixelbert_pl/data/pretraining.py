@@ -59,6 +59,7 @@ class PretrainBatch:
     pixel_sample_seeds: list[int]  # (r,) host ints: the draw happens on the host (see PixelBertModel.sample_pixels)
     sample_ids: torch.Tensor  # (n,) dataset index of each image
     image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
+    num_masked: int | None = None  # m, the MLM targets in mlm_labels, known on the host (see PretrainTask)
 
 
 class EpochKeyedSampler(DistributedSampler):
@@ -281,6 +282,7 @@ def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> P
         input_ids=input_ids,
         attention_mask=pad_token_rows([[1] * len(r) for r in ids], 0),
         mlm_labels=pad_token_rows(labels, IGNORE_INDEX),
+        num_masked=sum(label != IGNORE_INDEX for row in labels for label in row),
         itm_labels=torch.tensor([m for item in items for m in item["itm_labels"]]),  # type: ignore[attr-defined]
         image_index=torch.repeat_interleave(torch.arange(len(items)), torch.tensor(per_image)),
         pixel_sample_seeds=[s for item in items for s in item["pixel_sample_seeds"]],  # type: ignore[attr-defined]

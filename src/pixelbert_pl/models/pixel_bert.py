@@ -112,6 +112,9 @@ class PixelBertModel(nn.Module):
             # Drawn on the host (seeds are host ints in the batches; a device tensor is read back) and sent over.
             seeds = seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds
             scores = torch.stack([torch.rand(p, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+            if pixels.mask.is_cuda:
+                # From pageable memory a "non-blocking" copy waits for the GPU to drain its queue; pinned does not.
+                scores = scores.pin_memory()
             scores = scores.to(pixels.mask.device, non_blocking=True)
         return sample_pixel_tokens(pixels, k, scores)
 
