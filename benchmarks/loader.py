@@ -1,6 +1,8 @@
 """Data-loader throughput on JPEGs: decode (`load_image`), resize to the paper's 800 short side
-(`ImageTransform`), normalise and pad-collate (`pad_images`) — the per-image work of every DataModule here —
-in `--workers` DataLoader worker processes. Reports images/s and images/s per worker, so that
+(`ImageTransform`) and pad-collate (`pad_images`) — the per-image work of every DataModule here — in
+`--workers` DataLoader worker processes. The DataModules send uint8 pixels that the model normalises on its
+device; `--normalize-on-host` measures the float32 alternative (normalised in the workers) for comparison.
+Reports images/s and images/s per worker, so that
 `workers = step rate (images/s) / per-worker rate` says how many keep a training step fed.
 
     python -m benchmarks.loader --workers 1 4 8 --images 256
@@ -55,10 +57,12 @@ def _collate(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def measure_loader(
-    paths: list[Path], workers: int, batch: int = 16, min_size: int = 800, max_size: int = 1333
-) -> dict[str, Any]:
+    paths: list[Path], workers: int, batch: int = 16, min_size: int = 800, max_size: int = 1333,
+    normalize_on_host: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    transform = ImageTransform(min_size, max_size, normalize=normalize_on_host)
     loader = DataLoader(
-        _Images(paths, ImageTransform(min_size, max_size)), batch_size=batch, num_workers=workers,
+        _Images(paths, transform), batch_size=batch, num_workers=workers,
         collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None,
     )  # fmt: skip
     iterator = iter(loader)
@@ -70,7 +74,8 @@ def measure_loader(
     wall = time.perf_counter() - start
     rate = count / wall
     return {
-        "kind": "loader", "workers": workers, "batch": batch, "jpeg_size": list(Image.open(paths[0]).size[::-1]),
+        "kind": "loader", "workers": workers, "batch": batch, "dtype": str(first[0].dtype).removeprefix("torch."),
+        "jpeg_size": list(Image.open(paths[0]).size[::-1]),
         "resized_to": list(first[0].shape[-2:]), "images": count, "images_per_s": round(rate, 1),
         "images_per_s_per_worker": round(rate / max(workers, 1), 1),
     }  # fmt: skip
@@ -81,12 +86,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--images", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--normalize-on-host", action="store_true", help="float32 batches, normalised in the workers")
     args = p.parse_args()
     emit(environment("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_jpegs(Path(tmp), args.images)
         for workers in args.workers:
-            emit(measure_loader(paths, workers, args.batch))
+            emit(measure_loader(paths, workers, args.batch, normalize_on_host=args.normalize_on_host))
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ def cheap_figures(args: argparse.Namespace, yardstick: Any, y: argparse.Namespac
         paths = write_jpegs(Path(tmp), args.loader_images)
         for workers in args.loader_workers:
             attempt(f"loader_{workers}", lambda w=workers: measure_loader(paths, w))
+        attempt("loader_1_normalize_on_host", lambda: measure_loader(paths, 1, normalize_on_host=True))
     for mode in ("pretrain", "finetune"):
         attempt(f"yardstick_{mode}_tuned_eager", lambda m=mode: run_training(yardstick, y, m, True, False, False))
         attempt(f"ours_{mode}_strict_eager", lambda m=mode: measure_training(

@@ -175,7 +175,10 @@ def measure_training(
     )  # fmt: skip
     reset_peak(device)
     loader = DataLoader(_Repeat(batch, warmup + profiled + steps), batch_size=None, collate_fn=_identity)
+    torch._dynamo.utils.counters.clear()
     trainer.fit(task, train_dataloaders=loader)
+    dynamo = torch._dynamo.utils.counters  # one graph each for the trunk and the encoder, when nothing breaks
+    breaks = sorted(dynamo["graph_break"].items(), key=lambda kv: -kv[1])[:3]
     assert timer.start is not None and timer.stop is not None and timer.first_step_start is not None
     step_s = (timer.stop - timer.start) / steps
     images = shape.batch // shape.captions_per_image if shape.mode == "pretrain" else shape.batch
@@ -184,6 +187,7 @@ def measure_training(
         "images_per_step": images, "step_s": round(step_s, 4), "samples_per_s": round(shape.batch / step_s, 2),
         "tflops_per_step": round(flops / 1e12, 3), "achieved_tflop_s": round(flops / step_s / 1e12, 1),
         "peak_gib": peak_gib(device), "warmup_incl_compile_s": round(timer.start - timer.first_step_start, 1),
+        "compiled_graphs": dynamo["stats"]["unique_graphs"], "graph_breaks": [f"{n}x {why[:200]}" for why, n in breaks],
     }  # fmt: skip
 
 

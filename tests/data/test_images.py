@@ -20,7 +20,8 @@ from pixelbert_pl.data.images import (
     pad_images,
     resize_shape,
 )
-from pixelbert_pl.models.config import get_config
+from pixelbert_pl.models.config import IMAGENET_MEAN, IMAGENET_STD, get_config
+from pixelbert_pl.models.visual import normalize_pixels
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -198,6 +199,31 @@ def test_image_transform_shape_and_normalisation() -> None:
         [0.229, 0.224, 0.225]
     )
     torch.testing.assert_close(pixels.mean(dim=(1, 2)), expected, atol=1e-4, rtol=0)
+
+
+def test_image_transform_can_leave_normalisation_to_the_model() -> None:
+    image = Image.effect_noise((64, 48), 60).convert("RGB")
+    raw = ImageTransform(32, 64, size_divisor=8, normalize=False)(image)
+    normalised = ImageTransform(32, 64, size_divisor=8)(image)
+    assert raw.dtype == torch.uint8 and raw.shape == normalised.shape
+    assert torch.equal(normalize_pixels(raw, IMAGENET_MEAN, IMAGENET_STD), normalised)
+
+
+def test_batches_pin_their_tensors_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pixelbert_pl.data.vqa import VQABatch
+
+    # Pinning needs a CUDA driver; what is checked here is which fields get pinned and that nothing else changes.
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self + 0.5 if self.is_floating_point() else self + 1)
+    batch = VQABatch(
+        pixel_values=torch.zeros(1, 3, 4, 4), pixel_mask=torch.ones(1, 4, 4, dtype=torch.bool),
+        input_ids=torch.zeros(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 3, dtype=torch.bool),
+        image_index=torch.zeros(2, dtype=torch.long), targets=torch.zeros(2, 5), question_ids=torch.tensor([7, 8]),
+        answers=[["a"], []], answer_types=["other", None], image_sizes=[(4, 4)],
+    )  # fmt: skip
+    pinned = batch.pin_memory()
+    assert isinstance(pinned, VQABatch) and pinned is not batch
+    assert torch.equal(pinned.question_ids, torch.tensor([8, 9])) and bool((pinned.targets == 0.5).all())
+    assert pinned.answers == [["a"], []] and pinned.image_sizes == [(4, 4)] and pinned.answer_types == ["other", None]
 
 
 def test_image_transform_from_config_and_non_rgb_input() -> None:

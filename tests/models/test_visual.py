@@ -98,6 +98,19 @@ def test_host_image_sizes_give_what_the_mask_gives(tiny_model) -> None:
         tiny_model.encode_pixels(values, mask, [(40, 72), (97, 96), (96, 50)])
 
 
+def test_uint8_pixels_are_normalised_on_the_device_as_on_the_host(tiny_model) -> None:
+    from pixelbert_pl.models.visual import normalize_pixels
+
+    raw = torch.randint(0, 256, (2, 3, 64, 80), dtype=torch.uint8)
+    config = tiny_model.config
+    host = normalize_pixels(raw, config.image_mean, config.image_std)
+    assert host.dtype == torch.float32 and abs(host.mean().item()) < 2
+    with torch.no_grad():
+        from_uint8 = tiny_model.encode_pixels(raw)
+        from_float = tiny_model.encode_pixels(host)
+    assert torch.equal(from_uint8.tokens, from_float.tokens)
+
+
 def test_frozen_batch_norm_keeps_the_input_dtype() -> None:
     from torchvision.ops import FrozenBatchNorm2d
 

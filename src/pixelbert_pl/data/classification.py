@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from pixelbert_pl.data.batch import PinnableBatch
 from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
 from pixelbert_pl.data.datamodules import ArrowRecords
 from pixelbert_pl.data.downstream import SplitDataModule
@@ -51,7 +52,7 @@ class ImageTextRecord:
 
 
 @dataclass
-class ImageTextClassificationBatch:
+class ImageTextClassificationBatch(PinnableBatch):
     pixel_values: torch.Tensor  # (n, 3, H, W), one row per distinct image of the batch
     pixel_mask: torch.Tensor  # (n, H, W) bool
     input_ids: torch.Tensor  # (b, t) [CLS] text [SEP], padded

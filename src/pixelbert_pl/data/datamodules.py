@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import datasets
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
@@ -31,7 +32,6 @@ from pixelbert_pl.data.captions import (
 )
 from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, collate_pretrain
-from pixelbert_pl.models.config import IMAGENET_MEAN, IMAGENET_STD
 from pixelbert_pl.models.tokenizer import load_tokenizer
 
 RecordT = TypeVar("RecordT")
@@ -73,7 +73,8 @@ class PixelBertDataModule(pl.LightningDataModule):
 
     Args:
         tokenizer: HF name or local directory / vocab.txt of the BERT WordPiece tokenizer.
-        image_min_size, image_max_size, size_divisor, image_mean, image_std: the `ImageTransform`.
+        image_min_size, image_max_size, size_divisor: the `ImageTransform`'s resizing. Batches carry the resized
+            uint8 pixels; the model normalises them on its device with its own `image_mean` / `image_std`.
         max_text_length: tokens per text, [CLS] and [SEP] included.
         batch_size: training batch per rank; val_batch_size: evaluation batch (default: batch_size).
         seed: decides the training order and everything random about a sample, with the epoch and its index.
@@ -85,8 +86,6 @@ class PixelBertDataModule(pl.LightningDataModule):
         image_min_size: int = 800,
         image_max_size: int = 1333,
         size_divisor: int = 32,
-        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
-        image_std: tuple[float, float, float] = IMAGENET_STD,
         max_text_length: int = 40,
         batch_size: int = 32,
         val_batch_size: int | None = None,
@@ -115,7 +114,7 @@ class PixelBertDataModule(pl.LightningDataModule):
     @functools.cached_property
     def transform(self) -> ImageTransform:
         h = self.options
-        return ImageTransform(h.image_min_size, h.image_max_size, h.size_divisor, h.image_mean, h.image_std)
+        return ImageTransform(h.image_min_size, h.image_max_size, h.size_divisor, normalize=False)
 
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -136,6 +135,8 @@ class PixelBertDataModule(pl.LightningDataModule):
             num_workers=h.num_workers,
             persistent_workers=h.num_workers > 0,
             collate_fn=collate_fn,
+            # Page-locked batches make Lightning's copy to the GPU asynchronous (see data/batch.py).
+            pin_memory=torch.cuda.is_available(),
         )
 
 
@@ -194,8 +195,6 @@ class PretrainDataModule(PixelBertDataModule):
         image_min_size: int = 800,
         image_max_size: int = 1333,
         size_divisor: int = 32,
-        image_mean: tuple[float, float, float] = IMAGENET_MEAN,
-        image_std: tuple[float, float, float] = IMAGENET_STD,
         max_text_length: int = 40,
         captions_per_image: int = 2,
         mlm_probability: float = 0.15,
@@ -211,8 +210,6 @@ class PretrainDataModule(PixelBertDataModule):
             image_min_size=image_min_size,
             image_max_size=image_max_size,
             size_divisor=size_divisor,
-            image_mean=image_mean,
-            image_std=image_std,
             max_text_length=max_text_length,
             batch_size=batch_size,
             val_batch_size=val_batch_size,

@@ -18,6 +18,8 @@ from PIL import Image, ImageOps
 from torch.utils.data import RandomSampler, Sampler, SequentialSampler
 from torchvision.transforms import InterpolationMode
 
+from pixelbert_pl.models.visual import normalize_pixels
+
 if TYPE_CHECKING:
     from pixelbert_pl.models.config import PixelBertConfig
 
@@ -103,7 +105,10 @@ def resize_shape(height: int, width: int, min_size: int, max_size: int, size_div
 
 
 class ImageTransform:
-    """PIL image -> (3, h, w) float32 tensor: aspect-preserving resize (bilinear, antialiased) then normalise."""
+    """PIL image -> (3, h, w) tensor: aspect-preserving resize (bilinear, antialiased), then normalisation to float32,
+    or, with `normalize=False`, the resized uint8 pixels, which the model normalises on its device (what the
+    DataModules send: a quarter of the bytes through worker queues and to the GPU, and no float pass per image in
+    the workers)."""
 
     def __init__(
         self,
@@ -112,11 +117,13 @@ class ImageTransform:
         size_divisor: int = 32,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
+        normalize: bool = True,
     ) -> None:
         if max_size < min_size:
             raise ValueError(f"ImageTransform: max_size={max_size} is smaller than min_size={min_size}")
         self.min_size, self.max_size, self.size_divisor = min_size, max_size, size_divisor
         self.mean, self.std = list(mean), list(std)
+        self.normalize = normalize
 
     @classmethod
     def from_config(cls, config: PixelBertConfig) -> ImageTransform:
@@ -129,12 +136,12 @@ class ImageTransform:
         size = resize_shape(image.height, image.width, self.min_size, self.max_size, self.size_divisor)
         # Resizing the uint8 tensor uses torchvision's vectorised antialias kernel, a close match to PIL's filter.
         pixels = F.resize(F.pil_to_tensor(image), list(size), InterpolationMode.BILINEAR, antialias=True)
-        return F.normalize(F.to_dtype(pixels, torch.float32, scale=True), self.mean, self.std)
+        return normalize_pixels(pixels, self.mean, self.std) if self.normalize else pixels
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(min_size={self.min_size}, max_size={self.max_size}, "
-            f"size_divisor={self.size_divisor}, mean={self.mean}, std={self.std})"
+            f"size_divisor={self.size_divisor}, mean={self.mean}, std={self.std}, normalize={self.normalize})"
         )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pixelbert_pl.data.batch import PinnableBatch
 from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
 from pixelbert_pl.data.images import pad_images, real_sizes
 from pixelbert_pl.data.pretraining import RecordDataset, pad_texts, split_key
@@ -45,7 +46,7 @@ class NLVR2Record:
 
 
 @dataclass
-class NLVR2Batch:
+class NLVR2Batch(PinnableBatch):
     pixel_values: torch.Tensor  # (2b, 3, H, W): example i's left image at 2i, its right image at 2i + 1
     pixel_mask: torch.Tensor  # (2b, H, W) bool
     input_ids: torch.Tensor  # (b, t)

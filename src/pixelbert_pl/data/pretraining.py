@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
+from pixelbert_pl.data.batch import PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
 from pixelbert_pl.data.images import ImageTransform, load_image, pad_images, real_sizes
 
@@ -48,7 +49,7 @@ def other_image_captions(records: Sequence[ImageCaptions], index: int, rng: np.r
 
 
 @dataclass
-class PretrainBatch:
+class PretrainBatch(PinnableBatch):
     pixel_values: torch.Tensor  # (n, 3, H, W)
     pixel_mask: torch.Tensor  # (n, H, W) bool
     input_ids: torch.Tensor  # (r, t), MLM-masked

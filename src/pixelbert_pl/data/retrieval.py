@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from pixelbert_pl.data.batch import PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
 from pixelbert_pl.data.images import ImageTransform, load_image, pad_images, real_sizes
 from pixelbert_pl.data.pretraining import RecordDataset, other_image_captions, pad_texts, sample_rng, split_key
@@ -34,7 +35,7 @@ _NEGATIVE_DRAWS = 1000
 
 
 @dataclass
-class RetrievalTrainBatch:
+class RetrievalTrainBatch(PinnableBatch):
     pixel_values: torch.Tensor  # (n, 3, H, W)
     pixel_mask: torch.Tensor  # (n, H, W) bool
     input_ids: torch.Tensor  # (n * g, t): image i's rows are i*g .. i*g + g - 1, the positive first
@@ -45,7 +46,7 @@ class RetrievalTrainBatch:
 
 
 @dataclass
-class RetrievalImageBatch:
+class RetrievalImageBatch(PinnableBatch):
     pixel_values: torch.Tensor  # (n, 3, H, W)
     pixel_mask: torch.Tensor  # (n, H, W) bool
     image_positions: torch.Tensor  # (n,) positions in the split's image list

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from pixelbert_pl.data.batch import PinnableBatch
 from pixelbert_pl.data.captions import (
     AnnotationError,
     AnnotationFile,
@@ -51,7 +52,7 @@ class VQARecord:
 
 
 @dataclass
-class VQABatch:
+class VQABatch(PinnableBatch):
     pixel_values: torch.Tensor  # (n, 3, H, W), one row per distinct image
     pixel_mask: torch.Tensor  # (n, H, W) bool
     input_ids: torch.Tensor  # (b, t) [CLS] question [SEP], padded

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision
+import torchvision.transforms.v2.functional as TF
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops import FrozenBatchNorm2d
@@ -96,6 +97,12 @@ def load_trunk_weights(resnet: ResNet, backbone: str, weights: str) -> None:
             f"visual_weights={weights!r} does not fit backbone {backbone!r}: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
+
+
+def normalize_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 RGB (..., 3, h, w) -> float32 scaled to [0, 1] then standardised per channel (the trunk's ImageNet
+    statistics). The same two torchvision ops wherever it runs, so the host and the device give the same numbers."""
+    return TF.normalize(TF.to_dtype(pixels, torch.float32, scale=True), list(mean), list(std))
 
 
 def build_trunk(
@@ -198,11 +205,16 @@ class PixelEncoder(nn.Module):
         pixel_mask: torch.Tensor | None = None,
         image_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> PixelTokens:
-        """Tokens of a padded batch. Each image's real size comes from `image_sizes` (host ints, as the collates
-        give them: no device sync), else from `pixel_mask` (read back from the device), else every image fills the
-        whole padded size (also no sync, and the path a CUDA graph can capture)."""
+        """Tokens of a padded batch of normalised float images, or of uint8 RGB ones (normalised here, on the
+        device, with `config.image_mean` / `image_std`).
+
+        Each image's real size comes from `image_sizes` (host ints, as the collates give them: no device sync),
+        else from `pixel_mask` (read back from the device), else every image fills the whole padded size (also no
+        sync, and the path a CUDA graph can capture)."""
         b, _, height, width = pixel_values.shape
         device = pixel_values.device
+        if pixel_values.dtype == torch.uint8:  # raw pixels, as the DataModules send them: normalise here
+            pixel_values = normalize_pixels(pixel_values, self.config.image_mean, self.config.image_std)
         if image_sizes is not None:
             sizes = [(int(h), int(w)) for h, w in image_sizes]
             if len(sizes) != b or any(not (0 < h <= height and 0 < w <= width) for h, w in sizes):
