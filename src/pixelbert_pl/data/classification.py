@@ -148,7 +148,7 @@ class ImageTextClassificationDataset(RecordDataset):
     """Item = one `ImageTextRecord`: its image (decoded, resized, normalised) and the image path as the key that
     lets the collate share it among the texts about it, the text's token ids, the label and the id."""
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
         record = self.records[split_key(key)[1]]
         return {
             "pixel_values": self.image(record.image_path),

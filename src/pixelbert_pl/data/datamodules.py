@@ -31,7 +31,8 @@ from pixelbert_pl.data.captions import (
     to_hf_dataset,
 )
 from pixelbert_pl.data.images import ImageTransform
-from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, collate_pretrain
+from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, RecordDataset, collate_pretrain
+from pixelbert_pl.data.quality import SkipCounter
 from pixelbert_pl.models.tokenizer import load_tokenizer
 
 RecordT = TypeVar("RecordT")
@@ -78,6 +79,9 @@ class PixelBertDataModule(pl.LightningDataModule):
         max_text_length: tokens per text, [CLS] and [SEP] included.
         batch_size: training batch per rank; val_batch_size: evaluation batch (default: batch_size).
         seed: decides the training order and everything random about a sample, with the epoch and its index.
+        max_skipped_fraction: training samples whose image cannot be read are replaced by the next readable one and
+            counted (logged as `train/skipped_samples` each epoch); above this fraction of the samples drawn the run
+            stops with an error (`data/quality.py`). Evaluation never skips: an unreadable image there is an error.
     """
 
     def __init__(
@@ -91,12 +95,15 @@ class PixelBertDataModule(pl.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 4,
         seed: int = 0,
+        max_skipped_fraction: float = 0.01,
     ) -> None:
         super().__init__()
         # Subclasses add their own arguments and pass some of these for the user, so read them from here, not
         # from `hparams` (which holds the outermost class's own arguments, as given in the YAML).
         self.options = SimpleNamespace(**_arguments(locals()))
         self.save_hyperparameters()
+        # Created here, before any DataLoader worker starts, so that every worker shares its memory.
+        self.skip_counter = SkipCounter(max_skipped_fraction)
 
     def add_options(self, frame_locals: dict[str, Any]) -> None:
         """Add a subclass constructor's arguments (its `locals()`) to `options`."""
@@ -125,6 +132,8 @@ class PixelBertDataModule(pl.LightningDataModule):
         exactly one rank, none repeated to even out the shards."""
         world, rank = self._ranks()
         h = self.options
+        if train and isinstance(dataset, RecordDataset):
+            dataset.skip_unreadable(self.skip_counter)
         kind = {"shuffle": True, "seed": h.seed, "drop_last": True} if train else {"shuffle": False, "unrepeated": True}
         sampler = EpochKeyedSampler(dataset, world, rank, **kind)  # type: ignore[arg-type]
         return DataLoader(
@@ -204,6 +213,7 @@ class PretrainDataModule(PixelBertDataModule):
         max_val_images: int | None = None,
         num_workers: int = 4,
         seed: int = 0,
+        max_skipped_fraction: float = 0.01,
     ) -> None:
         super().__init__(
             tokenizer=tokenizer,
@@ -215,6 +225,7 @@ class PretrainDataModule(PixelBertDataModule):
             val_batch_size=val_batch_size,
             num_workers=num_workers,
             seed=seed,
+            max_skipped_fraction=max_skipped_fraction,
         )
         self.add_options(locals())
         if karpathy_file is None and vg_regions is None:

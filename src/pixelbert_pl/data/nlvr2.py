@@ -94,7 +94,7 @@ class NLVR2Dataset(RecordDataset):
     """Item = one `NLVR2Record`: both images (decoded by content, since many `.png` files are JPEGs), the
     sentence's token ids, the label as 1 / 0 / -1 (unlabelled) and the identifier."""
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
         record = self.records[split_key(key)[1]]
         return {
             "left": self.image(record.left_path),

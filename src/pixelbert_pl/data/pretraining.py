@@ -26,7 +26,8 @@ from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.batch import PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.images import ImageTransform, load_image, pad_images, real_sizes
+from pixelbert_pl.data.images import ImageTransform, UnreadableImageError, load_image, pad_images, real_sizes
+from pixelbert_pl.data.quality import SkipCounter, TooManyBadSamplesError
 
 IGNORE_INDEX = -100
 
@@ -96,7 +97,11 @@ class EpochKeyedSampler(DistributedSampler):
 
 class RecordDataset(Dataset):
     """Items built from `records[index]` for a sampler key (epoch, index), with the image transform and the
-    tokenizer that every dataset of the package shares. `seed` is for subclasses whose samples are random."""
+    tokenizer that every dataset of the package shares. `seed` is for subclasses whose samples are random.
+
+    Subclasses implement `load(key)`. With `skip_unreadable(counter)` (what the DataModules do for training), an
+    item whose image cannot be read is replaced by the next readable record and counted (`data/quality.py`).
+    """
 
     def __init__(
         self,
@@ -111,9 +116,33 @@ class RecordDataset(Dataset):
         self.tokenizer = tokenizer
         self.max_text_length = max_text_length
         self.seed = seed
+        self.skip_counter: SkipCounter | None = None
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement load(key)")
+
+    def skip_unreadable(self, counter: SkipCounter) -> RecordDataset:
+        """Replace unreadable items by the next readable record, counting each in `counter`; returns self."""
+        self.skip_counter = counter
+        return self
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+        if self.skip_counter is None:
+            return self.load(key)
+        epoch, index = split_key(key)
+        for offset in range(len(self)):
+            candidate = (index + offset) % len(self)
+            try:
+                item = self.load((epoch, candidate))
+            except UnreadableImageError as err:
+                self.skip_counter.skipped(err.path, err.reason or str(err))
+                continue
+            self.skip_counter.served()
+            return item
+        raise TooManyBadSamplesError(f"{type(self).__name__}: not one of its {len(self)} records could be read")
 
     def image(self, path: str) -> torch.Tensor:
         """The image at `path`, decoded, resized and normalised."""
@@ -175,7 +204,7 @@ class CaptionPretrainDataset(RecordDataset):
         # Only a corpus whose captions nearly all coincide gets here; a rare false negative beats a crash.
         return caption
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, object]:
+    def load(self, key: tuple[int, int] | int) -> dict[str, object]:
         epoch, index = split_key(key)
         rng = sample_rng(self.seed, epoch, index)
         record = self.records[index]

@@ -91,7 +91,7 @@ class RetrievalTrainDataset(RecordDataset):
             )
         return caption
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
         epoch, index = split_key(key)
         rng = sample_rng(self.seed, epoch, index)
         record = self.records[index]

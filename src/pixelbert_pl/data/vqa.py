@@ -170,7 +170,7 @@ class VQADataset(RecordDataset):
     def num_answers(self) -> int:
         return len(self.answer_to_index)
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
         record = self.records[split_key(key)[1]]
         return {
             "pixel_values": self.image(record.image_path),

@@ -225,6 +225,20 @@ class PixelBertTask(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log_stage_metrics("train")
+        self.log_skipped_samples()
+
+    def log_skipped_samples(self) -> None:
+        """Log `train/skipped_samples`: unreadable training samples replaced this epoch, summed over ranks."""
+        counter = getattr(self.trainer.datamodule, "skip_counter", None) if self.trainer.datamodule else None
+        if counter is None:
+            return
+        skipped = counter.totals()[1]
+        epoch_skips = skipped - getattr(self, "_skipped_before", 0)
+        self._skipped_before = skipped
+        if epoch_skips:
+            log.warning("epoch %d: %d unreadable training samples replaced (%s)", self.current_epoch, epoch_skips,
+                        dict(counter.reasons) or "reasons logged by the DataLoader workers")  # fmt: skip
+        self.log("train/skipped_samples", float(epoch_skips), reduce_fx="sum", sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self.log_stage_metrics("val")

@@ -1,0 +1,65 @@
+"""Bad samples in training data: skipped, counted, and bounded.
+
+Real corpora hold files that cannot be decoded (truncated, empty, HTML saved as .jpg, decompression bombs, missing).
+A training item whose image is unreadable is replaced by the next readable record of the dataset (deterministic,
+so a resumed run sees the same substitutes), which keeps every rank's batches full and equal in number, so DDP
+never waits on a batch one rank dropped. Each replacement is counted in `SkipCounter`, which DataLoader workers
+share with the main process; a run stops with `TooManyBadSamplesError` once the skipped fraction of the samples
+drawn passes `max_fraction`. Evaluation datasets never substitute (it would change the metric): there an
+unreadable image is an error naming the file, and `pixelbert-check-data` finds such files before a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import torch
+from torch.utils.data import get_worker_info
+
+logger = logging.getLogger(__name__)
+_SLOTS = 257  # the main process and up to 256 DataLoader workers, each counting in its own row (no lock needed)
+
+
+class TooManyBadSamplesError(RuntimeError):
+    """More than the allowed fraction of training samples could not be read."""
+
+
+class SkipCounter:
+    """Samples served and skipped, in shared memory so that every DataLoader worker's counts reach the main process.
+
+    Args:
+        max_fraction: stop (raise `TooManyBadSamplesError`) once skipped / drawn exceeds this...
+        min_samples: ...after at least this many draws, so that one bad file among the first few does not stop a run.
+    """
+
+    def __init__(self, max_fraction: float = 0.01, min_samples: int = 100) -> None:
+        if not 0 <= max_fraction <= 1:
+            raise ValueError(f"max_skipped_fraction={max_fraction}: expected a fraction in [0, 1]")
+        self.max_fraction, self.min_samples = max_fraction, min_samples
+        self.counts = torch.zeros(_SLOTS, 2, dtype=torch.long).share_memory_()  # per slot: served, skipped
+        self.reasons: Counter[str] = Counter()  # this process's reasons (the totals are in `counts`)
+
+    def _slot(self) -> int:
+        info = get_worker_info()
+        return 0 if info is None else 1 + info.id % (_SLOTS - 1)
+
+    def served(self) -> None:
+        self.counts[self._slot(), 0] += 1
+
+    def skipped(self, path: str, reason: str) -> None:
+        self.counts[self._slot(), 1] += 1
+        self.reasons[reason.split(":")[0]] += 1
+        logger.warning("skipping unreadable training sample %s (%s)", path, reason)
+        served, skipped = self.totals()
+        drawn = served + skipped
+        if drawn >= self.min_samples and skipped > self.max_fraction * drawn:
+            raise TooManyBadSamplesError(
+                f"{skipped} of {drawn} training samples drawn were unreadable ({skipped / drawn:.1%} > "
+                f"max_skipped_fraction={self.max_fraction}); last: {path} ({reason}). Run pixelbert-check-data on "
+                "the config for the full list"
+            )
+
+    def totals(self) -> tuple[int, int]:
+        served, skipped = self.counts.sum(dim=0).tolist()
+        return int(served), int(skipped)

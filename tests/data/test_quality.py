@@ -1,0 +1,95 @@
+"""Unreadable training images are replaced and counted, never crash a run and never empty a batch; too many stop
+the run with a clear error; evaluation data never substitutes."""
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+from pixelbert_pl.data.images import UnreadableImageError
+from pixelbert_pl.data.quality import SkipCounter, TooManyBadSamplesError
+from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    generate(tmp_path, ShapesWorldConfig(num_images=16, num_nlvr2=4), seed=0)
+    return tmp_path
+
+
+def _data(root: Path, **kwargs) -> ShapesWorldDataModule:
+    dm = ShapesWorldDataModule(root=str(root), batch_size=4, num_workers=0, **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def _corrupt(path: str, kind: str) -> None:
+    if kind == "html":
+        Path(path).write_text("<!DOCTYPE html><html><body>404 Not Found</body></html>")
+    elif kind == "truncated":
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+    else:
+        Path(path).unlink()
+
+
+@pytest.mark.parametrize("kind", ["html", "truncated", "missing"])
+def test_training_item_with_an_unreadable_image_is_the_next_record_and_is_counted(corpus, kind) -> None:
+    dm = _data(corpus)
+    records = dm.train_records
+    bad = 3
+    _corrupt(records[bad].image_path, kind)
+    counter = SkipCounter(max_fraction=0.5, min_samples=1)
+    dataset = dm.dataset(records).skip_unreadable(counter)
+    items = [dataset[(0, i)] for i in range(len(dataset))]
+    assert items[bad]["sample_id"] == bad + 1  # the next record, drawn as that record would be
+    assert torch.equal(items[bad]["pixel_values"], items[bad + 1]["pixel_values"])
+    assert items[bad]["input_ids"] == items[bad + 1]["input_ids"]
+    assert counter.totals() == (len(dataset), 1)
+    assert all(item["pixel_values"].float().std() > 0 for item in items)  # never a blank image
+
+
+def test_without_skipping_an_unreadable_image_is_an_error_naming_the_file(corpus) -> None:
+    dm = _data(corpus)
+    path = dm.val_records[0].image_path
+    _corrupt(path, "html")
+    with pytest.raises(UnreadableImageError, match=Path(path).name):
+        dm.dataset(dm.val_records)[(0, 0)]
+    with pytest.raises(UnreadableImageError, match=Path(path).name):
+        next(iter(dm.val_dataloader()))  # evaluation does not substitute: it would change the metric
+
+
+def test_too_many_unreadable_samples_stop_the_run_with_a_clear_error(corpus) -> None:
+    dm = _data(corpus)
+    for i in range(4):
+        _corrupt(dm.train_records[i].image_path, "html")
+    dataset = dm.dataset(dm.train_records).skip_unreadable(SkipCounter(max_fraction=0.1, min_samples=4))
+    with pytest.raises(TooManyBadSamplesError, match=r"max_skipped_fraction=0.1.*pixelbert-check-data"):
+        for i in range(len(dataset)):
+            dataset[(0, i)]
+    with pytest.raises(ValueError, match="max_skipped_fraction=2"):
+        SkipCounter(max_fraction=2)
+
+
+def test_worker_counts_reach_the_main_process_and_every_batch_is_full(corpus) -> None:
+    dm = ShapesWorldDataModule(root=str(corpus), batch_size=4, num_workers=2, max_skipped_fraction=0.5)
+    dm.setup("fit")
+    _corrupt(dm.train_records[5].image_path, "truncated")
+    batches = list(dm.train_dataloader())
+    assert [b.pixel_values.shape[0] for b in batches] == [4] * (len(dm.train_records) // 4)
+    assert dm.skip_counter.totals()[1] == 1
+
+
+def test_fit_logs_the_epoch_skips(corpus, tmp_path) -> None:
+    from pixelbert_pl.tasks import PretrainTask
+
+    dm = _data(corpus, max_skipped_fraction=0.5)
+    _corrupt(dm.train_records[2].image_path, "html")
+    task = PretrainTask(preset="pixelbert_tiny", vocab_size=dm.vocab_size)
+    trainer = pl.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        limit_val_batches=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(task, datamodule=dm)
+    assert trainer.callback_metrics["train/skipped_samples"].item() == 1.0
