@@ -123,6 +123,10 @@ class PixelBertDataModule(pl.LightningDataModule):
         h = self.options
         return ImageTransform(h.image_min_size, h.image_max_size, h.size_divisor, normalize=False)
 
+    def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
+        """The records of every split `stage` reads, by split name (what `pixelbert-check-data` scans)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its records by split")
+
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
@@ -252,6 +256,10 @@ class PretrainDataModule(PixelBertDataModule):
         if not len(self.val_records) and stage in (None, "fit", "validate"):
             val = self.read_records(self.options.val_splits, False)
             self.val_records = val[: self.options.max_val_images] if self.options.max_val_images else val
+
+    def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
+        self.setup(stage)
+        return {"train": self.train_records, "val": self.val_records} if stage == "fit" else {"val": self.val_records}
 
     def dataset(self, records: Sequence[ImageCaptions]) -> CaptionPretrainDataset:
         h = self.options

@@ -66,6 +66,10 @@ class SplitDataModule(PixelBertDataModule):
         for split in _STAGE_SPLITS.get(stage or "fit", ()):
             self.records(split)
 
+    def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
+        """The records of every split `stage` reads, by split name (what `pixelbert-check-data` scans)."""
+        return {split: self.records(split) for split in _STAGE_SPLITS.get(stage, ())}
+
     def train_dataloader(self) -> DataLoader:
         return self.loader(self.dataset("train"), self.collate("train"), train=True)
 

@@ -1,0 +1,150 @@
+"""`pixelbert-check-data --config CONFIG`: scan a recipe's corpus before a long run.
+
+Reads the `data:` section of a LightningCLI config (the same YAML `pixelbert fit` takes, with the same
+`--data.init_args.*` overrides), builds the DataModule, reads every split the stage uses, decodes every image
+exactly as training would, and tokenises every text. It prints how many records, images and texts each split has,
+which images it cannot read, grouped by reason with an example each, and the empty and over-long texts.
+
+Exit status: 0 when the run would go through; 1 when the training split's unreadable fraction is above the data
+module's `max_skipped_fraction` (training would stop there) or an evaluation split has any unreadable image
+(evaluation never substitutes); 2 when the corpus cannot be read at all (a malformed annotation file, missing
+images, ...), with the reader's error naming the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import yaml
+
+from pixelbert_pl.data.images import DEFAULT_MAX_PIXELS, UnreadableImageError, load_image
+
+_TEXT_FIELDS = ("captions", "question", "sentence", "text")
+
+
+def build_datamodule(config: str, overrides: Sequence[str] = ()) -> Any:
+    """The DataModule a config's `data:` section describes (other sections are not read: no model is built)."""
+    from jsonargparse import ArgumentParser
+    from pytorch_lightning import LightningDataModule
+
+    import pixelbert_pl.data.datamodules
+    import pixelbert_pl.data.downstream  # noqa: F401  (class_path resolution)
+
+    with open(config, encoding="utf-8") as f:
+        section = (yaml.safe_load(f) or {}).get("data")
+    if not section:
+        raise ValueError(f"{config}: no `data:` section (expected class_path and init_args)")
+    parser = ArgumentParser(prog="pixelbert-check-data", exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    cfg = parser.parse_args(["--data", json.dumps(section), *overrides])
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    return instantiate(cfg).data
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    return asdict(record) if is_dataclass(record) else dict(record)
+
+
+def record_images(record: Any) -> list[str]:
+    return [v for k, v in _fields(record).items() if k.endswith("_path") and isinstance(v, str)]
+
+
+def record_texts(record: Any) -> list[str]:
+    texts: list[str] = []
+    for key, value in _fields(record).items():
+        if key in _TEXT_FIELDS:
+            texts.extend(value if isinstance(value, list) else [value])
+    return texts
+
+
+def check_image(path: str) -> tuple[str, str | None]:
+    """(path, None) when `load_image` decodes it, else (path, the reason)."""
+    try:
+        load_image(path, DEFAULT_MAX_PIXELS)
+    except UnreadableImageError as err:
+        return path, err.reason or str(err)
+    return path, None
+
+
+def reason_kind(reason: str) -> str:
+    if "pixels >" in reason:
+        return "over the pixel cap"
+    return reason.split(":")[0]
+
+
+def scan_split(records: Sequence[Any], tokenizer: Any, max_text_length: int, workers: int) -> dict[str, Any]:
+    paths = sorted({p for r in records for p in record_images(r)})
+    texts = [t for r in records for t in record_texts(r)]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        results: Iterable[tuple[str, str | None]] = pool.imap_unordered(check_image, paths, chunksize=32)
+        bad = {path: reason for path, reason in results if reason is not None}
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]] if texts else []
+    return {
+        "records": len(records), "images": len(paths), "unreadable": bad, "texts": len(texts),
+        "empty_texts": sum(not t.strip() for t in texts), "truncated_texts": sum(n > max_text_length for n in lengths),
+    }  # fmt: skip
+
+
+def report(results: dict[str, dict[str, Any]], max_fraction: float) -> int:
+    print(f"{'split':<8} {'records':>8} {'images':>8} {'unreadable':>10} {'fraction':>9} {'texts':>8} {'empty':>6} "
+          f"{'truncated':>9}")  # fmt: skip
+    status = 0
+    for split, r in results.items():
+        fraction = len(r["unreadable"]) / max(r["images"], 1)
+        print(f"{split:<8} {r['records']:>8} {r['images']:>8} {len(r['unreadable']):>10} {fraction:>9.2%} "
+              f"{r['texts']:>8} {r['empty_texts']:>6} {r['truncated_texts']:>9}")  # fmt: skip
+        if (split == "train" and fraction > max_fraction) or (split != "train" and r["unreadable"]):
+            status = 1
+    for split, r in results.items():
+        if not r["unreadable"]:
+            continue
+        kinds = Counter(reason_kind(reason) for reason in r["unreadable"].values())
+        print(f"\n{split}: unreadable images by reason")
+        for kind, count in kinds.most_common():
+            example = next(p for p, reason in r["unreadable"].items() if reason_kind(reason) == kind)
+            print(f"  {count:>6}  {kind:<28} e.g. {example}")
+    if status:
+        print(f"\nFAIL: training would stop above max_skipped_fraction={max_fraction}, or evaluation would meet an "
+              "unreadable image (evaluation never substitutes)")  # fmt: skip
+    else:
+        print(f"\nOK: unreadable training images (if any) are within max_skipped_fraction={max_fraction}")
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="pixelbert-check-data", description=__doc__.split("\n\n")[1],
+        epilog="Other arguments are --data.init_args.* overrides, as for `pixelbert fit`.",
+    )  # fmt: skip
+    p.add_argument("--config", required=True, help="a LightningCLI YAML with a data: section")
+    p.add_argument("--stage", default="fit", choices=["fit", "validate", "test"], help="which splits to scan")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes decoding images")
+    args, overrides = p.parse_known_args(argv)
+    try:
+        datamodule = build_datamodule(args.config, overrides)
+        splits = datamodule.split_records(args.stage)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        print(f"pixelbert-check-data: cannot read the corpus: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    options = datamodule.options
+    results = {
+        split: scan_split(records, datamodule.tokenizer, options.max_text_length, args.workers)
+        for split, records in splits.items()
+    }
+    return report(results, options.max_skipped_fraction)
+
+
+def console() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()
