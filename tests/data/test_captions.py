@@ -143,6 +143,19 @@ def test_coco_captions_parse(tmp_path: Path) -> None:
     assert all(Path(r.image_path).is_absolute() and r.source == "coco" for r in records)
 
 
+def test_empty_captions_are_dropped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    annotation_file, image_dir = _coco_captions(tmp_path)  # one caption of 391895 is only spaces
+    with caplog.at_level(logging.WARNING, logger="pixelbert_pl.data.captions"):
+        records = read_coco_captions(annotation_file, image_dir)
+    assert all(c.strip() for r in records for c in r.captions)
+    assert "captions_val2014.json: 1 empty caption(s) dropped (of 4)" in caplog.text
+    caplog.clear()
+    regions, image_data, dirs = _visual_genome(tmp_path)  # region 41's phrase is blank
+    with caplog.at_level(logging.WARNING, logger="pixelbert_pl.data.captions"):
+        read_visual_genome(regions, image_data, dirs)
+    assert "region_descriptions.json: 1 empty caption(s) dropped" in caplog.text
+
+
 def test_karpathy_coco_split_filtering(tmp_path: Path) -> None:
     split_file, root = _karpathy_coco(tmp_path)
     records = read_karpathy(split_file, root, PRETRAIN_SPLITS)

@@ -128,3 +128,11 @@ def test_ranks_get_equal_batch_counts_from_an_uneven_corpus() -> None:
     assert counts[0] == counts[1] == 6
     shards = [[i for _, i in EpochKeyedSampler(corpus, 2, rank, shuffle=False, unrepeated=True)] for rank in range(2)]
     assert sorted(shards[0] + shards[1]) == corpus  # evaluation: every sample once, none twice
+
+
+def test_a_500_token_caption_is_truncated_keeping_sep(shapes_root) -> None:
+    tokenizer = load_tokenizer(shapes_root / "vocab.txt")
+    records = [ImageCaptions("a", "/none", ["red circle " * 250], "x"), ImageCaptions("b", "/none", ["blue"], "x")]
+    dataset = CaptionPretrainDataset(records, ImageTransform(96, 96), tokenizer, max_text_length=24)
+    (ids,) = dataset.token_ids(records[0].captions)
+    assert len(ids) == 24 and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id

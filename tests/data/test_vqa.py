@@ -80,6 +80,19 @@ def test_malformed_annotations_name_file_entry_and_field(vqa_root: Path, edit, p
         read_vqa(vqa_root / TRAIN_Q, vqa_root / TRAIN_A, vqa_root)
 
 
+def test_an_annotation_with_fewer_than_ten_answers_loads_and_is_scored_on_what_it_has(vqa_root: Path) -> None:
+    from pixelbert_pl.metrics import vqa_accuracy, vqa_soft_targets
+
+    three = [{"answer": "red", "answer_confidence": "yes", "answer_id": i + 1} for i in range(2)]
+    three.append({"answer": "blue", "answer_confidence": "yes", "answer_id": 3})
+    _rewrite(vqa_root / TRAIN_A, lambda d: d["annotations"][0].update(answers=three))
+    record = read_vqa(vqa_root / TRAIN_Q, vqa_root / TRAIN_A, vqa_root)[0]
+    assert record.answers == ["red", "red", "blue"]
+    assert vqa_soft_targets(record.answers, {"red": 0, "blue": 1}) == {0: 0.6, 1: 0.3}
+    # Leave-one-out over 3 annotators: drop a "red" -> 1/3, drop the other "red" -> 1/3, drop "blue" -> 2/3.
+    assert vqa_accuracy("red", record.answers) == pytest.approx((1 / 3 + 1 / 3 + 2 / 3) / 3)
+
+
 def test_malformed_questions_and_patterns(vqa_root: Path) -> None:
     _rewrite(vqa_root / TRAIN_Q, lambda d: d.pop("data_subtype"))
     with pytest.raises(AnnotationError, match=rf"{TRAIN_Q}: top level has no field 'data_subtype'"):

@@ -187,6 +187,11 @@ def _clean(captions: Iterable[str]) -> list[str]:
     return [c for c in (caption.strip() for caption in captions) if c]
 
 
+def _log_dropped_empty(path: Path, raw: int, kept: int) -> None:
+    if raw > kept:
+        logger.warning("%s: %d empty caption(s) dropped (of %d)", path, raw - kept, raw)
+
+
 def read_coco_captions(
     annotation_file: PathLike, image_dir: PathLike, *, allow_missing: bool = False
 ) -> list[ImageCaptions]:
@@ -209,6 +214,7 @@ def read_coco_captions(
         ImageCaptions(f"coco:{image_id}", str(image_dir / file_names[image_id]), _clean(texts), "coco")
         for image_id, texts in captions.items()
     ]
+    _log_dropped_empty(ann.path, sum(map(len, captions.values())), sum(len(r.captions) for r in records))
     records = [r for r in records if r.captions]
     index = DirectoryIndex()
     missing = [index.first_missing(r.image_path) for r in records]
@@ -249,6 +255,7 @@ def read_karpathy(
     dataset = ann.field(data, "dataset", "str", "")
     root = absolute_path(image_root)
     records: list[ImageCaptions] = []
+    raw_count = 0
     for where, image in chosen:
         filename = ann.field(image, "filename", "str", where)
         path = root / ann.field(image, "filepath", "str", where, default="") / filename
@@ -256,8 +263,10 @@ def read_karpathy(
         image_id = f"coco:{cocoid}" if cocoid is not None else f"{dataset}:{filename}"
         sentences = ann.field(image, "sentences", "list", where)
         raw = [ann.field(s, "raw", "str", f"{where}.sentences[{j}]") for j, s in enumerate(sentences)]
+        raw_count += len(raw)
         if captions := _clean(raw):
             records.append(ImageCaptions(image_id, str(path), captions, dataset))
+    _log_dropped_empty(ann.path, raw_count, sum(len(r.captions) for r in records))
     index = DirectoryIndex()
     missing = [index.first_missing(r.image_path) for r in records]
     return drop_missing(records, missing, ann.path, {Path(r.image_path).parent for r in records}, allow_missing)
@@ -308,6 +317,7 @@ def read_visual_genome(
 
     ann = AnnotationFile(region_file, VG_REGIONS_FORMAT)
     phrases: dict[int, dict[str, None]] = {}  # a dict is an insertion-ordered set: repeats are kept once, in order
+    total = empty = 0
     for i, entry in enumerate(ann.load("list")):
         entry_id = ann.field(entry, ("image_id", "id"), "int", f"[{i}]")
         for j, region in enumerate(ann.field(entry, "regions", "list", f"[{i}]")):
@@ -316,8 +326,11 @@ def read_visual_genome(
             image_id = ann.field(region, "image_id", "int", where, default=entry_id)
             if image_id not in links:
                 raise ann.error(f"{where}.image_id", f"is {image_id}, which has no entry in {meta.path}")
-            for phrase in _clean([ann.field(region, "phrase", "str", where)]):
+            raw = ann.field(region, "phrase", "str", where)
+            total, empty = total + 1, empty + (not raw.strip())
+            for phrase in _clean([raw]):
                 phrases.setdefault(image_id, {})[phrase] = None
+    _log_dropped_empty(ann.path, total, total - empty)
 
     index = DirectoryIndex()
     records: list[ImageCaptions] = []
