@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from corpora import LANDSCAPE, PORTRAIT, VQA_TRAIN
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
+from corpora import LANDSCAPE, PORTRAIT, VQA_TRAIN
 from pixelbert_pl.data.captions import AnnotationError
 from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.vqa import VQABatch, VQADataset, VQARecord, collate_vqa, read_vqa
