@@ -166,6 +166,9 @@ class PixelBertModel(nn.Module):
             keys = torch.cat([attention_mask.bool(), pixel_tokens.mask], dim=1)
         else:
             hidden, keys = text, attention_mask.bool()
+        # A row with no attended key (a fully padded text and no image) would be a softmax over nothing (NaN in
+        # some attention kernels); let it attend its first position instead. Rows with any real key are unchanged.
+        keys = torch.cat([keys[:, :1] | ~keys.any(dim=1, keepdim=True), keys[:, 1:]], dim=1)
 
         sequence, attentions = self._encode(hidden, keys, output_attentions)
         cls = sequence[:, 0]

@@ -203,6 +203,56 @@ class PixelBertTask(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")
 
+    # ------------------------------------------------------------------------------- non-finite steps
+
+    def sample_ids(self, batch: Any) -> Any:
+        """The batch's sample identifiers (a tensor or a list), for error reports; read only when reporting."""
+        for name in ("sample_ids", "question_ids", "identifiers", "example_ids", "image_positions"):
+            ids = getattr(batch, name, None)
+            if ids is not None:
+                return ids
+        return []
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Report optimizer steps that `AdamWSGD` skipped for non-finite gradients, with the step and the samples.
+        On a GPU the flag is copied to the host without waiting and read once the copy has landed (a step or so
+        later), so the check never stalls the queue."""
+        optimizer = getattr(self.optimizers(), "optimizer", None)
+        flag = getattr(optimizer, "last_step_finite", None)
+        if flag is None:
+            return
+        optimizer.last_step_finite = None  # type: ignore[union-attr]
+        # The optimizer step has been counted already, skipped or not: this batch's step is the previous count.
+        entry = (self.global_step - 1, self.sample_ids(batch), outputs)
+        if flag.is_cuda:
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending_checks.append((event, host, entry))
+        elif not bool(flag):
+            self._report_nonfinite(*entry)
+        while self._pending_checks and self._pending_checks[0][0].query():
+            _, host, entry = self._pending_checks.pop(0)
+            if not bool(host):
+                self._report_nonfinite(*entry)
+
+    @property
+    def _pending_checks(self) -> list[tuple[Any, torch.Tensor, tuple[int, Any, Any]]]:
+        if not hasattr(self, "_pending"):
+            self._pending: list[tuple[Any, torch.Tensor, tuple[int, Any, Any]]] = []
+        return self._pending
+
+    def _report_nonfinite(self, step: int, ids: Any, outputs: Any) -> None:
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        self.nonfinite_steps = getattr(self, "nonfinite_steps", 0) + 1
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else loss
+        log.error(
+            "step %d: non-finite loss or gradients (loss %s); the update was skipped, the weights are unchanged. "
+            "Samples: %s", step, value, ids[:32],
+        )  # fmt: skip
+
     def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "val")
 
@@ -226,6 +276,8 @@ class PixelBertTask(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log_stage_metrics("train")
         self.log_skipped_samples()
+        if getattr(self, "nonfinite_steps", 0):
+            self.log("train/nonfinite_steps", float(self.nonfinite_steps), reduce_fx="max", sync_dist=True)
 
     def log_skipped_samples(self) -> None:
         """Log `train/skipped_samples`: unreadable training samples replaced this epoch, summed over ranks."""
@@ -251,7 +303,7 @@ class PixelBertTask(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         config = self.optimizer_config
         groups = build_param_groups(self.named_parameters(), CNN_PREFIXES, config)
-        optimizer = AdamWSGD(groups, betas=config.betas)
+        optimizer = AdamWSGD(groups, betas=config.betas)  # skips non-finite steps (see on_train_batch_end)
         total = self.trainer.estimated_stepping_batches
         if not isinstance(total, int) and not (isinstance(total, float) and total != float("inf")):
             raise ValueError("the lr schedule needs a finite run: set trainer.max_steps or trainer.max_epochs")

@@ -56,12 +56,21 @@ class AdamWSGD(Optimizer):
 
     The inner optimizers share this object's group dicts and state, so schedulers, clipping, AMP grad scaling
     and checkpoints that look at `param_groups` / `state` see one ordinary optimizer.
+
+    A step whose gradients are not all finite (a NaN or Inf loss) changes nothing: no parameter, no moment, no
+    step count. With fused kernels (`fused`: default, every parameter on a GPU) the kernels skip it themselves,
+    reading a device flag, so the check costs no host-device sync; otherwise the flag is read on the host.
+    `last_step_finite` holds the flag (a 0-dim bool tensor) for the task to report.
     """
 
-    def __init__(self, param_groups: list[dict[str, Any]], betas: tuple[float, float] = (0.9, 0.999)) -> None:
+    def __init__(
+        self, param_groups: list[dict[str, Any]], betas: tuple[float, float] = (0.9, 0.999), fused: bool | None = None
+    ) -> None:
         groups = [g for g in param_groups if g["params"]]
         super().__init__(groups, defaults={})
         self._betas = betas
+        self._fused = fused
+        self.last_step_finite: torch.Tensor | None = None
         self._bind()
 
     def _bind(self) -> None:
@@ -69,7 +78,10 @@ class AdamWSGD(Optimizer):
         adamw_groups = [g for g in self.param_groups if g.get("optimizer") != "sgd"]
         # Fused kernels (one launch per step instead of several per parameter) wherever every parameter is on a
         # GPU; the arithmetic is the same update rule.
-        fused = all(p.is_cuda for g in self.param_groups for p in g["params"])
+        fused = (
+            self._fused if self._fused is not None else all(p.is_cuda for g in self.param_groups for p in g["params"])
+        )
+        self.fused = fused
         self._inner: list[Optimizer] = []
         if sgd_groups:
             self._inner.append(SGD(sgd_groups, lr=sgd_groups[0]["lr"], fused=fused or None))
@@ -77,6 +89,15 @@ class AdamWSGD(Optimizer):
             self._inner.append(AdamW(adamw_groups, lr=adamw_groups[0]["lr"], betas=self._betas, fused=fused or None))
         for inner in self._inner:
             inner.state = self.state
+
+    def _init_momentum(self) -> None:
+        # Fused SGD allocates momentum buffers uninitialised on its first step and fills them in the kernel; a
+        # skipped first step would leave garbage there. Zero buffers give the same first update (buf = 0 * m + g).
+        for group in self.param_groups:
+            if group.get("optimizer") == "sgd" and group.get("momentum", 0):
+                for p in group["params"]:
+                    if "momentum_buffer" not in self.state[p]:
+                        self.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -88,8 +109,20 @@ class AdamWSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for inner in self._inner:
-            inner.step()
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return loss
+        finite = torch.stack(torch._foreach_norm(grads)).isfinite().all()
+        self.last_step_finite = finite
+        if self.fused:
+            self._init_momentum()
+            for inner in self._inner:
+                inner.found_inf = (~finite).float()  # type: ignore[attr-defined]  (read by the fused kernels)
+                inner.step()
+                del inner.found_inf  # type: ignore[attr-defined]
+        elif bool(finite):
+            for inner in self._inner:
+                inner.step()
         return loss
 
 
