@@ -123,6 +123,18 @@ class PixelBertDataModule(pl.LightningDataModule):
         h = self.options
         return ImageTransform(h.image_min_size, h.image_max_size, h.size_divisor, normalize=False)
 
+    def resume_offset(self) -> int:
+        """Training samples of this rank that the epoch being resumed (from a mid-epoch checkpoint) already used.
+
+        Lightning restores the loop's progress but restarts a plain DataLoader at the epoch's first batch; the
+        sampler asks this at each epoch's start and skips them, so a resumed run sees exactly the batches an
+        uninterrupted one would.
+        """
+        loop = self.trainer.fit_loop.epoch_loop if self.trainer is not None else None
+        if loop is None or not loop.restarting:
+            return 0
+        return loop.batch_progress.current.completed * self.options.batch_size
+
     def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
         """The records of every split `stage` reads, by split name (what `pixelbert-check-data` scans)."""
         raise NotImplementedError(f"{type(self).__name__} does not list its records by split")
@@ -138,7 +150,9 @@ class PixelBertDataModule(pl.LightningDataModule):
         h = self.options
         if train and isinstance(dataset, RecordDataset):
             dataset.skip_unreadable(self.skip_counter)
-        kind = {"shuffle": True, "seed": h.seed, "drop_last": True} if train else {"shuffle": False, "unrepeated": True}
+        kind: dict[str, Any] = {"shuffle": True, "seed": h.seed, "drop_last": True, "resume_offset": self.resume_offset}
+        if not train:
+            kind = {"shuffle": False, "unrepeated": True}
         sampler = EpochKeyedSampler(dataset, world, rank, **kind)  # type: ignore[arg-type]
         return DataLoader(
             dataset,
@@ -150,6 +164,9 @@ class PixelBertDataModule(pl.LightningDataModule):
             collate_fn=collate_fn,
             # Page-locked batches make Lightning's copy to the GPU asynchronous (see data/batch.py).
             pin_memory=torch.cuda.is_available(),
+            # Each new iterator draws its workers' base seed from this generator, not from torch's global one, so
+            # starting an epoch (or a resumed run's first one) leaves the RNG that dropout uses untouched.
+            generator=torch.Generator().manual_seed(h.seed),
         )
 
 

@@ -14,7 +14,7 @@ Shapes: n images, r = n * captions_per_image text rows, t tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -81,9 +81,13 @@ class EpochKeyedSampler(DistributedSampler):
         seed: int = 0,
         drop_last: bool = False,
         unrepeated: bool = False,
+        resume_offset: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self.unrepeated = unrepeated
+        # Asked at each epoch's start: how many of this rank's samples a resumed run has already consumed (a
+        # checkpoint from mid-epoch), so the epoch goes on where it stopped rather than from its start again.
+        self.resume_offset = resume_offset
         if unrepeated:
             self.num_samples = len(range(rank, len(dataset), num_replicas))
 
@@ -92,7 +96,8 @@ class EpochKeyedSampler(DistributedSampler):
             indices: Iterator[int] = iter(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
         else:
             indices = super().__iter__()
-        return ((self.epoch, i) for i in indices)
+        skip = self.resume_offset() if self.resume_offset is not None else 0
+        return ((self.epoch, i) for i in islice(indices, skip, None))
 
 
 class RecordDataset(Dataset):

@@ -203,6 +203,22 @@ class PixelBertTask(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.shared_step(batch, "train")
 
+    # ------------------------------------------------------------------------------------- resume
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning checkpoints hold no RNG state; dropout draws from torch's generators, so a resumed run would
+        # drop other units than an uninterrupted one. (Data randomness is keyed by seed, epoch and index instead.)
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states["cuda"])
+
     # ------------------------------------------------------------------------------- non-finite steps
 
     def sample_ids(self, batch: Any) -> Any:
