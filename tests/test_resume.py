@@ -71,3 +71,32 @@ def test_resumed_run_ends_with_identical_parameters(shapes_root, tmp_path, unint
     different = [k for k, v in expected.items() if not torch.equal(v, state[k])]
     assert different == []
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == MAX_STEPS
+
+
+class Payload:
+    """Stands for anything a malicious checkpoint could pickle to run code on load."""
+
+
+def test_resume_runs_no_code_from_the_file_and_names_mismatched_keys(shapes_root, tmp_path) -> None:
+    import pickle
+
+    data = ShapesWorldDataModule(root=str(shapes_root), batch_size=4, num_workers=0)
+    small = PretrainTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, model_overrides={"hidden_size": 64})
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer.fit(small, datamodule=data)
+    trainer.save_checkpoint(tmp_path / "small.ckpt")
+    evil = tmp_path / "evil.ckpt"
+    checkpoint = torch.load(tmp_path / "small.ckpt", weights_only=True)
+    torch.save({**checkpoint, "payload": Payload()}, evil)
+
+    def resume(path: Path) -> None:
+        task = PretrainTask(preset="pixelbert_tiny", vocab_size=data.vocab_size)
+        trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, limit_val_batches=0)  # fmt: skip
+        trainer.fit(task, datamodule=data, ckpt_path=path)
+
+    with pytest.raises(pickle.UnpicklingError, match="Payload"):
+        resume(evil)
+    with pytest.raises(RuntimeError, match=r"size mismatch for model\.bert\.embeddings\.word_embeddings\.weight"):
+        resume(tmp_path / "small.ckpt")
