@@ -15,12 +15,13 @@ class Payload:
     """Stands for anything a malicious checkpoint could pickle to run code on load."""
 
 
-def test_checkpoints_load_weights_only_with_our_config_allowed(tmp_path) -> None:
+def test_checkpoints_load_weights_only_and_rebuild_the_task(tmp_path) -> None:
     task = PretrainTask(preset="pixelbert_tiny", optimizer=OptimizerConfig(lr=3e-4))
     path = tmp_path / "task.ckpt"
     torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}, path)
     loaded = load_checkpoint(path)
-    assert loaded["hyper_parameters"]["optimizer"] == OptimizerConfig(lr=3e-4)
+    assert OptimizerConfig(**loaded["hyper_parameters"]["optimizer"]) == OptimizerConfig(lr=3e-4)
+    assert PretrainTask(**loaded["hyper_parameters"]).optimizer_config.lr == 3e-4  # load_from_checkpoint does this
     assert set(read_state_dict(path)) == set(task.state_dict())
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": Payload()}, evil)

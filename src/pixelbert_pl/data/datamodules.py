@@ -130,7 +130,7 @@ class PixelBertDataModule(pl.LightningDataModule):
         sampler asks this at each epoch's start and skips them, so a resumed run sees exactly the batches an
         uninterrupted one would.
         """
-        loop = self.trainer.fit_loop.epoch_loop if self.trainer is not None else None
+        loop = getattr(getattr(self.trainer, "fit_loop", None), "epoch_loop", None)
         if loop is None or not loop.restarting:
             return 0
         return loop.batch_progress.current.completed * self.options.batch_size

@@ -15,6 +15,7 @@ LightningCLI turns into YAML.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,11 @@ class PixelBertTask(pl.LightningModule):
         # Not init_from: the checkpoint holds the weights, and `test` / `predict --ckpt_path` must not reload the
         # pre-training file (which may not exist where they run).
         self.save_hyperparameters(ignore=["init_from"])
+        if isinstance(optimizer, dict):  # as the hyper-parameters of a checkpoint hold it
+            optimizer = OptimizerConfig(**optimizer)
+        if optimizer is not None:
+            # Plain values in the checkpoint: any torch.load(weights_only=True) reads it with no allow-list.
+            self.hparams["optimizer"] = dataclasses.asdict(optimizer)
         overrides = dict(model_overrides or {})
         overrides.update(text_encoder=text_encoder, visual_weights=visual_weights)
         if vocab_size is not None and text_encoder is None:

@@ -51,12 +51,6 @@ class OptimizerConfig:
             raise ValueError(f"OptimizerConfig.milestones={self.milestones}: expected fractions of the run in (0, 1]")
 
 
-# Checkpoints keep the task's hyper-parameters, this config among them; torch.load(weights_only=True), which
-# Lightning's resume (`--ckpt_path`) and `load_checkpoint` use, must be allowed to rebuild it. It holds only numbers
-# and strings, so allowing it cannot run code from a file.
-torch.serialization.add_safe_globals([OptimizerConfig])
-
-
 class AdamWSGD(Optimizer):
     """SGD on the groups marked `"optimizer": "sgd"`, AdamW on the others; one `step`, one `state_dict`.
 
