@@ -10,13 +10,17 @@ joint key mask, attending through PyTorch SDPA (eager only when attention maps a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import BertConfig, BertModel
+from transformers import BertConfig, BertModel, PreTrainedTokenizerBase
 
+from pixelbert_pl.models import pretrained
 from pixelbert_pl.models.config import PixelBertConfig
 from pixelbert_pl.models.visual import PixelEncoder, PixelTokens, sample_pixel_tokens
 
@@ -76,6 +80,36 @@ class PixelBertModel(nn.Module):
         else:
             self.bert = BertModel(bert_config(config), add_pooling_layer=config.use_pooler)
         self.visual = PixelEncoder(config)
+
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike[str],
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        extra_config: dict[str, Any] | None = None,
+    ) -> Path:
+        """Write `config.json` (every config field; weight sources cleared: the weights are in the file),
+        `model.safetensors` and, when given, the tokenizer's files, so `from_pretrained` needs nothing else."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self.config.replace(text_encoder=None, visual_weights=None)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(directory))
+            config = config.replace(tokenizer=None)  # read from the directory itself on load
+        pretrained.write_config(directory, config.to_dict(), extra_config)
+        pretrained.save_tensors(self.state_dict(), directory / pretrained.WEIGHTS_NAME)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | os.PathLike[str]) -> PixelBertModel:
+        """A model from a `save_pretrained` directory or a Hugging Face Hub repo id holding one (strict load)."""
+        directory = pretrained.resolve_directory(name_or_dir)
+        document = pretrained.read_config(directory)
+        config = PixelBertConfig.from_dict(document["model"])
+        if pretrained.has_tokenizer(directory):
+            config = config.replace(tokenizer=str(directory))
+        model = cls(config)
+        model.load_state_dict(pretrained.load_tensors(directory / pretrained.WEIGHTS_NAME))
+        return model
 
     @property
     def word_embeddings(self) -> nn.Embedding:

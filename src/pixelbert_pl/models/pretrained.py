@@ -1,0 +1,76 @@
+"""Shareable weights: a directory with `config.json`, `model.safetensors` and the tokenizer's files.
+
+The config holds every `PixelBertConfig` field, so resizing, normalisation and text length come back exactly as the
+model was trained; the tokenizer travels with the weights, so a loaded model needs neither the training data nor
+the network. Extra entries (a task's name, its answer vocabulary) and extra tensor files (task heads) ride along.
+Nothing is unpickled: weights are safetensors, the config is JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "pixelbert_pl"
+
+
+def resolve_directory(name_or_dir: str | os.PathLike[str]) -> Path:
+    """A local directory as is; anything else is a Hugging Face Hub repo id, downloaded (or read from the cache)."""
+    path = Path(name_or_dir).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or str(name_or_dir).startswith((".", "/", "~")):
+        raise FileNotFoundError(f"{name_or_dir!r}: not a directory with {CONFIG_NAME} and {WEIGHTS_NAME}")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id=str(name_or_dir)))
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors refuses tensors that share memory; keep the first name of each (ties are rebuilt on load)."""
+    from safetensors.torch import save_file
+
+    seen: set[tuple[int, int]] = set()
+    unique: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:
+            continue
+        seen.add(key)
+        unique[name] = tensor.detach().cpu().contiguous()
+    save_file(unique, str(path))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (a save_pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+    return load_file(str(path))
+
+
+def write_config(directory: Path, model_config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    from pixelbert_pl import __version__
+
+    document = {"format": FORMAT, "version": __version__, "model": model_config, **(extra or {})}
+    (directory / CONFIG_NAME).write_text(json.dumps(document, indent=2, default=list))
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: no {CONFIG_NAME}; expected a directory written by save_pretrained")
+    document = json.loads(path.read_text())
+    if document.get("format") != FORMAT or "model" not in document:
+        raise ValueError(f"{path}: not a pixelbert_pl config (expected format={FORMAT!r} and a 'model' entry)")
+    return document
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return (directory / "vocab.txt").is_file() or (directory / "tokenizer.json").is_file()

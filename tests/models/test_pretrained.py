@@ -1,0 +1,41 @@
+"""save_pretrained / from_pretrained: the same outputs, the same preprocessing, the tokenizer alongside, no pickle."""
+
+import json
+
+import pytest
+import torch
+
+from pixelbert_pl import PixelBertModel, create_model, load_tokenizer
+
+
+def test_round_trip_gives_identical_outputs_and_config(tmp_path, shapes_root) -> None:
+    model = create_model("pixelbert_tiny", image_min_size=64, max_text_length=20).eval()
+    tokenizer = load_tokenizer(shapes_root / "vocab.txt")
+    model.save_pretrained(tmp_path / "export", tokenizer=tokenizer, extra_config={"task": "none"})
+    assert {p.name for p in (tmp_path / "export").iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["task"] == "none"
+
+    loaded = PixelBertModel.from_pretrained(tmp_path / "export").eval()
+    # Every preprocessing setting comes back; the tokenizer is the saved copy.
+    assert loaded.config.replace(tokenizer=None) == model.config.replace(tokenizer=None, text_encoder=None)
+    assert (loaded.config.image_min_size, loaded.config.max_text_length) == (64, 20)
+    reloaded_tokenizer = load_tokenizer(loaded.config.tokenizer)
+    text = "a small red circle left of a blue square"
+    assert reloaded_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
+
+    ids = torch.tensor(tokenizer([text, "two shapes"], padding=True)["input_ids"])
+    images = torch.randint(0, 256, (2, 3, 64, 96), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model(ids, pixel_values=images).sequence_output
+        got = loaded(ids, pixel_values=images).sequence_output
+    assert torch.equal(got, expected)
+
+
+def test_a_directory_without_config_is_refused(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        PixelBertModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model": {}}')
+    with pytest.raises(ValueError, match="not a pixelbert_pl config"):
+        PixelBertModel.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        PixelBertModel.from_pretrained(tmp_path / "config.json")
