@@ -12,10 +12,20 @@ from pixelbert_pl.models import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # `pixelbert_pl.Predictor` loads the tasks (and Lightning) only when asked for: `import pixelbert_pl` stays light.
+    if name == "Predictor":
+        from pixelbert_pl.inference import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'pixelbert_pl' has no attribute {name!r}")
+
 __all__ = [
     "PixelBertConfig",
     "PixelBertModel",
     "PixelBertOutput",
+    "Predictor",
     "__version__",
     "create_model",
     "get_config",

@@ -58,7 +58,9 @@ class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
     def __len__(self) -> int:
         return len(self.table)
 
-    def __getitem__(self, index: int) -> RecordT:  # type: ignore[override]
+    def __getitem__(self, index: int | slice) -> Any:  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
         return self.record_type(**self.table[int(index)])
 
 

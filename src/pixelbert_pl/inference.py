@@ -1,0 +1,250 @@
+"""`Predictor`: a trained Pixel-BERT behind four calls, from a notebook, with no Trainer.
+
+    predictor = Predictor.from_pretrained("exported/")          # or Predictor.from_checkpoint("last.ckpt")
+    predictor.answer("scene.png", "what colour is the circle?")  # -> ("red", 0.93)
+    predictor.match(image, "a red circle")                       # -> 0.88
+    predictor.rank(images, captions)                             # -> (images x captions) scores
+    predictor.nlvr2(left, right, "the left image has two squares")  # -> 0.71
+
+Images may be paths, PIL images or tensors (uint8 (3, h, w), or float in [0, 1]); they go through the resize the
+model was trained with, and the batches go through the same collate functions and task forwards as training, so a
+prediction here is what validation computes. Lists give lists; one input gives one result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision.transforms.v2.functional as F
+from PIL import Image
+
+from pixelbert_pl.data.images import ImageTransform, load_image, pad_images, real_sizes
+from pixelbert_pl.data.nlvr2 import collate_nlvr2
+from pixelbert_pl.data.retrieval import RetrievalTexts
+from pixelbert_pl.data.vqa import collate_vqa
+from pixelbert_pl.models import PixelBertModel, load_tokenizer, pretrained
+from pixelbert_pl.tasks import NLVR2Task, PixelBertTask, PretrainTask, RetrievalTask, VQATask
+from pixelbert_pl.tasks.base import load_checkpoint
+
+ImageInput = str | os.PathLike[str] | Image.Image | torch.Tensor
+HEADS_NAME = "heads.safetensors"
+# Arguments that rebuild the network or say where its weights came from: the saved config and files replace them.
+_BUILD_ARGS = {"preset", "text_encoder", "visual_weights", "vocab_size", "model_overrides", "optimizer", "init_from",
+               "channels_last", "compile"}  # fmt: skip
+# Which task a checkpoint holds, by the head its state_dict has.
+_TASK_BY_HEAD = {"vqa_head.": VQATask, "nlvr2_head.": NLVR2Task, "rank_head.": RetrievalTask, "itm_head.": PretrainTask}
+
+
+class Predictor:
+    """Inference with a task's model and heads; `device` and `dtype` (bf16 / fp16 autocast, or None) as asked."""
+
+    def __init__(
+        self, task: PixelBertTask, tokenizer: Any, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> None:
+        self.task = task.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.config = task.model.config
+        self.transform = ImageTransform.from_config(self.config)
+        self.transform.normalize = False  # uint8 to the device; the model normalises there, as in training
+
+    # ---------------------------------------------------------------------------------------- loading
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], tokenizer: str | None = None, task: type[PixelBertTask] | None = None,
+        device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+    ) -> Predictor:  # fmt: skip
+        """A Lightning checkpoint (read with weights_only=True). The task class is found from its heads unless
+        given; the tokenizer (name or path) defaults to the model config's."""
+        checkpoint = load_checkpoint(path)
+        state, hparams = checkpoint["state_dict"], dict(checkpoint.get("hyper_parameters", {}))
+        if task is None:
+            found = [t for prefix, t in _TASK_BY_HEAD.items() if any(k.startswith(prefix) for k in state)]
+            if not found:
+                raise ValueError(f"{path}: no task head in its state_dict; pass task=")
+            task = found[0]
+        built = task(**hparams)
+        built.load_state_dict(state)
+        name = tokenizer or built.model.config.tokenizer or built.model.config.text_encoder
+        if name is None:
+            raise ValueError(f"{path}: the model config names no tokenizer; pass tokenizer= (a name or a vocab path)")
+        return cls(built, load_tokenizer(name), device, dtype)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_dir: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> Predictor:
+        """A directory written by `save_pretrained` (or the `pixelbert-export` command), or a Hub repo id."""
+        directory = pretrained.resolve_directory(name_or_dir)
+        document = pretrained.read_config(directory)
+        if "task" not in document:
+            raise ValueError(f"{directory}: holds a bare model (no 'task' in config.json); export a task checkpoint")
+        module, _, name = document["task"].rpartition(".")
+        task_cls = getattr(importlib.import_module(module), name)
+        model = PixelBertModel.from_pretrained(directory)
+        overrides = {k: v for k, v in model.config.to_dict().items() if k not in ("text_encoder", "visual_weights")}
+        task = task_cls(preset="pixelbert_tiny", model_overrides=overrides, **document.get("task_args", {}))
+        task.model.load_state_dict(model.state_dict())
+        heads = pretrained.load_tensors(directory / HEADS_NAME)
+        task.load_state_dict({**{f"model.{k}": v for k, v in model.state_dict().items()}, **heads}, strict=False)
+        missing = [k for k in task.state_dict() if not k.startswith(("model.", "metrics.")) and k not in heads]
+        tied = {"mlm_head.decoder.weight"}  # tied to the word embeddings, restored by the tie
+        if [k for k in missing if k not in tied]:
+            raise ValueError(f"{directory / HEADS_NAME}: lacks {missing[:5]}")
+        return cls(task, load_tokenizer(model.config.tokenizer or directory), device, dtype)
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """config.json (+ the task and its arguments), model.safetensors, heads.safetensors and the tokenizer."""
+        hparams = {k: _plain(v) for k, v in self.task.hparams.items() if k not in _BUILD_ARGS}
+        task_name = f"{type(self.task).__module__}.{type(self.task).__name__}"
+        directory = self.task.model.save_pretrained(
+            directory, self.tokenizer, extra_config={"task": task_name, "task_args": hparams}
+        )
+        heads = {k: v for k, v in self.task.state_dict().items() if not k.startswith(("model.", "metrics."))}
+        pretrained.save_tensors(heads, directory / HEADS_NAME)
+        return directory
+
+    # ------------------------------------------------------------------------------------ inputs
+
+    def image(self, image: ImageInput) -> torch.Tensor:
+        """One image, resized as in training: (3, h, w) uint8."""
+        if isinstance(image, torch.Tensor):
+            if image.is_floating_point():
+                image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+            image = F.to_pil_image(image.cpu())
+        elif not isinstance(image, Image.Image):
+            image = load_image(image)
+        return self.transform(image)
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, truncation=True, max_length=self.config.max_text_length)["input_ids"]
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    def _to_device(self, batch: Any) -> Any:
+        fields = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+        moved = {k: v.to(self.device) for k, v in fields.items() if isinstance(v, torch.Tensor)}
+        return dataclasses.replace(batch, **moved)
+
+    # ------------------------------------------------------------------------------------ tasks
+
+    @torch.inference_mode()
+    def answer(self, image: ImageInput | Sequence[ImageInput], question: str | Sequence[str], top_k: int = 1) -> Any:
+        """VQA: (answer, probability), or the `top_k` best as a list, per question (one image per question)."""
+        if not isinstance(self.task, VQATask):
+            raise TypeError(f"answer() needs a VQA model; this one is a {type(self.task).__name__}")
+        images, questions, single = _pairs(image, question)
+        items = [
+            {"pixel_values": self.image(im), "image_key": str(i), "input_ids": self.token_ids(q), "targets": {},
+             "answers": [], "answer_type": None, "question_id": i}
+            for i, (im, q) in enumerate(zip(images, questions, strict=True))
+        ]  # fmt: skip
+        batch = self._to_device(collate_vqa(items, len(self.task.answer_vocab), self.tokenizer.pad_token_id))
+        with self._autocast():
+            probabilities = self.task(batch).float().sigmoid()  # trained with binary cross-entropy
+        scores, labels = probabilities.topk(top_k, dim=-1)
+        results = [
+            [(self.task.answer_vocab[label], score) for label, score in zip(row_labels, row_scores, strict=True)]
+            for row_labels, row_scores in zip(labels.tolist(), scores.tolist(), strict=True)
+        ]
+        results = [r[0] if top_k == 1 else r for r in results]
+        return results[0] if single else results
+
+    @torch.inference_mode()
+    def match(self, image: ImageInput | Sequence[ImageInput], caption: str | Sequence[str]) -> Any:
+        """Image-text matching probability from the pre-training ITM head, per (image, caption) pair."""
+        head = getattr(self.task, "itm_head", None)
+        if head is None:
+            raise TypeError(
+                f"match() needs a model with an ITM head (pre-training); this is {type(self.task).__name__}"
+            )
+        images, captions, single = _pairs(image, caption)
+        pixel_values, sizes = self._images(images)
+        ids, mask = self._texts(captions)
+        with self._autocast():
+            out = self.task.model(ids, mask, pixel_values=pixel_values, image_sizes=sizes)
+            probabilities = head(out.cls_output).float().softmax(-1)[:, 1]
+        values = probabilities.tolist()
+        return values[0] if single else values
+
+    @torch.inference_mode()
+    def rank(self, images: Sequence[ImageInput], captions: Sequence[str]) -> torch.Tensor:
+        """(images, captions) relevance scores, higher = better match: every image with every caption, as the
+        retrieval evaluation scores them (rank head; ITM log-odds for a pre-trained model)."""
+        pixel_values, sizes = self._images(list(images))
+        ids, mask = self._texts(list(captions))
+        texts = RetrievalTexts(ids, mask, torch.zeros(len(captions), dtype=torch.long))
+        with self._autocast():
+            pixels = self.task.model.encode_pixels(pixel_values, image_sizes=sizes)
+            if isinstance(self.task, RetrievalTask):
+                return self.task.score_matrix(pixels, texts).float()
+            return self._itm_log_odds(pixels, texts)
+
+    @torch.inference_mode()
+    def nlvr2(
+        self, left: ImageInput | Sequence[ImageInput], right: ImageInput | Sequence[ImageInput],
+        statement: str | Sequence[str],
+    ) -> Any:  # fmt: skip
+        """NLVR2: probability that the statement is true of the (left, right) image pair."""
+        if not isinstance(self.task, NLVR2Task):
+            raise TypeError(f"nlvr2() needs an NLVR2 model; this one is a {type(self.task).__name__}")
+        lefts, statements, single = _pairs(left, statement)
+        rights, _, _ = _pairs(right, statement)
+        items = [
+            {"left": self.image(a), "right": self.image(b), "input_ids": self.token_ids(s), "label": -1,
+             "identifier": str(i)}
+            for i, (a, b, s) in enumerate(zip(lefts, rights, statements, strict=True))
+        ]  # fmt: skip
+        batch = self._to_device(collate_nlvr2(items, self.tokenizer.pad_token_id))
+        with self._autocast():
+            probabilities = self.task(batch).float().softmax(-1)[:, 1]
+        values = probabilities.tolist()
+        return values[0] if single else values
+
+    # ---------------------------------------------------------------------------------- helpers
+
+    def _images(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        resized = [self.image(im) for im in images]
+        return pad_images(resized)[0].to(self.device), real_sizes(resized)
+
+    def _texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.config.max_text_length, padding=True, return_tensors="pt"
+        )
+        return encoded["input_ids"].to(self.device), encoded["attention_mask"].bool().to(self.device)
+
+    def _itm_log_odds(self, pixels: Any, texts: RetrievalTexts) -> torch.Tensor:
+        head = getattr(self.task, "itm_head", None)
+        if head is None:
+            raise TypeError(f"rank() needs a retrieval or pre-trained model; this is {type(self.task).__name__}")
+        n, t = pixels.tokens.shape[0], texts.input_ids.shape[0]
+        rows = torch.arange(n, device=self.device).repeat_interleave(t)
+        out = self.task.model(texts.input_ids.repeat(n, 1), texts.attention_mask.repeat(n, 1), pixel_tokens=pixels,
+                              image_index=rows)  # fmt: skip
+        logits = head(out.cls_output).float()
+        return (logits[:, 1] - logits[:, 0]).view(n, t).cpu()
+
+
+def _pairs(first: Any, texts: str | Sequence[str]) -> tuple[list[Any], list[str], bool]:
+    """(inputs, texts, single) with one input per text; a single text takes a single input."""
+    if isinstance(texts, str):
+        return [first], [texts], True
+    firsts = list(first) if isinstance(first, list | tuple) else [first] * len(texts)
+    if len(firsts) != len(texts):
+        raise ValueError(f"{len(firsts)} images for {len(texts)} texts: give one image per text")
+    return firsts, list(texts), False
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value

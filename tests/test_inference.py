@@ -1,0 +1,127 @@
+"""`Predictor` on the tiny preset: what validation computes, for paths, PIL images and tensors alike, single or
+batched; save_pretrained / from_pretrained and the export command give identical answers."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pixelbert_pl import Predictor
+from pixelbert_pl.data.downstream import (
+    ShapesWorldNLVR2DataModule,
+    ShapesWorldRetrievalDataModule,
+    ShapesWorldVQADataModule,
+)
+from pixelbert_pl.export import main as export
+from pixelbert_pl.tasks import NLVR2Task, PretrainTask, RetrievalTask, VQATask
+
+
+def _vocab(root: Path) -> str:
+    return str(root / "vocab.txt")
+
+
+def _checkpoint(task, path: Path) -> Path:
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vqa(shapes_root, tmp_path_factory):
+    dm = ShapesWorldVQADataModule(root=str(shapes_root), batch_size=4, num_workers=0)
+    torch.manual_seed(0)
+    task = VQATask(preset="pixelbert_tiny", vocab_size=dm.vocab_size, answer_vocab=dm.answer_vocab)
+    path = _checkpoint(task, tmp_path_factory.mktemp("vqa") / "vqa.ckpt")
+    return dm, task, Predictor.from_checkpoint(path, tokenizer=_vocab(shapes_root))
+
+
+def test_answer_is_what_validation_computes(vqa) -> None:
+    dm, task, predictor = vqa
+    records = dm.records("val")[:4]
+    batch = next(iter(dm.val_dataloader()))
+    expected = task.eval()(batch).sigmoid().max(dim=-1)
+    answers = predictor.answer([r.image_path for r in records], [r.question for r in records])
+    assert [a for a, _ in answers] == [task.answer_vocab[i] for i in expected.indices.tolist()]
+    assert [s for _, s in answers] == pytest.approx(expected.values.tolist(), abs=1e-6)
+
+
+def test_paths_pil_images_and_tensors_agree_and_top_k(vqa) -> None:
+    dm, _, predictor = vqa
+    record = dm.records("val")[0]
+    pil = Image.open(record.image_path).convert("RGB")
+    as_tensor = torch.from_numpy(__import__("numpy").asarray(pil)).permute(2, 0, 1).contiguous()
+    by_path = predictor.answer(record.image_path, record.question)
+    assert isinstance(by_path, tuple) and isinstance(by_path[0], str) and 0 <= by_path[1] <= 1
+    assert predictor.answer(pil, record.question) == by_path
+    assert predictor.answer(as_tensor, record.question) == by_path
+    assert predictor.answer(as_tensor.float() / 255, record.question) == by_path
+    top = predictor.answer(record.image_path, record.question, top_k=3)
+    assert len(top) == 3 and top[0] == by_path and top[0][1] >= top[1][1] >= top[2][1]
+    # One image for several questions.
+    assert len(predictor.answer(record.image_path, [record.question, "how many shapes are there?"])) == 2
+
+
+def test_save_pretrained_and_export_round_trip(vqa, tmp_path, shapes_root) -> None:
+    dm, task, predictor = vqa
+    records = dm.records("val")[:3]
+    images, questions = [r.image_path for r in records], [r.question for r in records]
+    expected = predictor.answer(images, questions, top_k=2)
+    predictor.save_pretrained(tmp_path / "saved")
+    assert {p.name for p in (tmp_path / "saved").iterdir()} >= {"config.json", "model.safetensors", "heads.safetensors"}
+    loaded = Predictor.from_pretrained(tmp_path / "saved")
+    assert loaded.answer(images, questions, top_k=2) == expected
+    assert loaded.task.answer_vocab == task.answer_vocab and loaded.config == predictor.config.replace(
+        tokenizer=loaded.config.tokenizer
+    )
+
+    checkpoint = _checkpoint(task, tmp_path / "task.ckpt")
+    assert export([str(checkpoint), str(tmp_path / "exported"), "--tokenizer", _vocab(shapes_root)]) == 0
+    assert Predictor.from_pretrained(tmp_path / "exported").answer(images, questions, top_k=2) == expected
+
+
+def _untrained(task_cls, module, root: Path, tmp_path: Path, **kwargs):
+    """A data module, a seeded untrained task and a Predictor loaded from its checkpoint."""
+    dm = module(root=str(root), batch_size=4, num_workers=0)
+    torch.manual_seed(0)
+    task = task_cls(preset="pixelbert_tiny", vocab_size=dm.vocab_size)
+    path = _checkpoint(task, tmp_path / "task.ckpt")
+    return dm, task, Predictor.from_checkpoint(path, tokenizer=_vocab(root), **kwargs)
+
+
+def test_match_and_rank_with_a_pretrained_model(shapes_root, tmp_path) -> None:
+    dm, _, predictor = _untrained(PretrainTask, ShapesWorldRetrievalDataModule, shapes_root, tmp_path)
+    records = dm.records("val")[:3]
+    images, captions = [r.image_path for r in records], [r.captions[0] for r in records]
+    probabilities = predictor.match(images, captions)
+    assert len(probabilities) == 3 and all(0 <= p <= 1 for p in probabilities)
+    assert predictor.match(images[1], captions[1]) == pytest.approx(probabilities[1], abs=1e-6)
+    scores = predictor.rank(images, captions)
+    assert scores.shape == (3, 3)
+    # rank's log-odds and match's probability are one score: sigmoid(log-odds) = probability on the diagonal.
+    assert torch.sigmoid(scores.diagonal()).tolist() == pytest.approx(probabilities, abs=1e-5)
+    with pytest.raises(TypeError, match="VQA model"):
+        predictor.answer(images[0], "what colour?")
+
+
+def test_rank_with_a_retrieval_model_is_its_score_matrix(shapes_root, tmp_path) -> None:
+    dm, _, predictor = _untrained(RetrievalTask, ShapesWorldRetrievalDataModule, shapes_root, tmp_path)
+    records = dm.records("val")[:2]
+    scores = predictor.rank([r.image_path for r in records], [c for r in records for c in r.captions[:2]])
+    assert scores.shape == (2, 4) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
+
+
+def test_nlvr2_and_bf16(shapes_root, tmp_path) -> None:
+    dm, task, predictor = _untrained(NLVR2Task, ShapesWorldNLVR2DataModule, shapes_root, tmp_path)
+    records = dm.records("val")[:2]
+    lefts, rights, statements = (
+        [r.left_path for r in records],
+        [r.right_path for r in records],
+        [r.sentence for r in records],
+    )
+    probabilities = predictor.nlvr2(lefts, rights, statements)
+    assert len(probabilities) == 2 and all(0 <= p <= 1 for p in probabilities)
+    batch = next(iter(dm.val_dataloader()))
+    expected = task.eval()(batch).softmax(-1)[:2, 1].tolist()
+    assert probabilities == pytest.approx(expected, abs=1e-6)
+    half = Predictor.from_checkpoint(tmp_path / "task.ckpt", tokenizer=_vocab(shapes_root), dtype=torch.bfloat16)
+    assert half.nlvr2(lefts, rights, statements) == pytest.approx(probabilities, abs=0.05)
