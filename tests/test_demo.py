@@ -45,6 +45,9 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     assert "val ITM accuracy" in printed and "chance" in printed and "VQA (from scratch)" in printed
     assert (out / "pretrain").is_dir() and (out / "vqa").is_dir()  # the CSV logs sit beside the results
     assert (out / "attention.png").stat().st_size > 0
+    grounding = results["grounding"]
+    assert 0 <= grounding["pointing_hit_rate"] <= 1 and 0 < grounding["random_hit_rate"] < 1
+    assert set(grounding["by_layer"]) == {"0", "1"} and "val pointing game" in printed
 
 
 def test_stages_are_checked(tmp_path) -> None:

@@ -21,6 +21,7 @@ def __getattr__(name: str) -> object:
         return Predictor
     raise AttributeError(f"module 'pixelbert_pl' has no attribute {name!r}")
 
+
 __all__ = [
     "PixelBertConfig",
     "PixelBertModel",

@@ -210,12 +210,27 @@ def pretrain(out: Path, extra_args: Sequence[str] = (), checkpoint: str | None =
     scores = evaluate(task, cli.datamodule)
     scores.update(train_steps=steps, train_seconds=train_seconds if trained else None, checkpoint=checkpoint)
     save_attention_map(task, cli.datamodule, out / "attention.png")
+    scores["grounding"] = grounding(task, cli.datamodule)
     return scores, checkpoint
 
 
+def grounding(task: PretrainTask, data: ShapesWorldDataModule) -> dict[str, object]:
+    """The pointing game on val (`grounding.py`): headline with attention averaged over layers and heads (no
+    choice made on the evaluation data), then each layer."""
+    from pixelbert_pl.grounding import pointing_game
+
+    args = (task.model, data.root, data.tokenizer, data.transform)
+    result = pointing_game(*args, layer=None)
+    result["by_layer"] = {
+        str(layer): {k: v for k, v in pointing_game(*args, layer=layer).items() if k.endswith("rate")}
+        for layer in range(task.model.config.num_hidden_layers)
+    }
+    return result
+
+
 def save_attention_map(task: PretrainTask, data: ShapesWorldDataModule, path: Path) -> None:
-    """The first val image with several shapes, and where the first colour word of its caption attends (last layer),
-    side by side, 4x enlarged."""
+    """The first val image with several shapes, and where the first colour word of its caption attends (mean over
+    layers and heads, as the pointing game's headline), side by side, 4x enlarged."""
     from PIL import Image
 
     from pixelbert_pl.visualize import overlay, word_attention
@@ -230,7 +245,7 @@ def save_attention_map(task: PretrainTask, data: ShapesWorldDataModule, path: Pa
         position = next(i for i, t in enumerate(ids[0].tolist()) if t in colour_ids)
         image = load_image(record.image_path)
         pixels, mask = pad_images([data.transform(image)])
-        heat = word_attention(task.model, ids, pixels, mask, word_position=position)
+        heat = word_attention(task.model, ids, pixels, mask, word_position=position, layer=None)
         size = (image.width * 4, image.height * 4)
         panel = Image.new("RGB", (2 * size[0], size[1]))
         panel.paste(image.resize(size, Image.Resampling.NEAREST), (0, 0))
@@ -239,7 +254,7 @@ def save_attention_map(task: PretrainTask, data: ShapesWorldDataModule, path: Pa
         panel.save(path)
         (path.with_suffix(".txt")).write_text(
             f"{caption!r}: attention of {data.tokenizer.convert_ids_to_tokens(int(ids[0, position]))!r} "
-            f"to the pixel tokens (last layer, mean over heads); image {record.image_path}\n"
+            f"to the pixel tokens (mean over layers and heads); image {record.image_path}\n"
         )
         return
 
@@ -304,6 +319,7 @@ def run(
     start = time.perf_counter()
     results: dict[str, object] = {}
     pretrained, checkpoint = pretrain(out, extra_args, checkpoint)
+    results["grounding"] = pretrained.pop("grounding")
     results["pretrain"] = pretrained
     for name in stages:
         if name != "pretrain":
@@ -330,6 +346,15 @@ def format_table(results: dict[str, object]) -> str:
     lines = [f"{'metric':<52}{'value':>8}{'chance':>8}", "-" * 68]
     for name, value, chance in rows:
         lines.append(f"{name:<52}{value:>8.3f}{'' if chance is None else f'{chance:.3f}':>8}")
+    if "grounding" in results:
+        g = results["grounding"]
+        assert isinstance(g, dict)
+        name = "val pointing game: most attended cell on the shape"
+        lines.append(f"{name:<52}{g['pointing_hit_rate']:>8.3f}{g['random_hit_rate']:>8.3f}")
+        for label, rate in (("colour", g["colour_hit_rate"]), ("shape", g["shape_hit_rate"])):
+            lines.append(f"{f'  ... {label} words':<52}{rate:>8.3f}{g[label + '_random_hit_rate']:>8.3f}")
+        for layer, r in g["by_layer"].items():
+            lines.append(f"{f'  ... layer {layer} only':<52}{r['pointing_hit_rate']:>8.3f}{r['random_hit_rate']:>8.3f}")
     lines.append(f"pre-training: {pre['train_steps']} steps in {pre['train_seconds']} s")
     downstream: list[tuple[str, object, object, str]] = []
     for name, label in (("vqa", "VQA (from pre-training)"), ("vqa_from_scratch", "VQA (from scratch)")):

@@ -9,30 +9,47 @@ from pixelbert_pl.models.pixel_bert import PixelBertModel
 
 
 @torch.no_grad()
+def text_attention(
+    model: PixelBertModel,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor,
+    pixel_mask: torch.Tensor | None = None,
+    layer: int | None = -1,
+    head: int | None = None,
+) -> torch.Tensor:
+    """(t, rows, cols): the attention of every text position to each pixel token of one image, one forward pass.
+
+    `layer`: which layer (negative counts from the last), or None for the mean over layers; `head`: which head, or
+    None for the mean over heads. Cells the image does not cover are 0. One caption and one image (batch 1).
+    """
+    if input_ids.shape[0] != 1 or pixel_values.shape[0] != 1:
+        raise ValueError(f"takes one caption and one image, got {input_ids.shape[0]} and {pixel_values.shape[0]}")
+    was_training = model.training
+    model.eval()
+    out = model(input_ids, pixel_values=pixel_values, pixel_mask=pixel_mask, output_attentions=True)
+    model.train(was_training)
+    maps = torch.stack(out.attentions) if layer is None else out.attentions[layer][None]  # (layers, 1, h, L, L)
+    maps = maps[:, 0] if head is None else maps[:, 0, head : head + 1]
+    t = input_ids.shape[1]
+    weights = maps.mean(dim=(0, 1))[:t, t:].float().cpu()  # (t, p) over this image's pixel tokens
+    weights = weights * out.pixel_token_mask[0].cpu()
+    rows, cols = out.pixel_grid
+    grid = torch.zeros(t, rows * cols)
+    grid[:, out.pixel_token_index[0].cpu()] = weights
+    return grid.view(t, rows, cols)
+
+
 def word_attention(
     model: PixelBertModel,
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor,
     pixel_mask: torch.Tensor | None = None,
     word_position: int = 1,
-    layer: int = -1,
+    layer: int | None = -1,
+    head: int | None = None,
 ) -> torch.Tensor:
-    """(rows, cols) attention of text position `word_position` to each pixel token of one image, averaged over
-    heads, at `layer`; cells the image does not cover are 0. Inputs are one image and one caption (batch 1)."""
-    if input_ids.shape[0] != 1 or pixel_values.shape[0] != 1:
-        raise ValueError(
-            f"word_attention takes one caption and one image, got {input_ids.shape[0]} and {pixel_values.shape[0]}"
-        )
-    was_training = model.training
-    model.eval()
-    out = model(input_ids, pixel_values=pixel_values, pixel_mask=pixel_mask, output_attentions=True)
-    model.train(was_training)
-    t = input_ids.shape[1]
-    weights = out.attentions[layer][0, :, word_position, t:].mean(0)  # (p,) over this image's pixel tokens
-    rows, cols = out.pixel_grid
-    grid = torch.zeros(rows * cols)
-    grid[out.pixel_token_index[0]] = weights * out.pixel_token_mask[0]
-    return grid.view(rows, cols)
+    """(rows, cols) attention of text position `word_position` to each pixel token (see `text_attention`)."""
+    return text_attention(model, input_ids, pixel_values, pixel_mask, layer, head)[word_position]
 
 
 def overlay(image: Image.Image, heat: torch.Tensor, floor: float = 0.15) -> Image.Image:
