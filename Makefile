@@ -29,8 +29,8 @@ demo: $(STAMP)
 	$(PY) -m pixelbert_pl.demo --out $(DEMO_OUT)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples notebooks
+	$(VENV)/bin/ruff format --check src tests benchmarks examples notebooks
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build dist src/*.egg-info
