@@ -161,22 +161,30 @@ class ShapesEvaluator:
         return stats
 
 
-def evaluate(task: PretrainTask, data: ShapesWorldDataModule) -> dict[str, object]:
+def evaluate(task: PretrainTask, data: ShapesWorldDataModule, split: str = "val") -> dict[str, object]:
+    """Pre-training scores on a ShapesWorld split; a loss switched off (weight 0, no head) has no scores."""
     data.setup("validate")
-    evaluator = ShapesEvaluator(task, data.root, data.transform, data.tokenizer, "val")
-    mlm = evaluator.mlm_attribute_accuracy()
-    return {
-        "itm_accuracy": evaluator.itm_accuracy(data.dataset(data.val_records)),
-        "itm_chance": 0.5,
-        "itm_hard_negative_accuracy": evaluator.hard_negative_accuracy(),
-        "itm_hard_negative_chance": 0.5,
-        "mlm_attribute_accuracy": mlm["accuracy"],
-        "mlm_colour_accuracy": mlm["colour_accuracy"],
-        "mlm_shape_accuracy": mlm["shape_accuracy"],
-        "mlm_attribute_chance": mlm["chance"],
-        "mlm_colour_chance": 1 / len(COLOURS),
-        "mlm_shape_chance": 1 / len(SHAPES),
-    }
+    evaluator = ShapesEvaluator(task, data.root, data.transform, data.tokenizer, split)
+    scores: dict[str, object] = {}
+    if task.itm_head is not None:
+        records = data.val_records if split == "val" else read_karpathy(data.root / "karpathy.json", data.root, [split])
+        scores.update(
+            itm_accuracy=evaluator.itm_accuracy(data.dataset(records)),
+            itm_chance=0.5,
+            itm_hard_negative_accuracy=evaluator.hard_negative_accuracy(),
+            itm_hard_negative_chance=0.5,
+        )
+    if task.mlm_head is not None:
+        mlm = evaluator.mlm_attribute_accuracy()
+        scores.update(
+            mlm_attribute_accuracy=mlm["accuracy"],
+            mlm_colour_accuracy=mlm["colour_accuracy"],
+            mlm_shape_accuracy=mlm["shape_accuracy"],
+            mlm_attribute_chance=mlm["chance"],
+            mlm_colour_chance=1 / len(COLOURS),
+            mlm_shape_chance=1 / len(SHAPES),
+        )
+    return scores
 
 
 def _cli(args: Sequence[str], run: bool = True):  # type: ignore[no-untyped-def]
@@ -271,7 +279,9 @@ def vqa_majority_baseline(data: VQADataModule) -> float:
     return sum(vqa_accuracy(answer, r.answers) for r in val) / len(val)
 
 
-def finetune(name: str, out: Path, pretrained: str, extra_args: Sequence[str] = ()) -> dict[str, object]:
+def finetune(
+    name: str, out: Path, pretrained: str, extra_args: Sequence[str] = (), root: Path | None = None
+) -> dict[str, object]:
     """Fine-tune and validate one downstream task with its demo config, from the `pretrained` checkpoint or, for
     the from-scratch runs, from random weights of the same architecture; metrics as results.json reports them."""
     config, from_pretrained = FINETUNES[name]
@@ -286,7 +296,7 @@ def finetune(name: str, out: Path, pretrained: str, extra_args: Sequence[str] = 
     ]  # fmt: skip
     cli = _cli([
         "fit", "--config", str(CONFIGS / config),
-        "--data.init_args.root", str(out / "shapesworld"),
+        "--data.init_args.root", str(root or out / "shapesworld"),
         "--trainer.logger.init_args.save_dir", str(out),
         "--trainer.logger.init_args.name", name,
         "--model.init_args.init_from", init_from or "null",
