@@ -41,6 +41,7 @@ class TrainShape:
     frozen_stages: int = 0
     channels_last: bool = True
     compile: bool = False
+    compile_mode: str | None = None
     precision: str = "bf16-mixed"
     cudnn_benchmark: bool = True
 
@@ -163,7 +164,7 @@ def measure_training(
     flops = count_flops(lambda: _loss(task, batch, amp, device).backward())
     task.zero_grad(set_to_none=True)
     if shape.compile:
-        task.compile_model()
+        task.compile_model(shape.compile_mode)
     profiled = 2 if profile else 0  # profiled steps run before the timed ones: the profiler slows them down
     timer = StepTimer(warmup + profiled, device)
     trainer = pl.Trainer(
@@ -209,6 +210,7 @@ def main() -> None:
     p.add_argument("--frozen-stages", type=int, default=0)
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", default=None, help='e.g. "reduce-overhead" (CUDA graphs)')
     p.add_argument("--precision", default=None, help="default bf16-mixed on a GPU, 32-true on the CPU")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--warmup", type=int, default=3)
@@ -219,7 +221,7 @@ def main() -> None:
     shape = TrainShape(
         mode=args.mode, preset=args.preset, size=tuple(args.size), batch=args.batch, text_len=args.text_len,
         captions_per_image=args.captions_per_image, frozen_stages=args.frozen_stages,
-        channels_last=not args.no_channels_last, compile=args.compile,
+        channels_last=not args.no_channels_last, compile=args.compile, compile_mode=args.compile_mode,
         precision=args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true"),
     )  # fmt: skip
     emit(environment(args.device))

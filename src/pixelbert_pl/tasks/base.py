@@ -64,6 +64,8 @@ class PixelBertTask(pl.LightningModule):
         compile: `torch.compile` the CNN trunk and the transformer encoder in place (state_dict keys unchanged).
             Image sizes that vary across batches make the second distinct size compile a dynamic-shape graph that
             serves every later size, so there is no recompilation per batch. The shipped GPU configs turn it on.
+        compile_mode: `torch.compile`'s mode, e.g. "reduce-overhead" (CUDA graphs: fewer kernel launches from the
+            host) or "max-autotune-no-cudagraphs"; None is torch's default.
     """
 
     monitor = "val/loss"
@@ -80,6 +82,7 @@ class PixelBertTask(pl.LightningModule):
         init_from: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__()
         # Not init_from: the checkpoint holds the weights, and `test` / `predict --ckpt_path` must not reload the
@@ -114,14 +117,14 @@ class PixelBertTask(pl.LightningModule):
         if channels_last:
             self.model.visual.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
         if compile:
-            self.compile_model()
+            self.compile_model(compile_mode)
 
-    def compile_model(self) -> None:
+    def compile_model(self, mode: str | None = None) -> None:
         """`torch.compile` the CNN trunk and the transformer encoder in place (lazily: at their first call). The
         host-side glue between them (grouping images by size, pixel sampling) stays eager, so varying batches do
         not multiply graphs."""
-        self.model.visual.trunk.compile()
-        self.model.bert.encoder.compile()
+        self.model.visual.trunk.compile(mode=mode)
+        self.model.bert.encoder.compile(mode=mode)
 
     @property
     def cnn_frozen(self) -> bool:
