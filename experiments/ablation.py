@@ -7,7 +7,8 @@ and retrieval from that checkpoint with the same budgets. "No pre-training" save
 (0 steps) and fine-tunes from it, so every variant goes through one code path.
 
 Writes `runs.json` / `runs.csv` (one record per run), `table.md` (mean +- std per variant) and `ablation.png` to
-`--out`, with the command, the commit and the date.
+`--out`, with the command, the commit and the date. `runs.json` is rewritten after every run, and a new invocation
+with the same budgets skips the (variant, seed) runs it already holds: a two-hour job survives an interruption.
 
     python experiments/ablation.py --out experiments/results/ablation --seeds 0 1 2
 """
@@ -89,7 +90,10 @@ def run_one(variant: str, seed: int, root: Path, out: Path, args: argparse.Names
             record.update(retrieval_i2t_r1=result["i2t_r1"], retrieval_t2i_r1=result["t2i_r1"])
         else:
             record[f"{task}_accuracy"] = result["accuracy"]
-    return {"variant": variant, "seed": seed, **record, "seconds": round(time.perf_counter() - start, 1)}
+    budget = {"pretrain_budget": args.pretrain_steps, "finetune_budget": args.finetune_steps, "images": args.num_images}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"variant": variant, "seed": seed, **budget, **record, "seconds": round(time.perf_counter() - start, 1),
+            "commit": commit, "date": time.strftime("%Y-%m-%d")}  # fmt: skip
 
 
 def table(runs: list[dict[str, Any]]) -> str:
@@ -152,14 +156,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num-images", type=int, default=2000, help="ShapesWorld images (generated once)")
     p.add_argument("--pretrain-arg", action="append", default=[], help="extra pre-training flag, FLAG=VALUE")
     p.add_argument("--finetune-arg", action="append", default=[], help="extra fine-tuning flag, FLAG=VALUE")
+    argv = list(sys.argv[1:] if argv is None else argv)  # now: the fine-tunings' CLI later clears sys.argv
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     root = out / "shapesworld"
     args.pretrain_arg = [f"--data.init_args.num_images={args.num_images}", *args.pretrain_arg]
-    runs: list[dict[str, Any]] = []
+    budget = {"pretrain_budget": args.pretrain_steps, "finetune_budget": args.finetune_steps, "images": args.num_images}
+    previous = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []
+    runs = [r for r in previous if all(r.get(k) == v for k, v in budget.items())]  # same budgets only
+    done = {(r["variant"], r["seed"]) for r in runs}
     for seed in args.seeds:
         for variant in args.variants:
+            if (variant, seed) in done:
+                continue
             runs.append(run_one(variant, seed, root, out / "runs" / f"{variant}_seed{seed}", args))
             (out / "runs.json").write_text(json.dumps(runs, indent=1))  # after every run: nothing is lost
     with (out / "runs.csv").open("w", newline="") as f:
@@ -167,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(runs)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    command = " ".join(["python experiments/ablation.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python experiments/ablation.py", *argv])
     (out / "table.md").write_text(
         f"{table(runs)}\n\nCommand: `{command}`; commit {commit or 'unknown'}; {time.strftime('%Y-%m-%d')}; "
         f"held-out combinations: {', '.join(HELDOUT)}. Accuracies in %, R@1 in %.\n"
