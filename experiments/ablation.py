@@ -156,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num-images", type=int, default=2000, help="ShapesWorld images (generated once)")
     p.add_argument("--pretrain-arg", action="append", default=[], help="extra pre-training flag, FLAG=VALUE")
     p.add_argument("--finetune-arg", action="append", default=[], help="extra fine-tuning flag, FLAG=VALUE")
+    p.add_argument("--report-only", action="store_true", help="write table.md / runs.csv / ablation.png from runs.json")
     argv = list(sys.argv[1:] if argv is None else argv)  # now: the fine-tunings' CLI later clears sys.argv
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -166,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else []
     runs = [r for r in previous if all(r.get(k) == v for k, v in budget.items())]  # same budgets only
     done = {(r["variant"], r["seed"]) for r in runs}
-    for seed in args.seeds:
+    for seed in [] if args.report_only else args.seeds:
         for variant in args.variants:
             if (variant, seed) in done:
                 continue
@@ -178,9 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         writer.writerows(runs)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     command = " ".join(["python experiments/ablation.py", *argv])
+    planned = len(args.seeds) * len(args.variants)
+    status = "" if len(runs) >= planned else f" PARTIAL: {len(runs)} of {planned} runs; rerun the command to finish."
     (out / "table.md").write_text(
         f"{table(runs)}\n\nCommand: `{command}`; commit {commit or 'unknown'}; {time.strftime('%Y-%m-%d')}; "
-        f"held-out combinations: {', '.join(HELDOUT)}. Accuracies in %, R@1 in %.\n"
+        f"held-out combinations: {', '.join(HELDOUT)}. Accuracies in %, R@1 in %; mean ± std over seeds "
+        f"({', '.join(str(s) for s in sorted({r['seed'] for r in runs}))}).{status}\n"
     )
     plot(runs, out / "ablation.png")
     print(table(runs))
