@@ -107,8 +107,8 @@ def table(runs: list[dict[str, Any]]) -> str:
             if not values:
                 cells.append("n/a")
             else:
-                spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
+                spread = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
+                cells.append(f"{statistics.mean(values):.1f}{spread} (n={len(values)})")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
