@@ -1,6 +1,6 @@
 """Official evaluation metrics of the downstream tasks: VQA v2 accuracy, NLVR2 accuracy/consistency, recall@K."""
 
-from pixelbert_pl.metrics.mean import MaskedMean
+from pixelbert_pl.metrics.mean import DeviceMean
 from pixelbert_pl.metrics.nlvr2 import NLVR2Metric, nlvr2_accuracy, nlvr2_consistency, nlvr2_group_key
 from pixelbert_pl.metrics.retrieval import coco_1k_recall, retrieval_recall
 from pixelbert_pl.metrics.vqa import (
@@ -14,7 +14,7 @@ from pixelbert_pl.metrics.vqa import (
 
 __all__ = [
     "ANSWER_TYPES",
-    "MaskedMean",
+    "DeviceMean",
     "NLVR2Metric",
     "VQAAccuracy",
     "build_answer_vocab",

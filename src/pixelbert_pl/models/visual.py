@@ -245,10 +245,10 @@ class PixelEncoder(nn.Module):
             inverse[torch.tensor(order)] = torch.arange(b)
             grid = torch.cat(parts)[inverse.to(device, non_blocking=True)]
             stride = self.config.token_stride
-            valid = [(math.ceil(h / stride), math.ceil(w / stride)) for h, w in sizes]
-            mask = torch.tensor(
-                [[r < vh and c < vw for r in range(gh) for c in range(gw)] for vh, vw in valid], dtype=torch.bool
-            ).to(device, non_blocking=True)
+            valid = -(-torch.tensor(sizes) // stride)  # (b, 2) token rows and columns of each real region
+            rows = torch.arange(gh)[None, :, None] < valid[:, 0, None, None]
+            cols = torch.arange(gw)[None, None, :] < valid[:, 1, None, None]
+            mask = (rows & cols).flatten(1).to(device, non_blocking=True)
 
         tokens = grid.flatten(2).transpose(1, 2) + self.semantic_embedding
         if self.row_embedding is not None and self.column_embedding is not None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 
 from pixelbert_pl.data.pretraining import IGNORE_INDEX, PretrainBatch
-from pixelbert_pl.metrics import MaskedMean
+from pixelbert_pl.metrics import DeviceMean
 from pixelbert_pl.models import ITMHead, MLMHead
 from pixelbert_pl.tasks.base import PixelBertTask
 
@@ -53,7 +53,7 @@ class PretrainTask(PixelBertTask):
         self.itm_head = ITMHead(cfg) if self.itm_weight > 0 else None
 
     def configure_metrics(self) -> dict[str, Metric]:
-        return {"mlm_accuracy": MaskedMean(), "itm_accuracy": MaskedMean()}
+        return {"mlm_accuracy": DeviceMean(), "itm_accuracy": DeviceMean()}
 
     def forward(self, batch: PretrainBatch, sample: bool = False) -> dict[str, torch.Tensor]:
         """Losses and predictions for a batch; the CNN runs once per image for all its rows."""
