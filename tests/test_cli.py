@@ -111,6 +111,7 @@ def test_fast_dev_run(
     cli = main(args)
     assert cli.trainer.global_step == 1
     assert cli.trainer.state.finished
+    assert not list(tmp_path.rglob("*.ckpt")), "fast_dev_run must not write checkpoints"
 
 
 def test_vqa_predict_writes_the_evalai_file(tmp_path, monkeypatch, vqa_root, minilm_path) -> None:
