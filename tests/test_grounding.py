@@ -56,3 +56,34 @@ def test_pointing_game_runs_on_a_real_model(shapes_root) -> None:
     result = grounding.pointing_game(model, shapes_root, tokenizer, ImageTransform(96, 96, normalize=False), layer=None)
     assert 0 <= result["pointing_hit_rate"] <= 1 and 0 < result["random_hit_rate"] < 1
     assert result["layer"] == "mean" and result["colour_hit_rate"] >= 0
+
+
+def _val_objects(root: Path) -> int:
+    scenes = {s["file_name"]: s for s in json.loads((root / "scenes.json").read_text())["scenes"]}
+    records = read_karpathy(root / "karpathy.json", root, ["val"])
+    return sum(len(scenes[Path(r.image_path).name]["objects"]) for r in records)
+
+
+def test_attribute_probe_reads_colour_from_a_random_cnn(shapes_root) -> None:
+    # Even a random-init CNN keeps an object's colour in its centre token; the probe must find it.
+    model = create_model("pixelbert_tiny", vocab_size=128)
+    result = grounding.attribute_probe(model, shapes_root, ImageTransform(96, 96, normalize=False))
+    assert result["objects"] == _val_objects(shapes_root) > 10
+    assert result["colour_accuracy"] > result["colour_majority"] + 0.3
+    assert 0 < result["shape_majority"] < 1
+    assert model.training  # the probe restores the mode it found
+
+
+def test_attribute_probe_finds_nothing_in_constant_tokens(shapes_root, monkeypatch) -> None:
+    model = create_model("pixelbert_tiny", vocab_size=128)
+    real = model.encode_pixels
+
+    def constant(pixels):
+        out = real(pixels)
+        out.tokens = torch.ones_like(out.tokens)
+        return out
+
+    monkeypatch.setattr(model, "encode_pixels", constant)
+    result = grounding.attribute_probe(model, shapes_root, ImageTransform(96, 96, normalize=False))
+    for name in ("colour", "shape"):
+        assert result[f"{name}_accuracy"] <= result[f"{name}_majority"] + 1e-6

@@ -1,4 +1,5 @@
-"""The pointing game on ShapesWorld: does a colour or shape word attend to the shape it names?
+"""Grounding diagnostics on ShapesWorld: the pointing game (does a colour or shape word attend to the shape it
+names?) and a linear probe of what the pixel tokens themselves encode (`attribute_probe`).
 
 For every caption of a split and every colour or shape word in it that names exactly one object of the scene (an
 ambiguous word, e.g. "red" with two red shapes, is skipped), the word's attention to the pixel tokens is read
@@ -88,3 +89,67 @@ def pointing_game(
         "layer": "mean" if layer is None else layer,
         "head": "mean" if head is None else head,
     }
+
+
+def _centre_tokens(
+    model: PixelBertModel, root: Path, transform: ImageTransform, split: str, max_images: int | None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The pixel token at each object's centre, (objects, d), with each object's colour and shape index."""
+    scenes = {s["file_name"]: Scene.from_dict(s) for s in json.loads((root / "scenes.json").read_text())["scenes"]}
+    tokens, labels = [], {"colour": [], "shape": []}
+    for record in read_karpathy(root / "karpathy.json", root, [split])[:max_images]:
+        scene = scenes[Path(record.image_path).name]
+        pixels = transform(load_image(record.image_path))[None]
+        out = model.encode_pixels(pixels)
+        cell = model.config.token_stride * scene.image_size / pixels.shape[-1]  # a token's side in scene pixels
+        for obj in scene.objects:
+            x, y, w, h = obj.bbox
+            row, col = min(int((y + h / 2) // cell), out.grid[0] - 1), min(int((x + w / 2) // cell), out.grid[1] - 1)
+            tokens.append(out.tokens[0, row * out.grid[1] + col])
+            labels["colour"].append(COLOURS.index(obj.colour))
+            labels["shape"].append(SHAPES.index(obj.shape))
+    if not tokens:
+        raise ValueError(f"{root}: no object in the {split} split of karpathy.json")
+    return torch.stack(tokens), {k: torch.tensor(v) for k, v in labels.items()}
+
+
+@torch.no_grad()
+def attribute_probe(
+    model: PixelBertModel,
+    root: str | Path,
+    transform: ImageTransform,
+    train_split: str = "train",
+    eval_split: str = "val",
+    max_images: int | None = 1000,
+    steps: int = 300,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Can an object's colour and shape be read linearly from the pixel token at its centre?
+
+    A logistic regression per attribute is fitted on `train_split`'s objects (features standardised with their
+    statistics) and scored on `eval_split`'s, beside the majority-class rate of the evaluation objects. It asks the
+    CNN, not the transformer: when a word fails to ground, this says whether the information was in the tokens.
+    """
+    root = Path(root)
+    was_training = model.training
+    model.eval()
+    train_x, train_y = _centre_tokens(model, root, transform, train_split, max_images)
+    eval_x, eval_y = _centre_tokens(model, root, transform, eval_split, max_images)
+    model.train(was_training)
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-5
+    train_x, eval_x = (train_x - mean) / std, (eval_x - mean) / std
+    result: dict[str, float] = {"objects": float(len(eval_x))}
+    for name, classes in (("colour", len(COLOURS)), ("shape", len(SHAPES))):
+        generator = torch.Generator().manual_seed(seed)
+        weight = (torch.randn(train_x.shape[1], classes, generator=generator) * 0.01).requires_grad_()
+        bias = torch.zeros(classes, requires_grad=True)
+        optimizer = torch.optim.Adam([weight, bias], lr=1e-2, weight_decay=1e-4)
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(train_x @ weight + bias, train_y[name]).backward()
+                optimizer.step()
+        predicted = (eval_x @ weight + bias).argmax(1)
+        result[f"{name}_accuracy"] = float((predicted == eval_y[name]).float().mean())
+        result[f"{name}_majority"] = float(eval_y[name].bincount(minlength=classes).max() / len(eval_y[name]))
+    return result
