@@ -1,12 +1,13 @@
 """Grounding diagnostics on ShapesWorld: the pointing game (does a colour or shape word attend to the shape it
 names?) and a linear probe of what the pixel tokens themselves encode (`attribute_probe`).
 
-For every caption of a split and every colour or shape word in it that names exactly one object of the scene (an
-ambiguous word, e.g. "red" with two red shapes, is skipped), the word's attention to the pixel tokens is read
-(`visualize.text_attention`: one layer or the mean over layers, one head or the mean over heads). A *hit* is when
-the most attended token's cell overlaps the named shape's box. The baseline is the expected hit rate of a uniformly
-random token of the image: the share of its cells that overlap the box, averaged over the same words. Cells are
-`token_stride` pixels wide (16 for the tiny preset on 96 px scenes), so "overlaps" is the finest fair reading.
+The pointing game: for every caption of a split and every colour or shape word in it that names exactly one object
+of the scene (an ambiguous word, e.g. "red" with two red shapes, is skipped), the word's attention to the pixel
+tokens is read (`visualize.text_attention`: one layer or the mean over layers, one head or the mean over heads). A
+*hit* is when the most attended token's cell overlaps the named shape's box. The baseline is the expected hit rate of
+a uniformly random token of the image: the share of its cells that overlap the box, averaged over the same words.
+Cells are `token_stride` pixels wide (16 for the tiny preset on 96 px scenes), so "overlaps" is the finest fair
+reading.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def _cells(rows: int, cols: int, stride: float, scale: float) -> list[tuple[floa
     return [(c * side, r * side, (c + 1) * side, (r + 1) * side) for r in range(rows) for c in range(cols)]
 
 
+def _read_scenes(root: Path) -> dict[str, Scene]:
+    """ShapesWorld's ground truth, by image file name."""
+    return {s["file_name"]: Scene.from_dict(s) for s in json.loads((root / "scenes.json").read_text())["scenes"]}
+
+
 @torch.no_grad()
 def pointing_game(
     model: PixelBertModel,
@@ -50,7 +56,7 @@ def pointing_game(
 ) -> dict[str, Any]:
     """Hit rate of the most attended pixel token against the random-token rate, overall and per word kind."""
     root = Path(root)
-    scenes = {s["file_name"]: Scene.from_dict(s) for s in json.loads((root / "scenes.json").read_text())["scenes"]}
+    scenes = _read_scenes(root)
     words = {tokenizer.convert_tokens_to_ids(w): ("colour", w) for w in COLOURS}
     words.update({tokenizer.convert_tokens_to_ids(w): ("shape", w) for w in SHAPES})
     stats = {kind: [0, 0.0, 0] for kind in ("colour", "shape")}  # hits, expected random hits, words
@@ -91,11 +97,12 @@ def pointing_game(
     }
 
 
+@torch.no_grad()
 def _centre_tokens(
     model: PixelBertModel, root: Path, transform: ImageTransform, split: str, max_images: int | None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The pixel token at each object's centre, (objects, d), with each object's colour and shape index."""
-    scenes = {s["file_name"]: Scene.from_dict(s) for s in json.loads((root / "scenes.json").read_text())["scenes"]}
+    scenes = _read_scenes(root)
     tokens, labels = [], {"colour": [], "shape": []}
     for record in read_karpathy(root / "karpathy.json", root, [split])[:max_images]:
         scene = scenes[Path(record.image_path).name]
@@ -113,7 +120,6 @@ def _centre_tokens(
     return torch.stack(tokens), {k: torch.tensor(v) for k, v in labels.items()}
 
 
-@torch.no_grad()
 def attribute_probe(
     model: PixelBertModel,
     root: str | Path,
@@ -144,12 +150,11 @@ def attribute_probe(
         weight = (torch.randn(train_x.shape[1], classes, generator=generator) * 0.01).requires_grad_()
         bias = torch.zeros(classes, requires_grad=True)
         optimizer = torch.optim.Adam([weight, bias], lr=1e-2, weight_decay=1e-4)
-        with torch.enable_grad():
-            for _ in range(steps):
-                optimizer.zero_grad()
-                torch.nn.functional.cross_entropy(train_x @ weight + bias, train_y[name]).backward()
-                optimizer.step()
-        predicted = (eval_x @ weight + bias).argmax(1)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(train_x @ weight + bias, train_y[name]).backward()
+            optimizer.step()
+        predicted = (eval_x @ weight + bias).detach().argmax(1)
         result[f"{name}_accuracy"] = float((predicted == eval_y[name]).float().mean())
         result[f"{name}_majority"] = float(eval_y[name].bincount(minlength=classes).max() / len(eval_y[name]))
     return result
