@@ -5,6 +5,20 @@ import sys
 
 from pixelbert_pl import demo
 
+TINY_PRETRAIN = [
+    "--trainer.max_steps", "3",
+    "--trainer.val_check_interval", "3",
+    "--trainer.limit_val_batches", "1",
+    "--trainer.enable_progress_bar", "false",
+    "--data.init_args.num_images", "40",
+    "--data.init_args.batch_size", "4",
+    "--data.init_args.num_workers", "0",
+]  # fmt: skip
+TINY_WARMUP = [
+    "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
+    "--trainer.enable_progress_bar=false", "--data.init_args.num_images=30", "--data.init_args.batch_size=4",
+    "--data.init_args.num_workers=0",
+]  # fmt: skip
 TINY_FINETUNE = [
     "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.enable_progress_bar=false",
     "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
@@ -17,20 +31,18 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     code = demo.main(
         [
             "--out", str(out),
-            "--trainer.max_steps", "3",
-            "--trainer.val_check_interval", "3",
-            "--trainer.limit_val_batches", "1",
-            "--trainer.enable_progress_bar", "false",
-            "--data.init_args.num_images", "40",
-            "--data.init_args.batch_size", "4",
-            "--data.init_args.num_workers", "0",
+            *TINY_PRETRAIN,
+            *(f"--warmup-arg={a}" for a in TINY_WARMUP),
             *(f"--finetune-arg={a}" for a in TINY_FINETUNE),
         ]
     )  # fmt: skip
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     pre = results["pretrain"]
-    assert pre["train_steps"] == 3 and pre["itm_chance"] == 0.5
+    assert pre["warmup_steps"] == 2 and pre["train_steps"] == 3 and pre["itm_chance"] == 0.5
+    # The warm-up trained on its own one-shape corpus, and the main run started from its weights.
+    warmup = json.loads((out / "shapesworld_one" / "scenes.json").read_text())["scenes"]
+    assert {len(s["objects"]) for s in warmup} == {1} and (out / "pretrain_warmup.ckpt").is_file()
     assert abs(pre["mlm_colour_chance"] - 1 / 6) < 1e-9 and abs(pre["mlm_shape_chance"] - 1 / 4) < 1e-9
     for key in ("itm_accuracy", "mlm_attribute_accuracy", "mlm_colour_accuracy", "mlm_shape_accuracy"):
         assert 0.0 <= pre[key] <= 1.0
@@ -47,7 +59,15 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     assert (out / "attention.png").stat().st_size > 0
     grounding = results["grounding"]
     assert 0 <= grounding["pointing_hit_rate"] <= 1 and 0 < grounding["random_hit_rate"] < 1
-    assert set(grounding["by_layer"]) == {"0", "1"} and "val pointing game" in printed
+    assert set(grounding["by_layer"]) == {"0", "1", "2"} and "val pointing game" in printed  # the 3 layers
+
+
+def test_no_warmup_pretrains_from_random_weights(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["demo"])
+    assert demo.main(["--out", str(tmp_path), "--stages", "pretrain", "--no-warmup", *TINY_PRETRAIN]) == 0
+    pre = json.loads((tmp_path / "results.json").read_text())["pretrain"]
+    assert pre["warmup_steps"] == 0 and pre["train_steps"] == 3
+    assert not (tmp_path / "pretrain_warmup.ckpt").exists() and not (tmp_path / "shapesworld_one").exists()
 
 
 def test_stages_are_checked(tmp_path) -> None:

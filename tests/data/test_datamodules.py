@@ -53,6 +53,19 @@ def test_shapesworld_reads_through_the_published_format_readers(shapes_root) -> 
     assert not {r.image_id for r in dm.train_records} & {r.image_id for r in dm.val_records}
 
 
+def test_shapesworld_max_objects_generates_one_shape_scenes(tmp_path) -> None:
+    """The demo warm-up's corpus: `max_objects=1` reaches the generator, and every caption names the one shape."""
+    import json
+
+    dm = ShapesWorldDataModule(root=str(tmp_path / "one"), num_images=20, image_size=64, max_objects=1, num_workers=0)
+    scenes = json.loads((tmp_path / "one" / "scenes.json").read_text())
+    assert scenes["config"]["max_objects"] == 1 and {len(s["objects"]) for s in scenes["scenes"]} == {1}
+    dm.setup("fit")
+    from pixelbert_pl.data.shapes import COLOURS
+
+    assert all(sum(w in COLOURS for w in c.split()) == 1 for r in dm.train_records for c in r.captions)
+
+
 def _count_batches(rank: int, world: int, root: str, init_file: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     dm = ShapesWorldDataModule(root=root, batch_size=5, num_workers=0)

@@ -248,6 +248,18 @@ def test_cli(tmp_path, capsys) -> None:
         main(["--out", str(out), "--holdout", "red banana"])
 
 
+def test_one_shape_corpus_shares_the_vocabulary(corpus, tmp_path, capsys) -> None:
+    """The demo's warm-up corpus: one shape per scene, and the full corpus's vocab.txt byte for byte, so that a
+    checkpoint trained on it fits the full corpus's tokenizer."""
+    out = tmp_path / "one"
+    assert main(["--out", str(out), "--num-images", "30", "--num-nlvr2", "6", "--max-objects", "1"]) == 0
+    capsys.readouterr()
+    assert {len(s["objects"]) for s in load(out, "scenes.json")["scenes"]} == {1}
+    assert (out / "vocab.txt").read_bytes() == (corpus / "vocab.txt").read_bytes()
+    with pytest.raises(ValueError, match="max_objects"):
+        main(["--out", str(tmp_path / "bad"), "--max-objects", "5"])
+
+
 def test_vocab_covers_every_text_whole(corpus, tmp_path) -> None:
     # load_tokenizer, not BertTokenizerFast(vocab_file=...): transformers 5 ignores that keyword and builds a
     # 5-token vocabulary, under which every word is [UNK].

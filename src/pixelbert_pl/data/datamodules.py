@@ -181,20 +181,32 @@ class ShapesWorldCorpus:
     root: Path
 
     def open_corpus(
-        self, root: str, num_images: int, image_size: int, seed: int, holdout: Sequence[str], tokenizer: str | None
+        self,
+        root: str,
+        num_images: int,
+        image_size: int,
+        seed: int,
+        holdout: Sequence[str],
+        tokenizer: str | None,
+        max_objects: int = 4,
     ) -> str:
         """Point `root` at the corpus, generating it if needed; returns the tokenizer (default: its vocab.txt)."""
         self.root = Path(root)
-        self.ensure_corpus(num_images, image_size, seed, tuple(holdout))
+        self.ensure_corpus(num_images, image_size, seed, tuple(holdout), max_objects)
         return tokenizer or str(self.root / "vocab.txt")
 
-    def ensure_corpus(self, num_images: int, image_size: int, seed: int, holdout: tuple[str, ...]) -> None:
+    def ensure_corpus(
+        self, num_images: int, image_size: int, seed: int, holdout: tuple[str, ...], max_objects: int = 4
+    ) -> None:
         """Generate the corpus unless `root` already holds one (deterministic, so regenerating is never needed)."""
         if (self.root / "karpathy.json").exists() and (self.root / "vocab.txt").exists():
             return
         from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
 
-        generate(self.root, ShapesWorldConfig(num_images=num_images, image_size=image_size, heldout=holdout), seed)
+        config = ShapesWorldConfig(
+            num_images=num_images, image_size=image_size, heldout=holdout, max_objects=max_objects
+        )
+        generate(self.root, config, seed)
 
 
 class PretrainDataModule(PixelBertDataModule):
@@ -306,7 +318,9 @@ class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
     """Pre-training on the embedded ShapesWorld corpus, generated into `root` on first use.
 
     The corpus is written in the published COCO / Karpathy formats, so it goes through the same readers as
-    real data; only its location and its generated WordPiece vocabulary are special.
+    real data; only its location and its generated WordPiece vocabulary are special. `max_objects=1` gives
+    one-shape scenes, where every colour or shape word names the only object: the demo's warm-up corpus (its
+    vocabulary comes from the grammar, so it equals the full corpus's and checkpoints carry over).
     """
 
     def __init__(
@@ -316,6 +330,7 @@ class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
         image_size: int = 96,
         generator_seed: int = 0,
         holdout: Sequence[str] = (),
+        max_objects: int = 4,
         tokenizer: str | None = None,
         train_splits: Sequence[str] = ("train",),
         image_min_size: int = 96,
@@ -323,7 +338,7 @@ class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
         max_text_length: int = 24,
         **kwargs: Any,
     ) -> None:
-        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer)
+        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer, max_objects)
         super().__init__(
             tokenizer=vocab,
             karpathy_file=str(self.root / "karpathy.json"),

@@ -115,7 +115,10 @@ class ShapesWorldConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_objects <= self.max_objects <= min(len(COLOURS), len(SHAPES)):
-            raise ValueError(f"need 1 <= min_objects <= max_objects <= 4, got {self.min_objects}, {self.max_objects}")
+            raise ValueError(
+                f"ShapesWorldConfig: need 1 <= min_objects <= max_objects <= 4, got min_objects={self.min_objects}, "
+                f"max_objects={self.max_objects}"
+            )
         if self.image_size < 48:
             raise ValueError(f"image_size {self.image_size} is too small for 4 separated shapes")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1) > 1e-6:
@@ -804,12 +807,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=defaults.image_size)
     parser.add_argument("--holdout", default="", help='held-out combinations, e.g. "red triangle,blue circle"')
     parser.add_argument("--num-nlvr2", type=int, default=defaults.num_nlvr2, help="NLVR2 examples over all splits")
+    parser.add_argument("--min-objects", type=int, default=defaults.min_objects, help="fewest shapes in a scene")
+    parser.add_argument("--max-objects", type=int, default=defaults.max_objects, help="most shapes in a scene (<= 4)")
     args = parser.parse_args(argv)
     config = ShapesWorldConfig(
         num_images=args.num_images,
         image_size=args.image_size,
         heldout=tuple(c.strip() for c in args.holdout.split(",") if c.strip()),
         num_nlvr2=args.num_nlvr2,
+        min_objects=args.min_objects,
+        max_objects=args.max_objects,
     )
     summary = generate(args.out, config, args.seed)
     print(json.dumps({k: v for k, v in summary.items() if k != "files"}, indent=1))
