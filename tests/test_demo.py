@@ -43,6 +43,8 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     # The warm-up trained on its own one-shape corpus, and the main run started from its weights.
     warmup = json.loads((out / "shapesworld_one" / "scenes.json").read_text())["scenes"]
     assert {len(s["objects"]) for s in warmup} == {1} and (out / "pretrain_warmup.ckpt").is_file()
+    (main_config,) = (out / "pretrain").glob("version_*/config.yaml")  # what LightningCLI ran, as it saved it
+    assert f"init_from: {out / 'pretrain_warmup.ckpt'}" in main_config.read_text()
     assert abs(pre["mlm_colour_chance"] - 1 / 6) < 1e-9 and abs(pre["mlm_shape_chance"] - 1 / 4) < 1e-9
     for key in ("itm_accuracy", "mlm_attribute_accuracy", "mlm_colour_accuracy", "mlm_shape_accuracy"):
         assert 0.0 <= pre[key] <= 1.0

@@ -212,8 +212,9 @@ def pretrain(
     first (experiments/results/demo_pretraining_probes.md)."""
     start = time.perf_counter()
     trained = checkpoint is None
-    warmup_steps = 0
+    warmup_steps: int | None = None  # unknown for a loaded checkpoint, like its training time
     if trained:
+        warmup_steps = 0
         init: list[str] = []
         if warmup_args is not None:
             warm = _cli([

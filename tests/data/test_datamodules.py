@@ -1,5 +1,6 @@
 """DataModules on corpora in their published formats: the leak filter, equal batches on every rank (gloo)."""
 
+import json
 import os
 from types import SimpleNamespace
 
@@ -9,6 +10,7 @@ import torch.multiprocessing as mp
 
 from pixelbert_pl.data.datamodules import PretrainDataModule, ShapesWorldDataModule
 from pixelbert_pl.data.images import load_image
+from pixelbert_pl.data.shapes import COLOURS
 from pixelbert_pl.models.visual import image_sizes_from_mask
 
 
@@ -55,14 +57,10 @@ def test_shapesworld_reads_through_the_published_format_readers(shapes_root) -> 
 
 def test_shapesworld_max_objects_generates_one_shape_scenes(tmp_path) -> None:
     """The demo warm-up's corpus: `max_objects=1` reaches the generator, and every caption names the one shape."""
-    import json
-
     dm = ShapesWorldDataModule(root=str(tmp_path / "one"), num_images=20, image_size=64, max_objects=1, num_workers=0)
     scenes = json.loads((tmp_path / "one" / "scenes.json").read_text())
     assert scenes["config"]["max_objects"] == 1 and {len(s["objects"]) for s in scenes["scenes"]} == {1}
     dm.setup("fit")
-    from pixelbert_pl.data.shapes import COLOURS
-
     assert all(sum(w in COLOURS for w in c.split()) == 1 for r in dm.train_records for c in r.captions)
 
 
