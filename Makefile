@@ -10,12 +10,17 @@ DEMO_OUT ?= demo-output
 
 .PHONY: install test lint demo ablation clean
 
+# A dropped connection to the package registry once failed CI mid-download: pip retries and resumes
+# downloads itself, and each install step is tried three times before the build gives up.
+PIP := $(PY) -m pip install -q --retries 10 --timeout 60
+RETRY3 = for attempt in 1 2 3; do $(1) && break; test $$attempt = 3 && exit 1; sleep 20; done
+
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(call RETRY3,$(PIP) --upgrade pip)
 	# torch first and pinned: pip on this machine takes the pinned wheels from local disk.
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(call RETRY3,$(PIP) --resume-retries 20 torch==2.14.1 torchvision==0.29.1)
+	$(call RETRY3,$(PIP) --resume-retries 20 -e '.[test]')
 	touch $(STAMP)
 
 install: $(STAMP)
