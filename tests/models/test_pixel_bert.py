@@ -6,6 +6,7 @@ from transformers import BertModel
 
 import pixelbert_pl
 from pixelbert_pl.models import load_tokenizer
+from pixelbert_pl.models.buckets import length_buckets
 
 
 def test_text_path_reproduces_bert_from_real_weights(minilm_path) -> None:
@@ -96,3 +97,37 @@ def test_state_dict_round_trip_gives_identical_outputs(tiny_model) -> None:
         assert torch.equal(
             tiny_model(ids, pixel_values=images).sequence_output, clone(ids, pixel_values=images).sequence_output
         )
+
+
+def test_text_length_buckets_leave_real_positions_and_gradients_unchanged() -> None:
+    torch.manual_seed(0)
+    model = pixelbert_pl.create_model("pixelbert_tiny").train()  # dropout is 0 in the tiny preset
+    lengths = [3, 9, 4, 12, 3, 6]
+    ids = torch.randint(5, 100, (len(lengths), 12))
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    images = torch.randn(3, 3, 64, 64)
+    image_index = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def run(buckets):
+        model.zero_grad()
+        model.text_length_buckets = buckets
+        out = model(ids, mask, pixel_values=images, image_index=image_index)
+        real = torch.cat([mask.bool(), out.pixel_token_mask], dim=1)
+        (out.sequence_output[real].pow(2).sum() + out.cls_output.sum()).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return out, real, grads
+
+    plain, real, plain_grads = run(1)
+    bucketed, real_b, bucketed_grads = run(3)
+    torch.testing.assert_close(real_b, real)
+    torch.testing.assert_close(bucketed.sequence_output[real], plain.sequence_output[real], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(bucketed.cls_output, plain.cls_output, atol=1e-5, rtol=1e-4)
+    assert bucketed.sequence_output.shape == plain.sequence_output.shape
+    p = bucketed.pixel_output.shape[1]
+    for rows, width in length_buckets(lengths, 3, extra=p):  # text trimmed after a group's longest comes back as 0
+        assert float(bucketed.text_output[rows, width:].abs().sum()) == 0.0
+    assert plain_grads.keys() == bucketed_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(bucketed_grads[name], grad, atol=1e-4, rtol=1e-3, msg=name)

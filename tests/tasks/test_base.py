@@ -35,3 +35,11 @@ def test_init_from_a_different_preset_names_the_tensor(tmp_path) -> None:
     torch.save({"state_dict": other.state_dict()}, path)
     with pytest.raises(ValueError, match=r"model\.bert\..* has shape \(.*64.*\), this task's model \(.*128"):
         PretrainTask(preset="pixelbert_tiny", init_from=str(path))
+
+
+def test_text_length_buckets_reach_the_model_and_survive_the_checkpoint() -> None:
+    task = PretrainTask(preset="pixelbert_tiny", text_length_buckets=3)
+    assert task.model.text_length_buckets == 3
+    assert PretrainTask(**dict(task.hparams)).model.text_length_buckets == 3
+    with pytest.raises(ValueError, match="text_length_buckets=0"):
+        PretrainTask(preset="pixelbert_tiny", text_length_buckets=0)

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import BertConfig, BertModel, PreTrainedTokenizerBase
 
 from pixelbert_pl.models import pretrained
+from pixelbert_pl.models.buckets import length_buckets
 from pixelbert_pl.models.config import PixelBertConfig
 from pixelbert_pl.models.visual import PixelEncoder, PixelTokens, sample_pixel_tokens
 
@@ -80,6 +81,9 @@ class PixelBertModel(nn.Module):
         else:
             self.bert = BertModel(bert_config(config), add_pooling_layer=config.use_pooler)
         self.visual = PixelEncoder(config)
+        # Runtime, not architecture: rows are grouped by text length into at most this many transformer calls
+        # (`buckets.py`); 1 is one call for the whole batch. The tasks set it from their `text_length_buckets`.
+        self.text_length_buckets = 1
 
     def save_pretrained(
         self,
@@ -204,7 +208,10 @@ class PixelBertModel(nn.Module):
         # some attention kernels); let it attend its first position instead. Rows with any real key are unchanged.
         keys = torch.cat([keys[:, :1] | ~keys.any(dim=1, keepdim=True), keys[:, 1:]], dim=1)
 
-        sequence, attentions = self._encode(hidden, keys, output_attentions)
+        if self.text_length_buckets > 1 and not output_attentions:
+            sequence, attentions = self._encode_by_length(hidden, keys, t), None
+        else:
+            sequence, attentions = self._encode(hidden, keys, output_attentions)
         cls = sequence[:, 0]
         if self.bert.pooler is not None:
             cls = self.bert.pooler(sequence)
@@ -219,6 +226,29 @@ class PixelBertModel(nn.Module):
             )
             out.pixel_grid = pixel_tokens.grid
         return out
+
+    def _encode_by_length(self, hidden: torch.Tensor, keys: torch.Tensor, t: int) -> torch.Tensor:
+        """`_encode` in groups of rows of similar text length, each trimmed after its last attended text position
+        (padded keys are masked, so real positions are unchanged); the trimmed positions come back as zeros."""
+        positions = torch.arange(1, t + 1, device=keys.device)
+        # Last attended text position + 1 (never 0: [CLS] stays, the pooler reads it); one host sync.
+        ends = (keys[:, :t] * positions).amax(dim=1).clamp(min=1).tolist()
+        groups = length_buckets(ends, self.text_length_buckets, extra=hidden.shape[1] - t)
+        pieces, order = [], []
+        for rows, width in groups:
+            index = torch.tensor(rows, device=hidden.device)
+            part, part_keys = hidden[index], keys[index]
+            seq = self._encode(
+                torch.cat([part[:, :width], part[:, t:]], dim=1),
+                torch.cat([part_keys[:, :width], part_keys[:, t:]], dim=1),
+                False,
+            )[0]
+            trimmed = seq.new_zeros(len(rows), t - width, seq.shape[-1])
+            pieces.append(torch.cat([seq[:, :width], trimmed, seq[:, width:]], dim=1))
+            order.extend(rows)
+        inverse = torch.empty(len(order), dtype=torch.long, device=hidden.device)
+        inverse[torch.tensor(order, device=hidden.device)] = torch.arange(len(order), device=hidden.device)
+        return torch.cat(pieces)[inverse]
 
     def _encode(
         self, hidden: torch.Tensor, keys: torch.Tensor, output_attentions: bool

@@ -66,6 +66,10 @@ class PixelBertTask(pl.LightningModule):
             serves every later size, so there is no recompilation per batch. The shipped GPU configs turn it on.
         compile_mode: `torch.compile`'s mode, e.g. "reduce-overhead" (CUDA graphs: fewer kernel launches from the
             host) or "max-autotune-no-cudagraphs"; None is torch's default.
+        text_length_buckets: run the transformer in up to this many groups of rows of similar caption length, each
+            trimmed to its own longest caption (`models/buckets.py`): less padding for one call more. Outputs at
+            real positions are unchanged. 3 made the CPU demo's pre-training step about 15% faster; on a GPU,
+            where a smaller call is not proportionally cheaper, measure before turning it on.
     """
 
     monitor = "val/loss"
@@ -83,6 +87,7 @@ class PixelBertTask(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str | None = None,
+        text_length_buckets: int = 1,
     ) -> None:
         super().__init__()
         # Not init_from: the checkpoint holds the weights, and `test` / `predict --ckpt_path` must not reload the
@@ -114,6 +119,9 @@ class PixelBertTask(pl.LightningModule):
         )
         if init_from is not None:
             self.load_pretrained(init_from)
+        if text_length_buckets < 1:
+            raise ValueError(f"text_length_buckets={text_length_buckets}: expected >= 1 (1 = one transformer call)")
+        self.model.text_length_buckets = text_length_buckets
         if channels_last:
             self.model.visual.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
         if compile:
