@@ -136,3 +136,15 @@ def test_a_500_token_caption_is_truncated_keeping_sep(shapes_root) -> None:
     dataset = CaptionPretrainDataset(records, ImageTransform(96, 96), tokenizer, max_text_length=24)
     (ids,) = dataset.token_ids(records[0].captions)
     assert len(ids) == 24 and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+
+
+def test_token_ids_are_cached_per_text_as_fresh_lists(dataset) -> None:
+    texts = ["a red circle.", "a blue square.", "a red circle."]
+    expected = dataset.tokenizer(texts, truncation=True, max_length=dataset.max_text_length)["input_ids"]
+    first = dataset.token_ids(texts)
+    assert first == expected and len(dataset._token_cache) >= 2
+    first[0][1] = -1  # a caller masking its copy in place must not reach the cache
+    assert dataset.token_ids(texts) == expected
+    dataset.token_cache_size = 2  # full: the cache starts over rather than growing
+    dataset.token_ids(["a green cross."])
+    assert len(dataset._token_cache) <= 2 and dataset.token_ids(texts) == expected
