@@ -64,6 +64,28 @@ def test_shapesworld_max_objects_generates_one_shape_scenes(tmp_path) -> None:
     assert all(sum(w in COLOURS for w in c.split()) == 1 for r in dm.train_records for c in r.captions)
 
 
+def test_image_cache_keeps_decoded_images_within_its_budget(shapes_root) -> None:
+    dm = ShapesWorldDataModule(root=str(shapes_root), batch_size=4, num_workers=0, image_cache_mb=1)
+    dm.setup("fit")
+    dataset = dm.train_dataloader().dataset
+    assert dataset.image_cache_bytes == 2**20
+    first = [next(iter(dm.train_dataloader())) for _ in range(2)]  # the second pass reads from the cache
+    torch.testing.assert_close(first[0].pixel_values, first[1].pixel_values)
+    path = dm.train_records[0].image_path
+    assert dataset.image(path) is dataset.image(path)  # served from the cache, not decoded again
+    torch.testing.assert_close(dataset.image(path), dm.transform(load_image(path)))
+    one = dataset.image(path)
+    dataset._image_cache, dataset._image_cache_used = {}, 0
+    dataset.image_cache_bytes = one.numel()  # room for one uint8 image: the second stays out
+    dataset.image(path), dataset.image(dm.train_records[1].image_path)
+    assert list(dataset._image_cache) == [path] and dataset._image_cache_used <= dataset.image_cache_bytes
+    plain = ShapesWorldDataModule(root=str(shapes_root), batch_size=4, num_workers=0)
+    plain.setup("fit")
+    uncached = plain.train_dataloader().dataset
+    uncached.image(path)
+    assert uncached.image_cache_bytes == 0 and not uncached._image_cache
+
+
 def _count_batches(rank: int, world: int, root: str, init_file: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     dm = ShapesWorldDataModule(root=root, batch_size=5, num_workers=0)

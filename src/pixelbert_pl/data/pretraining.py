@@ -123,6 +123,9 @@ class RecordDataset(Dataset):
         self.seed = seed
         self.skip_counter: SkipCounter | None = None
         self._token_cache: dict[str, list[int]] = {}
+        self.image_cache_bytes = 0  # set by the DataModules from `image_cache_mb`; 0 decodes every time
+        self._image_cache: dict[str, torch.Tensor] = {}
+        self._image_cache_used = 0
 
     def __len__(self) -> int:
         return len(self.records)
@@ -151,8 +154,17 @@ class RecordDataset(Dataset):
         raise TooManyBadSamplesError(f"{type(self).__name__}: not one of its {len(self)} records could be read")
 
     def image(self, path: str) -> torch.Tensor:
-        """The image at `path`, decoded, resized and normalised."""
-        return self.transform(load_image(path))
+        """The image at `path`, decoded and resized; kept for later epochs while `image_cache_bytes` allows (the
+        transform is deterministic, and callers copy the tensor into their batch rather than edit it)."""
+        cached = self._image_cache.get(path)
+        if cached is not None:
+            return cached
+        image = self.transform(load_image(path))
+        size = image.numel() * image.element_size()
+        if self._image_cache_used + size <= self.image_cache_bytes:
+            self._image_cache[path] = image
+            self._image_cache_used += size
+        return image
 
     # Texts recur every epoch (and every ITM negative is another image's caption): tokenising each distinct text
     # once took ~13 of the ~48 ms a ShapesWorld pre-training batch cost its loader worker, CPU the training step
