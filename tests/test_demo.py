@@ -53,10 +53,20 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     for r in (vqa, scratch):
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 < r["majority_baseline"] < 1.0 and r["train_steps"] == 2
     assert 0.0 <= nlvr2["accuracy"] <= 1.0 and 0.0 <= nlvr2["consistency"] <= nlvr2["accuracy"]
+    # NLVR2 starts from the VQA fine-tuning's weights, the others from pre-training's (or none).
+    assert [results[k]["init_from"] for k in ("vqa", "vqa_from_scratch", "nlvr2", "retrieval")] == [
+        "pretrain",
+        "scratch",
+        "vqa",
+        "pretrain",
+    ]
+    (nlvr2_config,) = (out / "nlvr2").glob("version_*/config.yaml")
+    assert f"init_from: {out / 'vqa.ckpt'}" in nlvr2_config.read_text()
     assert {"i2t_r1", "t2i_r1", "chance_r1"} <= set(retrieval) and 0.0 <= retrieval["i2t_r1"] <= 100.0
     assert retrieval["chance_r1"] == 100 / 4  # 40 images: 4 in val
     printed = capsys.readouterr().out
     assert "val ITM accuracy" in printed and "chance" in printed and "VQA (from scratch)" in printed
+    assert "NLVR2 (from VQA fine-tuning)" in printed
     assert (out / "pretrain").is_dir() and (out / "vqa").is_dir()  # the CSV logs sit beside the results
     assert (out / "attention.png").stat().st_size > 0
     grounding = results["grounding"]
