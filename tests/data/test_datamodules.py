@@ -67,10 +67,13 @@ def test_shapesworld_max_objects_generates_one_shape_scenes(tmp_path) -> None:
 def test_image_cache_keeps_decoded_images_within_its_budget(shapes_root) -> None:
     dm = ShapesWorldDataModule(root=str(shapes_root), batch_size=4, num_workers=0, image_cache_mb=1)
     dm.setup("fit")
-    dataset = dm.train_dataloader().dataset
+    loader = dm.train_dataloader()
+    dataset = loader.dataset
     assert dataset.image_cache_bytes == 2**20
-    first = [next(iter(dm.train_dataloader())) for _ in range(2)]  # the second pass reads from the cache
-    torch.testing.assert_close(first[0].pixel_values, first[1].pixel_values)
+    decoded = next(iter(loader))
+    assert len(dataset._image_cache) == 4  # the batch's images, kept
+    cached = next(iter(loader))  # the same epoch's first batch again, now read from the cache
+    torch.testing.assert_close(cached.pixel_values, decoded.pixel_values)
     path = dm.train_records[0].image_path
     assert dataset.image(path) is dataset.image(path)  # served from the cache, not decoded again
     torch.testing.assert_close(dataset.image(path), dm.transform(load_image(path)))

@@ -234,6 +234,8 @@ class PixelBertModel(nn.Module):
         # Last attended text position + 1 (never 0: [CLS] stays, the pooler reads it); one host sync.
         ends = (keys[:, :t] * positions).amax(dim=1).clamp(min=1).tolist()
         groups = length_buckets(ends, self.text_length_buckets, extra=hidden.shape[1] - t)
+        if len(groups) == 1 and groups[0][1] == t:  # nothing to trim: one plain call, no gather or scatter
+            return self._encode(hidden, keys, False)[0]
         pieces, order = [], []
         for rows, width in groups:
             index = torch.tensor(rows, device=hidden.device)
