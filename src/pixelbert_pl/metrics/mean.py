@@ -20,9 +20,19 @@ class DeviceMean(Metric):
         self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, values: torch.Tensor) -> None:
-        self.total += values.detach().to(torch.float64).sum()
-        self.count += values.numel()
+    def update(self, values: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Add `values`; with `weights` (same shape, e.g. a 0/1 mask of the rows that count) a weighted mean, with
+        no boolean indexing, which would read the mask's count back from the device."""
+        values = values.detach().to(torch.float64)
+        if weights is None:
+            self.total += values.sum()
+            self.count += values.numel()
+            return
+        if weights.shape != values.shape:
+            raise ValueError(f"weights have shape {tuple(weights.shape)}; expected the values' {tuple(values.shape)}")
+        weights = weights.detach().to(torch.float64)
+        self.total += (values * weights).sum()
+        self.count += weights.sum()
 
     def compute(self) -> torch.Tensor:
         return (self.total / self.count).float()

@@ -94,7 +94,7 @@ class PretrainTask(PixelBertTask):
                 values[f"{stage}/{name}_loss"] = result[f"{name}_loss"]
                 metrics[f"{name}_accuracy"].update(result[f"{name}_correct"])
         self.log_dict(
-            values, batch_size=self.batch_size(batch), prog_bar=stage == "train", on_step=stage == "train",
+            values, batch_size=self.batch_size(batch), prog_bar=False, on_step=stage == "train",
             on_epoch=True, sync_dist=stage != "train",
         )  # fmt: skip
         return result["loss"]
