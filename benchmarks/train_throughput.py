@@ -7,14 +7,19 @@ loader's (see `loader.py` for that).
     python -m benchmarks.train_throughput --device cpu --preset pixelbert_tiny --size 96 96 --batch 4
 
 `--batch` counts image-text rows (the yardstick's samples); with `--captions-per-image c` the CNN sees
-batch / c images (pre-training only: the CNN runs once per image for all its captions).
+batch / c images: the CNN runs once per image for all its captions (pre-training) or questions (VQA).
+`--sync-debug` counts the host-device syncs of the timed steps (torch.cuda's sync debug mode), with where they are.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import time
+import traceback
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -51,7 +56,7 @@ def synthetic_batch(shape: TrainShape, vocab: int, device: str) -> PretrainBatch
     ids in [1000, 30000), every 7th position from the 2nd an MLM target)."""
     g = torch.Generator().manual_seed(0)
     rows = shape.batch
-    images = rows // shape.captions_per_image if shape.mode == "pretrain" else rows
+    images = rows // shape.captions_per_image
     h, w = shape.size
     ids = torch.randint(min(1000, vocab // 2), min(30000, vocab), (rows, shape.text_len), generator=g)
     common: dict[str, Any] = {
@@ -129,6 +134,34 @@ class StepProfiler(pl.Callback):
             self.profiler = None
 
 
+class SyncCounter(pl.Callback):
+    """Counts host-device syncs from step `warmup` on (torch.cuda's sync debug mode warns at each) and keeps where
+    the first few came from; the whole loop iteration is watched, Lightning's batch-end bookkeeping included."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.count, self.where = warmup, 0, collections.Counter()
+        self._previous = warnings.showwarning
+
+    def _record(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        if "synchroniz" not in str(message):
+            return self._previous(message, *args, **kwargs)
+        self.count += 1
+        stack = traceback.extract_stack()[:-1]
+        frames = [f for f in stack if "/torch/" not in f.filename and "warnings" not in f.filename]
+        self.where[" <- ".join(f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in frames[-4:][::-1])] += 1
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.warmup and torch.cuda.is_available():
+            warnings.simplefilter("always")
+            warnings.showwarning = self._record  # type: ignore[assignment]
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_end(self, *args: Any) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = self._previous
+
+
 class StepTimer(pl.Callback):
     """Wall time from the start of step `warmup` to the end of training, the device synchronised at both ends."""
 
@@ -151,7 +184,7 @@ class StepTimer(pl.Callback):
 
 
 def measure_training(
-    shape: TrainShape, device: str, warmup: int = 3, steps: int = 10, profile: bool = False
+    shape: TrainShape, device: str, warmup: int = 3, steps: int = 10, profile: bool = False, sync_debug: bool = False
 ) -> dict[str, Any]:
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = shape.cudnn_benchmark
@@ -167,12 +200,18 @@ def measure_training(
         task.compile_model(shape.compile_mode)
     profiled = 2 if profile else 0  # profiled steps run before the timed ones: the profiler slows them down
     timer = StepTimer(warmup + profiled, device)
+    callbacks: list[pl.Callback] = [timer]
+    if profile:
+        callbacks.append(StepProfiler(warmup, profiled))
+    syncs = SyncCounter(warmup + profiled) if sync_debug else None
+    if syncs is not None:
+        callbacks.append(syncs)
     trainer = pl.Trainer(
         accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=shape.precision,
         max_steps=warmup + profiled + steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, benchmark=shape.cudnn_benchmark, gradient_clip_val=10.0,
         num_sanity_val_steps=0, limit_val_batches=0, log_every_n_steps=50,
-        callbacks=[timer, StepProfiler(warmup, profiled)] if profile else [timer],
+        callbacks=callbacks,
     )  # fmt: skip
     reset_peak(device)
     loader = DataLoader(_Repeat(batch, warmup + profiled + steps), batch_size=None, collate_fn=_identity)
@@ -182,13 +221,17 @@ def measure_training(
     breaks = sorted(dynamo["graph_break"].items(), key=lambda kv: -kv[1])[:3]
     assert timer.start is not None and timer.stop is not None and timer.first_step_start is not None
     step_s = (timer.stop - timer.start) / steps
-    images = shape.batch // shape.captions_per_image if shape.mode == "pretrain" else shape.batch
+    images = shape.batch // shape.captions_per_image
+    sync_report = {}
+    if syncs is not None:
+        sync_report = {"syncs_in_timed_steps": syncs.count, "sync_sites": dict(syncs.where.most_common(5))}
     return {
         "kind": "train_throughput", "path": "lightning", **{k: v for k, v in vars(shape).items()},
         "images_per_step": images, "step_s": round(step_s, 4), "samples_per_s": round(shape.batch / step_s, 2),
         "tflops_per_step": round(flops / 1e12, 3), "achieved_tflop_s": round(flops / step_s / 1e12, 1),
         "peak_gib": peak_gib(device), "warmup_incl_compile_s": round(timer.start - timer.first_step_start, 1),
         "compiled_graphs": dynamo["stats"]["unique_graphs"], "graph_breaks": [f"{n}x {why[:200]}" for why, n in breaks],
+        **sync_report,
     }  # fmt: skip
 
 
@@ -216,6 +259,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--profile", action="store_true", help="print torch.profiler tables of two steps after warm-up")
+    p.add_argument("--sync-debug", action="store_true", help="count host-device syncs in the timed steps (GPU)")
     p.add_argument("--name", default=None, help="a name for the JSON line (the suite's)")
     args = p.parse_args()
     shape = TrainShape(
@@ -225,7 +269,7 @@ def main() -> None:
         precision=args.precision or ("bf16-mixed" if args.device == "cuda" else "32-true"),
     )  # fmt: skip
     emit(environment(args.device))
-    result = measure_training(shape, args.device, args.warmup, args.steps, args.profile)
+    result = measure_training(shape, args.device, args.warmup, args.steps, args.profile, args.sync_debug)
     emit({"name": args.name, **result} if args.name else result)
 
 

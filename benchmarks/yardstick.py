@@ -68,11 +68,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10)
     p.add_argument("--name", default=None, help="JSON lines are named NAME_pretrain and NAME_finetune")
     args = p.parse_args()
     module = load_yardstick(args.yardstick, args.device)
     emit(environment(args.device))
-    y = yardstick_args(tuple(args.size), args.batch, args.device)
+    y = yardstick_args(tuple(args.size), args.batch, args.device, warmup=args.warmup, steps=args.steps)
     for mode in ("pretrain", "finetune"):
         result = run_training(
             module, y, mode, tuned=args.device == "cuda", compiled=args.compile, cudnn_benchmark=False
