@@ -38,12 +38,12 @@ def test_pointing_game_counts_hits_of_an_oracle_attention(shapes_root, monkeypat
     model = create_model("pixelbert_tiny", vocab_size=len(tokenizer))
     transform = ImageTransform(96, 96, normalize=False)
 
-    def peaked(model, ids, pixels, layer=-1, head=None):
+    def peaked(model, ids, pixels, layers=(-1,), head=None):
         maps = torch.zeros(ids.shape[1], 6, 6)
         maps.view(ids.shape[1], -1)[:, CELL] = 1.0
-        return maps
+        return [maps for _ in layers]
 
-    monkeypatch.setattr(grounding, "text_attention", peaked)
+    monkeypatch.setattr(grounding, "text_attention_layers", peaked)
     result = grounding.pointing_game(model, shapes_root, tokenizer, transform)
     hit, random, words = _expected(shapes_root, tokenizer)
     assert result["words"] == words > 20
@@ -87,3 +87,16 @@ def test_attribute_probe_finds_nothing_in_constant_tokens(shapes_root, monkeypat
     result = grounding.attribute_probe(model, shapes_root, ImageTransform(96, 96, normalize=False))
     for name in ("colour", "shape"):
         assert result[f"{name}_accuracy"] <= result[f"{name}_majority"] + 1e-6
+
+
+def test_pointing_games_reads_every_layer_from_one_pass_as_separate_games_would(shapes_root) -> None:
+    tokenizer = load_tokenizer(shapes_root / "vocab.txt")
+    torch.manual_seed(0)
+    model = create_model("pixelbert_tiny", vocab_size=len(tokenizer)).eval()
+    transform = ImageTransform(96, 96, normalize=False)
+    together = grounding.pointing_games(model, shapes_root, tokenizer, transform, [None, 0, -1], max_images=8)
+    apart = [
+        grounding.pointing_game(model, shapes_root, tokenizer, transform, layer=x, max_images=8) for x in (None, 0, -1)
+    ]
+    assert together == apart
+    assert [r["layer"] for r in together] == ["mean", 0, -1]

@@ -263,13 +263,13 @@ def pretrain(
 def grounding(task: PretrainTask, data: ShapesWorldDataModule) -> dict[str, object]:
     """The pointing game on val (`grounding.py`): headline with attention averaged over layers and heads (no
     choice made on the evaluation data), then each layer."""
-    from pixelbert_pl.grounding import pointing_game
+    from pixelbert_pl.grounding import pointing_games
 
-    args = (task.model, data.root, data.tokenizer, data.transform)
-    result = pointing_game(*args, layer=None)
+    layers = range(task.model.config.num_hidden_layers)
+    result, *by_layer = pointing_games(task.model, data.root, data.tokenizer, data.transform, [None, *layers])
     result["by_layer"] = {
-        str(layer): {k: v for k, v in pointing_game(*args, layer=layer).items() if k.endswith("rate")}
-        for layer in range(task.model.config.num_hidden_layers)
+        str(layer): {k: v for k, v in scores.items() if k.endswith("rate")}
+        for layer, scores in zip(layers, by_layer, strict=True)
     }
     return result
 

@@ -3,9 +3,10 @@ names?) and a linear probe of what the pixel tokens themselves encode (`attribut
 
 The pointing game: for every caption of a split and every colour or shape word in it that names exactly one object
 of the scene (an ambiguous word, e.g. "red" with two red shapes, is skipped), the word's attention to the pixel
-tokens is read (`visualize.text_attention`: one layer or the mean over layers, one head or the mean over heads). A
-*hit* is when the most attended token's cell overlaps the named shape's box. The baseline is the expected hit rate of
-a uniformly random token of the image: the share of its cells that overlap the box, averaged over the same words.
+tokens is read (`visualize.text_attention_layers`: one layer or the mean over layers, one head or the mean over
+heads; every layer asked for comes from one forward pass per caption). A *hit* is when the most attended token's
+cell overlaps the named shape's box. The baseline is the expected hit rate of a uniformly random token of the image:
+the share of its cells that overlap the box, averaged over the same words.
 Cells are `token_stride` pixels wide (16 for the tiny preset on 96 px scenes), so "overlaps" is the finest fair
 reading.
 """
@@ -13,6 +14,7 @@ reading.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from pixelbert_pl.data.captions import read_karpathy
 from pixelbert_pl.data.images import ImageTransform, load_image
 from pixelbert_pl.data.shapes import COLOURS, SHAPES, Scene, ShapeObject
 from pixelbert_pl.models.pixel_bert import PixelBertModel
-from pixelbert_pl.visualize import text_attention
+from pixelbert_pl.visualize import text_attention_layers
 
 
 def _overlaps(box: tuple[int, int, int, int], cell: tuple[float, float, float, float]) -> bool:
@@ -43,7 +45,6 @@ def _read_scenes(root: Path) -> dict[str, Scene]:
     return {s["file_name"]: Scene.from_dict(s) for s in json.loads((root / "scenes.json").read_text())["scenes"]}
 
 
-@torch.no_grad()
 def pointing_game(
     model: PixelBertModel,
     root: str | Path,
@@ -55,11 +56,27 @@ def pointing_game(
     max_images: int | None = None,
 ) -> dict[str, Any]:
     """Hit rate of the most attended pixel token against the random-token rate, overall and per word kind."""
+    return pointing_games(model, root, tokenizer, transform, [layer], split, head, max_images)[0]
+
+
+@torch.no_grad()
+def pointing_games(
+    model: PixelBertModel,
+    root: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    transform: ImageTransform,
+    layers: Sequence[int | None],
+    split: str = "val",
+    head: int | None = None,
+    max_images: int | None = None,
+) -> list[dict[str, Any]]:
+    """`pointing_game` for each of `layers` (an int or None for the mean), one forward pass per caption for all."""
     root = Path(root)
     scenes = _read_scenes(root)
     words = {tokenizer.convert_tokens_to_ids(w): ("colour", w) for w in COLOURS}
     words.update({tokenizer.convert_tokens_to_ids(w): ("shape", w) for w in SHAPES})
-    stats = {kind: [0, 0.0, 0] for kind in ("colour", "shape")}  # hits, expected random hits, words
+    # Per layer and word kind: hits, expected random hits, words.
+    stats = [{kind: [0, 0.0, 0] for kind in ("colour", "shape")} for _ in layers]
     for record in read_karpathy(root / "karpathy.json", root, [split])[:max_images]:
         scene = scenes[Path(record.image_path).name]
         pixels = transform(load_image(record.image_path))[None]
@@ -75,14 +92,19 @@ def pointing_game(
                         targets.append((position, kind, named[0]))
             if not targets:
                 continue
-            maps = text_attention(model, ids, pixels, layer=layer, head=head)
-            rows, cols = maps.shape[1:]
+            all_maps = text_attention_layers(model, ids, pixels, layers=layers, head=head)
+            rows, cols = all_maps[0].shape[1:]
             cells = _cells(rows, cols, model.config.token_stride, scale)
             for position, kind, obj in targets:
                 inside = [_overlaps(obj.bbox, cell) for cell in cells]
-                stats[kind][0] += inside[int(maps[position].flatten().argmax())]
-                stats[kind][1] += sum(inside) / len(inside)
-                stats[kind][2] += 1
+                for maps, layer_stats in zip(all_maps, stats, strict=True):
+                    layer_stats[kind][0] += inside[int(maps[position].flatten().argmax())]
+                    layer_stats[kind][1] += sum(inside) / len(inside)
+                    layer_stats[kind][2] += 1
+    return [_rates(layer_stats, layer, head, root, split) for layer, layer_stats in zip(layers, stats, strict=True)]
+
+
+def _rates(stats: dict[str, list[Any]], layer: int | None, head: int | None, root: Path, split: str) -> dict[str, Any]:
     total = [sum(s[i] for s in stats.values()) for i in range(3)]
     if not total[2]:
         raise ValueError(f"{root}: no unambiguous colour or shape word in the {split} captions")

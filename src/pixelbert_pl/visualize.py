@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from PIL import Image
 
@@ -22,21 +24,39 @@ def text_attention(
     `layer`: which layer (negative counts from the last), or None for the mean over layers; `head`: which head, or
     None for the mean over heads. Cells the image does not cover are 0. One caption and one image (batch 1).
     """
+    return text_attention_layers(model, input_ids, pixel_values, pixel_mask, [layer], head)[0]
+
+
+def text_attention_layers(
+    model: PixelBertModel,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor,
+    pixel_mask: torch.Tensor | None = None,
+    layers: Sequence[int | None] = (-1,),
+    head: int | None = None,
+) -> list[torch.Tensor]:
+    """`text_attention` for each of `layers` (an int or None each, as there), all from one forward pass."""
     if input_ids.shape[0] != 1 or pixel_values.shape[0] != 1:
         raise ValueError(f"takes one caption and one image, got {input_ids.shape[0]} and {pixel_values.shape[0]}")
     was_training = model.training
     model.eval()
     out = model(input_ids, pixel_values=pixel_values, pixel_mask=pixel_mask, output_attentions=True)
     model.train(was_training)
-    maps = torch.stack(out.attentions) if layer is None else out.attentions[layer][None]  # (layers, 1, h, L, L)
-    maps = maps[:, 0] if head is None else maps[:, 0, head : head + 1]
+    assert out.attentions is not None and out.pixel_token_mask is not None and out.pixel_token_index is not None
+    assert out.pixel_grid is not None
     t = input_ids.shape[1]
-    weights = maps.mean(dim=(0, 1))[:t, t:].float().cpu()  # (t, p) over this image's pixel tokens
-    weights = weights * out.pixel_token_mask[0].cpu()
     rows, cols = out.pixel_grid
-    grid = torch.zeros(t, rows * cols)
-    grid[:, out.pixel_token_index[0].cpu()] = weights
-    return grid.view(t, rows, cols)
+    keep = out.pixel_token_mask[0].cpu()
+    index = out.pixel_token_index[0].cpu()
+    grids = []
+    for layer in layers:
+        maps = torch.stack(out.attentions) if layer is None else out.attentions[layer][None]  # (layers, 1, h, L, L)
+        maps = maps[:, 0] if head is None else maps[:, 0, head : head + 1]
+        weights = maps.mean(dim=(0, 1))[:t, t:].float().cpu() * keep  # (t, p) over this image's pixel tokens
+        grid = torch.zeros(t, rows * cols)
+        grid[:, index] = weights
+        grids.append(grid.view(t, rows, cols))
+    return grids
 
 
 def word_attention(
