@@ -7,7 +7,8 @@ loader's (see `loader.py` for that).
     python -m benchmarks.train_throughput --device cpu --preset pixelbert_tiny --size 96 96 --batch 4
 
 `--batch` counts image-text rows (the yardstick's samples); with `--captions-per-image c` the CNN sees
-batch / c images: the CNN runs once per image for all its captions (pre-training) or questions (VQA).
+batch / c images: the CNN runs once per image for all its captions (pre-training) or questions (VQA: the batches
+`VQADataModule(questions_per_image=c)` makes).
 `--sync-debug` counts the host-device syncs of the timed steps (torch.cuda's sync debug mode), with where they are.
 """
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import torch
-from corpora import LANDSCAPE, PORTRAIT, write_image
 from jsonargparse import ArgumentParser
 
+from corpora import LANDSCAPE, PORTRAIT, write_image
 from pixelbert_pl.data.captions import AnnotationError
 from pixelbert_pl.data.classification import (
     SNLI_VE_LABELS,

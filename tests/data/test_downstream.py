@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import torch
-from corpora import VQA_TEST_DEV, VQA_TRAIN, VQA_VAL
 from jsonargparse import ArgumentParser
 
 import pixelbert_pl.data.shapes
+from corpora import VQA_TEST_DEV, VQA_TRAIN, VQA_VAL
 from pixelbert_pl.data.captions import karpathy_coco_ids
 from pixelbert_pl.data.downstream import (
     NLVR2DataModule,
@@ -143,6 +143,20 @@ def test_shapesworld_vqa_splits_by_karpathy_split(shapes_modules: dict[str, Any]
     assert batch.pixel_values.shape[1:] == (3, 96, 96) and batch.targets.shape == (4, dm.num_answers)
     assert batch.targets.max(1).values.ge(0.9).all()  # ShapesWorld answers are always in the vocabulary
     assert next(iter(dm.test_dataloader())).targets.any()  # ShapesWorld's test split is annotated
+
+
+def test_vqa_questions_per_image_shares_each_image_between_its_questions(shapes_root: Path) -> None:
+    grouped = ShapesWorldVQADataModule(root=str(shapes_root), batch_size=4, num_workers=0, questions_per_image=2)
+    plain = ShapesWorldVQADataModule(root=str(shapes_root), batch_size=4, num_workers=0)
+    images = [batch.pixel_values.shape[0] for batch in grouped.train_dataloader()]
+    # 3 questions per ShapesWorld image: 2 go together, the third pairs with another image's third.
+    assert sum(images) < 0.8 * 4 * len(images) and min(images) == 2
+    assert sum(b.pixel_values.shape[0] for b in plain.train_dataloader()) > sum(images)
+    seen = sorted(int(q) for batch in grouped.train_dataloader() for q in batch.question_ids)
+    assert seen == sorted(r.question_id for r in grouped.records("train"))[: len(seen)]  # drop_last only
+    assert len(seen) == len(grouped.records("train")) // 4 * 4
+    with pytest.raises(ValueError, match="questions_per_image=3: expected >= 1 and a divisor of batch_size=4"):
+        ShapesWorldVQADataModule(root=str(shapes_root), batch_size=4, questions_per_image=3)
 
 
 def test_shapesworld_nlvr2_and_retrieval_batches(shapes_modules: dict[str, Any]) -> None:

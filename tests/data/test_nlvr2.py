@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from corpora import LANDSCAPE, NLVR2_DEV, NLVR2_TRAIN, PORTRAIT
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
+from corpora import LANDSCAPE, NLVR2_DEV, NLVR2_TRAIN, PORTRAIT
 from pixelbert_pl.data.captions import AnnotationError
 from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.nlvr2 import NLVR2Batch, NLVR2Dataset, NLVR2Record, collate_nlvr2, read_nlvr2

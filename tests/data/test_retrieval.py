@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from corpora import FLICKR, LANDSCAPE, PORTRAIT
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
+from corpora import FLICKR, LANDSCAPE, PORTRAIT
 from pixelbert_pl.data.captions import ImageCaptions, read_karpathy
 from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.retrieval import (

@@ -9,7 +9,7 @@ are disjoint with no padding duplicates.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,6 +33,7 @@ from pixelbert_pl.data.captions import (
 from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, RecordDataset, collate_pretrain
 from pixelbert_pl.data.quality import SkipCounter
+from pixelbert_pl.data.samplers import GroupedEpochKeyedSampler
 from pixelbert_pl.models.tokenizer import load_tokenizer
 
 RecordT = TypeVar("RecordT")
@@ -149,9 +150,17 @@ class PixelBertDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def loader(self, dataset: Dataset, collate_fn: Callable[[list[Any]], Any], train: bool) -> DataLoader:
-        """Training: shuffled, every rank the same number of full batches. Evaluation: in order, each item on
-        exactly one rank, none repeated to even out the shards."""
+    def loader(
+        self,
+        dataset: Dataset,
+        collate_fn: Callable[[list[Any]], Any],
+        train: bool,
+        group_keys: Sequence[Hashable] | None = None,
+        group_size: int = 1,
+    ) -> DataLoader:
+        """Training: shuffled, every rank the same number of full batches; with `group_keys` and a `group_size` > 1,
+        samples of one group come `group_size` at a time (`GroupedEpochKeyedSampler`). Evaluation: in order, each
+        item on exactly one rank, none repeated to even out the shards."""
         world, rank = self._ranks()
         h = self.options
         if train and isinstance(dataset, RecordDataset):
@@ -161,7 +170,12 @@ class PixelBertDataModule(pl.LightningDataModule):
         kind: dict[str, Any] = {"shuffle": True, "seed": h.seed, "drop_last": True, "resume_offset": self.resume_offset}
         if not train:
             kind = {"shuffle": False, "unrepeated": True}
-        sampler = EpochKeyedSampler(dataset, world, rank, **kind)  # type: ignore[arg-type]
+        if train and group_keys is not None and group_size > 1:
+            sampler: EpochKeyedSampler = GroupedEpochKeyedSampler(
+                dataset, group_keys, group_size, world, rank, seed=h.seed, resume_offset=self.resume_offset,  # type: ignore[arg-type]
+            )  # fmt: skip
+        else:
+            sampler = EpochKeyedSampler(dataset, world, rank, **kind)  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=h.batch_size if train else h.val_batch_size or h.batch_size,

@@ -101,6 +101,9 @@ class VQADataModule(SplitDataModule):
             default: the train and val questions read (train2014 + val2014 and min count 9 give the usual 3,129).
         answer_min_count: questions an answer needs to become a class.
         train_image_ids, val_image_ids, test_image_ids: keep only questions about these images.
+        questions_per_image: training batches hold the questions of an image this many at a time
+            (`GroupedEpochKeyedSampler`), so the CNN runs once for them; 2 halves the CNN's work per batch (VQA v2 has
+            5.4 questions per image). Every question is still seen once per epoch. Must divide batch_size.
         **kwargs: the settings every DataModule shares (`PixelBertDataModule`: tokenizer, image sizes, batches).
     """
 
@@ -120,10 +123,16 @@ class VQADataModule(SplitDataModule):
         train_image_ids: Sequence[int] | None = None,
         val_image_ids: Sequence[int] | None = None,
         test_image_ids: Sequence[int] | None = None,
+        questions_per_image: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.add_options(locals())
+        if questions_per_image < 1 or self.options.batch_size % questions_per_image:
+            raise ValueError(
+                f"questions_per_image={questions_per_image}: expected >= 1 and a divisor of "
+                f"batch_size={self.options.batch_size}"
+            )
         # (questions file, annotations file or None) per split.
         self.files: dict[str, list[tuple[str, str | None]]] = {
             "test": [(test_questions, test_annotations)] if test_questions is not None else []
@@ -179,6 +188,11 @@ class VQADataModule(SplitDataModule):
         if self.options.test_annotations is None:
             raise ValueError("VQA test questions without annotations are scored by the evaluation server: predict them")
         return super().test_dataloader()
+
+    def train_dataloader(self) -> DataLoader:
+        keys = [record.image_id for record in self.records("train")]
+        k = self.options.questions_per_image
+        return self.loader(self.dataset("train"), self.collate("train"), train=True, group_keys=keys, group_size=k)
 
     def dataset(self, split: str) -> VQADataset:
         return VQADataset(

@@ -1,0 +1,56 @@
+"""GroupedEpochKeyedSampler: questions of one image come together, every question once per epoch, equal shares
+per rank, the order a function of (seed, epoch)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from pixelbert_pl.data.samplers import GroupedEpochKeyedSampler
+
+# 9 images with 1 to 5 questions each: 27 questions.
+KEYS = [image for image, count in enumerate([3, 5, 1, 4, 2, 5, 3, 2, 2]) for _ in range(count)]
+
+
+def _indices(sampler: GroupedEpochKeyedSampler, epoch: int = 0) -> list[int]:
+    sampler.set_epoch(epoch)
+    keys = list(sampler)
+    assert {e for e, _ in keys} == {epoch}
+    return [i for _, i in keys]
+
+
+def test_each_question_once_in_runs_of_one_image_with_the_short_run_last() -> None:
+    sampler = GroupedEpochKeyedSampler(KEYS, KEYS, group_size=2)
+    order = sampler.order()
+    assert sorted(order) == list(range(len(KEYS)))
+    runs = [order[i : i + 2] for i in range(0, len(order), 2)]
+    assert len(runs[-1]) == 1  # 27 questions: one run is short, and it is the last
+    # Leftovers of odd-sized groups (images 0, 1, 2, 5, 6: one each) are paired across images; the rest share one.
+    shared = [run for run in runs if len(run) == 2 and KEYS[run[0]] == KEYS[run[1]]]
+    assert len(shared) == sum(count // 2 for count in Counter(KEYS).values()) == 11
+    # What a rank yields is the order cut to equal shares (drop_last): 27 // 1 = 27 here.
+    assert _indices(sampler) == order
+
+
+def test_order_follows_seed_and_epoch() -> None:
+    a = GroupedEpochKeyedSampler(KEYS, KEYS, group_size=2, seed=3)
+    b = GroupedEpochKeyedSampler(KEYS, KEYS, group_size=2, seed=3)
+    assert _indices(a, 0) == _indices(b, 0)
+    assert _indices(a, 1) != _indices(a, 0)
+    assert _indices(GroupedEpochKeyedSampler(KEYS, KEYS, group_size=2, seed=4), 0) != _indices(a, 0)
+
+
+def test_two_ranks_get_equal_disjoint_shares_and_resume_skips() -> None:
+    shares = [_indices(GroupedEpochKeyedSampler(KEYS, KEYS, 2, num_replicas=2, rank=r, seed=1)) for r in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 13
+    assert not set(shares[0]) & set(shares[1])
+    resumed = GroupedEpochKeyedSampler(KEYS, KEYS, 2, num_replicas=2, rank=1, seed=1, resume_offset=lambda: 4)
+    assert _indices(resumed) == shares[1][4:]
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="3 group keys for 27 samples"):
+        GroupedEpochKeyedSampler(KEYS, KEYS[:3], group_size=2)
+    with pytest.raises(ValueError, match="group_size=0"):
+        GroupedEpochKeyedSampler(KEYS, KEYS, group_size=0)
