@@ -167,15 +167,17 @@ class PixelBertDataModule(pl.LightningDataModule):
             dataset.skip_unreadable(self.skip_counter)
         if isinstance(dataset, RecordDataset):
             dataset.image_cache_bytes = int(h.image_cache_mb * 2**20)
-        kind: dict[str, Any] = {"shuffle": True, "seed": h.seed, "drop_last": True, "resume_offset": self.resume_offset}
+        sampler: EpochKeyedSampler
         if not train:
-            kind = {"shuffle": False, "unrepeated": True}
-        if train and group_keys is not None and group_size > 1:
-            sampler: EpochKeyedSampler = GroupedEpochKeyedSampler(
+            sampler = EpochKeyedSampler(dataset, world, rank, shuffle=False, unrepeated=True)  # type: ignore[arg-type]
+        elif group_keys is not None and group_size > 1:
+            sampler = GroupedEpochKeyedSampler(
                 dataset, group_keys, group_size, world, rank, seed=h.seed, resume_offset=self.resume_offset,  # type: ignore[arg-type]
             )  # fmt: skip
         else:
-            sampler = EpochKeyedSampler(dataset, world, rank, **kind)  # type: ignore[arg-type]
+            sampler = EpochKeyedSampler(
+                dataset, world, rank, shuffle=True, seed=h.seed, drop_last=True, resume_offset=self.resume_offset,  # type: ignore[arg-type]
+            )  # fmt: skip
         return DataLoader(
             dataset,
             batch_size=h.batch_size if train else h.val_batch_size or h.batch_size,

@@ -91,13 +91,15 @@ class EpochKeyedSampler(DistributedSampler):
         if unrepeated:
             self.num_samples = len(range(rank, len(dataset), num_replicas))
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+    def indices(self) -> Iterator[int]:
+        """This rank's indices for the current epoch, in order (subclasses change the order here)."""
         if self.unrepeated:
-            indices: Iterator[int] = iter(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
-        else:
-            indices = super().__iter__()
+            return iter(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
+        return super().__iter__()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         skip = self.resume_offset() if self.resume_offset is not None else 0
-        return ((self.epoch, i) for i in islice(indices, skip, None))
+        return ((self.epoch, i) for i in islice(self.indices(), skip, None))
 
 
 class RecordDataset(Dataset):

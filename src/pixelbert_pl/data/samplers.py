@@ -10,7 +10,6 @@ questions/s with CUDA graphs (benchmarks/results/README.md). The epoch still see
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from itertools import islice
 from typing import TypeVar
 
 import torch
@@ -73,8 +72,5 @@ class GroupedEpochKeyedSampler(EpochKeyedSampler):
         runs = shuffled([run for run in runs if len(run) == k]) + short
         return [index for run in runs for index in run]
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        order = self.order()[: self.total_size]
-        share = order[self.rank * self.num_samples : (self.rank + 1) * self.num_samples]
-        skip = self.resume_offset() if self.resume_offset is not None else 0
-        return ((self.epoch, i) for i in islice(share, skip, None))
+    def indices(self) -> Iterator[int]:
+        return iter(self.order()[self.rank * self.num_samples : (self.rank + 1) * self.num_samples])
