@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import random
 from pathlib import Path
@@ -224,6 +225,26 @@ def test_batches_pin_their_tensors_only(monkeypatch: pytest.MonkeyPatch) -> None
     assert isinstance(pinned, VQABatch) and pinned is not batch
     assert torch.equal(pinned.question_ids, torch.tensor([8, 9])) and bool((pinned.targets == 0.5).all())
     assert pinned.answers == [["a"], []] and pinned.image_sizes == [(4, 4)] and pinned.answer_types == ["other", None]
+
+
+def test_lightning_moves_a_batch_by_its_tensor_fields() -> None:
+    from lightning_fabric.utilities.apply_func import _TransferableDataType, move_data_to_device
+
+    from pixelbert_pl.data.pretraining import PretrainBatch
+
+    batch = PretrainBatch(
+        pixel_values=torch.zeros(1, 3, 4, 4), pixel_mask=torch.ones(1, 4, 4, dtype=torch.bool),
+        input_ids=torch.zeros(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 3, dtype=torch.bool),
+        mlm_labels=torch.zeros(2, 3, dtype=torch.long), itm_labels=torch.tensor([1, 0]),
+        image_index=torch.zeros(2, dtype=torch.long), pixel_sample_seeds=[3, 4], sample_ids=torch.tensor([5]),
+        image_sizes=[(4, 4)], num_masked=2,
+    )  # fmt: skip
+    assert isinstance(batch, _TransferableDataType)  # moved by its own `to`, not walked field by field
+    moved = move_data_to_device(batch, torch.device("meta"))
+    assert isinstance(moved, PretrainBatch) and moved is not batch and batch.input_ids.device.type == "cpu"
+    tensors = [f.name for f in dataclasses.fields(batch) if isinstance(getattr(batch, f.name), torch.Tensor)]
+    assert len(tensors) == 8 and all(getattr(moved, name).is_meta for name in tensors)
+    assert (moved.pixel_sample_seeds, moved.image_sizes, moved.num_masked) == ([3, 4], [(4, 4)], 2)
 
 
 def test_image_transform_from_config_and_non_rgb_input() -> None:

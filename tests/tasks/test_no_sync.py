@@ -22,7 +22,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from pixelbert_pl.data.datamodules import ShapesWorldDataModule
 from pixelbert_pl.data.downstream import ShapesWorldNLVR2DataModule, ShapesWorldVQADataModule
 from pixelbert_pl.tasks import NLVR2Task, PretrainTask, VQATask
-from pixelbert_pl.tasks import optim as optim_module
 
 READ_BACK_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal", "_unique2", "item"}
 # Branches that exist only on the CPU, where reading a flag costs nothing: the non-finite-step report reads the
@@ -52,17 +51,6 @@ class _Arm(pl.Callback):
         self.spy.active = trainer.global_step >= 1
 
 
-def _fused_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fused optimiser kernels on the CPU too, as on a GPU: the unfused ones keep their step count as a tensor and
-    read it back (a CPU-only cost)."""
-    original = optim_module.AdamWSGD.__init__
-
-    def fused_init(self: Any, param_groups: Any, betas: Any = (0.9, 0.999), fused: Any = None) -> None:
-        original(self, param_groups, betas, fused=True)
-
-    monkeypatch.setattr(optim_module.AdamWSGD, "__init__", fused_init)
-
-
 def _task_and_data(kind: str, root: str) -> tuple[pl.LightningModule, pl.LightningDataModule]:
     if kind == "pretrain":
         data: Any = ShapesWorldDataModule(root=root, captions_per_image=2, **SMALL)
@@ -77,7 +65,6 @@ def _task_and_data(kind: str, root: str) -> tuple[pl.LightningModule, pl.Lightni
 
 @pytest.mark.parametrize("kind", ["pretrain", "vqa", "nlvr2"])
 def test_training_step_reads_nothing_back(kind: str, shapes_root, monkeypatch: pytest.MonkeyPatch) -> None:
-    _fused_everywhere(monkeypatch)
     spy = ReadBackSpy()
     batch_end = _LoggerConnector.on_batch_end
 
@@ -102,7 +89,6 @@ def test_training_step_reads_nothing_back(kind: str, shapes_root, monkeypatch: p
 
 def test_a_progress_bar_value_in_training_would_be_caught(shapes_root, monkeypatch: pytest.MonkeyPatch) -> None:
     """The spy sees Lightning's per-step progress-bar conversion, the sync this design avoids."""
-    _fused_everywhere(monkeypatch)
     spy = ReadBackSpy()
 
     class Chatty(PretrainTask):

@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import pytorch_lightning as pl
 import torch
 
@@ -55,6 +56,26 @@ def test_state_dict_round_trip_continues_identically() -> None:
     _train([opt_b], b, 3)
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_fused_kernels_by_default_on_the_cpu() -> None:
+    opt = AdamWSGD(build_param_groups(_net().named_parameters(), ("cnn.",), OptimizerConfig()))
+    assert opt.fused and all(inner.defaults["fused"] for inner in opt._inner)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_non_finite_gradient_changes_nothing(fused: bool) -> None:
+    net = _net()
+    opt = AdamWSGD(build_param_groups(net.named_parameters(), ("cnn.",), OptimizerConfig()), fused=fused)
+    _train([opt], net, 2)
+    weights = copy.deepcopy(net.state_dict())
+    state = copy.deepcopy(opt.state_dict()["state"])
+    net["bert"](net["cnn"](torch.randn(8, 4))).square().mean().mul(float("nan")).backward()
+    opt.step()
+    assert not bool(opt.last_step_finite)
+    assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
+    for index, moments in opt.state_dict()["state"].items():
+        assert all(torch.equal(state[index][k], v) for k, v in moments.items())
 
 
 def test_frozen_cnn_gets_no_group() -> None:

@@ -1,22 +1,36 @@
-"""`PinnableBatch`: lets the DataLoader pin a batch dataclass's tensors.
+"""`PinnableBatch`: lets the DataLoader pin a batch dataclass's tensors, and Lightning move them in one call.
 
 `DataLoader(pin_memory=True)` pins tensors, mappings and sequences, and any object with a `pin_memory()` method;
 a plain dataclass it returns untouched. Unpinned, Lightning's "non-blocking" copy to the GPU is a blocking copy
 that first waits for every queued kernel: a host-device sync at the start of every step.
+
+Lightning moves a batch to the device by walking it as a collection, down to every int of its host-side lists
+(a ShapesWorld pre-training batch: ~460 calls, 3.4 ms a step on the CPU); an object with a `to(device)` method is
+moved by that method instead, so `to` copies the tensor fields and leaves the rest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 
 class PinnableBatch:
-    """Mixin for the batch dataclasses: `pin_memory()` returns a copy whose tensors live in page-locked memory."""
+    """Mixin for the batch dataclasses: `pin_memory()` and `to(device)` return a copy with every tensor field
+    pinned or moved, every other field as it was."""
+
+    def _map_tensors(self, function: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        mapped = {k: function(v) for k, v in fields.items() if isinstance(v, torch.Tensor)}
+        return dataclasses.replace(self, **mapped)  # type: ignore[type-var]
 
     def pin_memory(self) -> Any:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        pinned = {k: v.pin_memory() for k, v in fields.items() if isinstance(v, torch.Tensor)}
-        return dataclasses.replace(self, **pinned)  # type: ignore[type-var]
+        return self._map_tensors(torch.Tensor.pin_memory)
+
+    def to(self, device: torch.device | str) -> Any:
+        """Non-blocking to a GPU: the loaders pin their batches."""
+        device = torch.device(device)
+        return self._map_tensors(lambda t: t.to(device, non_blocking=device.type == "cuda"))

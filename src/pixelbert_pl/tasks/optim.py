@@ -51,6 +51,9 @@ class OptimizerConfig:
             raise ValueError(f"OptimizerConfig.milestones={self.milestones}: expected fractions of the run in (0, 1]")
 
 
+FUSED_DEVICE_TYPES = {"cuda", "cpu"}  # where torch has fused AdamW and SGD kernels
+
+
 class AdamWSGD(Optimizer):
     """SGD on the groups marked `"optimizer": "sgd"`, AdamW on the others; one `step`, one `state_dict`.
 
@@ -58,7 +61,7 @@ class AdamWSGD(Optimizer):
     and checkpoints that look at `param_groups` / `state` see one ordinary optimizer.
 
     A step whose gradients are not all finite (a NaN or Inf loss) changes nothing: no parameter, no moment, no
-    step count. With fused kernels (`fused`: default, every parameter on a GPU) the kernels skip it themselves,
+    step count. With fused kernels (`fused`: the default, see `_bind`) the kernels skip it themselves,
     reading a device flag, so the check costs no host-device sync; otherwise the flag is read on the host.
     `last_step_finite` holds the flag (a 0-dim bool tensor) for the task to report.
     """
@@ -76,11 +79,11 @@ class AdamWSGD(Optimizer):
     def _bind(self) -> None:
         sgd_groups = [g for g in self.param_groups if g.get("optimizer") == "sgd"]
         adamw_groups = [g for g in self.param_groups if g.get("optimizer") != "sgd"]
-        # Fused kernels (one launch per step instead of several per parameter) wherever every parameter is on a
-        # GPU; the arithmetic is the same update rule.
-        fused = (
-            self._fused if self._fused is not None else all(p.is_cuda for g in self.param_groups for p in g["params"])
-        )
+        # Fused kernels wherever all parameters share a device that has them: one launch per step instead of several
+        # per parameter on a GPU, and on the CPU a third of the time of torch's default there, a Python loop over
+        # the parameters (tiny preset, 69 tensors: 1.2 vs 3.4 ms a step). The arithmetic is the same update rule.
+        devices = {p.device.type for g in self.param_groups for p in g["params"]}
+        fused = self._fused if self._fused is not None else len(devices) == 1 and devices <= FUSED_DEVICE_TYPES
         self.fused = fused
         self._inner: list[Optimizer] = []
         if sgd_groups:
