@@ -93,3 +93,24 @@ def test_fit_logs_the_epoch_skips(corpus, tmp_path) -> None:
     )  # fmt: skip
     trainer.fit(task, datamodule=dm)
     assert trainer.callback_metrics["train/skipped_samples"].item() == 1.0
+
+
+class _Serving(torch.utils.data.Dataset):
+    def __init__(self, counter: SkipCounter) -> None:
+        self.counter = counter
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, index: int) -> int:
+        self.counter.served()
+        return index
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_workers_counts_reach_the_main_process(context: str) -> None:
+    counter = SkipCounter()
+    counter.served()  # the main process counts too, before the workers start (its view must not travel with them)
+    loader = torch.utils.data.DataLoader(_Serving(counter), num_workers=2, multiprocessing_context=context)
+    assert sorted(int(i) for i in loader) == list(range(6))
+    assert counter.totals() == (7, 0)

@@ -43,11 +43,19 @@ class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
     """Random access to the rows of an Arrow-backed `datasets.Dataset` as `record_type` dataclasses.
 
     Arrow buffers are not touched by reference counting, so DataLoader workers share them instead of copying,
-    page by page, a list of millions of Python objects."""
+    page by page, a list of millions of Python objects.
+
+    Reading one row through `datasets` costs ~70 us, and pre-training reads several per sample (its ITM negatives
+    are other images' captions): a ShapesWorld batch spent a third of its loading time there. So each process keeps
+    the records it has read, up to `cache_size` (then starts over): a later read returns the same object, which
+    callers treat as read-only (the datasets copy what they change)."""
+
+    cache_size = 1 << 16
 
     def __init__(self, table: datasets.Dataset, record_type: Callable[..., RecordT] = ImageCaptions) -> None:  # type: ignore[assignment]
         self.table = table
         self.record_type = record_type
+        self._cache: dict[int, RecordT] = {}
 
     @classmethod
     def from_records(cls, records: Sequence[Any]) -> ArrowRecords[Any]:
@@ -62,7 +70,13 @@ class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
     def __getitem__(self, index: int | slice) -> Any:  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(len(self))[index]]
-        return self.record_type(**self.table[int(index)])
+        index = int(index)
+        record = self._cache.get(index)
+        if record is None:
+            if len(self._cache) >= self.cache_size:
+                self._cache.clear()
+            record = self._cache[index] = self.record_type(**self.table[index])
+        return record
 
 
 def _arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,8 @@ def other_image_captions(records: Sequence[ImageCaptions], index: int, rng: np.r
     while True:
         other = int(rng.integers(len(records) - 1))
         other += other >= index
-        yield str(rng.choice(records[other].captions))
+        captions = records[other].captions
+        yield str(captions[int(rng.integers(len(captions)))])  # rng.choice's draw, without its array conversion
 
 
 @dataclass
@@ -277,7 +278,8 @@ class CaptionPretrainDataset(RecordDataset):
         if self.mlm_probability <= 0:  # MLM switched off (an ITM-only run): captions stay intact
             return masked, labels
         p = self.word_probability
-        chosen = [i for i in candidates if rng.random() < p.get(ids[i], self.mlm_probability)]
+        draws = rng.random(len(candidates))  # the same numbers as one rng.random() per candidate, in one call
+        chosen = [i for i, d in zip(candidates, draws, strict=True) if d < p.get(ids[i], self.mlm_probability)]
         chosen = chosen or [int(rng.choice(candidates))]
         for i in chosen:
             labels[i] = ids[i]
