@@ -108,10 +108,28 @@ def test_negatives_are_never_own_captions() -> None:
 
 
 def test_collate_pads_and_maps_rows_to_images(dataset) -> None:
-    batch = collate_pretrain([dataset[(0, i)] for i in range(3)], dataset.tokenizer.pad_token_id)
+    items = [dataset[(0, i)] for i in range(3)]
+    batch = collate_pretrain(items, dataset.tokenizer.pad_token_id)
     assert batch.pixel_values.shape == (3, 3, 96, 96) and batch.pixel_mask.all()
-    assert batch.input_ids.shape[0] == 12 and batch.image_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    assert batch.itm_labels.tolist() == [1, 1, 0, 0] * 3
+    assert batch.input_ids.shape[0] == 12 and sorted(batch.image_index.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    lengths = batch.attention_mask.sum(dim=1).tolist()
+    assert lengths == sorted(lengths)  # rows by text length, so length buckets are consecutive rows
+    # Every row keeps its own fields: the same (ids, labels, ITM label, image, pixel seed) rows as the items hold.
+    expected = sorted(
+        (tuple(ids), tuple(labels), matched, image, seed)
+        for image, item in enumerate(items)
+        for ids, labels, matched, seed in zip(
+            item["input_ids"], item["mlm_labels"], item["itm_labels"], item["pixel_sample_seeds"], strict=True
+        )
+    )
+    got = sorted(
+        (tuple(i[:n]), tuple(lab[:n]), m, image, seed)
+        for i, lab, n, m, image, seed in zip(
+            batch.input_ids.tolist(), batch.mlm_labels.tolist(), lengths, batch.itm_labels.tolist(),
+            batch.image_index.tolist(), batch.pixel_sample_seeds, strict=True,
+        )
+    )  # fmt: skip
+    assert got == expected
     assert torch.equal(batch.attention_mask.bool(), batch.input_ids != dataset.tokenizer.pad_token_id)
     assert (batch.mlm_labels[batch.attention_mask == 0] == IGNORE_INDEX).all()
 

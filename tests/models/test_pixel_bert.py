@@ -99,10 +99,11 @@ def test_state_dict_round_trip_gives_identical_outputs(tiny_model) -> None:
         )
 
 
-def test_text_length_buckets_leave_real_positions_and_gradients_unchanged() -> None:
+@pytest.mark.parametrize("rows_sorted", [False, True])  # sorted: the buckets are consecutive rows (no gather)
+def test_text_length_buckets_leave_real_positions_and_gradients_unchanged(rows_sorted: bool) -> None:
     torch.manual_seed(0)
     model = pixelbert_pl.create_model("pixelbert_tiny").train()  # dropout is 0 in the tiny preset
-    lengths = [3, 9, 4, 12, 3, 6]
+    lengths = [3, 3, 4, 6, 9, 12] if rows_sorted else [3, 9, 4, 12, 3, 6]
     ids = torch.randint(5, 100, (len(lengths), 12))
     mask = torch.zeros_like(ids)
     for row, n in enumerate(lengths):

@@ -334,11 +334,19 @@ def collate_image_texts(items: list[dict[str, Any]], pad_token_id: int = 0) -> d
 
 
 def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> PretrainBatch:
+    """Images in item order; text rows sorted by length (stable), each row's fields moved with it, so that the
+    transformer's length buckets (`text_length_buckets`) are runs of consecutive rows and need no gather."""
     images: list[torch.Tensor] = [item["pixel_values"] for item in items]  # type: ignore[misc]
     pixel_values, pixel_mask = pad_images(images)
-    ids = [row for item in items for row in item["input_ids"]]  # type: ignore[attr-defined]
-    labels = [row for item in items for row in item["mlm_labels"]]  # type: ignore[attr-defined]
-    per_image = [len(item["input_ids"]) for item in items]  # type: ignore[arg-type]
+    rows = [
+        (ids, labels, matched, image, seed)
+        for image, item in enumerate(items)
+        for ids, labels, matched, seed in zip(
+            item["input_ids"], item["mlm_labels"], item["itm_labels"], item["pixel_sample_seeds"], strict=True
+        )  # type: ignore[call-overload]
+    ]
+    rows.sort(key=lambda row: len(row[0]))
+    ids, labels, matched, image_index, seeds = (list(column) for column in zip(*rows, strict=True))
     input_ids = pad_token_rows(ids, pad_token_id)
     return PretrainBatch(
         pixel_values=pixel_values,
@@ -347,9 +355,9 @@ def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> P
         attention_mask=pad_token_rows([[1] * len(r) for r in ids], 0),
         mlm_labels=pad_token_rows(labels, IGNORE_INDEX),
         num_masked=sum(label != IGNORE_INDEX for row in labels for label in row),
-        itm_labels=torch.tensor([m for item in items for m in item["itm_labels"]]),  # type: ignore[attr-defined]
-        image_index=torch.repeat_interleave(torch.arange(len(items)), torch.tensor(per_image)),
-        pixel_sample_seeds=[s for item in items for s in item["pixel_sample_seeds"]],  # type: ignore[attr-defined]
+        itm_labels=torch.tensor(matched),
+        image_index=torch.tensor(image_index),
+        pixel_sample_seeds=seeds,
         sample_ids=torch.tensor([item["sample_id"] for item in items]),
         image_sizes=real_sizes(images),
     )

@@ -229,28 +229,38 @@ class PixelBertModel(nn.Module):
 
     def _encode_by_length(self, hidden: torch.Tensor, keys: torch.Tensor, t: int) -> torch.Tensor:
         """`_encode` in groups of rows of similar text length, each trimmed after its last attended text position
-        (padded keys are masked, so real positions are unchanged); the trimmed positions come back as zeros."""
+        (padded keys are masked, so real positions are unchanged); the trimmed positions come back as zeros.
+
+        The rows are put in group order once and split into consecutive blocks: a gather per group would cost, in
+        the backward pass, a zero-filled copy of the whole batch per group. Rows that already come in group order
+        (`collate_pretrain` sorts them by length) are not moved at all."""
         positions = torch.arange(1, t + 1, device=keys.device)
         # Last attended text position + 1 (never 0: [CLS] stays, the pooler reads it); one host sync.
         ends = (keys[:, :t] * positions).amax(dim=1).clamp(min=1).tolist()
         groups = length_buckets(ends, self.text_length_buckets, extra=hidden.shape[1] - t)
         if len(groups) == 1 and groups[0][1] == t:  # nothing to trim: one plain call, no gather or scatter
             return self._encode(hidden, keys, False)[0]
-        pieces, order = [], []
-        for rows, width in groups:
-            index = torch.tensor(rows, device=hidden.device)
-            part, part_keys = hidden[index], keys[index]
+        order = [row for rows, _ in groups for row in rows]
+        moved = order != list(range(len(order)))
+        if moved:
+            index = torch.tensor(order, device=hidden.device)
+            hidden, keys = hidden[index], keys[index]
+        sizes = [len(rows) for rows, _ in groups]
+        pieces = []
+        for part, part_keys, (_, width) in zip(hidden.split(sizes), keys.split(sizes), groups, strict=True):
             seq = self._encode(
                 torch.cat([part[:, :width], part[:, t:]], dim=1),
                 torch.cat([part_keys[:, :width], part_keys[:, t:]], dim=1),
                 False,
             )[0]
-            trimmed = seq.new_zeros(len(rows), t - width, seq.shape[-1])
+            trimmed = seq.new_zeros(len(part), t - width, seq.shape[-1])
             pieces.append(torch.cat([seq[:, :width], trimmed, seq[:, width:]], dim=1))
-            order.extend(rows)
+        sequence = torch.cat(pieces)
+        if not moved:
+            return sequence
         inverse = torch.empty(len(order), dtype=torch.long, device=hidden.device)
-        inverse[torch.tensor(order, device=hidden.device)] = torch.arange(len(order), device=hidden.device)
-        return torch.cat(pieces)[inverse]
+        inverse[index] = torch.arange(len(order), device=hidden.device)
+        return sequence[inverse]
 
     def _encode(
         self, hidden: torch.Tensor, keys: torch.Tensor, output_attentions: bool
