@@ -319,3 +319,16 @@ def test_caption_grammar_and_truth() -> None:
     assert statement_is_true("exactly one image contains a red shape.", scene, lone)
     assert statement_is_true("there are three shapes in total.", scene, lone)
     assert not statement_is_true("both images contain a circle.", scene, lone)
+
+
+def test_count_statements_only_where_scene_counts_vary() -> None:
+    """With one shape in every scene a count statement is always true: no False example could be drawn for it."""
+    from pixelbert_pl.data.shapes import _make_statement
+
+    def statements(config: ShapesWorldConfig) -> list[str]:
+        rng = np.random.default_rng(0)
+        return [_make_statement(rng, config, set())[0] for _ in range(300)]
+
+    counting = re.compile(r".*(exactly \w+ shapes?|in total|than the right|same number)\.")
+    assert not any(counting.fullmatch(s) for s in statements(ShapesWorldConfig(max_objects=1)))
+    assert sum(bool(counting.fullmatch(s)) for s in statements(ShapesWorldConfig())) > 50
