@@ -194,3 +194,21 @@ def test_optional_visual_positions_are_off_by_default_and_order_aware() -> None:
     assert not torch.allclose(tokens, flipped, atol=1e-3)
     with pytest.raises(ValueError, match="visual_position_grid=8"):
         model.encode_pixels(torch.randn(1, 3, 160, 64))
+
+
+def test_selecting_tokens_for_rows_has_a_reproducible_backward() -> None:
+    """Rows of one image scattered through the batch (pre-training sorts rows by text length): indexing the tokens
+    with `tokens[image_index]` summed their gradients in thread order on the CPU, different bits every run."""
+    torch.manual_seed(0)
+    tokens = torch.randn(32, 24, 128, requires_grad=True)
+    pixels = PixelTokens(tokens, torch.ones(32, 24, dtype=torch.bool), (4, 6))
+    image_index = torch.randperm(128) % 32
+    upstream = torch.randn(128, 24, 128)
+
+    def gradient() -> torch.Tensor:
+        tokens.grad = None
+        pixels.select(image_index).tokens.mul(upstream).sum().backward()
+        return tokens.grad.clone()
+
+    first = gradient()
+    assert all(torch.equal(first, gradient()) for _ in range(10))

@@ -133,7 +133,10 @@ class PixelTokens:
     def select(self, image_index: torch.Tensor) -> PixelTokens:
         """The tokens of image `image_index[i]` for row i (several captions of one image share its CNN pass)."""
         index = None if self.index is None else self.index[image_index]
-        return PixelTokens(self.tokens[image_index], self.mask[image_index], self.grid, index)
+        # index_select, not tokens[image_index]: the latter's backward on the CPU adds the rows of an image's
+        # captions in thread order (index_put_ with accumulate), so two identical runs drifted apart.
+        tokens = self.tokens.index_select(0, image_index)
+        return PixelTokens(tokens, self.mask[image_index], self.grid, index)
 
 
 def image_sizes_from_mask(pixel_mask: torch.Tensor) -> torch.Tensor:
