@@ -3,6 +3,8 @@
 import json
 import sys
 
+import yaml
+
 from pixelbert_pl import demo
 
 TINY_PRETRAIN = [
@@ -71,7 +73,8 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     assert (out / "attention.png").stat().st_size > 0
     grounding = results["grounding"]
     assert 0 <= grounding["pointing_hit_rate"] <= 1 and 0 < grounding["random_hit_rate"] < 1
-    assert set(grounding["by_layer"]) == {"0", "1", "2"} and "val pointing game" in printed  # the 3 layers
+    layers = yaml.safe_load(demo.CONFIG.read_text())["model"]["init_args"]["model_overrides"]["num_hidden_layers"]
+    assert set(grounding["by_layer"]) == {str(i) for i in range(layers)} and "val pointing game" in printed
 
 
 def test_no_warmup_pretrains_from_random_weights(tmp_path, monkeypatch) -> None:

@@ -40,11 +40,12 @@ CONFIG = CONFIGS / "pretrain_shapes.yaml"
 WARMUP_CONFIG = CONFIGS / "pretrain_shapes_warmup.yaml"
 # results.json section -> (config, the weights it starts from: "pretrain", "scratch" or another stage's).
 # NLVR2 starts from the VQA-fine-tuned weights (falling back to pre-training's when VQA is not among the stages run):
-# from pre-training it memorised its 800 training statements (train 1.000, dev 0.54-0.59 and flat from step 50), as
-# the pre-trained [CLS] does not hold "this image has a red circle" or a shape count in a form that few examples read
-# out; VQA's yes/no and number questions teach exactly those per-image facts, and from them NLVR2 dev reached 0.73
-# (experiments/results/demo_pretraining_probes.md). The paper fine-tunes NLVR2 from pre-training; on real data,
-# with 86K training statements, that is what `lightning_configs/nlvr2.yaml` does.
+# from pre-training it memorised the 800 training statements of the corpus's former 1,000-example set (train 1.000,
+# dev 0.54-0.59 and flat from step 50), as the pre-trained [CLS] does not hold "this image has a red circle" or a
+# shape count in a form that few examples read out; VQA's yes/no and number questions teach exactly those per-image
+# facts, and from them NLVR2 dev reached 0.73 (experiments/results/demo_pretraining_probes.md). The paper fine-tunes
+# NLVR2 from pre-training; on real data, with 86K training statements, that is what `lightning_configs/nlvr2.yaml`
+# does.
 FINETUNES = {
     "vqa": ("vqa_shapes.yaml", "pretrain"),
     "vqa_from_scratch": ("vqa_shapes.yaml", "scratch"),
