@@ -56,10 +56,14 @@ def test_shapesworld_reads_through_the_published_format_readers(shapes_root) -> 
 
 
 def test_shapesworld_max_objects_generates_one_shape_scenes(tmp_path) -> None:
-    """The demo warm-up's corpus: `max_objects=1` reaches the generator, and every caption names the one shape."""
-    dm = ShapesWorldDataModule(root=str(tmp_path / "one"), num_images=20, image_size=64, max_objects=1, num_workers=0)
+    """The demo warm-up's corpus: `max_objects=1` and `num_nlvr2` reach the generator; every caption names the one
+    shape."""
+    dm = ShapesWorldDataModule(
+        root=str(tmp_path / "one"), num_images=20, image_size=64, max_objects=1, num_nlvr2=0, num_workers=0
+    )
     scenes = json.loads((tmp_path / "one" / "scenes.json").read_text())
     assert scenes["config"]["max_objects"] == 1 and {len(s["objects"]) for s in scenes["scenes"]} == {1}
+    assert scenes["config"]["num_nlvr2"] == 0 and not (tmp_path / "one" / "nlvr2" / "train.json").read_text()
     dm.setup("fit")
     assert all(sum(w in COLOURS for w in c.split()) == 1 for r in dm.train_records for c in r.captions)
 

@@ -225,22 +225,30 @@ class ShapesWorldCorpus:
         holdout: Sequence[str],
         tokenizer: str | None,
         max_objects: int = 4,
+        num_nlvr2: int | None = None,
     ) -> str:
         """Point `root` at the corpus, generating it if needed; returns the tokenizer (default: its vocab.txt)."""
         self.root = Path(root)
-        self.ensure_corpus(num_images, image_size, seed, tuple(holdout), max_objects)
+        self.ensure_corpus(num_images, image_size, seed, tuple(holdout), max_objects, num_nlvr2)
         return tokenizer or str(self.root / "vocab.txt")
 
     def ensure_corpus(
-        self, num_images: int, image_size: int, seed: int, holdout: tuple[str, ...], max_objects: int = 4
+        self,
+        num_images: int,
+        image_size: int,
+        seed: int,
+        holdout: tuple[str, ...],
+        max_objects: int = 4,
+        num_nlvr2: int | None = None,
     ) -> None:
         """Generate the corpus unless `root` already holds one (deterministic, so regenerating is never needed)."""
         if (self.root / "karpathy.json").exists() and (self.root / "vocab.txt").exists():
             return
         from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
 
+        nlvr2 = {} if num_nlvr2 is None else {"num_nlvr2": num_nlvr2}
         config = ShapesWorldConfig(
-            num_images=num_images, image_size=image_size, heldout=holdout, max_objects=max_objects
+            num_images=num_images, image_size=image_size, heldout=holdout, max_objects=max_objects, **nlvr2
         )
         generate(self.root, config, seed)
 
@@ -358,7 +366,9 @@ class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
     The corpus is written in the published COCO / Karpathy formats, so it goes through the same readers as
     real data; only its location and its generated WordPiece vocabulary are special. `max_objects=1` gives
     one-shape scenes, where every colour or shape word names the only object: the demo's warm-up corpus (its
-    vocabulary comes from the grammar, so it equals the full corpus's and checkpoints carry over).
+    vocabulary comes from the grammar, so it equals the full corpus's and checkpoints carry over). `num_nlvr2`
+    sets how many NLVR2 examples a newly generated corpus gets (None: the generator's default); pre-training reads
+    none of them, so a corpus only pre-trained on can skip them (0), saving their generation time.
     """
 
     def __init__(
@@ -369,6 +379,7 @@ class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
         generator_seed: int = 0,
         holdout: Sequence[str] = (),
         max_objects: int = 4,
+        num_nlvr2: int | None = None,
         tokenizer: str | None = None,
         train_splits: Sequence[str] = ("train",),
         image_min_size: int = 96,
@@ -376,7 +387,9 @@ class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
         max_text_length: int = 24,
         **kwargs: Any,
     ) -> None:
-        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer, max_objects)
+        vocab = self.open_corpus(
+            root, num_images, image_size, generator_seed, holdout, tokenizer, max_objects, num_nlvr2
+        )
         super().__init__(
             tokenizer=vocab,
             karpathy_file=str(self.root / "karpathy.json"),
