@@ -24,6 +24,7 @@ from pixelbert_pl.data.downstream import (
 )
 from pixelbert_pl.data.nlvr2 import NLVR2Batch
 from pixelbert_pl.data.retrieval import RetrievalImageBatch, RetrievalTrainBatch
+from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
 from pixelbert_pl.data.vqa import VQABatch
 
 SMALL = {"image_min_size": 32, "image_max_size": 64, "size_divisor": 8, "num_workers": 0}
@@ -215,6 +216,18 @@ def test_shapesworld_corpus_is_generated_when_missing(
     assert calls == [(60, 96, 3)] and (root / "nlvr2" / "train.json").is_file()
     ShapesWorldVQADataModule(root=str(root))  # already there: not generated again
     assert len(calls) == 1
+
+
+def test_nlvr2_is_added_to_a_corpus_generated_without_it(tmp_path: Path) -> None:
+    """The demo's pre-training writes its corpus with `num_nlvr2: 0`; its NLVR2 run then adds the examples."""
+    root = tmp_path / "no_nlvr2"
+    generate(root, ShapesWorldConfig(num_images=12, num_nlvr2=0), seed=2)
+    dm = ShapesWorldNLVR2DataModule(root=str(root), num_nlvr2=10, num_workers=0)
+    assert [len((root / "nlvr2" / f"{s}.json").read_text().splitlines()) for s in ("train", "dev", "test")] == [8, 1, 1]
+    dm.setup("fit")
+    assert len(dm.train_dataloader().dataset) == 8
+    with pytest.raises(ValueError, match="num_nlvr2=0"):
+        ShapesWorldNLVR2DataModule(root=str(root), num_nlvr2=0)
 
 
 @pytest.mark.parametrize("cls", [ShapesWorldVQADataModule, ShapesWorldNLVR2DataModule, ShapesWorldRetrievalDataModule])

@@ -20,6 +20,7 @@ from pixelbert_pl.data.shapes import (
     Scene,
     ShapeObject,
     ShapesWorldConfig,
+    add_nlvr2,
     answer_question,
     caption_is_true,
     generate,
@@ -276,6 +277,21 @@ def test_vocab_covers_every_text_whole(corpus, tmp_path) -> None:
     # The vocabulary comes from the grammar, so a corpus of another seed and size shares it.
     generate(tmp_path, ShapesWorldConfig(num_images=3, num_nlvr2=2), seed=9)
     assert (tmp_path / "vocab.txt").read_text() == (corpus / "vocab.txt").read_text()
+
+
+def test_nlvr2_added_later_equals_nlvr2_generated_at_once(tmp_path) -> None:
+    """A corpus generated without NLVR2 (the demo's pre-training) gets, from `add_nlvr2`, byte for byte the files
+    and vocabulary a corpus generated with them has."""
+    config = ShapesWorldConfig(num_images=10, heldout=("red triangle",), num_nlvr2=8)
+    generate(tmp_path / "at_once", config, seed=4)
+    generate(tmp_path / "later", ShapesWorldConfig(num_images=10, heldout=("red triangle",), num_nlvr2=0), seed=4)
+    assert not (tmp_path / "later" / "nlvr2").exists()
+    assert add_nlvr2(tmp_path / "later", 8) == {"train": 6, "dev": 1, "test": 1}
+    files = sorted(p.relative_to(tmp_path / "at_once") for p in (tmp_path / "at_once").rglob("*") if p.is_file())
+    nlvr2 = [f for f in files if f.parts[0] == "nlvr2"]
+    assert len(nlvr2) == 3 + 1 + 2 * 8  # the splits, their scenes.json, two images per example
+    for name in [*nlvr2, Path("vocab.txt")]:
+        assert (tmp_path / "later" / name).read_bytes() == (tmp_path / "at_once" / name).read_bytes(), name
 
 
 def test_rendered_pixels_show_the_scene(corpus) -> None:

@@ -352,7 +352,10 @@ class ShapesWorldVQADataModule(VQADataModule, ShapesWorldCorpus):
 
 
 class ShapesWorldNLVR2DataModule(NLVR2DataModule, ShapesWorldCorpus):
-    """NLVR2 on ShapesWorld (`root`, generated on first use): nlvr2/{train,dev,test}.json, images in nlvr2/images/."""
+    """NLVR2 on ShapesWorld (`root`, generated on first use): nlvr2/{train,dev,test}.json, images in nlvr2/images/.
+
+    A corpus generated without NLVR2 (`num_nlvr2: 0`, as the demo's pre-training writes it) gets `num_nlvr2`
+    examples added here (None: the generator's default), from the corpus's own seed and config."""
 
     def __init__(
         self,
@@ -361,14 +364,21 @@ class ShapesWorldNLVR2DataModule(NLVR2DataModule, ShapesWorldCorpus):
         image_size: int = 96,
         generator_seed: int = 0,
         holdout: Sequence[str] = (),
+        num_nlvr2: int | None = None,
         tokenizer: str | None = None,
         image_min_size: int = 96,
         image_max_size: int = 96,
         max_text_length: int = 24,
         **kwargs: Any,
     ) -> None:
-        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer)
+        if num_nlvr2 is not None and num_nlvr2 < 2:
+            raise ValueError(f"num_nlvr2={num_nlvr2}: an NLVR2 run needs examples; expected >= 2 or None")
+        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer, num_nlvr2=num_nlvr2)
         nlvr2 = self.root / "nlvr2"
+        if not (nlvr2 / "train.json").exists():
+            from pixelbert_pl.data.shapes import add_nlvr2
+
+            add_nlvr2(self.root, num_nlvr2)
         super().__init__(
             train_file=str(nlvr2 / "train.json"),
             val_file=str(nlvr2 / "dev.json"),

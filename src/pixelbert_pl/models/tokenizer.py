@@ -33,7 +33,7 @@ def write_wordpiece_vocab(texts: Iterable[str], path: str | Path) -> Path:
     words: set[str] = set()
     chars: set[str] = set("abcdefghijklmnopqrstuvwxyz0123456789.,?!'-")
     for text in texts:
-        for word in _basic_split(text):
+        for word in basic_split(text):
             words.add(word)
             chars.update(word)
     vocab = list(SPECIAL_TOKENS) + sorted(words | chars) + sorted(f"##{c}" for c in chars)
@@ -43,7 +43,7 @@ def write_wordpiece_vocab(texts: Iterable[str], path: str | Path) -> Path:
     return path
 
 
-def _basic_split(text: str) -> list[str]:
+def basic_split(text: str) -> list[str]:
     """BERT's basic pre-tokenisation for ASCII text: lower case, split on spaces and around punctuation."""
     out: list[str] = []
     for chunk in text.lower().split():
