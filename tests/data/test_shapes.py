@@ -292,6 +292,12 @@ def test_nlvr2_added_later_equals_nlvr2_generated_at_once(tmp_path) -> None:
     assert len(nlvr2) == 3 + 1 + 2 * 8  # the splits, their scenes.json, two images per example
     for name in [*nlvr2, Path("vocab.txt")]:
         assert (tmp_path / "later" / name).read_bytes() == (tmp_path / "at_once" / name).read_bytes(), name
+    # A vocabulary without a statement word (a grammar change the corpus predates) is refused, leaving no nlvr2/.
+    vocab = tmp_path / "later" / "vocab.txt"
+    vocab.write_text(vocab.read_text().replace("\n.\n", "\n"))  # every statement ends with "."
+    with pytest.raises(ValueError, match="lacks the NLVR2 words"):
+        add_nlvr2(tmp_path / "later", 8)
+    assert not (tmp_path / "later" / "nlvr2").exists()
 
 
 def test_rendered_pixels_show_the_scene(corpus) -> None:

@@ -32,6 +32,7 @@ import itertools
 import json
 import math
 import re
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -828,6 +829,7 @@ def add_nlvr2(out_dir: str | Path, num_nlvr2: int | None = None) -> dict[str, in
     vocab = set((out / "vocab.txt").read_text(encoding="utf-8").split())
     missing = {word for statement in statements for word in basic_split(statement)} - vocab
     if missing:
+        shutil.rmtree(out / "nlvr2")  # unusable with this vocabulary; a later run must not take it as done
         raise ValueError(f"{out / 'vocab.txt'} lacks the NLVR2 words {sorted(missing)}; regenerate the corpus")
     return summary
 
