@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel, PreTrainedTokenizerBase
+from transformers.models.bert.modeling_bert import BertLayer
 
 from pixelbert_pl.models import pretrained
 from pixelbert_pl.models.buckets import length_buckets
@@ -57,11 +59,11 @@ def resolve_config(config: PixelBertConfig) -> PixelBertConfig:
 
 @dataclass
 class PixelBertOutput:
-    sequence_output: torch.Tensor  # (b, L, d)
-    text_output: torch.Tensor  # (b, t, d)
+    sequence_output: torch.Tensor  # (b, L, d); (b, 1, d), [CLS] alone, when the forward ran with cls_only
+    text_output: torch.Tensor | None  # (b, t, d); None with cls_only
     cls_output: torch.Tensor  # (b, d): [CLS], through the tanh pooler only if config.use_pooler
     attention_mask: torch.Tensor  # (b, L) bool, True = attended key
-    pixel_output: torch.Tensor | None = None  # (b, p, d)
+    pixel_output: torch.Tensor | None = None  # (b, p, d); None with cls_only
     pixel_token_mask: torch.Tensor | None = None  # (b, p) bool
     pixel_token_index: torch.Tensor | None = None  # (b, p) grid cell of each pixel token (after sampling)
     pixel_grid: tuple[int, int] | None = None
@@ -170,6 +172,7 @@ class PixelBertModel(nn.Module):
         pixel_sample_seeds: Sequence[int] | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         output_attentions: bool = False,
+        cls_only: bool = False,
     ) -> PixelBertOutput:
         """Encode `[CLS] text [SEP] pixels` (or the text alone when no image is given).
 
@@ -183,6 +186,10 @@ class PixelBertModel(nn.Module):
                 mode: the paper samples only while pre-training, so that evaluation sees every pixel.
             pixel_sample_seeds, generator: where sampling randomness comes from (see `sample_pixels`).
             output_attentions: also return every layer's attention maps (runs eager attention).
+            cls_only: the last layer computes [CLS]'s row alone, for heads that read nothing else (ITM, VQA, NLVR2,
+                retrieval): its other rows' query, output and feed-forward projections, about 7% of a BERT-base
+                pass with ~300 tokens, are skipped. [CLS]'s output is the same (up to float rounding);
+                `text_output` and `pixel_output` are None.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
@@ -208,16 +215,19 @@ class PixelBertModel(nn.Module):
         # some attention kernels); let it attend its first position instead. Rows with any real key are unchanged.
         keys = torch.cat([keys[:, :1] | ~keys.any(dim=1, keepdim=True), keys[:, 1:]], dim=1)
 
+        if output_attentions and cls_only:
+            raise ValueError("output_attentions and cls_only exclude each other: attention maps need every row")
         if self.text_length_buckets > 1 and not output_attentions:
-            sequence, attentions = self._encode_by_length(hidden, keys, t), None
+            sequence, attentions = self._encode_by_length(hidden, keys, t, cls_only), None
         else:
-            sequence, attentions = self._encode(hidden, keys, output_attentions)
+            sequence, attentions = self._encode(hidden, keys, output_attentions, cls_only)
         cls = sequence[:, 0]
         if self.bert.pooler is not None:
             cls = self.bert.pooler(sequence)
-        out = PixelBertOutput(sequence, sequence[:, :t], cls, keys, attentions=attentions)
+        out = PixelBertOutput(sequence, None if cls_only else sequence[:, :t], cls, keys, attentions=attentions)
         if pixel_tokens is not None:
-            out.pixel_output = sequence[:, t:]
+            if not cls_only:
+                out.pixel_output = sequence[:, t:]
             out.pixel_token_mask = pixel_tokens.mask
             p = pixel_tokens.mask.shape[1]
             index = pixel_tokens.index
@@ -227,7 +237,7 @@ class PixelBertModel(nn.Module):
             out.pixel_grid = pixel_tokens.grid
         return out
 
-    def _encode_by_length(self, hidden: torch.Tensor, keys: torch.Tensor, t: int) -> torch.Tensor:
+    def _encode_by_length(self, hidden: torch.Tensor, keys: torch.Tensor, t: int, cls_only: bool) -> torch.Tensor:
         """`_encode` in groups of rows of similar text length, each trimmed after its last attended text position
         (padded keys are masked, so real positions are unchanged); the trimmed positions come back as zeros.
 
@@ -239,7 +249,7 @@ class PixelBertModel(nn.Module):
         ends = (keys[:, :t] * positions).amax(dim=1).clamp(min=1).tolist()
         groups = length_buckets(ends, self.text_length_buckets, extra=hidden.shape[1] - t)
         if len(groups) == 1 and groups[0][1] == t:  # nothing to trim: one plain call, no gather or scatter
-            return self._encode(hidden, keys, False)[0]
+            return self._encode(hidden, keys, False, cls_only)[0]
         order = [row for rows, _ in groups for row in rows]
         moved = order != list(range(len(order)))
         if moved:
@@ -252,7 +262,11 @@ class PixelBertModel(nn.Module):
                 torch.cat([part[:, :width], part[:, t:]], dim=1),
                 torch.cat([part_keys[:, :width], part_keys[:, t:]], dim=1),
                 False,
+                cls_only,
             )[0]
+            if cls_only:  # [CLS]'s row alone: nothing was trimmed from it
+                pieces.append(seq)
+                continue
             trimmed = seq.new_zeros(len(part), t - width, seq.shape[-1])
             pieces.append(torch.cat([seq[:, :width], trimmed, seq[:, width:]], dim=1))
         sequence = torch.cat(pieces)
@@ -263,12 +277,15 @@ class PixelBertModel(nn.Module):
         return sequence[inverse]
 
     def _encode(
-        self, hidden: torch.Tensor, keys: torch.Tensor, output_attentions: bool
+        self, hidden: torch.Tensor, keys: torch.Tensor, output_attentions: bool, cls_only: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         bert_cfg = self.bert.config
         if not output_attentions:
             # SDPA takes a boolean keep-mask; broadcast over heads and queries.
-            return self.bert.encoder(hidden, attention_mask=keys[:, None, None, :]).last_hidden_state, None
+            mask = keys[:, None, None, :]
+            if cls_only:
+                return self._encode_cls(hidden, mask), None
+            return self.bert.encoder(hidden, attention_mask=mask).last_hidden_state, None
         # Eager attention adds the mask to the scores, so it needs an additive float mask.
         additive = torch.zeros(keys.shape, dtype=hidden.dtype, device=hidden.device)
         additive = additive.masked_fill(~keys, torch.finfo(hidden.dtype).min)[:, None, None, :]
@@ -286,3 +303,40 @@ class PixelBertModel(nn.Module):
             for hook in hooks:
                 hook.remove()
         return sequence, tuple(maps)
+
+    def _encode_cls(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The encoder's layers (as `BertEncoder.forward` runs them), the last one for [CLS]'s row alone: (b, 1, d).
+        A method of its own so that `compile_transformer` can compile it beside the encoder."""
+        *layers, last = self.bert.encoder.layer
+        for layer in layers:
+            hidden = layer(hidden, mask)
+        return cls_layer(last, hidden, mask)
+
+    def compile_transformer(self, mode: str | None = None) -> None:
+        """`torch.compile` the transformer in place, lazily: the encoder module (state_dict keys unchanged) and
+        the [CLS]-only path beside it."""
+        self.bert.encoder.compile(mode=mode)
+        self._encode_cls = torch.compile(self._encode_cls, mode=mode)  # type: ignore[method-assign]
+
+
+def cls_layer(layer: BertLayer, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`layer` (a BERT layer, SDPA attention) with only row 0 as the query: keys and values still come from every
+    row, so row 0's output is what the full layer gives it. Uses the layer's own modules, in `BertLayer`'s order."""
+    attention = layer.attention.self
+    b = hidden.shape[0]
+    heads, size = attention.num_attention_heads, attention.attention_head_size
+    query = hidden[:, :1]
+
+    def split(x: torch.Tensor) -> torch.Tensor:  # (b, n, heads * size) -> (b, heads, n, size)
+        return x.view(b, x.shape[1], heads, size).transpose(1, 2)
+
+    context = F.scaled_dot_product_attention(
+        split(attention.query(query)),
+        split(attention.key(hidden)),
+        split(attention.value(hidden)),
+        attn_mask=mask,
+        dropout_p=attention.dropout.p if layer.training else 0.0,
+        scale=attention.scaling,
+    )
+    context = context.transpose(1, 2).reshape(b, 1, heads * size)
+    return layer.feed_forward_chunk(layer.attention.output(context, query))

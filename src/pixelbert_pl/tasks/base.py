@@ -151,7 +151,7 @@ class PixelBertTask(pl.LightningModule):
 
             inductor_config.triton.cudagraph_skip_dynamic_graphs = True
         self.model.visual.trunk.compile(mode=mode)
-        self.model.bert.encoder.compile(mode=mode)
+        self.model.compile_transformer(mode)
 
     @property
     def cnn_frozen(self) -> bool:

@@ -78,7 +78,7 @@ class RetrievalTask(PixelBertTask):
     # ------------------------------------------------------------------------------------------- training
 
     def score(self, pixels: PixelTokens, input_ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> Any:
-        out = self.model(input_ids, mask, pixel_tokens=pixels, image_index=index)
+        out = self.model(input_ids, mask, pixel_tokens=pixels, image_index=index, cls_only=True)
         return self.rank_head(out.cls_output).float()
 
     def forward(self, batch: RetrievalTrainBatch) -> torch.Tensor:

@@ -56,7 +56,9 @@ class VQATask(PixelBertTask):
     def forward(self, batch: VQABatch) -> torch.Tensor:
         """(b, num_answers) logits; the CNN runs once per distinct image of the batch."""
         pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
-        out = self.model(batch.input_ids, batch.attention_mask, pixel_tokens=pixels, image_index=batch.image_index)
+        out = self.model(
+            batch.input_ids, batch.attention_mask, pixel_tokens=pixels, image_index=batch.image_index, cls_only=True
+        )
         return self.vqa_head(out.cls_output).float()
 
     def compute_loss(self, outputs: torch.Tensor, batch: VQABatch) -> torch.Tensor:
