@@ -4,8 +4,11 @@ in `eval_chunk`-pair forward passes under inference_mode + bf16 autocast.
 
 The cost is linear in image-text pairs, so `--measure-images` images x all 5N captions are timed and the full
 N x 5N (and COCO 5K x 25K) is extrapolated from the measured time per pair; `--measure-images N` times it all.
+`--size` may name several sizes (H W H W ...): the images take them in turn, so each batch mixes them as a real
+split's do (Flickr30K and COCO resized to 800 on the short side: 800 x 1067 landscape, 1067 x 800 portrait).
 
     python -m benchmarks.retrieval_cost --images 1000 --measure-images 32 --size 800 1344     # on a GPU
+    python -m benchmarks.retrieval_cost --images 1000 --measure-images 32 --size 800 1067 1067 800
     python -m benchmarks.retrieval_cost --device cpu --preset pixelbert_tiny --size 96 96 --images 8
 """
 
@@ -32,9 +35,15 @@ def synthetic_texts(count: int, vocab: int, max_length: int = 40, seed: int = 0)
 
 
 def measure_retrieval(
-    preset: str, size: tuple[int, int], device: str, images: int, measure_images: int, image_batch: int = 8,
+    preset: str, size: tuple[int, ...], device: str, images: int, measure_images: int, image_batch: int = 8,
     eval_chunk: int = 1024, compile: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
+    """`size` is (H, W) or several sizes flattened (H1, W1, H2, W2, ...) that the batch's images take in turn."""
+    if len(size) % 2 or not size:
+        raise ValueError(f"size={list(size)}: expected pairs of height and width")
+    sizes = [(size[i], size[i + 1]) for i in range(0, len(size), 2)]
+    image_sizes = [sizes[i % len(sizes)] for i in range(image_batch)]
+    padded = (max(h for h, _ in image_sizes), max(w for _, w in image_sizes))
     torch.manual_seed(0)
     task = RetrievalTask(preset=preset, eval_chunk=eval_chunk, channels_last=device == "cuda")
     if compile:
@@ -46,12 +55,13 @@ def measure_retrieval(
     amp = device == "cuda"
     measure_images = min(measure_images, images)
     batches = -(-measure_images // image_batch)
-    pixel_values = torch.randn(image_batch, 3, *size, device=device)
+    pixel_values = torch.randn(image_batch, 3, *padded, device=device)
+    grids = [task.model.visual.token_grid(h, w) for h, w in image_sizes]
 
     def run_batch() -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
-            pixels = task.model.encode_pixels(pixel_values)
-            return task.score_matrix(pixels, on_device, lengths)
+            pixels = task.model.encode_pixels(pixel_values, image_sizes=image_sizes)
+            return task.score_matrix(pixels, on_device, lengths, grids)
 
     warm = time.perf_counter()
     run_batch()  # warm-up: cuDNN / cuBLAS heuristics, and the compilation when --compile
@@ -65,9 +75,13 @@ def measure_retrieval(
     wall = time.perf_counter() - start
     pairs = batches * image_batch * 5 * images
     per_pair = wall / pairs
-    tokens = task.model.visual.token_grid(*size)
+    tokens = [h * w for h, w in grids]
+    padded_grid = task.model.visual.token_grid(*padded)
     return {
-        "kind": "retrieval_eval", "preset": preset, "size": list(size), "pixel_tokens": tokens[0] * tokens[1],
+        "kind": "retrieval_eval", "preset": preset, "size": list(size),
+        "pixel_tokens": round(sum(tokens) / len(tokens), 1),
+        "padded_batch_pixel_tokens": padded_grid[0] * padded_grid[1],
+        "text_tokens_mean": round(float(lengths.float().mean()), 1),
         "images": images, "texts": 5 * images, "measured_images": batches * image_batch, "measured_pairs": pairs,
         "measured_wall_s": round(wall, 2), "pairs_per_s": round(pairs / wall, 1), "eval_chunk": eval_chunk,
         "compile": compile, "warmup_s": round(warm, 1), "peak_gib": peak_gib(device),
@@ -80,7 +94,7 @@ def measure_retrieval(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="pixelbert_r50")
-    p.add_argument("--size", type=int, nargs=2, default=[800, 1344])
+    p.add_argument("--size", type=int, nargs="+", default=[800, 1344], help="H W, or several: H1 W1 H2 W2 ...")
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--measure-images", type=int, default=32)
     p.add_argument("--eval-chunk", type=int, default=1024)

@@ -4,6 +4,7 @@ against the compiled yardstick.
 
     python -m benchmarks.suite --out benchmarks/results/h200.jsonl                       # GPU: everything
     python -m benchmarks.suite --device cpu --size 96 96 --batch 2 --out cpu.jsonl       # CPU: same-shape ratio
+    python -m benchmarks.suite --retrieval-only --retrieval-measure 32 --out retrieval.jsonl  # GPU: retrieval alone
 
 On the CPU it times the yardstick's plain (fp32, eager) configuration against the Lightning path with the same
 model (pixelbert_r50) and shapes, and the tiny preset's step, since neither bf16 nor torch.compile pays there.
@@ -78,8 +79,25 @@ def ratio(ours: str, theirs: str) -> float | None:
     return None
 
 
+# Flickr30K's and COCO's typical 4:3 photos at the paper's 800-pixel short side, landscape and portrait in turn.
+REAL_SIZES = (800, 1067, 1067, 800)
+
+
+def retrieval_figures(args: argparse.Namespace) -> None:
+    """Compiled retrieval evaluation at the training size (every image 800 x 1344, the worst case) and at the
+    datasets' real 4:3 sizes, mixed in each batch."""
+    for name, size in (("retrieval_compiled", tuple(args.size)), ("retrieval_compiled_real_sizes", REAL_SIZES)):
+        attempt(name, lambda s=size: measure_retrieval(
+            args.preset, s, args.device, args.retrieval_images, args.retrieval_measure, eval_chunk=args.eval_chunk,
+            compile=True,
+        ))  # fmt: skip
+
+
 def gpu_suite(args: argparse.Namespace) -> None:
-    size, batch, device, preset = tuple(args.size), args.batch, args.device, args.preset
+    if args.retrieval_only:
+        retrieval_figures(args)
+        return
+    size, batch, device = tuple(args.size), args.batch, args.device
     yardstick = load_yardstick(args.yardstick, device)
     y = yardstick_args(size, batch, device, warmup=args.warmup, steps=args.steps)
     if not args.training_only:
@@ -91,10 +109,7 @@ def gpu_suite(args: argparse.Namespace) -> None:
         attempt(f"yardstick_{mode}_compiled_cudnn_benchmark", lambda m=mode: run_training(
             yardstick, y, m, True, True, True
         ))  # fmt: skip
-    attempt("retrieval_compiled", lambda: measure_retrieval(
-        preset, size, device, args.retrieval_images, args.retrieval_measure, eval_chunk=args.eval_chunk,
-        compile=True,
-    ))  # fmt: skip
+    retrieval_figures(args)
 
 
 def cheap_figures(args: argparse.Namespace, yardstick: Any, y: argparse.Namespace) -> None:
@@ -212,6 +227,7 @@ def main() -> None:
     p.add_argument("--loader-workers", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--out", default=None)
     p.add_argument("--training-only", action="store_true", help="only the compiled training figures and ratios")
+    p.add_argument("--retrieval-only", action="store_true", help="only the compiled retrieval figures")
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget of the compiled figures")
     p.add_argument("--figure-s", type=float, default=90.0, help="seconds a compiled figure needs (with --budget-s)")
     args = p.parse_args()

@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 import pixelbert_pl
-from pixelbert_pl.models.visual import PixelTokens, build_trunk, sample_pixel_tokens
+from pixelbert_pl.models.visual import PixelTokens, build_trunk, crop_pixel_tokens, sample_pixel_tokens
 
 
 def _randomise_bn_statistics(model: torch.nn.Module) -> None:
@@ -212,3 +212,20 @@ def test_selecting_tokens_for_rows_has_a_reproducible_backward() -> None:
 
     first = gradient()
     assert all(torch.equal(first, gradient()) for _ in range(10))
+
+
+def test_crop_pixel_tokens_frees_an_image_of_its_batchs_padding(tiny_model) -> None:
+    small, large = torch.randn(3, 64, 48), torch.randn(3, 96, 96)
+    padded = torch.zeros(2, 3, 96, 96)
+    padded[0, :, :64, :48], padded[1] = small, large
+    with torch.no_grad():
+        batch = tiny_model.encode_pixels(padded, image_sizes=[(64, 48), (96, 96)])
+        alone = tiny_model.encode_pixels(small[None])
+    cropped = crop_pixel_tokens(batch.select(torch.tensor([0])), alone.grid)
+    assert cropped.grid == alone.grid == (4, 3) and bool(cropped.mask.all())
+    torch.testing.assert_close(cropped.tokens, alone.tokens, atol=1e-5, rtol=1e-4)
+    assert crop_pixel_tokens(batch, batch.grid) is batch
+    with pytest.raises(ValueError, match="within"):
+        crop_pixel_tokens(batch, (7, 3))
+    with pytest.raises(ValueError, match="sampled"):
+        crop_pixel_tokens(sample_pixel_tokens(batch, 4, torch.rand(batch.mask.shape)), (4, 3))

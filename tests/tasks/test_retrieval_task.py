@@ -103,3 +103,47 @@ def test_two_process_evaluation_equals_one_process(task, data, shapes_root, tmp_
     args = (2, str(tmp_path / "init"), task.state_dict(), str(shapes_root), str(out))
     mp.spawn(_rank, args=args, nprocs=2, join=True)
     assert torch.load(out) == single
+
+
+def test_score_matrix_scores_each_pair_as_alone_without_padding(task) -> None:
+    """Mixed image sizes and caption lengths: every score is the pair's score computed alone (its image at its own
+    size, its caption unpadded), and no forward pass carries a padded pixel token or a fully padded text column."""
+    from pixelbert_pl.data.images import pad_images
+    from pixelbert_pl.data.retrieval import RetrievalTexts
+
+    torch.manual_seed(0)
+    task.eval()
+    task.eval_chunk = 8
+    sizes = [(64, 48), (48, 64), (64, 64), (64, 48), (32, 48)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in sizes]
+    lengths = torch.tensor([5, 3, 9, 4, 7, 3, 12])
+    ids = torch.randint(5, 50, (len(lengths), 14)) * (torch.arange(14) < lengths[:, None])
+    texts = RetrievalTexts(ids, ids != 0, torch.zeros(len(lengths), dtype=torch.long))
+    pixel_values, pixel_mask = pad_images(images)
+    grids = [task.model.visual.token_grid(h, w) for h, w in sizes]
+
+    seen: list[tuple[tuple[int, int], int, int]] = []  # (token grid, masked pixel tokens, text columns) of each pass
+    score = task.score
+
+    def recording(pixels, input_ids, mask, index):
+        assert pixels.tokens.shape[1] == pixels.grid[0] * pixels.grid[1]
+        seen.append((pixels.grid, int((~pixels.mask).sum()), input_ids.shape[1]))
+        assert bool(mask[:, -1].any())  # the chunk is cut after its longest text
+        return score(pixels, input_ids, mask, index)
+
+    task.score = recording
+    with torch.no_grad():
+        pixels = task.model.encode_pixels(pixel_values, pixel_mask, sizes)
+        matrix = task.score_matrix(pixels, texts, lengths, grids)
+        del task.score
+        for i, image in enumerate(images):
+            alone = task.model.encode_pixels(image[None])
+            for j, n in enumerate(lengths.tolist()):
+                row = torch.zeros(1, dtype=torch.long)
+                expected = task.score(alone, ids[j : j + 1, :n], texts.attention_mask[j : j + 1, :n], row)
+                torch.testing.assert_close(matrix[i, j].float(), expected[0].half().float(), atol=2e-3, rtol=0)
+    assert matrix.shape == (5, 7) and matrix.dtype == torch.float16
+    assert all(masked == 0 for _, masked, _ in seen)
+    assert {grid for grid, _, _ in seen} == set(grids)
+    # The two 64x48 images: 4 texts a pass, shortest first (lengths 3 3 4 5 | 7 9 12), not in the given order (9 | 12).
+    assert [width for grid, _, width in seen if grid == grids[0]] == [5, 12]

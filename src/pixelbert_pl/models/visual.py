@@ -139,6 +139,22 @@ class PixelTokens:
         return PixelTokens(tokens, self.mask[image_index], self.grid, index)
 
 
+def crop_pixel_tokens(pixels: PixelTokens, grid: tuple[int, int]) -> PixelTokens:
+    """The tokens of the top-left `grid` cells of `pixels.grid`: images whose real region is that grid, freed of
+    the padding that larger images of their batch gave them (their tokens are the same; padding was masked)."""
+    rows, cols = grid
+    height, width = pixels.grid
+    if pixels.index is not None:
+        raise ValueError("crop_pixel_tokens needs every token of the grid; these were sampled")
+    if not (0 < rows <= height and 0 < cols <= width):
+        raise ValueError(f"grid={grid}: expected a grid within the tokens' {height}x{width}")
+    if (rows, cols) == (height, width):
+        return pixels
+    device = pixels.tokens.device
+    keep = (torch.arange(rows, device=device)[:, None] * width + torch.arange(cols, device=device)).flatten()
+    return PixelTokens(pixels.tokens[:, keep], pixels.mask[:, keep], (rows, cols))
+
+
 def image_sizes_from_mask(pixel_mask: torch.Tensor) -> torch.Tensor:
     """(b, 2) real height and width of each image, checking that each real region is a top-left rectangle."""
     heights = pixel_mask.any(dim=2).sum(dim=1)
