@@ -171,7 +171,7 @@ class Predictor:
         pixel_values, sizes = self._images(images)
         ids, mask = self._texts(captions)
         with self._autocast():
-            out = self.task.model(ids, mask, pixel_values=pixel_values, image_sizes=sizes, cls_only=True)
+            out = self.task.model(ids, mask, pixel_values=pixel_values, image_sizes=sizes, outputs="cls")
             probabilities = head(out.cls_output).float().softmax(-1)[:, 1]
         values = probabilities.tolist()
         return values[0] if single else values
@@ -229,7 +229,7 @@ class Predictor:
         n, t = pixels.tokens.shape[0], texts.input_ids.shape[0]
         rows = torch.arange(n, device=self.device).repeat_interleave(t)
         out = self.task.model(texts.input_ids.repeat(n, 1), texts.attention_mask.repeat(n, 1), pixel_tokens=pixels,
-                              image_index=rows, cls_only=True)  # fmt: skip
+                              image_index=rows, outputs="cls")  # fmt: skip
         logits = head(out.cls_output).float()
         return (logits[:, 1] - logits[:, 0]).view(n, t).cpu()
 

@@ -135,7 +135,8 @@ def test_text_length_buckets_leave_real_positions_and_gradients_unchanged(rows_s
 
 
 @pytest.mark.parametrize("buckets", [1, 3])
-def test_cls_only_gives_the_full_passes_cls_and_gradients(buckets: int) -> None:
+@pytest.mark.parametrize("outputs", ["cls", "text"])
+def test_first_rows_outputs_match_the_full_pass_and_its_gradients(outputs: str, buckets: int) -> None:
     torch.manual_seed(0)
     model = pixelbert_pl.create_model("pixelbert_tiny", use_pooler=True).train()  # dropout is 0 in the tiny preset
     model.text_length_buckets = buckets
@@ -144,38 +145,51 @@ def test_cls_only_gives_the_full_passes_cls_and_gradients(buckets: int) -> None:
     mask = (torch.arange(12)[None] < torch.tensor(lengths)[:, None]).long()
     images, image_index = torch.randn(3, 3, 64, 48), torch.tensor([0, 1, 2, 0, 1, 2])
 
-    def run(cls_only: bool):
+    def loss(out) -> torch.Tensor:  # what the kept rows feed: [CLS] (ITM, VQA ...) and, for "text", the text (MLM)
+        text = 0 if outputs == "cls" else (out.text_output * mask[..., None]).pow(2).sum()
+        return out.cls_output.pow(2).sum() + text
+
+    def run(rows: str):
         model.zero_grad()
-        out = model(ids, mask, pixel_values=images, image_index=image_index, cls_only=cls_only)
-        out.cls_output.pow(2).sum().backward()
+        out = model(ids, mask, pixel_values=images, image_index=image_index, outputs=rows)
+        loss(out).backward()
         return out, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
-    full, full_grads = run(False)
-    short, short_grads = run(True)
-    assert short.sequence_output.shape == (6, 1, model.config.hidden_size)
-    assert short.text_output is None and short.pixel_output is None
+    full, full_grads = run("all")
+    short, short_grads = run(outputs)
+    d = model.config.hidden_size
+    assert short.pixel_output is None and full.pixel_output is not None
+    if outputs == "cls":
+        assert short.sequence_output.shape == (6, 1, d) and short.text_output is None
+    else:
+        assert short.sequence_output.shape == short.text_output.shape == (6, 12, d)
+        real = mask.bool()
+        torch.testing.assert_close(short.text_output[real], full.text_output[real], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(short.cls_output, full.cls_output, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(short.sequence_output[:, 0], full.sequence_output[:, 0], atol=1e-5, rtol=1e-4)
-    # [CLS]'s loss reaches every parameter that the full pass's [CLS] reaches, with the same gradient.
+    # The kept rows' loss reaches every parameter that the full pass's reaches, with the same gradient.
     assert short_grads.keys() == full_grads.keys()
     for name, grad in full_grads.items():
         torch.testing.assert_close(short_grads[name], grad, atol=1e-5, rtol=1e-3, msg=name)
 
 
-def test_cls_only_refuses_attention_maps(tiny_model) -> None:
-    ids = torch.randint(5, 100, (2, 5))
-    with pytest.raises(ValueError, match="cls_only"):
-        tiny_model(ids, pixel_values=torch.randn(2, 3, 32, 32), output_attentions=True, cls_only=True)
+def test_outputs_is_checked_and_attention_maps_need_every_row(tiny_model) -> None:
+    ids, images = torch.randint(5, 100, (2, 5)), torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match="output_attentions"):
+        tiny_model(ids, pixel_values=images, output_attentions=True, outputs="cls")
+    with pytest.raises(ValueError, match="'pixels'"):
+        tiny_model(ids, pixel_values=images, outputs="pixels")
 
 
-def test_compiled_transformer_gives_the_same_cls_on_both_paths() -> None:
+def test_compiled_transformer_gives_the_same_outputs_on_every_path() -> None:
     torch.manual_seed(0)
     model = pixelbert_pl.create_model("pixelbert_tiny").eval()
     ids, images = torch.randint(5, 100, (2, 6)), torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        expected = model(ids, pixel_values=images).cls_output
+        expected = model(ids, pixel_values=images)
         model.compile_transformer()
-        for cls_only in (False, True):
-            got = model(ids, pixel_values=images, cls_only=cls_only).cls_output
-            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
-    assert hasattr(model._encode_cls, "_torchdynamo_orig_callable")  # the [CLS]-only path was compiled as well
+        for outputs in ("all", "text", "cls"):
+            got = model(ids, pixel_values=images, outputs=outputs)
+            torch.testing.assert_close(got.cls_output, expected.cls_output, atol=1e-5, rtol=1e-4)
+            if outputs != "cls":
+                torch.testing.assert_close(got.text_output, expected.text_output, atol=1e-5, rtol=1e-4)
+    assert hasattr(model._encode_first_rows, "_torchdynamo_orig_callable")  # the first-rows path was compiled too

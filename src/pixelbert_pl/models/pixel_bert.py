@@ -27,6 +27,7 @@ from pixelbert_pl.models.buckets import length_buckets
 from pixelbert_pl.models.config import PixelBertConfig
 from pixelbert_pl.models.visual import PixelEncoder, PixelTokens, sample_pixel_tokens
 
+OUTPUTS = ("all", "text", "cls")  # which rows the last layer computes (`PixelBertModel.forward`'s `outputs`)
 _BERT_FIELDS = (
     "vocab_size",
     "hidden_size",
@@ -59,11 +60,11 @@ def resolve_config(config: PixelBertConfig) -> PixelBertConfig:
 
 @dataclass
 class PixelBertOutput:
-    sequence_output: torch.Tensor  # (b, L, d); (b, 1, d), [CLS] alone, when the forward ran with cls_only
-    text_output: torch.Tensor | None  # (b, t, d); None with cls_only
+    sequence_output: torch.Tensor  # (b, L, d); (b, t, d) with outputs="text", (b, 1, d) with outputs="cls"
+    text_output: torch.Tensor | None  # (b, t, d); None with outputs="cls"
     cls_output: torch.Tensor  # (b, d): [CLS], through the tanh pooler only if config.use_pooler
     attention_mask: torch.Tensor  # (b, L) bool, True = attended key
-    pixel_output: torch.Tensor | None = None  # (b, p, d); None with cls_only
+    pixel_output: torch.Tensor | None = None  # (b, p, d); None unless outputs="all"
     pixel_token_mask: torch.Tensor | None = None  # (b, p) bool
     pixel_token_index: torch.Tensor | None = None  # (b, p) grid cell of each pixel token (after sampling)
     pixel_grid: tuple[int, int] | None = None
@@ -172,7 +173,7 @@ class PixelBertModel(nn.Module):
         pixel_sample_seeds: Sequence[int] | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         output_attentions: bool = False,
-        cls_only: bool = False,
+        outputs: str = "all",
     ) -> PixelBertOutput:
         """Encode `[CLS] text [SEP] pixels` (or the text alone when no image is given).
 
@@ -186,10 +187,11 @@ class PixelBertModel(nn.Module):
                 mode: the paper samples only while pre-training, so that evaluation sees every pixel.
             pixel_sample_seeds, generator: where sampling randomness comes from (see `sample_pixels`).
             output_attentions: also return every layer's attention maps (runs eager attention).
-            cls_only: the last layer computes [CLS]'s row alone, for heads that read nothing else (ITM, VQA, NLVR2,
-                retrieval): its other rows' query, output and feed-forward projections, about 7% of a BERT-base
-                pass with ~300 tokens, are skipped. [CLS]'s output is the same (up to float rounding);
-                `text_output` and `pixel_output` are None.
+            outputs: which rows the last layer computes: "all"; "text" ([CLS] and the text, for MLM + ITM), or
+                "cls" ([CLS] alone, for ITM, VQA, NLVR2, retrieval). Keys and values still come from every row,
+                so the rows kept come out the same (up to float rounding); the others' query, output and
+                feed-forward projections are skipped: about 7% of a BERT-base pass with ~300 tokens for "cls".
+                Rows not computed are absent: `pixel_output` is None unless "all", `text_output` None for "cls".
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
@@ -215,18 +217,21 @@ class PixelBertModel(nn.Module):
         # some attention kernels); let it attend its first position instead. Rows with any real key are unchanged.
         keys = torch.cat([keys[:, :1] | ~keys.any(dim=1, keepdim=True), keys[:, 1:]], dim=1)
 
-        if output_attentions and cls_only:
-            raise ValueError("output_attentions and cls_only exclude each other: attention maps need every row")
+        if outputs not in OUTPUTS:
+            raise ValueError(f"outputs={outputs!r}: expected one of {OUTPUTS}")
+        if output_attentions and outputs != "all":
+            raise ValueError(f'output_attentions needs outputs="all" (attention maps need every row); got {outputs!r}')
         if self.text_length_buckets > 1 and not output_attentions:
-            sequence, attentions = self._encode_by_length(hidden, keys, t, cls_only), None
+            sequence, attentions = self._encode_by_length(hidden, keys, t, outputs), None
         else:
-            sequence, attentions = self._encode(hidden, keys, output_attentions, cls_only)
+            queries = {"all": None, "text": t, "cls": 1}[outputs]
+            sequence, attentions = self._encode(hidden, keys, output_attentions, queries)
         cls = sequence[:, 0]
         if self.bert.pooler is not None:
             cls = self.bert.pooler(sequence)
-        out = PixelBertOutput(sequence, None if cls_only else sequence[:, :t], cls, keys, attentions=attentions)
+        out = PixelBertOutput(sequence, None if outputs == "cls" else sequence[:, :t], cls, keys, attentions=attentions)
         if pixel_tokens is not None:
-            if not cls_only:
+            if outputs == "all":
                 out.pixel_output = sequence[:, t:]
             out.pixel_token_mask = pixel_tokens.mask
             p = pixel_tokens.mask.shape[1]
@@ -237,7 +242,7 @@ class PixelBertModel(nn.Module):
             out.pixel_grid = pixel_tokens.grid
         return out
 
-    def _encode_by_length(self, hidden: torch.Tensor, keys: torch.Tensor, t: int, cls_only: bool) -> torch.Tensor:
+    def _encode_by_length(self, hidden: torch.Tensor, keys: torch.Tensor, t: int, outputs: str) -> torch.Tensor:
         """`_encode` in groups of rows of similar text length, each trimmed after its last attended text position
         (padded keys are masked, so real positions are unchanged); the trimmed positions come back as zeros.
 
@@ -249,7 +254,7 @@ class PixelBertModel(nn.Module):
         ends = (keys[:, :t] * positions).amax(dim=1).clamp(min=1).tolist()
         groups = length_buckets(ends, self.text_length_buckets, extra=hidden.shape[1] - t)
         if len(groups) == 1 and groups[0][1] == t:  # nothing to trim: one plain call, no gather or scatter
-            return self._encode(hidden, keys, False, cls_only)[0]
+            return self._encode(hidden, keys, False, {"all": None, "text": t, "cls": 1}[outputs])[0]
         order = [row for rows, _ in groups for row in rows]
         moved = order != list(range(len(order)))
         if moved:
@@ -262,9 +267,9 @@ class PixelBertModel(nn.Module):
                 torch.cat([part[:, :width], part[:, t:]], dim=1),
                 torch.cat([part_keys[:, :width], part_keys[:, t:]], dim=1),
                 False,
-                cls_only,
+                {"all": None, "text": width, "cls": 1}[outputs],
             )[0]
-            if cls_only:  # [CLS]'s row alone: nothing was trimmed from it
+            if outputs == "cls":  # [CLS]'s row alone: nothing was trimmed from it
                 pieces.append(seq)
                 continue
             trimmed = seq.new_zeros(len(part), t - width, seq.shape[-1])
@@ -277,14 +282,15 @@ class PixelBertModel(nn.Module):
         return sequence[inverse]
 
     def _encode(
-        self, hidden: torch.Tensor, keys: torch.Tensor, output_attentions: bool, cls_only: bool = False
+        self, hidden: torch.Tensor, keys: torch.Tensor, output_attentions: bool, queries: int | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The transformer over the joint sequence; with `queries`, the last layer computes the first rows only."""
         bert_cfg = self.bert.config
         if not output_attentions:
             # SDPA takes a boolean keep-mask; broadcast over heads and queries.
             mask = keys[:, None, None, :]
-            if cls_only:
-                return self._encode_cls(hidden, mask), None
+            if queries is not None:
+                return self._encode_first_rows(hidden, mask, queries), None
             return self.bert.encoder(hidden, attention_mask=mask).last_hidden_state, None
         # Eager attention adds the mask to the scores, so it needs an additive float mask.
         additive = torch.zeros(keys.shape, dtype=hidden.dtype, device=hidden.device)
@@ -304,28 +310,29 @@ class PixelBertModel(nn.Module):
                 hook.remove()
         return sequence, tuple(maps)
 
-    def _encode_cls(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The encoder's layers (as `BertEncoder.forward` runs them), the last one for [CLS]'s row alone: (b, 1, d).
-        A method of its own so that `compile_transformer` can compile it beside the encoder."""
+    def _encode_first_rows(self, hidden: torch.Tensor, mask: torch.Tensor, rows: int) -> torch.Tensor:
+        """The encoder's layers (as `BertEncoder.forward` runs them), the last one for the first `rows` rows alone:
+        (b, rows, d). A method of its own so that `compile_transformer` can compile it beside the encoder."""
         *layers, last = self.bert.encoder.layer
         for layer in layers:
             hidden = layer(hidden, mask)
-        return cls_layer(last, hidden, mask)
+        return first_rows_layer(last, hidden, mask, rows)
 
     def compile_transformer(self, mode: str | None = None) -> None:
         """`torch.compile` the transformer in place, lazily: the encoder module (state_dict keys unchanged) and
-        the [CLS]-only path beside it."""
+        the path beside it whose last layer computes the first rows only (`outputs`)."""
         self.bert.encoder.compile(mode=mode)
-        self._encode_cls = torch.compile(self._encode_cls, mode=mode)  # type: ignore[method-assign]
+        self._encode_first_rows = torch.compile(self._encode_first_rows, mode=mode)  # type: ignore[method-assign]
 
 
-def cls_layer(layer: BertLayer, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`layer` (a BERT layer, SDPA attention) with only row 0 as the query: keys and values still come from every
-    row, so row 0's output is what the full layer gives it. Uses the layer's own modules, in `BertLayer`'s order."""
+def first_rows_layer(layer: BertLayer, hidden: torch.Tensor, mask: torch.Tensor, rows: int) -> torch.Tensor:
+    """`layer` (a BERT layer, SDPA attention) with only the first `rows` rows as queries: keys and values still come
+    from every row, so those rows' outputs are what the full layer gives them. Uses the layer's own modules, in
+    `BertLayer`'s order."""
     attention = layer.attention.self
     b = hidden.shape[0]
     heads, size = attention.num_attention_heads, attention.attention_head_size
-    query = hidden[:, :1]
+    query = hidden[:, :rows]
 
     def split(x: torch.Tensor) -> torch.Tensor:  # (b, n, heads * size) -> (b, heads, n, size)
         return x.view(b, x.shape[1], heads, size).transpose(1, 2)
@@ -338,5 +345,5 @@ def cls_layer(layer: BertLayer, hidden: torch.Tensor, mask: torch.Tensor) -> tor
         dropout_p=attention.dropout.p if layer.training else 0.0,
         scale=attention.scaling,
     )
-    context = context.transpose(1, 2).reshape(b, 1, heads * size)
+    context = context.transpose(1, 2).reshape(b, query.shape[1], heads * size)
     return layer.feed_forward_chunk(layer.attention.output(context, query))

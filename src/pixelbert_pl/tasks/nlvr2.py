@@ -47,7 +47,7 @@ class NLVR2Task(PixelBertTask):
             batch.attention_mask[rows],
             pixel_tokens=pixels,
             image_index=torch.arange(2 * b, device=rows.device),
-            cls_only=True,
+            outputs="cls",
         )
         cls = out.cls_output.view(b, 2, -1)
         return self.nlvr2_head(cls[:, 0], cls[:, 1]).float()

@@ -65,6 +65,7 @@ class PretrainTask(PixelBertTask):
             image_index=batch.image_index,
             sample_pixels=sample,
             pixel_sample_seeds=batch.pixel_sample_seeds,
+            outputs="text" if self.mlm_head is not None else "cls",  # the heads read no pixel row
         )
         result: dict[str, torch.Tensor] = {}
         loss = out.cls_output.new_zeros((), dtype=torch.float32)

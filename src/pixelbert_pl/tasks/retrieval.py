@@ -80,7 +80,7 @@ class RetrievalTask(PixelBertTask):
     # ------------------------------------------------------------------------------------------- training
 
     def score(self, pixels: PixelTokens, input_ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> Any:
-        out = self.model(input_ids, mask, pixel_tokens=pixels, image_index=index, cls_only=True)
+        out = self.model(input_ids, mask, pixel_tokens=pixels, image_index=index, outputs="cls")
         return self.rank_head(out.cls_output).float()
 
     def forward(self, batch: RetrievalTrainBatch) -> torch.Tensor:

@@ -57,7 +57,7 @@ class VQATask(PixelBertTask):
         """(b, num_answers) logits; the CNN runs once per distinct image of the batch."""
         pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
         out = self.model(
-            batch.input_ids, batch.attention_mask, pixel_tokens=pixels, image_index=batch.image_index, cls_only=True
+            batch.input_ids, batch.attention_mask, pixel_tokens=pixels, image_index=batch.image_index, outputs="cls"
         )
         return self.vqa_head(out.cls_output).float()
 
