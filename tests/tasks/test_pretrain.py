@@ -81,3 +81,20 @@ def test_masked_positions_with_a_host_count_match_nonzero() -> None:
 def test_collate_counts_the_mlm_targets(data) -> None:
     batch = next(iter(data.train_dataloader()))
     assert batch.num_masked == int((batch.mlm_labels != IGNORE_INDEX).sum()) > 0
+
+
+def test_skip_pixel_rows_gives_the_same_losses_and_gradients(data) -> None:
+    batch = next(iter(data.train_dataloader()))
+    grads = []
+    for skip in (False, True):
+        torch.manual_seed(0)
+        task = PretrainTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, skip_pixel_rows=skip).train()
+        result = task(batch, sample=True)
+        result["loss"].backward()
+        grads.append((result, {n: p.grad for n, p in task.named_parameters() if p.grad is not None}))
+    (full, full_grads), (short, short_grads) = grads
+    for key in ("loss", "mlm_loss", "itm_loss"):
+        torch.testing.assert_close(short[key], full[key], atol=1e-5, rtol=1e-5)
+    assert short_grads.keys() == full_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(short_grads[name], grad, atol=1e-5, rtol=1e-3, msg=name)
