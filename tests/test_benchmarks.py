@@ -34,6 +34,11 @@ def test_latency_and_retrieval_cost() -> None:
     assert retrieval["score_matrix_shape"] == [2, 30]
     # Linear extrapolation from the measured pairs: the full 6 x 30 costs 6 / 4 of the measured time.
     assert retrieval["extrapolated_wall_s"] == pytest.approx(retrieval["measured_wall_s"] * 6 / 4, abs=0.1)
+    # Landscape and portrait in one batch: each pair pays for its image's 4x3 tokens, not the batch's padded 4x4.
+    mixed = measure_retrieval("pixelbert_tiny", (64, 48, 48, 64), "cpu", images=2, measure_images=2, image_batch=2)
+    assert mixed["pixel_tokens"] == 12 and mixed["padded_batch_pixel_tokens"] == 16
+    with pytest.raises(ValueError, match="pairs of height and width"):
+        measure_retrieval("pixelbert_tiny", (64, 48, 48), "cpu", images=2, measure_images=2)
 
 
 def test_loader_decodes_and_resizes_jpegs(tmp_path) -> None:
