@@ -61,7 +61,7 @@ def measure_retrieval(
     def run_batch() -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             pixels = task.model.encode_pixels(pixel_values, image_sizes=image_sizes)
-            return task.score_matrix(pixels, on_device, lengths, grids)
+            return task.score_matrix(pixels, on_device, lengths, image_sizes)
 
     warm = time.perf_counter()
     run_batch()  # warm-up: cuDNN / cuBLAS heuristics, and the compilation when --compile

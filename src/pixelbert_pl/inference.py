@@ -186,9 +186,7 @@ class Predictor:
         with self._autocast():
             pixels = self.task.model.encode_pixels(pixel_values, image_sizes=sizes)
             if isinstance(self.task, RetrievalTask):
-                lengths = mask.sum(dim=1).cpu()
-                grids = [self.task.model.visual.token_grid(h, w) for h, w in sizes]
-                return self.task.score_matrix(pixels, texts, lengths, grids).float()
+                return self.task.score_matrix(pixels, texts, mask.sum(dim=1).cpu(), sizes).float()
             return self._itm_log_odds(pixels, texts)
 
     @torch.inference_mode()

@@ -134,7 +134,7 @@ def test_score_matrix_scores_each_pair_as_alone_without_padding(task) -> None:
     task.score = recording
     with torch.no_grad():
         pixels = task.model.encode_pixels(pixel_values, pixel_mask, sizes)
-        matrix = task.score_matrix(pixels, texts, lengths, grids)
+        matrix = task.score_matrix(pixels, texts, lengths, sizes)
         del task.score
         for i, image in enumerate(images):
             alone = task.model.encode_pixels(image[None])

@@ -28,6 +28,13 @@ from pixelbert_pl.models.config import PixelBertConfig
 from pixelbert_pl.models.visual import PixelEncoder, PixelTokens, sample_pixel_tokens
 
 OUTPUTS = ("all", "text", "cls")  # which rows the last layer computes (`PixelBertModel.forward`'s `outputs`)
+
+
+def _query_rows(outputs: str, text_width: int) -> int | None:
+    """How many leading rows the last layer computes for `outputs`; None = every row."""
+    return {"all": None, "text": text_width, "cls": 1}[outputs]
+
+
 _BERT_FIELDS = (
     "vocab_size",
     "hidden_size",
@@ -193,6 +200,10 @@ class PixelBertModel(nn.Module):
                 feed-forward projections are skipped: about 7% of a BERT-base pass with ~300 tokens for "cls".
                 Rows not computed are absent: `pixel_output` is None unless "all", `text_output` None for "cls".
         """
+        if outputs not in OUTPUTS:
+            raise ValueError(f"outputs={outputs!r}: expected one of {OUTPUTS}")
+        if output_attentions and outputs != "all":
+            raise ValueError(f'output_attentions needs outputs="all" (attention maps need every row); got {outputs!r}')
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
         text = self.bert.embeddings(input_ids=input_ids)
@@ -217,15 +228,10 @@ class PixelBertModel(nn.Module):
         # some attention kernels); let it attend its first position instead. Rows with any real key are unchanged.
         keys = torch.cat([keys[:, :1] | ~keys.any(dim=1, keepdim=True), keys[:, 1:]], dim=1)
 
-        if outputs not in OUTPUTS:
-            raise ValueError(f"outputs={outputs!r}: expected one of {OUTPUTS}")
-        if output_attentions and outputs != "all":
-            raise ValueError(f'output_attentions needs outputs="all" (attention maps need every row); got {outputs!r}')
         if self.text_length_buckets > 1 and not output_attentions:
             sequence, attentions = self._encode_by_length(hidden, keys, t, outputs), None
         else:
-            queries = {"all": None, "text": t, "cls": 1}[outputs]
-            sequence, attentions = self._encode(hidden, keys, output_attentions, queries)
+            sequence, attentions = self._encode(hidden, keys, output_attentions, _query_rows(outputs, t))
         cls = sequence[:, 0]
         if self.bert.pooler is not None:
             cls = self.bert.pooler(sequence)
@@ -254,7 +260,7 @@ class PixelBertModel(nn.Module):
         ends = (keys[:, :t] * positions).amax(dim=1).clamp(min=1).tolist()
         groups = length_buckets(ends, self.text_length_buckets, extra=hidden.shape[1] - t)
         if len(groups) == 1 and groups[0][1] == t:  # nothing to trim: one plain call, no gather or scatter
-            return self._encode(hidden, keys, False, {"all": None, "text": t, "cls": 1}[outputs])[0]
+            return self._encode(hidden, keys, False, _query_rows(outputs, t))[0]
         order = [row for rows, _ in groups for row in rows]
         moved = order != list(range(len(order)))
         if moved:
@@ -267,7 +273,7 @@ class PixelBertModel(nn.Module):
                 torch.cat([part[:, :width], part[:, t:]], dim=1),
                 torch.cat([part_keys[:, :width], part_keys[:, t:]], dim=1),
                 False,
-                {"all": None, "text": width, "cls": 1}[outputs],
+                _query_rows(outputs, width),
             )[0]
             if outputs == "cls":  # [CLS]'s row alone: nothing was trimmed from it
                 pieces.append(seq)
