@@ -149,3 +149,33 @@ def test_coco_1k_rejects_folds_not_dividing_images() -> None:
         coco_1k_recall(torch.zeros(4, 4), [0, 1, 2, 3], folds=3)
     with pytest.raises(ValueError, match="folds=0"):
         coco_1k_recall(torch.zeros(4, 4), [0, 1, 2, 3], folds=0)
+
+
+def test_rerank_candidates_are_each_rows_and_each_columns_top_k() -> None:
+    coarse = torch.tensor([[0.9, 0.1, 0.5, 0.2], [0.3, 0.8, 0.4, 0.7], [0.6, 0.2, 0.1, 0.0]])
+    chosen = retrieval.rerank_candidates(coarse, 1)
+    # Row tops: (0,0) (1,1) (2,0); column tops: (0,0) (1,1) (0,2) (1,3).
+    expected = torch.zeros(3, 4, dtype=torch.bool)
+    expected[[0, 1, 2, 0, 1], [0, 1, 0, 2, 3]] = True
+    assert torch.equal(chosen, expected)
+    assert bool(retrieval.rerank_candidates(coarse, 4).all())  # k >= both sides: every pair
+    with pytest.raises(ValueError, match="k=0"):
+        retrieval.rerank_candidates(coarse, 0)
+
+
+def test_rerank_scores_rank_the_rescored_pairs_first_in_their_exact_order() -> None:
+    torch.manual_seed(0)
+    coarse = torch.randn(6, 30).half()
+    chosen = retrieval.rerank_candidates(coarse, 3)
+    rows, cols = chosen.nonzero(as_tuple=True)
+    exact = torch.randn(rows.numel()) - 50  # far below every coarse score: the lift must still put them first
+    key = retrieval.rerank_scores(coarse, rows, cols, exact)
+    assert torch.equal(key[~chosen], coarse.float()[~chosen])  # the rest keep their coarse scores
+    for lines, kept in ((key, chosen), (key.T, chosen.T)):  # each image's texts, then each text's images
+        for line, mine in zip(lines, kept, strict=True):
+            assert (~mine).any() and bool((line[mine].min() > line[~mine]).all())
+    lifted = key[rows, cols]
+    assert torch.allclose(lifted - lifted[0], exact - exact[0])  # one offset: exact order and gaps kept
+    every = torch.ones(6, 30).nonzero(as_tuple=True)
+    reversed_ = retrieval.rerank_scores(coarse, *every, exact=-coarse.flatten().float())
+    assert torch.equal(reversed_.argsort(dim=1), (-coarse.float()).argsort(dim=1))  # all re-scored: exact ranking

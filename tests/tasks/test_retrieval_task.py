@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from task_helpers import SMALL, all_parameters_have_gradients
 
 from pixelbert_pl.data.downstream import ShapesWorldRetrievalDataModule
-from pixelbert_pl.metrics import retrieval_recall
+from pixelbert_pl.metrics import rerank_candidates, retrieval_recall
 from pixelbert_pl.tasks import RetrievalTask
 
 
@@ -83,11 +83,11 @@ def test_exhaustive_recall_equals_the_metric_on_the_full_matrix(task, data) -> N
     assert result == retrieval_recall(torch.stack(rows), texts.text_to_image)
 
 
-def _rank(rank: int, world: int, init_file: str, state: dict, root: str, out: str) -> None:
+def _rank(rank: int, world: int, init_file: str, state: dict, root: str, out: str, rerank: dict) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     data = ShapesWorldRetrievalDataModule(root=root, **SMALL)
     data.trainer = SimpleNamespace(world_size=world, global_rank=rank)  # what the samplers shard by
-    task = RetrievalTask(preset="pixelbert_tiny", vocab_size=data.vocab_size)
+    task = RetrievalTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, **rerank)
     task.load_state_dict(state)
     result = _evaluate(task, data)
     if rank == 0:
@@ -96,11 +96,13 @@ def _rank(rank: int, world: int, init_file: str, state: dict, root: str, out: st
 
 
 @pytest.mark.slow
-def test_two_process_evaluation_equals_one_process(task, data, shapes_root, tmp_path) -> None:
+@pytest.mark.parametrize("rerank", [{}, {"rerank_top_k": 2, "coarse_pixel_tokens": 3}], ids=["exhaustive", "rerank"])
+def test_two_process_evaluation_equals_one_process(task, data, shapes_root, tmp_path, rerank) -> None:
+    task.rerank_top_k, task.coarse_pixel_tokens = rerank.get("rerank_top_k"), rerank.get("coarse_pixel_tokens", 64)
     single = _evaluate(task, data)
     out = tmp_path / "two.pt"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    args = (2, str(tmp_path / "init"), task.state_dict(), str(shapes_root), str(out))
+    args = (2, str(tmp_path / "init"), task.state_dict(), str(shapes_root), str(out), rerank)
     mp.spawn(_rank, args=args, nprocs=2, join=True)
     assert torch.load(out) == single
 
@@ -147,3 +149,65 @@ def test_score_matrix_scores_each_pair_as_alone_without_padding(task) -> None:
     assert {grid for grid, _, _ in seen} == set(grids)
     # The two 64x48 images: 4 texts a pass, shortest first (lengths 3 3 4 5 | 7 9 12), not in the given order (9 | 12).
     assert [width for grid, _, width in seen if grid == grids[0]] == [5, 12]
+
+
+def test_rerank_with_every_pair_a_candidate_is_exhaustive(task, data) -> None:
+    data.setup("validate")
+    exhaustive = _evaluate(task, data)
+    matrix = task.gather_scores()[1].float()
+    task.rerank_top_k, task.coarse_pixel_tokens = 10_000, 2  # a poor coarse stage, but every pair re-scored
+    reranked = _evaluate(task, data)
+    assert reranked == exhaustive
+    coarse = task.gather_scores()[1].float()
+    assert not torch.allclose(coarse, matrix, atol=1e-2)  # the coarse stage did score with 2 tokens
+
+
+def test_rerank_rescores_each_images_and_each_texts_top_k_exactly(task, data) -> None:
+    data.setup("validate")
+    _evaluate(task, data)
+    exhaustive = task.gather_scores()[1].float()
+    task.rerank_top_k, task.coarse_pixel_tokens = 2, 3
+    calls: list[int] = []
+    rerank = task.rerank
+
+    def recording(coarse, positions, columns, stage):
+        key = rerank(coarse, positions, columns, stage)
+        calls.append(1)
+        chosen = rerank_candidates(coarse, 2)
+        offset = (key[chosen] - exhaustive[chosen]).mean()
+        torch.testing.assert_close(key[chosen], exhaustive[chosen] + offset, atol=2e-3, rtol=0)
+        assert torch.equal(key[~chosen], coarse[~chosen])
+        return key
+
+    task.rerank = recording
+    result = _evaluate(task, data)
+    assert calls == [1] and result["i2t_r1"] >= 0
+
+
+def test_coarse_scores_use_a_fixed_draw_of_pixel_tokens_per_image(task, data) -> None:
+    """The coarse stage's passes carry `coarse_pixel_tokens` tokens, drawn by each image's seed alone (the same
+    scores whatever batch the image is in), and with at least all of an image's tokens it is the exact score."""
+    task.eval()
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    texts = data.val_texts
+    seen: list[int] = []
+    score = task.score
+
+    def recording(pixels, input_ids, mask, index):
+        seen.append(pixels.tokens.shape[1])
+        return score(pixels, input_ids, mask, index)
+
+    task.score = recording
+    with torch.no_grad():
+        pixels = task.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
+        seeds = batch.image_positions
+        coarse = task.score_matrix(pixels, texts, None, batch.image_sizes, 3, seeds)
+        assert set(seen) == {3}
+        first = pixels.select(torch.tensor([1]))
+        alone = task.score_matrix(first, texts, None, batch.image_sizes[1:2], 3, seeds[1:2])
+        torch.testing.assert_close(alone[0], coarse[1], atol=2e-3, rtol=0)
+        every = task.score_matrix(pixels, texts, None, batch.image_sizes, 10_000, seeds)
+        exact = task.score_matrix(pixels, texts, None, batch.image_sizes)
+    torch.testing.assert_close(every, exact, atol=2e-3, rtol=0)
+    assert not torch.allclose(coarse, exact, atol=1e-2)

@@ -2,7 +2,7 @@
 
 from pixelbert_pl.metrics.mean import DeviceMean
 from pixelbert_pl.metrics.nlvr2 import NLVR2Metric, nlvr2_accuracy, nlvr2_consistency, nlvr2_group_key
-from pixelbert_pl.metrics.retrieval import coco_1k_recall, retrieval_recall
+from pixelbert_pl.metrics.retrieval import coco_1k_recall, rerank_candidates, rerank_scores, retrieval_recall
 from pixelbert_pl.metrics.vqa import (
     ANSWER_TYPES,
     VQAAccuracy,
@@ -23,6 +23,8 @@ __all__ = [
     "nlvr2_consistency",
     "nlvr2_group_key",
     "normalize_vqa_answer",
+    "rerank_candidates",
+    "rerank_scores",
     "retrieval_recall",
     "vqa_accuracy",
     "vqa_soft_targets",

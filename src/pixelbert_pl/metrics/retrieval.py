@@ -113,3 +113,29 @@ def coco_1k_recall(scores: Any, text_to_image: Any, ks: Sequence[int] = (1, 5, 1
         fold_scores = scores[lo : lo + size].index_select(1, texts)
         per_fold.append(_recalls(*_ranks(fold_scores, t2i[texts] - lo), ks))
     return {key: sum(f[key] for f in per_fold) / folds for key in per_fold[0]}
+
+
+def rerank_candidates(coarse: torch.Tensor, k: int) -> torch.Tensor:
+    """(images, texts) bool: each image's k best texts and each text's k best images under `coarse` scores, the
+    pairs that the second stage of a two-stage evaluation scores again, exactly."""
+    if coarse.ndim != 2 or k < 1:
+        raise ValueError(f"coarse shape {tuple(coarse.shape)}, k={k}: expected (images, texts) scores and k >= 1")
+    num_images, num_texts = coarse.shape
+    chosen = torch.zeros(coarse.shape, dtype=torch.bool, device=coarse.device)
+    chosen.scatter_(1, coarse.topk(min(k, num_texts), dim=1).indices, True)
+    chosen.scatter_(0, coarse.topk(min(k, num_images), dim=0).indices, True)
+    return chosen
+
+
+def rerank_scores(coarse: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """float32 `coarse` with pair (rows[i], cols[i]) set to `exact[i]` plus one offset that lifts every exact score
+    above every coarse one: in each row and column the re-scored pairs rank first, in their exact order, and the
+    rest behind them in coarse order. Recall@K of the result is what a two-stage evaluation reports."""
+    if not (rows.shape == cols.shape == exact.shape and rows.ndim == 1):
+        shapes = f"rows {tuple(rows.shape)}, cols {tuple(cols.shape)}, exact {tuple(exact.shape)}"
+        raise ValueError(f"{shapes}: expected three 1-D tensors of one length")
+    key = coarse.float().clone()
+    if exact.numel():
+        exact = exact.float()
+        key[rows, cols] = exact + (key.max() - exact.min() + 1)
+    return key

@@ -5,16 +5,24 @@ head on [CLS]; softmax cross-entropy over the positive and the `hard_negatives` 
 paper's "5 negatives with the highest loss"). The negatives are first scored without gradients, so only the kept
 rows pay for a backward pass. The CNN is frozen by default (`optimizer.cnn_optimizer: frozen`), as in the paper.
 
-Evaluation is exhaustive: every image of the split against every text, each image's pixel tokens computed once
-and reused for all its pairs, pairs scored `eval_chunk` at a time into an fp16 (images x texts) matrix, with as
-little padding as the texts' lengths and the images' sizes allow (`score_matrix`). Under DDP
-each rank scores its own images (the data module's sampler repeats none) and rank 0 assembles the matrix.
+Evaluation is exhaustive by default (the paper's protocol): every image of the split against every text, each
+image's pixel tokens computed once and reused for all its pairs, pairs scored `eval_chunk` at a time into an fp16
+(images x texts) matrix, with as little padding as the texts' lengths and the images' sizes allow (`score_matrix`).
+Under DDP each rank scores its own images (the data module's sampler repeats none) and every rank gathers the
+matrix.
+
+`rerank_top_k=k` makes it two-stage, for speed: every pair is first scored with `coarse_pixel_tokens` of its
+image's pixel tokens (a fixed random draw per image, as pre-training sees images), then each image's k best texts
+and each text's k best images are scored again with all tokens and ranked first, in that exact order. R@K (K <= k)
+then differs from exhaustive only where the coarse stage leaves a match out of both top-k lists; with k at least
+the number of images and of texts it is exhaustive. Report which protocol gave a number.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -22,7 +30,7 @@ import torch.nn.functional as F
 
 from pixelbert_pl.data.retrieval import RetrievalImageBatch, RetrievalTexts, RetrievalTrainBatch
 from pixelbert_pl.distributed import gather_lists
-from pixelbert_pl.metrics import coco_1k_recall, retrieval_recall
+from pixelbert_pl.metrics import coco_1k_recall, rerank_candidates, rerank_scores, retrieval_recall
 from pixelbert_pl.models import ITMHead, RankHead
 from pixelbert_pl.models.visual import PixelTokens, crop_pixel_tokens
 from pixelbert_pl.tasks.base import PixelBertTask
@@ -40,6 +48,10 @@ class RetrievalTask(PixelBertTask):
         eval_chunk: image-text pairs per forward pass in evaluation.
         protocols: "full" (R@K over the whole split: Flickr30K 1K, COCO 5K) and / or "coco_1k" (5 folds of 1,000
             images, averaged).
+        rerank_top_k: None (exhaustive) or k: two-stage evaluation (see the module docstring), which keeps every
+            image's pixel tokens on the device until the epoch ends. Candidates are chosen over the whole scored
+            split, also for "coco_1k".
+        coarse_pixel_tokens: pixel tokens per image in the coarse stage of `rerank_top_k`.
         **kwargs: `PixelBertTask` arguments; `optimizer` defaults to AdamW 1e-4 with the CNN frozen.
     """
 
@@ -51,6 +63,8 @@ class RetrievalTask(PixelBertTask):
         hard_negatives: int | None = 5,
         eval_chunk: int = 1024,
         protocols: tuple[str, ...] = ("full",),
+        rerank_top_k: int | None = None,
+        coarse_pixel_tokens: int = 64,
         **kwargs: Any,
     ) -> None:
         unknown = set(protocols) - set(PROTOCOLS)
@@ -58,12 +72,18 @@ class RetrievalTask(PixelBertTask):
             raise ValueError(f"protocols={list(protocols)}: unknown {sorted(unknown)}; expected among {PROTOCOLS}")
         if hard_negatives is not None and hard_negatives < 1:
             raise ValueError(f"hard_negatives={hard_negatives}: expected >= 1 or None")
+        if rerank_top_k is not None and rerank_top_k < 1:
+            raise ValueError(f"rerank_top_k={rerank_top_k}: expected >= 1 or None (exhaustive)")
+        if coarse_pixel_tokens < 1:
+            raise ValueError(f"coarse_pixel_tokens={coarse_pixel_tokens}: expected >= 1")
         self.hard_negatives, self.eval_chunk, self.protocols = hard_negatives, eval_chunk, tuple(protocols)
+        self.rerank_top_k, self.coarse_pixel_tokens = rerank_top_k, coarse_pixel_tokens
         kwargs.setdefault("optimizer", OptimizerConfig(cnn_optimizer="frozen", milestones=[0.6]))
         super().__init__(**kwargs)
         self._scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (image positions, (n, texts) scores)
         self._texts: RetrievalTexts | None = None  # this epoch's texts, on the model's device
         self._text_lengths: torch.Tensor | None = None  # their real lengths, on the host
+        self._pixels: list[tuple[torch.Tensor, PixelTokens, Any]] = []  # (positions, tokens, sizes), for reranking
 
     def configure_heads(self) -> None:
         self.rank_head = RankHead(self.model.config)
@@ -120,53 +140,75 @@ class RetrievalTask(PixelBertTask):
         return texts
 
     @torch.no_grad()
+    def score_pairs(
+        self,
+        pixels: PixelTokens,
+        texts: RetrievalTexts,
+        images: torch.Tensor,
+        text_rows: torch.Tensor,
+        text_lengths: torch.Tensor | None = None,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
+        pixel_tokens: int | None = None,
+        seeds: Sequence[int] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """fp16 scores, on the CPU, of the pairs (image `images[i]` of `pixels`, text `text_rows[i]`), given as host
+        long tensors; `eval_chunk` pairs per forward pass.
+
+        Each pair costs a pass over its text and pixel tokens, padding included, so two host-side hints keep
+        padding out of the passes without changing any score (padded keys are masked): `text_lengths` (the real
+        tokens of each text) puts pairs of similar text length in one pass, cut after its longest text;
+        `image_sizes` (each image's real (h, w), as the batches carry them) scores images in groups of one token
+        grid, cropped to it, so that a 4:3 image batched with a 3:4 one does not carry the padding of their union
+        (31% more tokens at 800 x 1067). Neither hint reads the device back.
+
+        `pixel_tokens` scores with that many of each image's tokens, drawn at random but fixed by the image's entry
+        in `seeds` (the coarse stage of `rerank_top_k`); None scores with all of them.
+        """
+        n, device = pixels.tokens.shape[0], pixels.tokens.device
+        if images.shape != text_rows.shape or images.ndim != 1:
+            raise ValueError(f"images {tuple(images.shape)}, text_rows {tuple(text_rows.shape)}: expected 1-D, equal")
+        if pixel_tokens is not None and (seeds is None or len(seeds) != n):
+            raise ValueError(f"pixel_tokens={pixel_tokens} needs one seed per image ({n}); got {seeds!r}")
+        width = texts.input_ids.shape[1]
+        lengths = torch.full((texts.input_ids.shape[0],), width) if text_lengths is None else text_lengths.cpu()
+        grids = [pixels.grid] * n if image_sizes is None else [self.model.visual.token_grid(*s) for s in image_sizes]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, grid in enumerate(grids):
+            groups.setdefault(grid, []).append(i)
+        out = torch.empty(images.shape[0], dtype=torch.float16, device=device)
+        for grid, members in groups.items():
+            m = len(members)
+            local = torch.full((n,), -1, dtype=torch.long)
+            local[members] = torch.arange(m)
+            pairs = (local[images] >= 0).nonzero().squeeze(1)
+            pairs = pairs[lengths[text_rows[pairs]].argsort(stable=True)]  # shortest texts first
+            widths = lengths[text_rows[pairs]].tolist()
+            part = pixels if m == n else pixels.select(torch.tensor(members).to(device))
+            part = crop_pixel_tokens(part, grid)
+            if pixel_tokens is not None:
+                part = self.model.sample_pixels(part, [int(seeds[i]) for i in members], k=pixel_tokens)
+            at, index, rows = (t.to(device) for t in (pairs, local[images[pairs]], text_rows[pairs]))
+            for start in range(0, len(pairs), self.eval_chunk):
+                stop = min(start + self.eval_chunk, len(pairs))
+                chunk, w = rows[start:stop], widths[stop - 1]
+                ids, mask = texts.input_ids[chunk, :w], texts.attention_mask[chunk, :w]
+                out[at[start:stop]] = self.score(part, ids, mask, index[start:stop]).to(out.dtype)
+        return out.cpu()  # one transfer per call; the gathered matrix lives on the CPU
+
     def score_matrix(
         self,
         pixels: PixelTokens,
         texts: RetrievalTexts,
         text_lengths: torch.Tensor | None = None,
         image_sizes: Sequence[tuple[int, int]] | None = None,
+        pixel_tokens: int | None = None,
+        seeds: Sequence[int] | torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(n images, T texts) fp16 scores, about `eval_chunk` pairs per forward pass.
-
-        Each pair costs a pass over its text and pixel tokens, padding included, so two host-side hints keep
-        padding out of the pairs without changing any score (padded keys are masked):
-        `text_lengths` (the real tokens of each text) puts texts of similar length in one chunk, each chunk cut
-        after its longest text; `image_sizes` (each image's real (h, w), as the batches carry them) scores images
-        in groups of one token grid, cropped to it, so that a 4:3 image batched with a 3:4 one does not carry
-        the padding of their union (31% more tokens at 800 x 1067). Neither hint reads the device back.
-        """
+        """(n images, T texts) fp16 scores of every pair (see `score_pairs` for the arguments)."""
         n, num_texts = pixels.tokens.shape[0], texts.input_ids.shape[0]
-        device = pixels.tokens.device
-        out = torch.empty(n, num_texts, dtype=torch.float16, device=device)
-        if text_lengths is None:
-            order, widths = None, [texts.input_ids.shape[1]] * num_texts
-        else:
-            order = text_lengths.argsort(stable=True)
-            widths = text_lengths[order].tolist()
-            order = order.to(device)
-        grids = [pixels.grid] * n if image_sizes is None else [self.model.visual.token_grid(*s) for s in image_sizes]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, grid in enumerate(grids):
-            groups.setdefault(grid, []).append(i)
-        for grid, members in groups.items():
-            m = len(members)
-            images = torch.arange(n, device=device) if m == n else torch.tensor(members).to(device)
-            part = crop_pixel_tokens(pixels if m == n else pixels.select(images), grid)
-            per_chunk = max(1, self.eval_chunk // m)
-            for start in range(0, num_texts, per_chunk):
-                stop = min(start + per_chunk, num_texts)
-                rows = slice(start, stop) if order is None else order[start:stop]
-                width = max(widths[start:stop])
-                ids, mask = texts.input_ids[rows, :width], texts.attention_mask[rows, :width]
-                c = stop - start
-                index = torch.arange(m, device=device).repeat_interleave(c)
-                scores = self.score(part, ids.repeat(m, 1), mask.repeat(m, 1), index).view(m, c).to(out.dtype)
-                if order is None:
-                    out[images, start:stop] = scores
-                else:
-                    out[images[:, None], rows[None, :]] = scores
-        return out.cpu()  # one transfer per image batch; the gathered matrix lives on the CPU
+        images, text_rows = torch.arange(n).repeat_interleave(num_texts), torch.arange(num_texts).repeat(n)
+        scores = self.score_pairs(pixels, texts, images, text_rows, text_lengths, image_sizes, pixel_tokens, seeds)
+        return scores.view(n, num_texts)
 
     def _eval_step(self, batch: RetrievalImageBatch, stage: str) -> None:
         pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
@@ -177,8 +219,15 @@ class RetrievalTask(PixelBertTask):
             self._texts = RetrievalTexts(
                 texts.input_ids.to(device), texts.attention_mask.to(device), texts.text_to_image
             )
-        scores = self.score_matrix(pixels, self._texts, self._text_lengths, batch.image_sizes)
-        self._scores.append((batch.image_positions.cpu(), scores))
+        positions = batch.image_positions.cpu()
+        if self.rerank_top_k is None:
+            scores = self.score_matrix(pixels, self._texts, self._text_lengths, batch.image_sizes)
+        else:  # the coarse stage; the pixel tokens wait on the device for the exact one at the epoch's end
+            scores = self.score_matrix(
+                pixels, self._texts, self._text_lengths, batch.image_sizes, self.coarse_pixel_tokens, positions
+            )
+            self._pixels.append((positions, pixels, batch.image_sizes))
+        self._scores.append((positions, scores))
 
     def validation_step(self, batch: RetrievalImageBatch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -187,7 +236,7 @@ class RetrievalTask(PixelBertTask):
         self._eval_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
-        self._scores, self._texts = [], None
+        self._scores, self._texts, self._pixels = [], None, []
 
     on_test_epoch_start = on_validation_epoch_start
 
@@ -210,12 +259,31 @@ class RetrievalTask(PixelBertTask):
         if not texts.all():
             log.warning("retrieval %s: %d of the split's images scored; recall is over those", stage, len(positions))
         scores, t2i = scores[:, texts].float(), torch.searchsorted(positions, t2i[texts])
+        if self.rerank_top_k is not None:
+            scores = self.rerank(scores, positions, texts.nonzero().squeeze(1), stage)
         result: dict[str, float] = {}
         if "full" in self.protocols:
             result.update(retrieval_recall(scores, t2i))
         if "coco_1k" in self.protocols:
             result.update({f"coco1k_{k}": v for k, v in coco_1k_recall(scores, t2i).items()})
         return result
+
+    def rerank(self, coarse: torch.Tensor, positions: torch.Tensor, columns: torch.Tensor, stage: str) -> torch.Tensor:
+        """The second stage of `rerank_top_k`: each image's k best texts and each text's k best images under the
+        gathered `coarse` (images at `positions` x texts `columns` of the split) scored again with all pixel tokens,
+        each rank its own images (their tokens kept from the steps), then ranked above the rest (`rerank_scores`)."""
+        chosen = rerank_candidates(coarse, self.rerank_top_k)
+        context = getattr(getattr(self.trainer, "precision_plugin", None), f"{stage}_step_context", nullcontext)
+        mine = []
+        with context(), torch.no_grad():  # the steps' autocast; epoch-end hooks run outside it
+            for batch_positions, pixels, sizes in self._pixels:
+                rows = torch.searchsorted(positions, batch_positions)
+                images, cols = chosen[rows].nonzero(as_tuple=True)
+                exact = self.score_pairs(pixels, self._texts, images, columns[cols], self._text_lengths, sizes)
+                mine.append((rows[images], cols, exact))
+        parts = gather_lists(mine)
+        rows, cols, exact = (torch.cat([p[i] for p in parts]) for i in range(3))
+        return rerank_scores(coarse, rows, cols, exact)
 
     def _log_recall(self, stage: str) -> None:
         if not self._scores or self.trainer.sanity_checking:
@@ -226,7 +294,7 @@ class RetrievalTask(PixelBertTask):
         for key, value in result.items():
             # Already identical on every rank (computed from the gathered matrix), so no further reduction.
             self.log(f"{stage}/{key}", value, prog_bar=key in ("i2t_r1", "t2i_r1"))
-        self._scores = []
+        self._scores, self._pixels = [], []
 
     def on_validation_epoch_end(self) -> None:
         self._log_recall("val")
