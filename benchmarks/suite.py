@@ -85,11 +85,17 @@ REAL_SIZES = (800, 1067, 1067, 800)
 
 def retrieval_figures(args: argparse.Namespace) -> None:
     """Compiled retrieval evaluation at the training size (every image 800 x 1344, the worst case) and at the
-    datasets' real 4:3 sizes, mixed in each batch."""
-    for name, size in (("retrieval_compiled", tuple(args.size)), ("retrieval_compiled_real_sizes", REAL_SIZES)):
-        attempt(name, lambda s=size: measure_retrieval(
+    datasets' real 4:3 sizes, mixed in each batch: exhaustive (the paper's protocol), then two-stage
+    (`RetrievalTask(rerank_top_k=...)`) at the real sizes."""
+    figures = (
+        ("retrieval_compiled", tuple(args.size), None),
+        ("retrieval_compiled_real_sizes", REAL_SIZES, None),
+        ("retrieval_compiled_real_sizes_rerank", REAL_SIZES, args.rerank_top_k),
+    )
+    for name, size, k in figures:
+        attempt(name, lambda s=size, k=k: measure_retrieval(
             args.preset, s, args.device, args.retrieval_images, args.retrieval_measure, eval_chunk=args.eval_chunk,
-            compile=True,
+            compile=True, rerank_top_k=k, coarse_pixel_tokens=args.coarse_pixel_tokens,
         ))  # fmt: skip
 
 
@@ -223,6 +229,8 @@ def main() -> None:
     p.add_argument("--retrieval-images", type=int, default=1000)
     p.add_argument("--retrieval-measure", type=int, default=16)
     p.add_argument("--eval-chunk", type=int, default=2048)
+    p.add_argument("--rerank-top-k", type=int, default=20, help="k of the two-stage retrieval figure")
+    p.add_argument("--coarse-pixel-tokens", type=int, default=64, help="its coarse stage's pixel tokens per image")
     p.add_argument("--loader-images", type=int, default=192)
     p.add_argument("--loader-workers", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--out", default=None)

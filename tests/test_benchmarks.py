@@ -41,6 +41,18 @@ def test_latency_and_retrieval_cost() -> None:
         measure_retrieval("pixelbert_tiny", (64, 48, 48), "cpu", images=2, measure_images=2)
 
 
+def test_two_stage_retrieval_cost_adds_the_exact_stage() -> None:
+    r = measure_retrieval(
+        "pixelbert_tiny", (64, 64), "cpu", images=6, measure_images=4, image_batch=2, rerank_top_k=2,
+        coarse_pixel_tokens=4,
+    )  # fmt: skip
+    assert r["coarse_pixel_tokens"] == 4 and r["measured_pairs"] == 4 * 30
+    assert r["exact_pairs_per_image"] == 6 * 2 and r["exact_measured_pairs"] == 4 * 12
+    coarse = r["measured_wall_s"] / r["measured_pairs"] * 6 * 30
+    assert r["extrapolated_wall_s"] == pytest.approx(coarse + r["exact_per_pair_s"] * 12 * 6, abs=0.1)
+    assert r["kept_pixel_tokens_gib"] >= 0
+
+
 def test_loader_decodes_and_resizes_jpegs(tmp_path) -> None:
     paths = write_jpegs(tmp_path, 6)
     result = measure_loader(paths, workers=0, batch=2)
