@@ -6,9 +6,9 @@ The cost is linear in image-text pairs, so `--measure-images` images x all 5N ca
 N x 5N (and COCO 5K x 25K) is extrapolated from the measured time per pair; `--measure-images N` times it all.
 
 `--rerank-top-k k` times the two-stage evaluation (`RetrievalTask(rerank_top_k=k)`) instead: the coarse stage
-(every pair, `--coarse-pixel-tokens` tokens per image) as above, and the exact stage on 6k random texts per
-measured image, the most it scores per image on average (each image's k best texts, plus each of the 5N texts'
-k best images spread over N images); the extrapolation adds the two.
+(every pair, pixel tokens averaged over `--coarse-pool` x `--coarse-pool` blocks) as above, and the exact stage on
+6k random texts per measured image, the most it scores per image on average (each image's k best texts, plus each
+of the 5N texts' k best images spread over N images); the extrapolation adds the two.
 `--size` may name several sizes (H W H W ...): the images take them in turn, so each batch mixes them as a real
 split's do (Flickr30K and COCO resized to 800 on the short side: 800 x 1067 landscape, 1067 x 800 portrait).
 
@@ -41,7 +41,7 @@ def synthetic_texts(count: int, vocab: int, max_length: int = 40, seed: int = 0)
 
 def measure_retrieval(
     preset: str, size: tuple[int, ...], device: str, images: int, measure_images: int, image_batch: int = 8,
-    eval_chunk: int = 1024, compile: bool = False, rerank_top_k: int | None = None, coarse_pixel_tokens: int = 64,
+    eval_chunk: int = 1024, compile: bool = False, rerank_top_k: int | None = None, coarse_pool: int = 2,
 ) -> dict[str, Any]:  # fmt: skip
     """`size` is (H, W) or several sizes flattened (H1, W1, H2, W2, ...) that the batch's images take in turn."""
     if len(size) % 2 or not size:
@@ -63,13 +63,12 @@ def measure_retrieval(
     pixel_values = torch.randn(image_batch, 3, *padded, device=device)
     grids = [task.model.visual.token_grid(h, w) for h, w in image_sizes]
 
-    coarse = None if rerank_top_k is None else coarse_pixel_tokens
-    seeds = list(range(image_batch))
+    coarse = 1 if rerank_top_k is None else coarse_pool
 
     def run_batch() -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             pixels = task.model.encode_pixels(pixel_values, image_sizes=image_sizes)
-            return task.score_matrix(pixels, on_device, lengths, image_sizes, coarse, seeds)
+            return task.score_matrix(pixels, on_device, lengths, image_sizes, coarse)
 
     warm = time.perf_counter()
     run_batch()  # warm-up: cuDNN / cuBLAS heuristics, and the compilation when --compile
@@ -97,7 +96,7 @@ def measure_retrieval(
         "images": images, "texts": 5 * images, "measured_images": batches * image_batch, "measured_pairs": pairs,
         "measured_wall_s": round(wall, 2), "pairs_per_s": round(pairs / wall, 1), "eval_chunk": eval_chunk,
         "compile": compile, "warmup_s": round(warm, 1), "peak_gib": peak_gib(device),
-        "rerank_top_k": rerank_top_k, "coarse_pixel_tokens": coarse,
+        "rerank_top_k": rerank_top_k, "coarse_pool": coarse,
         "extrapolated_wall_s": round(per_pair * 5 * images * images + exact_s * images, 1),
         "extrapolated_coco5k_wall_s": round(per_pair * 5000 * 25000 + exact_s * 5000, 1),
         "score_matrix_shape": list(scores.shape), **exact,
@@ -143,14 +142,14 @@ def main() -> None:
     p.add_argument("--eval-chunk", type=int, default=1024)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--rerank-top-k", type=int, default=None, help="time the two-stage evaluation with this k")
-    p.add_argument("--coarse-pixel-tokens", type=int, default=64)
+    p.add_argument("--coarse-pool", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     emit(environment(args.device))
     emit(measure_retrieval(
         args.preset, tuple(args.size), args.device, args.images, args.measure_images,
         eval_chunk=args.eval_chunk, compile=args.compile, rerank_top_k=args.rerank_top_k,
-        coarse_pixel_tokens=args.coarse_pixel_tokens,
+        coarse_pool=args.coarse_pool,
     ))  # fmt: skip
 
 

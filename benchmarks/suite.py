@@ -95,7 +95,7 @@ def retrieval_figures(args: argparse.Namespace) -> None:
     for name, size, k in figures:
         attempt(name, lambda s=size, k=k: measure_retrieval(
             args.preset, s, args.device, args.retrieval_images, args.retrieval_measure, eval_chunk=args.eval_chunk,
-            compile=True, rerank_top_k=k, coarse_pixel_tokens=args.coarse_pixel_tokens,
+            compile=True, rerank_top_k=k, coarse_pool=args.coarse_pool,
         ))  # fmt: skip
 
 
@@ -229,8 +229,8 @@ def main() -> None:
     p.add_argument("--retrieval-images", type=int, default=1000)
     p.add_argument("--retrieval-measure", type=int, default=16)
     p.add_argument("--eval-chunk", type=int, default=2048)
-    p.add_argument("--rerank-top-k", type=int, default=20, help="k of the two-stage retrieval figure")
-    p.add_argument("--coarse-pixel-tokens", type=int, default=64, help="its coarse stage's pixel tokens per image")
+    p.add_argument("--rerank-top-k", type=int, default=100, help="k of the two-stage retrieval figure")
+    p.add_argument("--coarse-pool", type=int, default=2, help="its coarse stage's pixel-token pooling")
     p.add_argument("--loader-images", type=int, default=192)
     p.add_argument("--loader-workers", type=int, nargs="+", default=[1, 4, 8])
     p.add_argument("--out", default=None)

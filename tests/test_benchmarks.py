@@ -44,9 +44,9 @@ def test_latency_and_retrieval_cost() -> None:
 def test_two_stage_retrieval_cost_adds_the_exact_stage() -> None:
     r = measure_retrieval(
         "pixelbert_tiny", (64, 64), "cpu", images=6, measure_images=4, image_batch=2, rerank_top_k=2,
-        coarse_pixel_tokens=4,
+        coarse_pool=2,
     )  # fmt: skip
-    assert r["coarse_pixel_tokens"] == 4 and r["measured_pairs"] == 4 * 30
+    assert r["coarse_pool"] == 2 and r["measured_pairs"] == 4 * 30
     assert r["exact_pairs_per_image"] == 6 * 2 and r["exact_measured_pairs"] == 4 * 12
     coarse = r["measured_wall_s"] / r["measured_pairs"] * 6 * 30
     assert r["extrapolated_wall_s"] == pytest.approx(coarse + r["exact_per_pair_s"] * 12 * 6, abs=0.1)

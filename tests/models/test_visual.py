@@ -5,7 +5,13 @@ import torch
 import torchvision
 
 import pixelbert_pl
-from pixelbert_pl.models.visual import PixelTokens, build_trunk, crop_pixel_tokens, sample_pixel_tokens
+from pixelbert_pl.models.visual import (
+    PixelTokens,
+    build_trunk,
+    crop_pixel_tokens,
+    pool_pixel_tokens,
+    sample_pixel_tokens,
+)
 
 
 def _randomise_bn_statistics(model: torch.nn.Module) -> None:
@@ -229,3 +235,20 @@ def test_crop_pixel_tokens_frees_an_image_of_its_batchs_padding(tiny_model) -> N
         crop_pixel_tokens(batch, (7, 3))
     with pytest.raises(ValueError, match="sampled"):
         crop_pixel_tokens(sample_pixel_tokens(batch, 4, torch.rand(batch.mask.shape)), (4, 3))
+
+
+def test_pool_pixel_tokens_averages_each_blocks_real_tokens() -> None:
+    tokens = torch.arange(2 * 15 * 2, dtype=torch.float32).view(2, 15, 2)  # two images, a 3 x 5 grid, d = 2
+    mask = torch.ones(2, 3, 5, dtype=torch.bool)
+    mask[1, :, 3:] = False  # the second image's real region is 3 x 3
+    pooled = pool_pixel_tokens(PixelTokens(tokens, mask.flatten(1), (3, 5)), 2)
+    assert pooled.grid == (2, 3) and pooled.tokens.shape == (2, 6, 2) and pooled.index is None
+    grid = tokens.view(2, 3, 5, 2)
+    assert torch.allclose(pooled.tokens[0, 0], grid[0, :2, :2].reshape(-1, 2).mean(0))
+    assert torch.allclose(pooled.tokens[0, 5], grid[0, 2, 4])  # the corner block has one cell
+    assert torch.allclose(pooled.tokens[1, 1], grid[1, :2, 2].mean(0))  # padding is left out of the mean
+    assert pooled.mask.tolist() == [[True] * 6, [True, True, False, True, True, False]]
+    assert pool_pixel_tokens(pooled, 1) is pooled
+    sampled = PixelTokens(tokens[:, :4], mask.flatten(1)[:, :4], (3, 5), torch.arange(4).expand(2, 4))
+    with pytest.raises(ValueError, match="sampled"):
+        pool_pixel_tokens(sampled, 2)

@@ -144,16 +144,15 @@ class PixelBertModel(nn.Module):
         pixels: PixelTokens,
         seeds: Sequence[int] | torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-        k: int | None = None,
     ) -> PixelTokens:
-        """Keep `k` (default `config.pixel_sample_size`) random valid tokens per row.
+        """Keep `config.pixel_sample_size` random valid tokens per row.
 
         With `seeds` (one int per row) each row's draw depends on its seed alone, so a sample sees the same pixels
         whatever batch it lands in and after a resume; otherwise `generator` (or the global RNG) decides.
         """
-        k = self.config.pixel_sample_size if k is None else k
-        if k is None or k < 1:
-            raise ValueError(f"sample_pixels: k={k} (config.pixel_sample_size when not given); expected >= 1")
+        k = self.config.pixel_sample_size
+        if k is None:
+            raise ValueError("sample_pixels needs config.pixel_sample_size; it is None")
         b, p = pixels.mask.shape
         if seeds is None:
             scores = torch.rand(b, p, generator=generator, device=pixels.mask.device)

@@ -155,6 +155,27 @@ def crop_pixel_tokens(pixels: PixelTokens, grid: tuple[int, int]) -> PixelTokens
     return PixelTokens(pixels.tokens[:, keep], pixels.mask[:, keep], (rows, cols))
 
 
+def pool_pixel_tokens(pixels: PixelTokens, size: int) -> PixelTokens:
+    """Each `size` x `size` block of the token grid averaged into one token, over the block's real tokens (edge
+    blocks have fewer cells): a view of the whole image in 1/size^2 of the tokens, the coarse stage of two-stage
+    retrieval (`RetrievalTask(rerank_top_k=...)`). A block with no real token is masked."""
+    if pixels.index is not None:
+        raise ValueError("pool_pixel_tokens needs every token of the grid; these were sampled")
+    if size < 1:
+        raise ValueError(f"size={size}: expected >= 1")
+    if size == 1:
+        return pixels
+    b, _, d = pixels.tokens.shape
+    gh, gw = pixels.grid
+    weight = pixels.mask.to(pixels.tokens.dtype).view(b, 1, gh, gw)
+    grid = (pixels.tokens.transpose(1, 2).reshape(b, d, gh, gw) * weight).contiguous()
+    # Both sums share avg_pool2d's divisor, which cancels: the ratio is the mean over the block's real tokens.
+    total = F.avg_pool2d(grid, size, ceil_mode=True)
+    count = F.avg_pool2d(weight, size, ceil_mode=True)
+    tokens = (total / count.clamp(min=torch.finfo(count.dtype).tiny)).flatten(2).transpose(1, 2)
+    return PixelTokens(tokens, count.flatten(1) > 0, (total.shape[2], total.shape[3]))
+
+
 def image_sizes_from_mask(pixel_mask: torch.Tensor) -> torch.Tensor:
     """(b, 2) real height and width of each image, checking that each real region is a top-left rectangle."""
     heights = pixel_mask.any(dim=2).sum(dim=1)
