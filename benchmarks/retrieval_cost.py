@@ -87,7 +87,7 @@ def measure_retrieval(
     exact = {} if rerank_top_k is None else measure_exact_stage(
         task, pixel_values, image_sizes, on_device, lengths, 6 * rerank_top_k, batches, device, images
     )  # fmt: skip
-    exact_s = exact.get("exact_per_pair_s", 0.0) * 6 * (rerank_top_k or 0)  # per image
+    exact_s = exact.get("exact_per_pair_s", 0.0) * exact.get("exact_pairs_per_image", 0)  # per image
     return {
         "kind": "retrieval_eval", "preset": preset, "size": list(size),
         "pixel_tokens": round(sum(tokens) / len(tokens), 1),

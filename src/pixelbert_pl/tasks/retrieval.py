@@ -16,7 +16,7 @@ over `coarse_pool` x `coarse_pool` blocks (a quarter of the tokens at 2), then e
 text's k best images are scored again with all tokens and ranked first, in that exact order. R@K (K <= k) then
 differs from exhaustive only where the coarse stage leaves a match out of both top-k lists; with k at least the
 number of images and of texts it is exhaustive. On ShapesWorld (200 images x 1,000 captions) k = 10% of the images
-kept every R@K within 1 point of exhaustive, k = 5% within 2.5 (experiments/results/retrieval_two_stage.md).
+kept every R@K within 1 point of exhaustive, k = 5% within 3 (experiments/results/retrieval_two_stage.md).
 Report which protocol gave a number.
 """
 
