@@ -6,6 +6,7 @@ import os
 from types import SimpleNamespace
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -220,3 +221,32 @@ def test_coarse_scores_read_pooled_tokens_of_each_image_alone(task) -> None:
         exact = task.score_matrix(pixels, texts, None, sizes)
         torch.testing.assert_close(task.score_matrix(pixels, texts, None, sizes, pool=1), exact)
     assert (coarse.float() - exact.float()).abs().max() > 1e-3
+
+
+def test_two_stage_evaluation_through_the_trainer(task, data) -> None:
+    """The epoch-end exact stage runs where Lightning calls it, logs the task's own two-stage recall, frees the kept
+    tokens, and runs under the precision plugin's autocast, as the steps do."""
+    task.rerank_top_k = 3
+    expected = _evaluate(task, data)
+
+    def validate(precision: str) -> dict[str, float]:
+        trainer = pl.Trainer(
+            accelerator="cpu", logger=False, enable_checkpointing=False, enable_model_summary=False,
+            enable_progress_bar=False, precision=precision,
+        )  # fmt: skip
+        return trainer.validate(task, datamodule=data, verbose=False)[0]
+
+    logged = validate("32-true")
+    logged = {k.removeprefix("val/"): v for k, v in logged.items() if k != "val/rsum"}
+    assert logged == {k: pytest.approx(v) for k, v in expected.items()}
+    assert task._pixels == [] and task._scores == []
+    autocast: list[bool] = []
+    score_pairs = task.score_pairs
+
+    def recording(*args, **kwargs):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return score_pairs(*args, **kwargs)
+
+    task.score_pairs = recording
+    validate("bf16-mixed")
+    assert autocast and all(autocast)  # coarse stage in the steps, exact stage at the epoch's end
