@@ -280,14 +280,15 @@ class RetrievalTask(PixelBertTask):
         return rerank_scores(coarse, rows, cols, exact)
 
     def _log_recall(self, stage: str) -> None:
-        if not self._scores or self.trainer.sanity_checking:
-            return
-        result = self.recall(stage)
-        if "full" in self.protocols:
-            result["rsum"] = sum(v for k, v in result.items() if k[:3] in ("i2t", "t2i"))
-        for key, value in result.items():
-            # Already identical on every rank (computed from the gathered matrix), so no further reduction.
-            self.log(f"{stage}/{key}", value, prog_bar=key in ("i2t_r1", "t2i_r1"))
+        if self._scores and not self.trainer.sanity_checking:
+            result = self.recall(stage)
+            if "full" in self.protocols:
+                result["rsum"] = sum(v for k, v in result.items() if k[:3] in ("i2t", "t2i"))
+            for key, value in result.items():
+                # Already identical on every rank (computed from the gathered matrix), so no further reduction.
+                self.log(f"{stage}/{key}", value, prog_bar=key in ("i2t_r1", "t2i_r1"))
+        # Freed in every case: after the sanity check, the kept pixel tokens would otherwise sit on the device
+        # through the whole first training epoch.
         self._scores, self._pixels = [], []
 
     def on_validation_epoch_end(self) -> None:
