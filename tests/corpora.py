@@ -91,7 +91,11 @@ NLVR2_TRAIN = {
 NLVR2_DEV = {
     "dev-850-0-0": ("There are two dogs in total.", "True", None),
     "dev-850-1-0": ("There are two dogs in total.", "False", None),
-    "dev-3-2-1": ("A bird is on a branch.", None, None),  # no label, as in a hidden test split
+    "dev-3-2-1": ("A bird is on a branch.", "True", None),
+}
+NLVR2_TEST1 = {  # no labels, as in a hidden test split
+    "test1-12-0-0": ("Both images show a cat.", None, None),
+    "test1-12-1-0": ("Both images show a cat.", None, None),
 }
 
 
@@ -119,9 +123,11 @@ def _nlvr2_split(root: Path, name: str, examples: dict[str, tuple]) -> Path:
 
 
 def make_nlvr2(tmp_path: Path) -> Path:
-    """NLVR2 as released: data/{train,dev}.json (JSON lines); images/train/<directory>/ and images/dev/."""
+    """NLVR2 as released: data/{train,dev}.json (JSON lines); images/train/<directory>/ and images/dev/; and an
+    unlabelled data/test1.json (images/test1/), as a hidden test split is."""
     _nlvr2_split(tmp_path, "train", NLVR2_TRAIN)
     _nlvr2_split(tmp_path, "dev", NLVR2_DEV)
+    _nlvr2_split(tmp_path, "test1", NLVR2_TEST1)
     return tmp_path
 
 

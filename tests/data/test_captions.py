@@ -183,6 +183,84 @@ def test_karpathy_unknown_split_lists_present_splits(tmp_path: Path) -> None:
         read_karpathy(split_file, root, ["trian", "restval"])
 
 
+def _edit_json(path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    return _write_json(path, data)
+
+
+@pytest.mark.parametrize("sentences", [[], [{"raw": "  \n"}, {"raw": ""}]])
+def test_karpathy_eval_image_without_a_sentence_is_an_error(tmp_path: Path, sentences: list) -> None:  # type: ignore[type-arg]
+    """The 5K test split must not become 4,999 without a word."""
+    split_file, root = _karpathy_coco(tmp_path)
+    _edit_json(split_file, lambda d: d["images"][5].update(sentences=sentences))  # cocoid 522418, split "test"
+    pattern = r"dataset_coco\.json: images\[5\] \(COCO_val2014_000000522418\.jpg, split 'test'\) has no non-empty"
+    for splits in (["test"], EVAL_SPLITS, ["train", "test"]):
+        with pytest.raises(AnnotationError, match=pattern):
+            read_karpathy(split_file, root, splits)
+    assert len(read_karpathy(split_file, root, PRETRAIN_SPLITS)) == 4  # other splits are not affected
+    assert karpathy_coco_ids(split_file) == {391895, 522418}  # still held out of pre-training
+
+
+def test_karpathy_training_image_without_a_sentence_is_dropped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    split_file, root = _karpathy_coco(tmp_path)
+
+    def empty_two(data: dict[str, Any]) -> None:
+        data["images"][1]["sentences"] = [{"raw": " "}]  # cocoid 25, train
+        data["images"][3]["sentences"] = []  # cocoid 42, restval
+
+    _edit_json(split_file, empty_two)
+    with caplog.at_level(logging.WARNING, logger="pixelbert_pl.data.captions"):
+        records = read_karpathy(split_file, root, PRETRAIN_SPLITS)
+    assert [r.image_id for r in records] == ["coco:9", "coco:30"]
+    assert (
+        "dataset_coco.json: 2 training image(s) without a non-empty sentence dropped; first: "
+        "images[1] (COCO_train2014_000000000025.jpg), images[3] (COCO_val2014_000000000042.jpg)"
+    ) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        (lambda d: d["images"][4].update(cocoid=9), r"images\[0\] and images\[4\] have the same cocoid 9"),
+        (
+            lambda d: d["images"][5].update(filename=d["images"][2]["filename"]),
+            r"images\[2\] and images\[5\] have the same filename 'COCO_val2014_000000000030\.jpg'",
+        ),
+    ],
+)
+def test_karpathy_repeated_image_names_both_entries(tmp_path: Path, edit, pattern: str) -> None:  # type: ignore[no-untyped-def]
+    """A repeat across splits would put an evaluation image into training; within one it counts an image twice."""
+    split_file, root = _karpathy_coco(tmp_path)
+    _edit_json(split_file, edit)
+    for read in (
+        lambda: read_karpathy(split_file, root, PRETRAIN_SPLITS),
+        lambda: read_karpathy(split_file, root, ["val"]),
+        lambda: karpathy_coco_ids(split_file),
+    ):
+        with pytest.raises(AnnotationError, match=r"dataset_coco\.json: " + pattern):
+            read()
+
+
+def test_coco_and_visual_genome_repeated_ids_name_both_entries(tmp_path: Path) -> None:
+    annotation_file, image_dir = _coco_captions(tmp_path)
+    _edit_json(annotation_file, lambda d: d["images"][2].update(id=391895))
+    pattern = r"captions_val2014\.json: images\[0\] and images\[2\] have the same id 391895"
+    with pytest.raises(AnnotationError, match=pattern):
+        read_coco_captions(annotation_file, image_dir)
+
+    region_file, image_data_file, dirs = _visual_genome(tmp_path)
+    _edit_json(image_data_file, lambda d: d[3].update(image_id=2))
+    with pytest.raises(AnnotationError, match=r"image_data\.json: \[1\] and \[3\] have the same image id 2"):
+        read_visual_genome(region_file, image_data_file, dirs)
+    region_file, image_data_file, dirs = _visual_genome(tmp_path / "again")
+    _edit_json(region_file, lambda d: d[4].update(id=1))  # keyed by "id" in one entry, "image_id" in another
+    with pytest.raises(AnnotationError, match=r"region_descriptions\.json: \[0\] and \[4\] have the same image id 1"):
+        read_visual_genome(region_file, image_data_file, dirs)
+
+
 def test_pretraining_never_sees_karpathy_eval_images(tmp_path: Path) -> None:
     """PRIOR_ART.md L4: COCO train + restval and VG minus Karpathy val/test share no image with val/test."""
     karpathy_file, coco_root = _karpathy_coco(tmp_path)

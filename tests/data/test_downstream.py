@@ -13,7 +13,7 @@ from jsonargparse import ArgumentParser
 
 import pixelbert_pl.data.shapes
 from corpora import VQA_TEST_DEV, VQA_TRAIN, VQA_VAL
-from pixelbert_pl.data.captions import karpathy_coco_ids
+from pixelbert_pl.data.captions import AnnotationError, karpathy_coco_ids
 from pixelbert_pl.data.downstream import (
     NLVR2DataModule,
     RetrievalDataModule,
@@ -89,9 +89,62 @@ def test_nlvr2_batches(nlvr2_root: Path, minilm_path: str) -> None:
     assert isinstance(train, NLVR2Batch) and train.pixel_values.shape == (4, 3, 40, 40) and train.labels.shape == (2,)
     val = list(dm.val_dataloader())
     assert [i for b in val for i in b.identifiers] == ["dev-850-0-0", "dev-850-1-0", "dev-3-2-1"]
-    assert val[1].labels.tolist() == [-1]
+    assert val[1].labels.tolist() == [1]
     with pytest.raises(ValueError, match="no test_file"):
         dm.setup("test")
+
+
+def test_nlvr2_train_and_dev_must_be_labelled_a_test_file_need_not(nlvr2_root: Path, minilm_path: str) -> None:
+    data = nlvr2_root / "data"
+    common = {"image_root": str(nlvr2_root / "images"), "tokenizer": minilm_path, **SMALL}
+    dm = NLVR2DataModule(str(data / "train.json"), str(data / "dev.json"), test_file=str(data / "test1.json"), **common)
+    dm.setup("predict")
+    (predict,) = list(dm.predict_dataloader())
+    assert predict.labels.tolist() == [-1, -1]
+    # An unlabelled file as dev would leave every example out of the accuracy: it is an error, naming file and line.
+    dm = NLVR2DataModule(str(data / "train.json"), str(data / "test1.json"), **common)
+    with pytest.raises(AnnotationError, match=r"test1\.json: line 1 has no field 'label'"):
+        dm.setup("fit")
+
+
+def test_vqa_empty_question_lists_name_the_argument(vqa_root: Path, minilm_path: str) -> None:
+    """The recipes default to `[]`; forgetting the flag used to fail as a missing column deep in `datasets`."""
+    given = _vqa(vqa_root, minilm_path).options
+    empty_train = VQADataModule([], [], given.val_questions, given.val_annotations, tokenizer=minilm_path, **SMALL)
+    with pytest.raises(ValueError, match=r"train_questions and train_annotations are empty; expected VQA v2 questions"):
+        empty_train.setup("fit")
+    empty_val = VQADataModule(given.train_questions, given.train_annotations, [], [], tokenizer=minilm_path, **SMALL)
+    with pytest.raises(ValueError, match=r"val_questions and val_annotations are empty"):
+        empty_val.setup("fit")
+    with pytest.raises(ValueError, match=r"val_questions and val_annotations are empty"):
+        empty_val.setup("validate")
+
+
+def test_allow_missing_reaches_the_readers(
+    vqa_root: Path, nlvr2_root: Path, flickr_root: Path, minilm_path: str
+) -> None:
+    """The readers' FileNotFoundError advises allow_missing=True: every DataModule that reads images offers it."""
+    (vqa_root / "train2014" / "COCO_train2014_000000000025.jpg").unlink()
+    (nlvr2_root / "images" / "dev" / "dev-850-1-img0.png").unlink()
+    (flickr_root / "flickr30k-images" / "10002456.jpg").unlink()
+    nlvr2 = [str(nlvr2_root / "data" / f) for f in ("train.json", "dev.json")] + [str(nlvr2_root / "images")]
+    flickr = [str(flickr_root / "dataset_flickr30k.json"), str(flickr_root / "flickr30k-images")]
+    common = {"tokenizer": minilm_path, **SMALL}
+    modules = {
+        "vqa": lambda **kw: _vqa(vqa_root, minilm_path, answer_min_count=1, **kw),
+        "nlvr2": lambda **kw: NLVR2DataModule(*nlvr2, **common, **kw),
+        "retrieval": lambda **kw: RetrievalDataModule(*flickr, train_splits=["train"], **common, **kw),
+    }
+    for name, make in modules.items():
+        with pytest.raises(FileNotFoundError, match=r"1 of .* allow_missing=True"):
+            make().setup("fit")
+        dm = make(allow_missing=True)
+        dm.setup("fit")
+        kept = {"vqa": ("train", 3), "nlvr2": ("val", 2), "retrieval": ("train", 3)}[name]
+        assert len(dm.records(kept[0])) == kept[1], name
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(ShapesWorldVQADataModule, "data")
+    assert parser.parse_args(["--data.allow_missing", "true"]).data.allow_missing is True
 
 
 def test_nlvr2_vilt_layout_keeps_dev_beside_images(nlvr2_root: Path, minilm_path: str) -> None:

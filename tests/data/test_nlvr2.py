@@ -9,7 +9,7 @@ import pytest
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
-from corpora import LANDSCAPE, NLVR2_DEV, NLVR2_TRAIN, PORTRAIT
+from corpora import LANDSCAPE, NLVR2_DEV, NLVR2_TEST1, NLVR2_TRAIN, PORTRAIT
 from pixelbert_pl.data.captions import AnnotationError
 from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.nlvr2 import NLVR2Batch, NLVR2Dataset, NLVR2Record, collate_nlvr2, read_nlvr2
@@ -31,11 +31,39 @@ def test_train_images_live_in_their_directory_folder(nlvr2_root: Path) -> None:
     assert records[2].left_path == str(nlvr2_root / "images" / "train" / "4" / "train-4-0-img0.png")
 
 
-def test_dev_is_flat_and_a_missing_label_is_none(nlvr2_root: Path) -> None:
-    records = read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images")
+def test_dev_is_flat_and_a_hidden_test_split_is_unlabelled(nlvr2_root: Path) -> None:
+    records = read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images", labelled=True)
     assert [r.identifier for r in records] == list(NLVR2_DEV)
-    assert [r.label for r in records] == [True, False, None]
+    assert [r.label for r in records] == [True, False, True]
     assert records[2].right_path == str(nlvr2_root / "images" / "dev" / "dev-3-2-img1.png")
+    for labelled in (None, False):
+        test1 = read_nlvr2(nlvr2_root / "data" / "test1.json", nlvr2_root / "images", labelled=labelled)
+        assert [r.identifier for r in test1] == list(NLVR2_TEST1) and all(r.label is None for r in test1)
+    with pytest.raises(AnnotationError, match=r"test1\.json: line 1 has no field 'label' \(2 of 2 lines"):
+        read_nlvr2(nlvr2_root / "data" / "test1.json", nlvr2_root / "images", labelled=True)
+    with pytest.raises(AnnotationError, match=r"dev\.json: line 1 has a 'label', but this split was read as unlabel"):
+        read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images", labelled=False)
+
+
+@pytest.mark.parametrize("labelled", [True, None])
+def test_a_labelled_split_missing_a_label_names_the_file_and_line(nlvr2_root: Path, labelled: bool | None) -> None:
+    """A train / dev line without a label used to become an unlabelled example, silently out of the accuracy."""
+    path = nlvr2_root / "data" / "dev.json"
+    entries = _lines(path)
+    del entries[1]["label"]
+    _write_lines(path, entries)
+    pattern = r"but line 1 has one" if labelled is None else r"1 of 3 lines have none\); every train and dev"
+    with pytest.raises(AnnotationError, match=rf"dev\.json: line 2 has no field 'label'.*{pattern}"):
+        read_nlvr2(path, nlvr2_root / "images", labelled=labelled)
+
+
+def test_a_repeated_identifier_names_both_lines(nlvr2_root: Path) -> None:
+    path = nlvr2_root / "data" / "train.json"
+    entries = _lines(path)
+    entries[2]["identifier"] = entries[0]["identifier"]
+    _write_lines(path, entries)
+    with pytest.raises(AnnotationError, match=r"train\.json: lines 1 and 3 have the same identifier 'train-10171-0-0'"):
+        read_nlvr2(path, nlvr2_root / "images")
 
 
 def _lines(path: Path) -> list[dict]:
@@ -78,13 +106,16 @@ def test_invalid_json_and_missing_images(nlvr2_root: Path) -> None:
 
 def test_pairs_collate_left_then_right_with_masks(nlvr2_root: Path, minilm_path: str) -> None:
     records = read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images")
-    dataset = NLVR2Dataset(records, ImageTransform(32, 64, size_divisor=8), load_tokenizer(minilm_path), 16)
+    dataset_args = (ImageTransform(32, 64, size_divisor=8), load_tokenizer(minilm_path), 16)
+    dataset = NLVR2Dataset(records, *dataset_args)
     item = dataset[(5, 0)]  # JPEG bytes in a .png file decode by content
     assert item["label"] == 1 and item["identifier"] == "dev-850-0-0"
     assert dataset.tokenizer.decode(item["input_ids"]) == "[CLS] there are two dogs in total. [SEP]"
     batch = collate_nlvr2([dataset[i] for i in range(3)], pad_token_id=0)
     assert batch.pixel_values.shape == (6, 3, 40, 40) and batch.input_ids.shape[0] == 3
-    assert batch.labels.tolist() == [1, 0, -1] and batch.identifiers == list(NLVR2_DEV)
+    assert batch.labels.tolist() == [1, 0, 1] and batch.identifiers == list(NLVR2_DEV)
+    test1 = NLVR2Dataset(read_nlvr2(nlvr2_root / "data" / "test1.json", nlvr2_root / "images"), *dataset_args)
+    assert collate_nlvr2([test1[0], test1[1]]).labels.tolist() == [-1, -1]
     assert torch.equal(batch.attention_mask, batch.input_ids != 0) and batch.attention_mask.dtype == torch.bool
     for row in range(6):  # left images are landscape, right ones portrait
         width, height = (LANDSCAPE, PORTRAIT)[row % 2]

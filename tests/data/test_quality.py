@@ -1,14 +1,18 @@
 """Unreadable training images are replaced and counted, never crash a run and never empty a batch; too many stop
 the run with a clear error; evaluation data never substitutes."""
 
+import logging
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
+import pixelbert_pl.data.pretraining
 from pixelbert_pl.data.datamodules import ShapesWorldDataModule
-from pixelbert_pl.data.images import UnreadableImageError
+from pixelbert_pl.data.images import UnreadableImageError, load_image
 from pixelbert_pl.data.quality import SkipCounter, TooManyBadSamplesError
 from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
 
@@ -48,6 +52,60 @@ def test_training_item_with_an_unreadable_image_is_the_next_record_and_is_counte
     assert items[bad]["input_ids"] == items[bad + 1]["input_ids"]
     assert counter.totals() == (len(dataset), 1)
     assert all(item["pixel_values"].float().std() > 0 for item in items)  # never a blank image
+
+
+def test_skips_count_replaced_samples_not_attempts_and_bad_files_are_read_once(corpus, monkeypatch, caplog) -> None:
+    """3 bad files, two of them neighbours (so a substitute is bad too), drawn in two epochs: 6 samples replaced,
+    where counting attempts gave 8 (and stopped healthy runs); each bad file is decoded and logged once."""
+    dm = _data(corpus)
+    records = dm.train_records
+    n, bad = len(records), [3, 4, 9]
+    for i in bad:
+        _corrupt(records[i].image_path, "html")
+    decodes: Counter[str] = Counter()
+
+    def counting_load_image(path, *args):  # type: ignore[no-untyped-def]
+        decodes[path] += 1
+        return load_image(path, *args)
+
+    monkeypatch.setattr(pixelbert_pl.data.pretraining, "load_image", counting_load_image)
+    counter = SkipCounter(max_fraction=3.5 / n, min_samples=n)  # 3 of n per epoch is within it, 4 of n is not
+    dataset = dm.dataset(records).skip_unreadable(counter)
+    order = [i for i in range(n) if i not in bad] + bad  # good draws first: the fraction is checked at each skip
+    with caplog.at_level(logging.WARNING, logger="pixelbert_pl.data.quality"):
+        items = [dataset[(epoch, i)] for epoch in (0, 1) for i in order]
+    assert [item["sample_id"] for item in items[n - 3 : n]] == [5, 5, 10]  # 3 -> 4 (bad too) -> 5; 4 -> 5; 9 -> 10
+    assert counter.totals() == (2 * n, 6)  # drawn, replaced: one per replaced draw
+    bad_paths = [records[i].image_path for i in bad]
+    assert all(decodes[path] == 1 for path in bad_paths)  # known bad: never decoded again, in either epoch
+    assert [sum(path in r.getMessage() for r in caplog.records) for path in bad_paths] == [1, 1, 1]
+    assert set(counter.bad_files) == set(bad_paths) and sum(counter.reasons.values()) == 3
+
+    # The limit compares replaced draws with draws: 3 of n is above 2.5 / n, and the error says so.
+    strict = dm.dataset(records).skip_unreadable(SkipCounter(max_fraction=2.5 / n, min_samples=n))
+    with pytest.raises(TooManyBadSamplesError, match=rf"^3 of {n} training samples drawn had an unreadable image"):
+        for i in order:
+            strict[(0, i)]
+
+
+def test_a_bad_image_shared_by_several_records_is_decoded_once(corpus, monkeypatch) -> None:
+    dm = _data(corpus)
+    records = list(dm.train_records)
+    records[7] = replace(records[7], image_path=records[2].image_path)  # as VQA's questions share their image
+    _corrupt(records[2].image_path, "truncated")
+    decodes: Counter[str] = Counter()
+
+    def counting_load_image(path, *args):  # type: ignore[no-untyped-def]
+        decodes[path] += 1
+        return load_image(path, *args)
+
+    monkeypatch.setattr(pixelbert_pl.data.pretraining, "load_image", counting_load_image)
+    counter = SkipCounter(max_fraction=0.5, min_samples=1)
+    dataset = dm.dataset(records).skip_unreadable(counter)
+    items = [dataset[(0, i)] for i in range(len(dataset))]
+    assert items[2]["sample_id"] == 3 and items[7]["sample_id"] == 8
+    assert counter.totals() == (len(dataset), 2) and decodes[records[2].image_path] == 1
+    assert list(counter.bad_files) == [records[2].image_path]
 
 
 def test_without_skipping_an_unreadable_image_is_an_error_naming_the_file(corpus) -> None:

@@ -70,7 +70,10 @@ def test_missing_annotation_names_the_file_and_question(vqa_root: Path) -> None:
         (lambda d: d["annotations"][1].pop("answers"), r"annotations\[1\] has no field 'answers'"),
         (lambda d: d["annotations"][0].update(answer_type=3), r"annotations\[0\]\.answer_type is int 3, should be str"),
         (lambda d: d["annotations"][3].update(image_id=1), r"annotations\[3\]\.image_id is 1, but question 30000"),
-        (lambda d: d["annotations"].append(dict(d["annotations"][0])), r"annotations\[4\]\.question_id is 9000, whi"),
+        (
+            lambda d: d["annotations"].append(dict(d["annotations"][0])),
+            r"annotations\[0\] and annotations\[4\] have the same question_id 9000",
+        ),
         (lambda d: d["annotations"][2].update(answers=[]), r"annotations\[2\]\.answers is empty"),
     ],
 )
@@ -78,6 +81,17 @@ def test_malformed_annotations_name_file_entry_and_field(vqa_root: Path, edit, p
     _rewrite(vqa_root / TRAIN_A, edit)
     with pytest.raises(AnnotationError, match=rf"{TRAIN_A}: {pattern}"):
         read_vqa(vqa_root / TRAIN_Q, vqa_root / TRAIN_A, vqa_root)
+
+
+def test_repeats_are_errors_even_outside_image_ids(vqa_root: Path) -> None:
+    """A repeated question or annotation is an error wherever it is, not only among the questions kept."""
+    _rewrite(vqa_root / TRAIN_Q, lambda d: d["questions"][3].update(question_id=25000))  # image 30's question
+    with pytest.raises(AnnotationError, match=r"questions\[2\] and questions\[3\] have the same question_id 25000"):
+        read_vqa(vqa_root / TRAIN_Q, vqa_root / TRAIN_A, vqa_root, image_ids={9})
+    _rewrite(vqa_root / TRAIN_Q, lambda d: d["questions"][3].update(question_id=30000))
+    _rewrite(vqa_root / TRAIN_A, lambda d: d["annotations"][3].update(question_id=25000))
+    with pytest.raises(AnnotationError, match=rf"{TRAIN_A}: annotations\[2\] and annotations\[3\] have the same "):
+        read_vqa(vqa_root / TRAIN_Q, vqa_root / TRAIN_A, vqa_root, image_ids={9})
 
 
 def test_an_annotation_with_fewer_than_ten_answers_loads_and_is_scored_on_what_it_has(vqa_root: Path) -> None:
@@ -99,7 +113,8 @@ def test_malformed_questions_and_patterns(vqa_root: Path) -> None:
         read_vqa(vqa_root / TRAIN_Q)
     _rewrite(vqa_root / TRAIN_Q, lambda d: d.update(data_subtype="train2014"))
     _rewrite(vqa_root / TRAIN_Q, lambda d: d["questions"][1].update(question_id=9000))
-    with pytest.raises(AnnotationError, match=r"questions\[1\]\.question_id is 9000, which an earlier question"):
+    pattern = rf"{TRAIN_Q}: questions\[0\] and questions\[1\] have the same question_id 9000"
+    with pytest.raises(AnnotationError, match=pattern):
         read_vqa(vqa_root / TRAIN_Q, image_root=vqa_root)
     with pytest.raises(ValueError, match=r"image_pattern '\{split\}/\{image_id\}\.jpg' cannot be filled"):
         read_vqa(vqa_root / TRAIN_Q, image_pattern="{split}/{image_id}.jpg")

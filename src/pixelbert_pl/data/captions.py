@@ -135,6 +135,28 @@ class AnnotationFile:
         raise self.error(where, "has no field " + " or ".join(f"'{k}'" for k in keys))
 
 
+class UniqueField:
+    """Checks that no two entries of a file share a value of one field; a repeat raises an AnnotationError naming
+    both entries and the value. Keeps each value's first position (an int): these files hold millions of entries.
+
+    Args:
+        ann: the file the entries come from.
+        field: the field's name as the message says it ("cocoid", "question_id").
+        both: the two entries, filled with the first and the repeating position ("images[{}] and images[{}]").
+    """
+
+    def __init__(self, ann: AnnotationFile, field: str, both: str = "images[{}] and images[{}]") -> None:
+        self.ann, self.field, self.both = ann, field, both
+        self.first: dict[Any, int] = {}
+
+    def add(self, value: Any, position: int) -> None:
+        first = self.first.setdefault(value, position)
+        if first != position:
+            raise self.ann.error(
+                self.both.format(first, position), f"have the same {self.field} {value!r}; each may occur only once"
+            )
+
+
 class DirectoryIndex:
     """File names per directory, each directory listed once: a stat per image is very slow for 100K+ images on
     network file systems."""
@@ -177,7 +199,9 @@ def drop_missing(
     message = f"{len(absent)} of {len(records)} images from {source} have no file (looked in {where}); first: "
     message += ", ".join(absent[:5])
     if not allow_missing:
-        raise FileNotFoundError(message + ". Pass allow_missing=True to skip them.")
+        # The DataModules pass their own `allow_missing` argument down here, so a config can say it too.
+        raise FileNotFoundError(message + ". Pass allow_missing=True (a config: data.init_args.allow_missing: true) "
+                                "to skip them, with a warning.")  # fmt: skip
     logger.warning("%s. Skipping them (allow_missing=True).", message)
     return [r for r, path in zip(records, missing, strict=True) if path is None]
 
@@ -200,8 +224,11 @@ def read_coco_captions(
     ann = AnnotationFile(annotation_file, COCO_FORMAT)
     data = ann.load("object")
     file_names: dict[int, str] = {}
+    ids = UniqueField(ann, "id")
     for i, image in enumerate(ann.field(data, "images", "list", "")):
-        file_names[ann.field(image, "id", "int", f"images[{i}]")] = ann.field(image, "file_name", "str", f"images[{i}]")
+        image_id = ann.field(image, "id", "int", f"images[{i}]")
+        ids.add(image_id, i)
+        file_names[image_id] = ann.field(image, "file_name", "str", f"images[{i}]")
     captions: dict[int, list[str]] = {image_id: [] for image_id in file_names}
     for i, annotation in enumerate(ann.field(data, "annotations", "list", "")):
         image_id = ann.field(annotation, "image_id", "int", f"annotations[{i}]")
@@ -224,14 +251,19 @@ def read_coco_captions(
 def _karpathy_images(
     split_file: PathLike, splits: Sequence[str]
 ) -> tuple[AnnotationFile, dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    """The file, its top level, and (position, entry) for each image whose split is in `splits`."""
+    """The file, its top level, and (position, entry) for each image whose split is in `splits`. Every image of the
+    file is checked for a repeated `filename` or `cocoid`: a repeat across splits would leak evaluation images."""
     wanted = {splits} if isinstance(splits, str) else set(splits)
     ann = AnnotationFile(split_file, KARPATHY_FORMAT)
     data = ann.load("object")
     chosen: list[tuple[str, dict[str, Any]]] = []
     present: set[str] = set()
+    filenames, cocoids = UniqueField(ann, "filename"), UniqueField(ann, "cocoid")
     for i, image in enumerate(ann.field(data, "images", "list", "")):
         split = ann.field(image, "split", "str", f"images[{i}]")
+        filenames.add(ann.field(image, "filename", "str", f"images[{i}]"), i)
+        if (cocoid := ann.field(image, "cocoid", "int", f"images[{i}]", default=None)) is not None:
+            cocoids.add(cocoid, i)
         present.add(split)
         if split in wanted:
             chosen.append((f"images[{i}]", image))
@@ -250,11 +282,15 @@ def read_karpathy(
 
     Files are `image_root/filepath/filename` (COCO: image_root holds train2014/ and val2014/) or
     `image_root/filename` when there is no `filepath` (Flickr30K: image_root is flickr30k-images/). Ids are
-    "coco:{cocoid}", matching `read_coco_captions`, else "{dataset}:{filename}"."""
+    "coco:{cocoid}", matching `read_coco_captions`, else "{dataset}:{filename}".
+
+    An image without a non-empty sentence is dropped with a counted warning in a training split (`PRETRAIN_SPLITS`:
+    train, restval) and is an AnnotationError in any other split (val, test, ...), whose size is a published number."""
     ann, data, chosen = _karpathy_images(split_file, splits)
     dataset = ann.field(data, "dataset", "str", "")
     root = absolute_path(image_root)
     records: list[ImageCaptions] = []
+    dropped: list[str] = []  # training images without a caption, as "images[i] (filename)"
     raw_count = 0
     for where, image in chosen:
         filename = ann.field(image, "filename", "str", where)
@@ -266,6 +302,19 @@ def read_karpathy(
         raw_count += len(raw)
         if captions := _clean(raw):
             records.append(ImageCaptions(image_id, str(path), captions, dataset))
+            continue
+        split = image["split"]
+        if split not in PRETRAIN_SPLITS:
+            raise ann.error(
+                where, f"({filename}, split {split!r}) has no non-empty sentence; every image of an evaluation split "
+                "needs one, or the split (e.g. the 5K test) would silently shrink"
+            )  # fmt: skip
+        dropped.append(f"{where} ({filename})")
+    if dropped:
+        logger.warning(
+            "%s: %d training image(s) without a non-empty sentence dropped; first: %s",
+            ann.path, len(dropped), ", ".join(dropped[:5]),
+        )  # fmt: skip
     _log_dropped_empty(ann.path, raw_count, sum(len(r.captions) for r in records))
     index = DirectoryIndex()
     missing = [index.first_missing(r.image_path) for r in records]
@@ -310,16 +359,20 @@ def read_visual_genome(
         raise ValueError("read_visual_genome: image_dirs is empty; pass e.g. [VG_100K, VG_100K_2]")
     meta = AnnotationFile(image_data_file, VG_IMAGES_FORMAT)
     links: dict[int, tuple[int | None, int | None]] = {}
+    image_ids = UniqueField(meta, "image id", "[{}] and [{}]")
     for i, image in enumerate(meta.load("list")):
         image_id = meta.field(image, ("image_id", "id"), "int", f"[{i}]")
+        image_ids.add(image_id, i)
         coco_id = meta.field(image, "coco_id", "int or null", f"[{i}]")
         links[image_id] = (coco_id, meta.field(image, "flickr_id", "int or null", f"[{i}]"))
 
     ann = AnnotationFile(region_file, VG_REGIONS_FORMAT)
     phrases: dict[int, dict[str, None]] = {}  # a dict is an insertion-ordered set: repeats are kept once, in order
     total = empty = 0
+    entry_ids = UniqueField(ann, "image id", "[{}] and [{}]")
     for i, entry in enumerate(ann.load("list")):
         entry_id = ann.field(entry, ("image_id", "id"), "int", f"[{i}]")
+        entry_ids.add(entry_id, i)
         for j, region in enumerate(ann.field(entry, "regions", "list", f"[{i}]")):
             where = f"[{i}].regions[{j}]"
             # ViLT's write_vg.py groups by the region's own image_id; the entry's id is only a fallback.

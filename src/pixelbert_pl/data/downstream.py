@@ -104,6 +104,8 @@ class VQADataModule(SplitDataModule):
         questions_per_image: training batches hold the questions of an image this many at a time
             (`GroupedEpochKeyedSampler`), so the CNN runs once for them; 2 halves the CNN's work per batch (VQA v2 has
             5.4 questions per image). Every question is still seen once per epoch. Must divide batch_size.
+        allow_missing: skip questions whose image file is missing (with a warning counting them) instead of failing;
+            an accuracy over what is left is not the official one.
         **kwargs: the settings every DataModule shares (`PixelBertDataModule`: tokenizer, image sizes, batches).
     """
 
@@ -124,6 +126,7 @@ class VQADataModule(SplitDataModule):
         val_image_ids: Sequence[int] | None = None,
         test_image_ids: Sequence[int] | None = None,
         questions_per_image: int = 1,
+        allow_missing: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -156,7 +159,16 @@ class VQADataModule(SplitDataModule):
         ids = getattr(h, f"{split}_image_ids")
         ids = None if ids is None else set(ids)
         files = self.files[split]
-        return ArrowRecords.from_records([r for q, a in files for r in read_vqa(q, a, h.image_root, pattern, ids)])
+        if not files:
+            # An empty list (the recipes' default) would only fail later, as a missing column deep in `datasets`.
+            raise ValueError(
+                f"VQADataModule: {split}_questions and {split}_annotations are empty; expected VQA v2 questions files "
+                f"and their annotation files, pairwise (e.g. v2_OpenEnded_mscoco_{split}2014_questions.json and "
+                f"v2_mscoco_{split}2014_annotations.json)"
+            )
+        return ArrowRecords.from_records(
+            [r for q, a in files for r in read_vqa(q, a, h.image_root, pattern, ids, allow_missing=h.allow_missing)]
+        )
 
     @functools.cached_property
     def answer_vocab(self) -> list[str]:
@@ -211,7 +223,11 @@ class NLVR2DataModule(SplitDataModule):
         image_root: the folder holding train/<directory>/, and dev/ and test1/ unless eval_image_root is given
             (`read_nlvr2`). eval_image_root: the folder holding dev/ and test1/ (ViLT's layout keeps them beside
             images/, which holds train/).
+        allow_missing: skip examples whose image file is missing (with a warning counting them) instead of failing;
+            this breaks their consistency groups.
         **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
+
+    Every line of train_file and val_file must have a label; test_file may have none (a hidden test split).
     """
 
     def __init__(
@@ -221,6 +237,7 @@ class NLVR2DataModule(SplitDataModule):
         image_root: str,
         test_file: str | None = None,
         eval_image_root: str | None = None,
+        allow_missing: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -232,7 +249,9 @@ class NLVR2DataModule(SplitDataModule):
         if path is None:
             raise ValueError("NLVR2DataModule: no test_file given, so there is nothing to test or predict")
         root = h.image_root if split == "train" else h.eval_image_root or h.image_root
-        return ArrowRecords.from_records(read_nlvr2(path, root))
+        # Only a hidden test split may be unlabelled: an unlabelled training or dev example would count as neither.
+        labelled = True if split in ("train", "val") else None
+        return ArrowRecords.from_records(read_nlvr2(path, root, labelled=labelled, allow_missing=h.allow_missing))
 
     def dataset(self, split: str) -> NLVR2Dataset:
         return NLVR2Dataset(self.records(split), self.transform, self.tokenizer, self.options.max_text_length)
@@ -255,6 +274,8 @@ class RetrievalDataModule(SplitDataModule):
         val_split, test_split: the Karpathy splits evaluated (COCO-5K / Flickr30K-1K test: "test").
         num_negatives: negative captions per image and step (the paper's 20).
         max_eval_images: evaluate on the first N images of a split (and their texts) only, for speed.
+        allow_missing: skip images whose file is missing (with a warning counting them) instead of failing; recall
+            over a smaller split is not comparable to published numbers.
         **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
     """
 
@@ -267,6 +288,7 @@ class RetrievalDataModule(SplitDataModule):
         test_split: str = "test",
         num_negatives: int = 20,
         max_eval_images: int | None = None,
+        allow_missing: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -276,8 +298,10 @@ class RetrievalDataModule(SplitDataModule):
         h = self.options
         root = h.image_root or str(Path(h.karpathy_file).parent)
         if split == "train":
-            return ArrowRecords(to_hf_dataset(read_karpathy(h.karpathy_file, root, h.train_splits)))
-        return read_karpathy(h.karpathy_file, root, [getattr(h, f"{split}_split")])[: h.max_eval_images]
+            train = read_karpathy(h.karpathy_file, root, h.train_splits, allow_missing=h.allow_missing)
+            return ArrowRecords(to_hf_dataset(train))
+        split_name = getattr(h, f"{split}_split")
+        return read_karpathy(h.karpathy_file, root, [split_name], allow_missing=h.allow_missing)[: h.max_eval_images]
 
     def dataset(self, split: str) -> Dataset:
         h = self.options

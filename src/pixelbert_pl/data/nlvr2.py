@@ -23,7 +23,14 @@ from typing import Any
 import torch
 
 from pixelbert_pl.data.batch import PinnableBatch
-from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
+from pixelbert_pl.data.captions import (
+    AnnotationFile,
+    DirectoryIndex,
+    PathLike,
+    UniqueField,
+    absolute_path,
+    drop_missing,
+)
 from pixelbert_pl.data.images import pad_images, real_sizes
 from pixelbert_pl.data.pretraining import RecordDataset, pad_texts, split_key
 
@@ -56,17 +63,46 @@ class NLVR2Batch(PinnableBatch):
     image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
-def read_nlvr2(jsonl_file: PathLike, image_root: PathLike, *, allow_missing: bool = False) -> list[NLVR2Record]:
+def read_nlvr2(
+    jsonl_file: PathLike, image_root: PathLike, *, labelled: bool | None = None, allow_missing: bool = False
+) -> list[NLVR2Record]:
     """The examples of `train.json` / `dev.json` / `test1.json`, in file order, with their two image paths.
 
-    A missing image file raises FileNotFoundError; `allow_missing` skips those examples instead (with a warning),
-    which breaks the consistency groups they belong to."""
+    `labelled`: True (train, dev) makes a line without `label` an error, False (a hidden test split) a line with
+    one, None accepts either; a file that mixes labelled and unlabelled lines is always an error, and so is a
+    repeated `identifier`. A missing image file raises FileNotFoundError; `allow_missing` skips those examples
+    instead (with a warning), which breaks the consistency groups they belong to."""
     ann = AnnotationFile(jsonl_file, NLVR2_FORMAT)
     root = absolute_path(image_root)
-    records = [_record(ann, number, entry, root) for number, entry in ann.load_lines("object")]
+    lines = ann.load_lines("object")
+    records = [_record(ann, number, entry, root) for number, entry in lines]
+    identifiers = UniqueField(ann, "identifier", "lines {} and {}")
+    for (number, _), record in zip(lines, records, strict=True):
+        identifiers.add(record.identifier, number)
+    _check_labels(ann, [number for number, _ in lines], records, labelled)
     index = DirectoryIndex()
     missing = [index.first_missing(r.left_path, r.right_path) for r in records]
     return drop_missing(records, missing, ann.path, {Path(r.left_path).parent for r in records}, allow_missing)
+
+
+def _check_labels(ann: AnnotationFile, numbers: list[int], records: list[NLVR2Record], labelled: bool | None) -> None:
+    """All of `records` (from lines `numbers`) labelled or none, as `labelled` demands (None: either)."""
+    with_label = [n for n, r in zip(numbers, records, strict=True) if r.label is not None]
+    without = [n for n, r in zip(numbers, records, strict=True) if r.label is None]
+    if labelled and without:
+        raise ann.error(
+            f"line {without[0]}", f"has no field 'label' ({len(without)} of {len(records)} lines have none); every "
+            "train and dev example needs one, only a hidden test split may go without"
+        )  # fmt: skip
+    if labelled is False and with_label:
+        raise ann.error(
+            f"line {with_label[0]}", "has a 'label', but this split was read as unlabelled (labelled=False)"
+        )
+    if with_label and without:
+        raise ann.error(
+            f"line {without[0]}", f"has no field 'label', but line {with_label[0]} has one ({len(without)} of "
+            f"{len(records)} lines have none); a file is either all labelled or, as a hidden test split, not at all"
+        )  # fmt: skip
 
 
 def _record(ann: AnnotationFile, number: int, entry: dict[str, Any], root: Path) -> NLVR2Record:

@@ -125,6 +125,8 @@ class RecordDataset(Dataset):
         self.max_text_length = max_text_length
         self.seed = seed
         self.skip_counter: SkipCounter | None = None
+        # Records this process found unreadable -> (path, reason), so a later draw passes them over undecoded.
+        self._unreadable: dict[int, tuple[str, str]] = {}
         self._token_cache: dict[str, list[int]] = {}
         self.image_cache_bytes = 0  # set by the DataModules from `image_cache_mb`; 0 decodes every time
         self._image_cache: dict[str, torch.Tensor] = {}
@@ -142,18 +144,28 @@ class RecordDataset(Dataset):
         return self
 
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
-        if self.skip_counter is None:
+        counter = self.skip_counter
+        if counter is None:
             return self.load(key)
         epoch, index = split_key(key)
+        # A known bad record met again (a later draw, another draw's substitute) is passed over without a decode.
+        bad = self._unreadable
+        first_bad: tuple[str, str] | None = None
         for offset in range(len(self)):
             candidate = (index + offset) % len(self)
-            try:
-                item = self.load((epoch, candidate))
-            except UnreadableImageError as err:
-                self.skip_counter.skipped(err.path, err.reason or str(err))
-                continue
-            self.skip_counter.served()
-            return item
+            known = bad.get(candidate)
+            if known is None:
+                try:
+                    item = self.load((epoch, candidate))
+                except UnreadableImageError as err:
+                    known = bad[candidate] = (err.path, err.reason or str(err))
+                    counter.unreadable(*known)
+                else:
+                    counter.served()
+                    if first_bad is not None:
+                        counter.replaced(*first_bad)  # one drawn sample replaced, however many records were tried
+                    return item
+            first_bad = first_bad or known
         raise TooManyBadSamplesError(f"{type(self).__name__}: not one of its {len(self)} records could be read")
 
     def image(self, path: str) -> torch.Tensor:
@@ -162,6 +174,9 @@ class RecordDataset(Dataset):
         cached = self._image_cache.get(path)
         if cached is not None:
             return cached
+        known_bad = self.skip_counter.bad_files.get(path) if self.skip_counter is not None else None
+        if known_bad is not None:  # e.g. a VQA image that an earlier question about it failed on: no second decode
+            raise UnreadableImageError(path, known_bad)
         image = self.transform(load_image(path))
         size = image.numel() * image.element_size()
         if self._image_cache_used + size <= self.image_cache_bytes:

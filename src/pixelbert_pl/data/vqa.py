@@ -20,6 +20,7 @@ from pixelbert_pl.data.captions import (
     AnnotationFile,
     DirectoryIndex,
     PathLike,
+    UniqueField,
     absolute_path,
     drop_missing,
 )
@@ -98,13 +99,13 @@ def read_vqa(
     _image_name(image_pattern, subtype, 0)  # a bad pattern fails here, before the loop, with the pattern named
     root = absolute_path(image_root if image_root is not None else ann.path.parent)
     records: dict[int, VQARecord] = {}
+    question_ids = UniqueField(ann, "question_id", "questions[{}] and questions[{}]")
     for i, entry in enumerate(ann.field(data, "questions", "list", "")):
         where = f"questions[{i}]"
         question_id = ann.field(entry, "question_id", "int", where)
         image_id = ann.field(entry, "image_id", "int", where)
         question = ann.field(entry, "question", "str", where)
-        if question_id in records:
-            raise ann.error(f"{where}.question_id", f"is {question_id}, which an earlier question already has")
+        question_ids.add(question_id, i)  # every question, also those `image_ids` leaves out
         if image_ids is None or image_id in image_ids:
             path = str(root / _image_name(image_pattern, subtype, image_id))
             records[question_id] = VQARecord(question_id, image_id, path, question, [], None, None)
@@ -121,14 +122,14 @@ def _annotate(records: dict[int, VQARecord], annotations_file: PathLike, questio
     ann = AnnotationFile(annotations_file, ANNOTATIONS_FORMAT)
     data = ann.load("object")
     annotated: set[int] = set()
+    question_ids = UniqueField(ann, "question_id", "annotations[{}] and annotations[{}]")
     for i, entry in enumerate(ann.field(data, "annotations", "list", "")):
         where = f"annotations[{i}]"
         question_id = ann.field(entry, "question_id", "int", where)
+        question_ids.add(question_id, i)
         record = records.get(question_id)
         if record is None:  # a question left out by `image_ids`
             continue
-        if question_id in annotated:
-            raise ann.error(f"{where}.question_id", f"is {question_id}, which an earlier annotation already has")
         image_id = ann.field(entry, "image_id", "int", where)
         if image_id != record.image_id:
             raise ann.error(
