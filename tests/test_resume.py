@@ -1,6 +1,8 @@
-"""Exact resume: a run interrupted mid-epoch or at an epoch boundary and resumed with `ckpt_path` ends with the
-parameters of an uninterrupted run (tiny preset, float32, dropout on), learning-rate schedule included."""
+"""Exact resume through `pixelbert fit` (tests/resume_runs.py): a run resumed with `--ckpt_path` from a mid-epoch,
+an epoch's last step or an epoch-end-hook checkpoint ends with the tensors of an uninterrupted run, with 0 or 2
+workers, in 1 or 2 processes; and resuming runs no code from the file."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -8,69 +10,44 @@ import pytorch_lightning as pl
 import torch
 
 from pixelbert_pl.data.datamodules import ShapesWorldDataModule
-from pixelbert_pl.tasks import OptimizerConfig, PretrainTask
-
-MAX_STEPS = 20
-
-
-class _Interrupt(pl.Callback):
-    """Save a checkpoint after step `at` (as ModelCheckpoint(every_n_train_steps) would), then crash."""
-
-    def __init__(self, at: int, path: Path) -> None:
-        self.at, self.path = at, path
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.at:
-            trainer.save_checkpoint(self.path)
-            raise _Crash(f"crashed after step {self.at}")
-
-
-class _Crash(RuntimeError):
-    pass
-
-
-def _run(
-    root: Path, tmp: Path, interrupt_at: int | None = None, ckpt: Path | None = None
-) -> tuple[PretrainTask, pl.Trainer]:
-    pl.seed_everything(0)
-    data = ShapesWorldDataModule(root=str(root), batch_size=4, num_workers=0)
-    task = PretrainTask(
-        preset="pixelbert_tiny", vocab_size=data.vocab_size,
-        optimizer=OptimizerConfig(warmup_steps=3, milestones=[0.5]),
-        model_overrides={"hidden_dropout_prob": 0.1},  # so that the RNG state matters
-    )  # fmt: skip
-    callbacks = [_Interrupt(interrupt_at, tmp / "interrupted.ckpt")] if interrupt_at else []
-    trainer = pl.Trainer(
-        max_steps=MAX_STEPS, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=2, val_check_interval=5, callbacks=callbacks,
-        default_root_dir=tmp,
-    )  # fmt: skip
-    try:
-        trainer.fit(task, datamodule=data, ckpt_path=ckpt)
-    except _Crash:
-        assert interrupt_at is not None
-    return task, trainer
+from pixelbert_pl.tasks import PretrainTask
+from resume_runs import SOURCES, final_state, resume, uninterrupted
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(shapes_root, tmp_path_factory) -> tuple[dict[str, torch.Tensor], int]:
-    task, trainer = _run(shapes_root, tmp_path_factory.mktemp("full"))
-    return {k: v.clone() for k, v in task.state_dict().items()}, trainer.num_training_batches
+def references(shapes_root, tmp_path_factory) -> Callable[[int, int], tuple[Path, int]]:
+    """Uninterrupted runs by (processes, workers), made when first asked for: (their folder, steps per epoch)."""
+    made: dict[tuple[int, int], tuple[Path, int]] = {}
+
+    def get(devices: int, workers: int) -> tuple[Path, int]:
+        if (devices, workers) not in made:
+            out = tmp_path_factory.mktemp(f"full_{devices}_{workers}")
+            made[devices, workers] = out, uninterrupted(shapes_root, out, workers, devices)
+        return made[devices, workers]
+
+    return get
 
 
-@pytest.mark.parametrize("where", ["mid_epoch", "epoch_boundary"])
-def test_resumed_run_ends_with_identical_parameters(shapes_root, tmp_path, uninterrupted, where) -> None:
-    expected, per_epoch = uninterrupted
-    assert MAX_STEPS > per_epoch + 3  # both cases fall inside the run
-    at = per_epoch + 3 if where == "mid_epoch" else per_epoch
-    _, first = _run(shapes_root, tmp_path, interrupt_at=at)
-    assert first.global_step == at and (tmp_path / "interrupted.ckpt").is_file()
-    task, trainer = _run(shapes_root, tmp_path, ckpt=tmp_path / "interrupted.ckpt")
-    assert trainer.global_step == MAX_STEPS
-    state = task.state_dict()
-    different = [k for k, v in expected.items() if not torch.equal(v, state[k])]
-    assert different == []
-    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == MAX_STEPS
+@pytest.mark.parametrize("source", list(SOURCES))
+@pytest.mark.parametrize("workers", [0, 2])
+def test_one_process_resumes_exactly(shapes_root, tmp_path, references, workers, source) -> None:
+    reference, steps = references(1, workers)
+    result = resume(shapes_root, reference, tmp_path / "resumed", workers, 1, steps, source)
+    assert (result.differ, result.warned_not_resumable) == (0, False), result
+
+
+def test_workers_do_not_change_what_training_sees(references) -> None:
+    (zero, steps), (two, _) = references(1, 0), references(1, 2)
+    expected, state = final_state(zero, steps), final_state(two, steps)
+    assert [k for k, v in expected.items() if not torch.equal(v, state[k])] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["mid_epoch", "epoch_end_hook"])
+def test_two_processes_with_workers_resume_exactly(shapes_root, tmp_path, references, source) -> None:
+    reference, steps = references(2, 2)
+    result = resume(shapes_root, reference, tmp_path / "resumed", 2, 2, steps, source)
+    assert (result.differ, result.warned_not_resumable) == (0, False), result
 
 
 class Payload:

@@ -14,7 +14,6 @@ prediction here is what validation computes. Lists give lists; one input gives o
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,15 +28,18 @@ from pixelbert_pl.data.nlvr2 import collate_nlvr2
 from pixelbert_pl.data.retrieval import RetrievalTexts
 from pixelbert_pl.data.vqa import collate_vqa
 from pixelbert_pl.models import PixelBertModel, load_tokenizer, pretrained
-from pixelbert_pl.tasks import NLVR2Task, PixelBertTask, PretrainTask, RetrievalTask, VQATask
-from pixelbert_pl.tasks.base import load_checkpoint
+from pixelbert_pl.models.tokenizer import tokenizer_from_files
+from pixelbert_pl.tasks import NLVR2Task, PixelBertTask, PretrainTask, RetrievalTask, VQATask, get_task
+from pixelbert_pl.tasks.base import CHECKPOINT_KEY, load_checkpoint
+from pixelbert_pl.tasks.registry import task_name
 
 ImageInput = str | os.PathLike[str] | Image.Image | torch.Tensor
 HEADS_NAME = "heads.safetensors"
-# Arguments that rebuild the network or say where its weights came from: the saved config and files replace them.
+# Arguments that rebuild the network or say where its weights came from: the saved config and files replace them,
+# so loading reads no other file and downloads nothing.
 _BUILD_ARGS = {"preset", "text_encoder", "visual_weights", "vocab_size", "model_overrides", "optimizer", "init_from",
                "channels_last", "compile"}  # fmt: skip
-# Which task a checkpoint holds, by the head its state_dict has.
+# Which task a checkpoint holds, by the head its state_dict has (for checkpoints that do not name their task).
 _TASK_BY_HEAD = {"vqa_head.": VQATask, "nlvr2_head.": NLVR2Task, "rank_head.": RetrievalTask, "itm_head.": PretrainTask}
 
 
@@ -62,36 +64,52 @@ class Predictor:
         cls, path: str | os.PathLike[str], tokenizer: str | None = None, task: type[PixelBertTask] | None = None,
         device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
     ) -> Predictor:  # fmt: skip
-        """A Lightning checkpoint (read with weights_only=True). The task class is found from its heads unless
-        given; the tokenizer (name or path) defaults to the model config's."""
+        """A Lightning checkpoint, as `pixelbert fit` writes it (read with weights_only=True). The task class is
+        the registered one its hyper-parameters name (LightningCLI's `_class_path`), else found from its heads,
+        unless given. The model is rebuilt from the config the checkpoint carries, and the tokenizer from its
+        files; `tokenizer` (a name or path) replaces those, and is needed for checkpoints without them."""
         checkpoint = load_checkpoint(path)
-        state, hparams = checkpoint["state_dict"], dict(checkpoint.get("hyper_parameters", {}))
+        state = checkpoint["state_dict"]
+        hparams = dict(checkpoint.get("hyper_parameters", {}))
+        # LightningCLI's subclass mode records how it built the task: its class path and its instantiator.
+        class_path = hparams.pop("_class_path", None)
+        hparams.pop("_instantiator", None)
         if task is None:
-            found = [t for prefix, t in _TASK_BY_HEAD.items() if any(k.startswith(prefix) for k in state)]
-            if not found:
-                raise ValueError(f"{path}: no task head in its state_dict; pass task=")
-            task = found[0]
-        built = task(**hparams)
+            task = _checkpoint_task(path, class_path, state)
+        saved = checkpoint.get(CHECKPOINT_KEY)
+        if saved is not None:
+            built = build_task(task, saved["config"], hparams)
+        else:  # written without the fit loop (a bare torch.save of state_dict and hparams)
+            built = task(**hparams)
         built.load_state_dict(state)
-        name = tokenizer or built.model.config.tokenizer or built.model.config.text_encoder
-        if name is None:
-            raise ValueError(f"{path}: the model config names no tokenizer; pass tokenizer= (a name or a vocab path)")
-        return cls(built, load_tokenizer(name), device, dtype)
+        if tokenizer is not None:
+            loaded = load_tokenizer(tokenizer)
+        elif saved is not None and saved.get("tokenizer_files"):
+            loaded = tokenizer_from_files(saved["tokenizer_files"], source=str(path))
+        else:
+            name = built.model.config.tokenizer or built.model.config.text_encoder
+            if name is None:
+                raise ValueError(f"{path}: holds no tokenizer, and its config names none: pass tokenizer=")
+            loaded = load_tokenizer(name)
+        return cls(built, loaded, device, dtype)
 
     @classmethod
     def from_pretrained(
         cls, name_or_dir: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
     ) -> Predictor:
-        """A directory written by `save_pretrained` (or the `pixelbert-export` command), or a Hub repo id."""
+        """A directory written by `save_pretrained` (or the `pixelbert-export` command), or a Hub repo id. Its
+        `config.json` names a registered task (never imported from the file) and plain constructor arguments."""
         directory = pretrained.resolve_directory(name_or_dir)
         document = pretrained.read_config(directory)
+        source = str(directory / pretrained.CONFIG_NAME)
         if "task" not in document:
-            raise ValueError(f"{directory}: holds a bare model (no 'task' in config.json); export a task checkpoint")
-        module, _, name = document["task"].rpartition(".")
-        task_cls = getattr(importlib.import_module(module), name)
+            raise ValueError(f"{source}: holds a bare model (no 'task'); export a task checkpoint")
+        task_cls = get_task(str(document["task"]), source)
+        task_args = document.get("task_args", {})
+        if not isinstance(task_args, dict) or (refused := sorted(set(task_args) & _BUILD_ARGS)):
+            raise ValueError(f"{source}: task_args may not set {refused if isinstance(task_args, dict) else task_args}")
         model = PixelBertModel.from_pretrained(directory)
-        overrides = {k: v for k, v in model.config.to_dict().items() if k not in ("text_encoder", "visual_weights")}
-        task = task_cls(preset="pixelbert_tiny", model_overrides=overrides, **document.get("task_args", {}))
+        task = build_task(task_cls, model.config.to_dict(), task_args)
         heads = pretrained.load_tensors(directory / HEADS_NAME)
         weights = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **heads}
         # Tied to the word embeddings (restored by the tie) or metric state: nothing the files need to hold.
@@ -102,11 +120,11 @@ class Predictor:
         return cls(task, load_tokenizer(model.config.tokenizer or directory), device, dtype)
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
-        """config.json (+ the task and its arguments), model.safetensors, heads.safetensors and the tokenizer."""
-        hparams = {k: _plain(v) for k, v in self.task.hparams.items() if k not in _BUILD_ARGS}
-        task_name = f"{type(self.task).__module__}.{type(self.task).__name__}"
+        """config.json (+ the task's registered name and its arguments), model.safetensors, heads.safetensors and
+        the tokenizer."""
+        hparams = {k: _plain(v) for k, v in self.task.hparams.items() if k not in _BUILD_ARGS and not k.startswith("_")}
         directory = self.task.model.save_pretrained(
-            directory, self.tokenizer, extra_config={"task": task_name, "task_args": hparams}
+            directory, self.tokenizer, extra_config={"task": task_name(type(self.task)), "task_args": hparams}
         )
         heads = {k: v for k, v in self.task.state_dict().items() if not k.startswith(("model.", "metrics."))}
         pretrained.save_tensors(heads, directory / HEADS_NAME)
@@ -232,6 +250,23 @@ class Predictor:
                               image_index=rows, outputs="cls")  # fmt: skip
         logits = head(out.cls_output).float()
         return (logits[:, 1] - logits[:, 0]).view(n, t).cpu()
+
+
+def build_task(task_cls: type[PixelBertTask], model_config: dict[str, Any], task_args: dict[str, Any]) -> PixelBertTask:
+    """`task_cls` with the network `model_config` describes (every `PixelBertConfig` field; no weights loaded or
+    downloaded) and its other constructor arguments from `task_args` (weight sources and build options dropped)."""
+    overrides = {k: v for k, v in model_config.items() if k not in ("text_encoder", "visual_weights")}
+    args = {k: v for k, v in task_args.items() if k not in _BUILD_ARGS}
+    return task_cls(preset="pixelbert_tiny", model_overrides=overrides, **args)
+
+
+def _checkpoint_task(path: Any, class_path: str | None, state: dict[str, Any]) -> type[PixelBertTask]:
+    if class_path is not None:
+        return get_task(class_path, str(path))
+    found = [t for prefix, t in _TASK_BY_HEAD.items() if any(k.startswith(prefix) for k in state)]
+    if not found:
+        raise ValueError(f"{path}: names no task and has no known task head in its state_dict; pass task=")
+    return found[0]
 
 
 def _pairs(first: Any, texts: str | Sequence[str]) -> tuple[list[Any], list[str], bool]:

@@ -1,12 +1,15 @@
 """GroupedEpochKeyedSampler: questions of one image come together, every question once per epoch, equal shares
-per rank, the order a function of (seed, epoch)."""
+per rank, the order a function of (seed, epoch); the samplers' state resumes a StatefulDataLoader, workers or not."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
+import torch
+from torchdata.stateful_dataloader import StatefulDataLoader
 
+from pixelbert_pl.data.pretraining import EpochKeyedSampler
 from pixelbert_pl.data.samplers import GroupedEpochKeyedSampler
 
 # 9 images with 1 to 5 questions each: 27 questions.
@@ -45,7 +48,8 @@ def test_two_ranks_get_equal_disjoint_shares_and_resume_skips() -> None:
     shares = [_indices(GroupedEpochKeyedSampler(KEYS, KEYS, 2, num_replicas=2, rank=r, seed=1)) for r in (0, 1)]
     assert len(shares[0]) == len(shares[1]) == 13
     assert not set(shares[0]) & set(shares[1])
-    resumed = GroupedEpochKeyedSampler(KEYS, KEYS, 2, num_replicas=2, rank=1, seed=1, resume_offset=lambda: 4)
+    resumed = GroupedEpochKeyedSampler(KEYS, KEYS, 2, num_replicas=2, rank=1, seed=1)
+    resumed.load_state_dict({"epoch": 0, "yielded": 4})
     assert _indices(resumed) == shares[1][4:]
 
 
@@ -54,3 +58,54 @@ def test_bad_arguments_are_named() -> None:
         GroupedEpochKeyedSampler(KEYS, KEYS[:3], group_size=2)
     with pytest.raises(ValueError, match="group_size=0"):
         GroupedEpochKeyedSampler(KEYS, KEYS, group_size=0)
+
+
+class _Keys(torch.utils.data.Dataset):
+    """Returns the sampler's (epoch, index) key itself, so a batch shows exactly what was drawn."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, key):
+        return torch.tensor(key)
+
+
+def _loader(sampler_cls, workers: int) -> StatefulDataLoader:
+    sampler = sampler_cls(_Keys(), num_replicas=1, rank=0, shuffle=True, seed=3, drop_last=True)
+    return StatefulDataLoader(_Keys(), batch_size=4, sampler=sampler, num_workers=workers, drop_last=True)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("stop_after", [3, 10], ids=["mid_epoch", "epoch_end"])
+def test_a_loader_restored_from_its_state_goes_on_with_the_next_batch(workers, stop_after) -> None:
+    """The state taken after `stop_after` batches (workers prefetching ahead) continues with batch `stop_after + 1`;
+    saved after an epoch's last batch it starts the next epoch."""
+    expected = []
+    reference = _loader(EpochKeyedSampler, workers)
+    for epoch in range(2):
+        reference.sampler.set_epoch(epoch)
+        expected += [b.tolist() for b in reference]
+    first = _loader(EpochKeyedSampler, workers)
+    seen, state = [], None
+    for i, batch in enumerate(first):
+        seen.append(batch.tolist())
+        if i + 1 == stop_after:
+            state = first.state_dict()
+            break
+    resumed = _loader(EpochKeyedSampler, workers)
+    resumed.load_state_dict(state)
+    rest = [b.tolist() for b in resumed]
+    if stop_after == 10:  # the epoch was complete: the restored loader is the next epoch's
+        assert rest == expected[10:]
+    else:
+        assert seen + rest == expected[:10]
+
+
+def test_epoch_source_overrides_the_epoch_lightning_passes() -> None:
+    current = {"epoch": 2}
+    sampler = EpochKeyedSampler(list(range(8)), shuffle=True, epoch_source=lambda: current["epoch"])
+    sampler.set_epoch(3)  # Lightning's processed-epoch count, one ahead after a resume from an epoch-end hook
+    assert {epoch for epoch, _ in sampler} == {2}
+    grouped = GroupedEpochKeyedSampler(KEYS, KEYS, 2, epoch_source=lambda: current["epoch"])
+    grouped.set_epoch(5)
+    assert grouped.state_dict()["epoch"] == 2

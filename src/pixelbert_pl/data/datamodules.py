@@ -19,6 +19,7 @@ import datasets
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import (
@@ -139,26 +140,24 @@ class PixelBertDataModule(pl.LightningDataModule):
         """The tokenizer's size; the CLI links it to the model's `vocab_size`."""
         return len(self.tokenizer)
 
+    def preprocessing(self) -> dict[str, Any]:
+        """What a model trained on this data must be fed at inference: `PixelBertConfig` field values. The task
+        adopts them and checkpoints carry them (with the tokenizer's files), so a checkpoint alone can predict."""
+        h = self.options
+        return {"image_min_size": h.image_min_size, "image_max_size": h.image_max_size, "size_divisor": h.size_divisor,
+                "max_text_length": h.max_text_length, "tokenizer": str(h.tokenizer)}  # fmt: skip
+
     @functools.cached_property
     def transform(self) -> ImageTransform:
         h = self.options
         return ImageTransform(h.image_min_size, h.image_max_size, h.size_divisor, normalize=False)
 
-    def resume_offset(self) -> int:
-        """Training samples of this rank that the epoch being resumed (from a mid-epoch checkpoint) already used.
-
-        Lightning restores the loop's progress but restarts a plain DataLoader at the epoch's first batch; the
-        sampler asks this at each epoch's start and skips them, so a resumed run sees exactly the batches an
-        uninterrupted one would.
-        """
-        loop = getattr(getattr(self.trainer, "fit_loop", None), "epoch_loop", None)
-        if loop is None or not loop.restarting:
-            return 0
-        return loop.batch_progress.current.completed * self.options.batch_size
-
     def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
         """The records of every split `stage` reads, by split name (what `pixelbert-check-data` scans)."""
         raise NotImplementedError(f"{type(self).__name__} does not list its records by split")
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
 
     def _ranks(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -181,18 +180,22 @@ class PixelBertDataModule(pl.LightningDataModule):
             dataset.skip_unreadable(self.skip_counter)
         if isinstance(dataset, RecordDataset):
             dataset.image_cache_bytes = int(h.image_cache_mb * 2**20)
+        items: Sequence[Any] = dataset  # type: ignore[assignment]  # every dataset here has a length
         sampler: EpochKeyedSampler
         if not train:
-            sampler = EpochKeyedSampler(dataset, world, rank, shuffle=False, unrepeated=True)  # type: ignore[arg-type]
+            sampler = EpochKeyedSampler(items, world, rank, shuffle=False, unrepeated=True)
         elif group_keys is not None and group_size > 1:
             sampler = GroupedEpochKeyedSampler(
-                dataset, group_keys, group_size, world, rank, seed=h.seed, resume_offset=self.resume_offset,  # type: ignore[arg-type]
-            )  # fmt: skip
+                items, group_keys, group_size, world, rank, seed=h.seed, epoch_source=self._current_epoch
+            )
         else:
             sampler = EpochKeyedSampler(
-                dataset, world, rank, shuffle=True, seed=h.seed, drop_last=True, resume_offset=self.resume_offset,  # type: ignore[arg-type]
-            )  # fmt: skip
-        return DataLoader(
+                items, world, rank, shuffle=True, seed=h.seed, drop_last=True, epoch_source=self._current_epoch
+            )
+        # Training loaders are torchdata's StatefulDataLoader: Lightning saves its state (the sampler's position as of
+        # the last batch handed over, whatever the workers prefetched) in checkpoints and restores it on resume.
+        loader_cls = StatefulDataLoader if train else DataLoader
+        return loader_cls(
             dataset,
             batch_size=h.batch_size if train else h.val_batch_size or h.batch_size,
             sampler=sampler,
@@ -268,6 +271,7 @@ class PretrainDataModule(PixelBertDataModule):
         mlm_word_probabilities: words masked at their own rate instead, e.g. {red: 0.5, circle: 0.5} to mask
             visually grounded words more often (off by default; the paper masks every word alike).
         max_val_images: validate on the first N val images only (5,000 cost minutes at 800 px).
+        allow_missing: skip images whose file is missing (with a warning counting them) instead of failing.
     """
 
     def __init__(
@@ -294,6 +298,7 @@ class PretrainDataModule(PixelBertDataModule):
         seed: int = 0,
         max_skipped_fraction: float = 0.01,
         image_cache_mb: float = 0,
+        allow_missing: bool = False,
     ) -> None:
         super().__init__(
             tokenizer=tokenizer,
@@ -319,12 +324,14 @@ class PretrainDataModule(PixelBertDataModule):
         records: list[ImageCaptions] = []
         if h.karpathy_file is not None:
             root = h.image_root or str(Path(h.karpathy_file).parent)
-            records += read_karpathy(h.karpathy_file, root, splits)
+            records += read_karpathy(h.karpathy_file, root, splits, allow_missing=h.allow_missing)
         if with_vg and h.vg_regions is not None:
             if h.vg_image_data is None or not h.vg_image_dirs:
                 raise ValueError("vg_regions needs vg_image_data and vg_image_dirs as well")
             held_out = karpathy_coco_ids(h.karpathy_file, EVAL_SPLITS) if h.karpathy_file else set()
-            records += read_visual_genome(h.vg_regions, h.vg_image_data, h.vg_image_dirs, exclude_coco_ids=held_out)
+            records += read_visual_genome(
+                h.vg_regions, h.vg_image_data, h.vg_image_dirs, exclude_coco_ids=held_out, allow_missing=h.allow_missing
+            )
         return records
 
     def setup(self, stage: str | None = None) -> None:

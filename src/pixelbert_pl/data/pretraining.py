@@ -71,6 +71,15 @@ class EpochKeyedSampler(DistributedSampler):
     Being a DistributedSampler, Lightning leaves it in place under DDP; it gives every rank the same number of
     samples (drop_last drops the uneven tail, else the tail is padded by repetition). `unrepeated=True` (for
     evaluation) gives each rank a disjoint share with no padding instead, so no sample is counted twice.
+
+    It is stateful (`state_dict` / `load_state_dict`: the epoch and the samples yielded): torchdata's
+    `StatefulDataLoader` snapshots that with each batch it hands over, workers' prefetch notwithstanding, and
+    Lightning keeps the snapshot in its checkpoints, so a resumed run goes on with the batch after the last one used.
+
+    `epoch_source` (the DataModules pass `trainer.current_epoch`) replaces the epoch `set_epoch` is given: Lightning
+    2.6 passes its count of processed epochs, which a resume from a checkpoint saved in `on_train_epoch_end` leaves
+    one ahead for the rest of the run (it replays that epoch's end), so every later epoch would be shuffled as the
+    next one.
     """
 
     def __init__(
@@ -82,15 +91,19 @@ class EpochKeyedSampler(DistributedSampler):
         seed: int = 0,
         drop_last: bool = False,
         unrepeated: bool = False,
-        resume_offset: Callable[[], int] | None = None,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self.unrepeated = unrepeated
-        # Asked at each epoch's start: how many of this rank's samples a resumed run has already consumed (a
-        # checkpoint from mid-epoch), so the epoch goes on where it stopped rather than from its start again.
-        self.resume_offset = resume_offset
         if unrepeated:
             self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.epoch_source = epoch_source
+        self.yielded = 0  # of the current iteration's samples, as the main process's iterator has drawn them
+        self._iterating: int | None = None  # the epoch being iterated, once an iteration has started
+        self._start = 0  # where the next iteration begins (set by load_state_dict)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(self.epoch_source() if self.epoch_source is not None else epoch)
 
     def indices(self) -> Iterator[int]:
         """This rank's indices for the current epoch, in order (subclasses change the order here)."""
@@ -99,8 +112,23 @@ class EpochKeyedSampler(DistributedSampler):
         return super().__iter__()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
-        skip = self.resume_offset() if self.resume_offset is not None else 0
-        return ((self.epoch, i) for i in islice(self.indices(), skip, None))
+        start, self._start = self._start, 0
+        self.yielded, self._iterating = start, self.epoch
+        epoch = self.epoch
+        for index in islice(self.indices(), start, None):
+            self.yielded += 1
+            yield epoch, index
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch if self._iterating is None else self._iterating, "yielded": self.yielded}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        epoch, yielded = int(state["epoch"]), int(state["yielded"])
+        if yielded >= len(self):
+            # Saved at an epoch's last batch: the next iteration is the next epoch's (Lightning creates the resumed
+            # iterator, and workers prefetch from it, before it calls set_epoch).
+            epoch, yielded = epoch + 1, 0
+        self.epoch, self._start, self._iterating, self.yielded = epoch, yielded, None, yielded
 
 
 class RecordDataset(Dataset):

@@ -38,14 +38,14 @@ class GroupedEpochKeyedSampler(EpochKeyedSampler):
         num_replicas: int = 1,
         rank: int = 0,
         seed: int = 0,
-        resume_offset: Callable[[], int] | None = None,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
         if len(group_keys) != len(dataset):
             raise ValueError(f"{len(group_keys)} group keys for {len(dataset)} samples: expected one per sample")
         if group_size < 1:
             raise ValueError(f"group_size={group_size}: expected >= 1")
         super().__init__(
-            dataset, num_replicas, rank, shuffle=True, seed=seed, drop_last=True, resume_offset=resume_offset
+            dataset, num_replicas, rank, shuffle=True, seed=seed, drop_last=True, epoch_source=epoch_source
         )
         self.group_size = group_size
         self.groups: dict[Hashable, list[int]] = {}

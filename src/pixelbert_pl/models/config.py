@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pixelbert_pl.models.weights import weights_name
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -30,7 +32,7 @@ class PixelBertConfig:
     # a normalisation-free CNN does badly (on ShapesWorld batch norm learned ITM fastest). Eval-mode batch norm
     # uses running statistics, so evaluation stays independent of the batch.
     backbone_norm: str = "frozen_batch_norm"
-    visual_weights: str | None = None
+    visual_weights: str | None = None  # a WeightsEnum member is stored as "ResNet50_Weights.IMAGENET1K_V2"
     visual_kernel_size: int = 1
     visual_pool_size: int = 2
     # The paper gives pixel tokens no position (only s_v). When > 0, learned row and column embeddings for a
@@ -86,6 +88,7 @@ class PixelBertConfig:
             raise ValueError(
                 f"PixelBertConfig.image_max_size={self.image_max_size} is below image_min_size={self.image_min_size}"
             )
+        self.visual_weights = weights_name(self.visual_weights)
         self.image_mean = tuple(self.image_mean)  # type: ignore[assignment]
         self.image_std = tuple(self.image_std)  # type: ignore[assignment]
 

@@ -3,12 +3,15 @@ small corpora (the tiny preset, ShapesWorld, the tests), so nothing is ever down
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from transformers import BertTokenizerFast, PreTrainedTokenizerBase
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# What `save_pretrained` writes for a BERT WordPiece tokenizer; nothing else is read back from a checkpoint.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
@@ -25,6 +28,26 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
         # from_pretrained would silently build a 5-token tokenizer here.
         raise FileNotFoundError(f"tokenizer directory {path} holds no vocab.txt, tokenizer.json or tokenizer config")
     return BertTokenizerFast.from_pretrained(str(name_or_path))
+
+
+def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+    """The tokenizer as {file name: text}: what `save_pretrained` writes, as plain strings, so a checkpoint carries
+    it and `torch.load(weights_only=True)` reads it back."""
+    with tempfile.TemporaryDirectory() as directory:
+        tokenizer.save_pretrained(directory)
+        paths = [Path(directory) / name for name in TOKENIZER_FILES]
+        return {path.name: path.read_text(encoding="utf-8") for path in paths if path.is_file()}
+
+
+def tokenizer_from_files(files: Mapping[str, str], source: str = "checkpoint") -> PreTrainedTokenizerBase:
+    """The tokenizer `tokenizer_files` described (`source` names where the files came from, for errors)."""
+    unexpected = sorted(set(files) - set(TOKENIZER_FILES))
+    if unexpected or not files or not all(isinstance(text, str) for text in files.values()):
+        raise ValueError(f"{source}: tokenizer files {sorted(files)}; expected text files among {TOKENIZER_FILES}")
+    with tempfile.TemporaryDirectory() as directory:
+        for name, text in files.items():
+            (Path(directory) / name).write_text(text, encoding="utf-8")
+        return load_tokenizer(directory)
 
 
 def write_wordpiece_vocab(texts: Iterable[str], path: str | Path) -> Path:

@@ -69,7 +69,8 @@ def _make_resnet(name: str, norm: Callable[[int], nn.Module]) -> ResNet:
 
 
 def load_trunk_weights(resnet: ResNet, backbone: str, weights: str) -> None:
-    """Load ImageNet weights from a torchvision enum name (e.g. "IMAGENET1K_V1") or a local state_dict file.
+    """Load ImageNet weights from a torchvision enum name ("IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V2") or a
+    local state_dict file.
 
     The classifier (`fc.*`) may be absent from the file: the trunk never uses it.
     """
@@ -84,12 +85,15 @@ def load_trunk_weights(resnet: ResNet, backbone: str, weights: str) -> None:
                 f"visual_weights={weights!r}: torchvision has no weights for backbone {backbone!r}; give a local "
                 "state_dict path instead"
             ) from err
-        if weights not in enum.__members__:
+        enum_name, _, member = weights.rpartition(".")
+        if enum_name and enum_name != enum.__name__:
+            raise ValueError(f"visual_weights={weights!r} are not weights of backbone {backbone!r} ({enum.__name__})")
+        if member not in enum.__members__:
             raise ValueError(
                 f"visual_weights={weights!r} is neither a file nor a {enum.__name__} member "
                 f"({sorted(enum.__members__)})"
             )
-        state = enum[weights].get_state_dict(progress=False)
+        state = enum[member].get_state_dict(progress=False)
     missing, unexpected = resnet.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:

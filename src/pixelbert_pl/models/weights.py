@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,3 +31,11 @@ def read_weights(path: str | os.PathLike[str], setting: str, allowed: Sequence[t
     if not isinstance(state, dict):
         raise ValueError(f"{setting}={str(path)!r}: expected a state_dict or a Lightning checkpoint")
     return state
+
+
+def weights_name(weights: str | enum.Enum | None) -> str | None:
+    """A torchvision WeightsEnum member (ResNet50_Weights.IMAGENET1K_V2) as its qualified name, so configs and
+    checkpoints hold plain text and the trunk can check the enum belongs to its backbone; other values as given."""
+    if isinstance(weights, enum.Enum):
+        return f"{type(weights).__name__}.{weights.name}"
+    return weights

@@ -27,12 +27,14 @@ from torch import nn
 from torchmetrics import Metric
 
 from pixelbert_pl.models import create_model
-from pixelbert_pl.models.weights import read_weights
+from pixelbert_pl.models.tokenizer import tokenizer_files
+from pixelbert_pl.models.weights import read_weights, weights_name
 from pixelbert_pl.tasks.optim import AdamWSGD, OptimizerConfig, build_param_groups, warmup_step_decay
 
 CNN_PREFIXES = ("model.visual.trunk.",)
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 STAGES = ("train", "val", "test")
+CHECKPOINT_KEY = "pixelbert"  # a checkpoint's model config and tokenizer (see on_save_checkpoint)
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +49,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The weights `init_from` names: a Lightning `.ckpt`, a `.safetensors` file or a plain torch state_dict."""
     return read_weights(path, "init_from", allowed=[OptimizerConfig])
+
+
+def _rng_states() -> dict[str, torch.Tensor]:
+    """This process's generators that dropout draws from: the CPU's and, on a GPU, its current device's."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
 
 
 class PixelBertTask(pl.LightningModule):
@@ -82,6 +92,9 @@ class PixelBertTask(pl.LightningModule):
 
     monitor = "val/loss"
     mode = "min"
+    # Heads an `init_from` checkpoint should supply (retrieval's rank head from pre-training's ITM head): a
+    # checkpoint that supplies none of them is warned about, as they would start from random weights.
+    init_heads: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -101,6 +114,7 @@ class PixelBertTask(pl.LightningModule):
         # Not init_from: the checkpoint holds the weights, and `test` / `predict --ckpt_path` must not reload the
         # pre-training file (which may not exist where they run).
         self.save_hyperparameters(ignore=["init_from"])
+        visual_weights = self.hparams["visual_weights"] = weights_name(visual_weights)  # a WeightsEnum: plain text
         if isinstance(optimizer, dict):  # as the hyper-parameters of a checkpoint hold it
             optimizer = OptimizerConfig(**optimizer)
         if optimizer is not None:
@@ -224,6 +238,13 @@ class PixelBertTask(pl.LightningModule):
         self.load_state_dict({k: backbone[k] for k in own}, strict=False)
         heads = self.init_heads_from(state)
         log.info("init_from %s: backbone (%d tensors) and heads %s", path, len(own), heads or "none")
+        copied = {name.split(".")[0].split(" ")[0] for name in heads}
+        if missing_heads := [h for h in self.init_heads if h not in copied]:
+            theirs = sorted({k.split(".")[0] for k in state if not k.startswith("model.")})
+            log.warning(
+                "init_from %s: nothing in it fits %s's %s, which start from random weights (the checkpoint's heads: "
+                "%s; a pre-training checkpoint is expected)", path, type(self).__name__, missing_heads, theirs,
+            )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------- template
 
@@ -248,21 +269,56 @@ class PixelBertTask(pl.LightningModule):
         # queued the next step (H200: 76 ms steps for 46 ms of GPU work). Metrics updated here stay on the device.
         return self.shared_step(batch, "train")
 
-    # ------------------------------------------------------------------------------------- resume
+    # ------------------------------------------------------------------------------ checkpoints and resume
+
+    def setup(self, stage: str) -> None:
+        # The data's resize, text length and tokenizer are what the model is fed: its config records them, so
+        # Predictor, save_pretrained and checkpoints feed it the same, whatever the preset said.
+        datamodule = self.trainer.datamodule
+        describe = getattr(datamodule, "preprocessing", None)
+        if callable(describe):
+            config = self.model.config
+            for name, value in dataclasses.asdict(config.replace(**describe())).items():
+                setattr(config, name, value)  # in place: the model's modules share this config object
+            self._tokenizer = getattr(datamodule, "tokenizer", None)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning checkpoints hold no RNG state; dropout draws from torch's generators, so a resumed run would
         # drop other units than an uninterrupted one. (Data randomness is keyed by seed, epoch and index instead.)
-        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        # Every rank's state, as the rows of one tensor: ranks draw different amounts (their batches differ), and
+        # only rank 0 writes the file. Lightning calls this hook on every rank, so the gather meets no lone rank.
+        checkpoint["rng_states"] = {name: self._gather_ranks(state) for name, state in _rng_states().items()}
+        # The whole model config and the tokenizer's files, as plain data: `Predictor.from_checkpoint` and
+        # `pixelbert-export` rebuild the model from them, offline, with no weights to download and no data module.
+        checkpoint[CHECKPOINT_KEY] = {"config": self.model.config.to_dict()}
+        tokenizer = getattr(self, "_tokenizer", None)
+        if tokenizer is not None:
+            if getattr(self, "_tokenizer_files", None) is None:
+                self._tokenizer_files = tokenizer_files(tokenizer)
+            checkpoint[CHECKPOINT_KEY]["tokenizer_files"] = self._tokenizer_files
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(states["cuda"])
+        states = checkpoint.get("rng_states") or {}
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        for name, saved in states.items():
+            if isinstance(saved, torch.Tensor) and saved.dim() == 1:
+                saved = saved.unsqueeze(0)  # written before states were kept per rank: one process's
+            if not isinstance(saved, torch.Tensor):
+                continue  # the CUDA states of every visible device, as older checkpoints held them
+            if saved.shape[0] != world:
+                log.warning("checkpoint RNG states are for %d processes, this run has %d: not restored",
+                            saved.shape[0], world)  # fmt: skip
+                return
+            if name == "torch":
+                torch.set_rng_state(saved[rank].clone())
+            elif name == "cuda" and torch.cuda.is_available():
+                torch.cuda.set_rng_state(saved[rank].clone(), self.device)
+
+    def _gather_ranks(self, state: torch.Tensor) -> torch.Tensor:
+        """(world, n): this process's `state` as row `global_rank`, every other rank's in its row."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return state.unsqueeze(0)
+        return self.all_gather(state.to(self.device)).cpu()
 
     # ------------------------------------------------------------------------------- non-finite steps
 

@@ -1,0 +1,26 @@
+"""Callbacks the CLI tests name by class_path (tests/ is on sys.path; subprocesses get it through PYTHONPATH)."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+
+class CrashAt(pl.Callback):
+    """Raise before training step `step`, as a killed job would stop: the checkpoints written so far stay."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"crashed before step {self.step}")
+
+
+class RecordSteps(pl.Callback):
+    """The global step at the start of every training batch this run made."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self.steps.append(trainer.global_step)

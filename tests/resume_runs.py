@@ -1,0 +1,165 @@
+"""Resume through `pixelbert fit` as users run it: the demo's pre-training recipe (tiny preset, ShapesWorld, dropout
+on so that the RNG state matters), 1 or 2 processes, 0 or 2 DataLoader workers.
+
+One uninterrupted run of two epochs keeps a checkpoint every half epoch (mid-epoch ones and one at an epoch's last
+step) and one from the epoch-end hook (`ModelCheckpoint(every_n_epochs=1, save_on_train_epoch_end=True)`); a run
+resumed from each with `--ckpt_path` must end with exactly the same tensors, and Lightning must not say the loader
+is not resumable. tests/test_resume.py runs part of the matrix; `python tests/resume_runs.py` prints all of it
+(experiments/results/resume_table.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+TESTS = Path(__file__).resolve().parent
+RECIPE = TESTS.parent / "lightning_configs" / "demo" / "pretrain_shapes.yaml"
+BATCH_SIZE = 4
+NOT_RESUMABLE = "dataloader is not resumable"
+# Where a resumed run starts: the checkpoint file the uninterrupted run wrote there (S = steps per epoch).
+SOURCES = {
+    "mid_epoch": lambda s: f"epoch=1-step={s + s // 2}.ckpt",  # half-way through the second epoch
+    "epoch_end_step": lambda s: f"epoch=0-step={s}.ckpt",  # after the first epoch's last step
+    "epoch_end_hook": lambda s: "epoch-end-0.ckpt",  # written in on_train_epoch_end of the first epoch
+}
+
+
+def steps_per_epoch(root: Path, devices: int) -> int:
+    from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+
+    data = ShapesWorldDataModule(root=str(root), batch_size=BATCH_SIZE, num_workers=0)
+    data.setup("fit")
+    steps = len(data.train_records) // devices // BATCH_SIZE
+    assert steps % 2 == 0 and steps >= 4, f"{steps} steps an epoch: the runs need an even number, at least 4"
+    return steps
+
+
+def fit_args(root: Path, out: Path, workers: int, devices: int, steps: int, ckpt_path: Path | None = None) -> list[str]:
+    callbacks = [
+        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+         "init_args": {"every_n_train_steps": steps // 2, "save_top_k": -1}},
+        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+         "init_args": {"every_n_epochs": 1, "save_on_train_epoch_end": True, "save_top_k": -1,
+                       "filename": "epoch-end-{epoch}", "auto_insert_metric_name": False}},
+    ]  # fmt: skip
+    args = [
+        "fit", "--config", str(RECIPE),
+        "--data.init_args.root", str(root),
+        "--data.init_args.batch_size", str(BATCH_SIZE),
+        "--data.init_args.num_workers", str(workers),
+        "--model.init_args.model_overrides.hidden_dropout_prob", "0.1",
+        "--trainer.max_steps", str(2 * steps),
+        "--trainer.val_check_interval", str(steps // 2),
+        "--trainer.limit_val_batches", "2",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.logger.init_args.save_dir", str(out),
+        "--trainer.callbacks", json.dumps(callbacks),
+    ]  # fmt: skip
+    if devices > 1:
+        args += ["--trainer.devices", str(devices), "--trainer.strategy", "ddp"]
+    if ckpt_path is not None:
+        args += ["--ckpt_path", str(ckpt_path)]
+    return args
+
+
+def run_fit(args: list[str], devices: int, cwd: Path) -> str:
+    """Run `pixelbert fit` (in this process for 1 device, else as the console command under DDP); returns what it
+    warned or printed to stderr."""
+    if devices == 1:
+        from pixelbert_pl.cli import main
+
+        argv, sys.argv = sys.argv, ["pixelbert"]
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                main(args)
+        finally:
+            sys.argv = argv
+        return "\n".join(str(w.message) for w in caught)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "always"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "pixelbert_pl", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stderr
+
+
+def checkpoints(out: Path) -> Path:
+    return out / "pretrain" / "checkpoints"
+
+
+def final_state(out: Path, steps: int) -> dict[str, torch.Tensor]:
+    from pixelbert_pl.tasks.base import load_checkpoint
+
+    (path,) = checkpoints(out).glob(f"*-step={2 * steps}.ckpt")
+    return load_checkpoint(path)["state_dict"]
+
+
+@dataclass
+class Resumed:
+    differ: int  # tensors of the final state_dict that differ from the uninterrupted run's
+    total: int
+    warned_not_resumable: bool
+
+
+def uninterrupted(root: Path, out: Path, workers: int, devices: int) -> int:
+    """The reference run; returns its steps per epoch."""
+    steps = steps_per_epoch(root, devices)
+    run_fit(fit_args(root, out, workers, devices, steps), devices, out.parent)
+    return steps
+
+
+def resume(root: Path, reference: Path, out: Path, workers: int, devices: int, steps: int, source: str) -> Resumed:
+    ckpt = checkpoints(reference) / SOURCES[source](steps)
+    assert ckpt.is_file(), f"the uninterrupted run wrote no {ckpt.name}: {sorted(os.listdir(ckpt.parent))}"
+    said = run_fit(fit_args(root, out, workers, devices, steps, ckpt_path=ckpt), devices, out.parent)
+    expected, state = final_state(reference, steps), final_state(out, steps)
+    differ = sum(not torch.equal(v, state[k]) for k, v in expected.items())
+    return Resumed(differ, len(expected), NOT_RESUMABLE in said)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the resume table: tensors that differ after a resume")
+    parser.add_argument("--out", type=Path, help="write the table here as Markdown too")
+    args = parser.parse_args()
+    from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        root = work / "shapes"
+        generate(root, ShapesWorldConfig(num_images=60, num_nlvr2=24), seed=0)  # tests/conftest.py's
+        for devices in (1, 2):
+            for workers in (0, 2):
+                start = time.perf_counter()
+                reference = work / f"full_{devices}_{workers}"
+                steps = uninterrupted(root, reference, workers, devices)
+                for source in SOURCES:
+                    r = resume(root, reference, work / f"{source}_{devices}_{workers}", workers, devices, steps, source)
+                    rows.append((devices, workers, source, r))
+                    print(devices, workers, source, r, flush=True)
+                print(f"{devices} process(es), {workers} workers: {time.perf_counter() - start:.0f} s", flush=True)
+    header = "| processes | workers | resumed from | tensors that differ | 'not resumable' warning |"
+    lines = [header, "|---|---|---|---|---|"]
+    lines += [f"| {d} | {w} | {s} | {r.differ} of {r.total} | {'yes' if r.warned_not_resumable else 'no'} |"
+              for d, w, s, r in rows]  # fmt: skip
+    table = "\n".join(lines)
+    print(table)
+    if args.out is not None:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(TESTS))  # the subprocesses find cli_callbacks through PYTHONPATH; this one through here
+    main()
