@@ -125,3 +125,24 @@ def test_nlvr2_and_bf16(shapes_root, tmp_path) -> None:
     assert probabilities == pytest.approx(expected, abs=1e-6)
     half = Predictor.from_checkpoint(tmp_path / "task.ckpt", tokenizer=_vocab(shapes_root), dtype=torch.bfloat16)
     assert half.nlvr2(lefts, rights, statements) == pytest.approx(probabilities, abs=0.05)
+
+
+def test_from_pretrained_runs_no_code_a_config_names(vqa, tmp_path) -> None:
+    """A downloaded directory names its task and arguments: only registered tasks are built, never an import path,
+    and no argument that would load or download weights."""
+    import json
+
+    _, _, predictor = vqa
+    directory = predictor.save_pretrained(tmp_path / "saved")
+    config = json.loads((directory / "config.json").read_text())
+    assert config["task"] == "VQATask"
+    (tmp_path / "hubconf.py").write_text("raise SystemExit('planted code ran')\n")
+    for change, message in (
+        ({"task": "torch.hub.load", "task_args": {"repo_or_dir": str(tmp_path), "model": "x", "source": "local"}},
+         "task 'torch.hub.load' is not a registered task"),
+        ({"task_args": {**config["task_args"], "init_from": str(tmp_path / "other.ckpt")}},
+         r"task_args may not set \['init_from'\]"),
+    ):  # fmt: skip
+        (directory / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(ValueError, match=message):
+            Predictor.from_pretrained(directory)

@@ -239,7 +239,7 @@ class PixelBertTask(pl.LightningModule):
         heads = self.init_heads_from(state)
         log.info("init_from %s: backbone (%d tensors) and heads %s", path, len(own), heads or "none")
         copied = {name.split(".")[0].split(" ")[0] for name in heads}
-        if missing_heads := [h for h in self.init_heads if h not in copied]:
+        if missing_heads := [h for h in self.init_heads if getattr(self, h, None) is not None and h not in copied]:
             theirs = sorted({k.split(".")[0] for k in state if not k.startswith("model.")})
             log.warning(
                 "init_from %s: nothing in it fits %s's %s, which start from random weights (the checkpoint's heads: "

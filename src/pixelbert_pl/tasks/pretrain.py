@@ -45,6 +45,7 @@ class PretrainTask(PixelBertTask):
 
     monitor = "val/itm_accuracy"
     mode = "max"
+    init_heads = ("itm_head", "mlm_head")  # continuing a pre-training
 
     def __init__(
         self,

@@ -59,6 +59,7 @@ class RetrievalTask(PixelBertTask):
 
     monitor = "val/rsum"
     mode = "max"
+    init_heads = ("rank_head",)  # from pre-training's ITM head
 
     def __init__(
         self,
