@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from pixelbert_pl import Predictor
 from pixelbert_pl.cli import main
 from pixelbert_pl.data.shapes import caption_is_true
 from pixelbert_pl.tasks import PretrainTask
@@ -121,6 +122,13 @@ def test_the_example_trains_through_the_cli(shapes_ve: Path, shapes_root: Path, 
     missing = [name for name, p in task.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
     assert all(torch.isfinite(p.grad).all() for p in task.parameters() if p.grad is not None)
+
+    # The registered subclass comes back from a checkpoint by name, with its own arguments and weights.
+    saved = tmp_path / "ve.ckpt"
+    cli.trainer.save_checkpoint(saved)
+    loaded = Predictor.from_checkpoint(saved).task
+    assert type(loaded) is type(task) and loaded.labels == task.labels
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in task.state_dict().items())
 
 
 def test_the_task_refuses_labels_in_another_order(shapes_ve: Path, shapes_root: Path, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -2,7 +2,7 @@
 
 The template for a new benchmark: a `PixelBertTask` subclass that builds its head, says what its outputs are, its
 loss and its metrics; the base class brings the model, the optimiser recipe, `init_from` and the train / val / test
-loop. Copy this file, change the four hooks, and point a YAML `class_path` at your class.
+loop. Copy this file, change the four hooks, register the class, and point a YAML `class_path` at it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from pixelbert_pl.data.classification import SNLI_VE_LABELS, UNLABELLED, ImageTextClassificationBatch
 from pixelbert_pl.models import ClassificationHead
-from pixelbert_pl.tasks import PixelBertTask
+from pixelbert_pl.tasks import PixelBertTask, register_task
 
 
+@register_task  # so its checkpoints and exports load by name (Predictor never imports a class a file names)
 class VisualEntailmentTask(PixelBertTask):
     """3-way classification of (image, statement) pairs from [CLS], trained with cross-entropy.
 
@@ -50,6 +51,7 @@ class VisualEntailmentTask(PixelBertTask):
         }
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # the model config records the data's resize and tokenizer (for checkpoints, exports)
         # Class i of the head must be class i of the data: another order would train without an error, and wrong.
         data_labels = getattr(self.trainer.datamodule, "labels", None)
         if data_labels is not None and list(data_labels) != self.labels:
