@@ -9,6 +9,7 @@ are disjoint with no padding duplicates.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -38,6 +39,8 @@ from pixelbert_pl.data.samplers import GroupedEpochKeyedSampler
 from pixelbert_pl.models.tokenizer import load_tokenizer
 
 RecordT = TypeVar("RecordT")
+# torchdata 0.11 calls torch.set_vital, deprecated in torch 2.14, at every StatefulDataLoader: noise, not a problem.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 
 class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
