@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from numerics import FLOAT32, assert_close_scaled
 from pixelbert_pl import Predictor
 from pixelbert_pl.data.downstream import (
     ShapesWorldNLVR2DataModule,
@@ -42,7 +43,7 @@ def test_answer_is_what_validation_computes(vqa) -> None:
     expected = task.eval()(batch).sigmoid().max(dim=-1)
     answers = predictor.answer([r.image_path for r in records], [r.question for r in records])
     assert [a for a, _ in answers] == [task.answer_vocab[i] for i in expected.indices.tolist()]
-    assert [s for _, s in answers] == pytest.approx(expected.values.tolist(), abs=1e-6)
+    assert_close_scaled(torch.tensor([s for _, s in answers]), expected.values, FLOAT32)
 
 
 def test_paths_pil_images_and_tensors_agree_and_top_k(vqa) -> None:
@@ -94,11 +95,13 @@ def test_match_and_rank_with_a_pretrained_model(shapes_root, tmp_path) -> None:
     images, captions = [r.image_path for r in records], [r.captions[0] for r in records]
     probabilities = predictor.match(images, captions)
     assert len(probabilities) == 3 and all(0 <= p <= 1 for p in probabilities)
-    assert predictor.match(images[1], captions[1]) == pytest.approx(probabilities[1], abs=1e-6)
+    assert_close_scaled(
+        torch.tensor([predictor.match(images[1], captions[1])]), torch.tensor(probabilities[1:2]), FLOAT32
+    )
     scores = predictor.rank(images, captions)
     assert scores.shape == (3, 3)
     # rank's log-odds and match's probability are one score: sigmoid(log-odds) = probability on the diagonal.
-    assert torch.sigmoid(scores.diagonal()).tolist() == pytest.approx(probabilities, abs=1e-5)
+    assert_close_scaled(torch.sigmoid(scores.diagonal()), torch.tensor(probabilities), FLOAT32)
     with pytest.raises(TypeError, match="VQA model"):
         predictor.answer(images[0], "what colour?")
 
@@ -122,7 +125,7 @@ def test_nlvr2_and_bf16(shapes_root, tmp_path) -> None:
     assert len(probabilities) == 2 and all(0 <= p <= 1 for p in probabilities)
     batch = next(iter(dm.val_dataloader()))
     expected = task.eval()(batch).softmax(-1)[:2, 1].tolist()
-    assert probabilities == pytest.approx(expected, abs=1e-6)
+    assert_close_scaled(torch.tensor(probabilities), torch.tensor(expected), FLOAT32)
     half = Predictor.from_checkpoint(tmp_path / "task.ckpt", tokenizer=_vocab(shapes_root), dtype=torch.bfloat16)
     assert half.nlvr2(lefts, rights, statements) == pytest.approx(probabilities, abs=0.05)
 

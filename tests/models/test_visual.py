@@ -5,6 +5,7 @@ import torch
 import torchvision
 
 import pixelbert_pl
+from numerics import BFLOAT16, FLOAT32, FLOAT32_DEEP, assert_close_scaled
 from pixelbert_pl.models.visual import (
     PixelTokens,
     build_trunk,
@@ -39,7 +40,7 @@ def test_trunk_from_state_dict_matches_torchvision_resnet50(tmp_path) -> None:
     assert channels == 2048
     assert got.shape == expected.shape == (2, 2048, 3, 4)
     # FrozenBN folds (x - mean) / std * w + b into one multiply-add: equal up to float32 rounding of the sum.
-    torch.testing.assert_close(got, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-5)
+    assert_close_scaled(got, expected, FLOAT32_DEEP)
 
 
 def test_model_loads_visual_weights_by_path_and_rejects_bad_names(tmp_path) -> None:
@@ -82,7 +83,7 @@ def test_padded_image_gives_the_tokens_it_gives_alone(tiny_model) -> None:
     gh, gw = alone.grid
     assert batch.mask[0].view(batch.grid).sum() == gh * gw
     tokens = batch.tokens[0].view(*batch.grid, -1)[:gh, :gw].reshape(gh * gw, -1)
-    torch.testing.assert_close(tokens, alone.tokens[0], atol=1e-5, rtol=1e-5)
+    assert_close_scaled(tokens, alone.tokens[0], FLOAT32)
 
 
 def test_host_image_sizes_give_what_the_mask_gives(tiny_model) -> None:
@@ -131,7 +132,7 @@ def test_frozen_batch_norm_keeps_the_input_dtype() -> None:
     assert reference(x.bfloat16()).dtype == torch.float32  # torchvision's promotes bf16 activations to fp32
     half = ours(x.bfloat16())
     assert half.dtype == torch.bfloat16
-    torch.testing.assert_close(half.float(), reference(x), rtol=2e-2, atol=2e-2)
+    assert_close_scaled(half.float(), reference(x), BFLOAT16)
 
 
 def test_mid_grey_image_is_not_padding(tiny_model) -> None:
@@ -229,7 +230,7 @@ def test_crop_pixel_tokens_frees_an_image_of_its_batchs_padding(tiny_model) -> N
         alone = tiny_model.encode_pixels(small[None])
     cropped = crop_pixel_tokens(batch.select(torch.tensor([0])), alone.grid)
     assert cropped.grid == alone.grid == (4, 3) and bool(cropped.mask.all())
-    torch.testing.assert_close(cropped.tokens, alone.tokens, atol=1e-5, rtol=1e-4)
+    assert_close_scaled(cropped.tokens, alone.tokens, FLOAT32)
     assert crop_pixel_tokens(batch, batch.grid) is batch
     with pytest.raises(ValueError, match="within"):
         crop_pixel_tokens(batch, (7, 3))

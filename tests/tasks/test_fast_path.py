@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from numerics import BFLOAT16, COMPILED_BATCH_NORM_GRAD, FLOAT32, FLOAT32_DEEP, assert_close_scaled, assert_grads_close
 from pixelbert_pl.data.datamodules import ShapesWorldDataModule
 from pixelbert_pl.tasks import PretrainTask
 from pixelbert_pl.tasks.optim import OptimizerConfig
@@ -37,14 +38,12 @@ def test_fast_path_matches_the_plain_path(batch, mode) -> None:
 
     loss, grads = _loss_and_grads(plain, data)
     fast_loss, fast_grads = _loss_and_grads(fast, data)
-    torch.testing.assert_close(fast_loss, loss, rtol=1e-4, atol=1e-4)
-    assert fast_grads.keys() == grads.keys()
-    for name, grad in grads.items():
-        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-3, atol=1e-4, msg=name)
+    assert_close_scaled(fast_loss, loss, FLOAT32)
+    assert_grads_close(fast_grads, grads, FLOAT32_DEEP, {"model.visual.trunk.": COMPILED_BATCH_NORM_GRAD})
 
     # bf16 autocast (what the GPU configs run) stays within bf16 noise of the fp32 plain path.
     bf16_loss, _ = _loss_and_grads(fast, data, autocast=True)
-    assert abs(bf16_loss.item() - loss.item()) < 0.02 * abs(loss.item())
+    assert_close_scaled(bf16_loss, loss, BFLOAT16)
     if mode == "reduce-overhead":  # CUDA graphs only for fixed shapes, never one recording per size met
         from torch._inductor import config as inductor_config
 
