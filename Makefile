@@ -31,7 +31,7 @@ test: $(STAMP)
 # Generates ShapesWorld, pre-trains the tiny model on the CPU, prints metrics beside chance, writes
 # $(DEMO_OUT)/results.json.
 demo: $(STAMP)
-	$(PY) -m pixelbert_pl.demo --out $(DEMO_OUT)
+	$(PY) -m pixelbert_pl.harness.demo --out $(DEMO_OUT)
 
 # The paper's Table 6 on ShapesWorld: 5 variants x 3 seeds, pre-training then VQA / NLVR2 / retrieval fine-tuning
 # (about 1.5-2 hours on 2 CPU cores); writes experiments/results/ablation/{runs.json,runs.csv,table.md,ablation.png}.

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pixelbert_pl import demo
-from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+from pixelbert_pl.harness import demo
+from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.tasks.pretrain import PretrainTask
 
 # variant -> pre-training flags (None: 0 pre-training steps)

@@ -34,11 +34,28 @@ def tiny_model() -> pixelbert_pl.PixelBertModel:
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory: pytest.TempPathFactory):
     """A small ShapesWorld corpus in the published formats, generated once per test session."""
-    from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
+    from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
 
     root = tmp_path_factory.mktemp("shapesworld")
     generate(root, ShapesWorldConfig(num_images=60, num_nlvr2=24), seed=0)
     return root
+
+
+@pytest.fixture(scope="module")
+def shapes_modules(shapes_root):
+    """The ShapesWorld VQA, NLVR2 and retrieval DataModules over `shapes_root`, shared by a test module."""
+    from pixelbert_pl.harness.datamodules import (
+        ShapesWorldNLVR2DataModule,
+        ShapesWorldRetrievalDataModule,
+        ShapesWorldVQADataModule,
+    )
+
+    common = {"root": str(shapes_root), "batch_size": 4, "num_workers": 0}
+    return {
+        "vqa": ShapesWorldVQADataModule(**common),
+        "nlvr2": ShapesWorldNLVR2DataModule(**common),
+        "retrieval": ShapesWorldRetrievalDataModule(**common, num_negatives=4),
+    }
 
 
 def _jpeg(path, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> None:

@@ -20,7 +20,7 @@ def _trainer(devices: int, **kwargs: Any) -> pl.Trainer:
 
 
 def evaluate(root: str, devices: int) -> dict[str, Any]:
-    from pixelbert_pl.data.downstream import (
+    from pixelbert_pl.harness.datamodules import (
         ShapesWorldNLVR2DataModule,
         ShapesWorldRetrievalDataModule,
         ShapesWorldVQADataModule,
@@ -49,7 +49,7 @@ def dm_args(dm: Any) -> dict[str, Any]:
 
 
 def fit(root: str, devices: int) -> dict[str, Any]:
-    from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+    from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
     from pixelbert_pl.tasks import PretrainTask
 
     dm = ShapesWorldDataModule(root=root, batch_size=3, num_workers=0)

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
+from pixelbert_pl.harness.demo import CONFIG as RECIPE
+
 TESTS = Path(__file__).resolve().parent
-RECIPE = TESTS.parent / "lightning_configs" / "demo" / "pretrain_shapes.yaml"
 BATCH_SIZE = 4
 NOT_RESUMABLE = "dataloader is not resumable"
 # Where a resumed run starts: the checkpoint file the uninterrupted run wrote there (S = steps per epoch).
@@ -36,7 +37,7 @@ SOURCES = {
 
 
 def steps_per_epoch(root: Path, devices: int) -> int:
-    from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+    from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 
     data = ShapesWorldDataModule(root=str(root), batch_size=BATCH_SIZE, num_workers=0)
     data.setup("fit")
@@ -133,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="the resume table: tensors that differ after a resume")
     parser.add_argument("--out", type=Path, help="write the table here as Markdown too")
     args = parser.parse_args()
-    from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
+    from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from experiments.ablation import VARIANTS
 
-from pixelbert_pl import demo
+from pixelbert_pl.harness import demo
 
 
 def _task_and_batch(variant, shapes_root):

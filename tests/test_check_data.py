@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 
 from pixelbert_pl.check_data import main
-from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
-
-CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
+from pixelbert_pl.harness.demo import CONFIGS
+from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
 
 
 @pytest.fixture
@@ -17,7 +16,7 @@ def corpus(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _check(corpus: Path, *extra: str, config: str = "demo/pretrain_shapes.yaml") -> int:
+def _check(corpus: Path, *extra: str, config: str = "pretrain_shapes.yaml") -> int:
     return main(["--config", str(CONFIGS / config), "--data.init_args.root", str(corpus), "--workers", "1", *extra])
 
 
@@ -55,7 +54,7 @@ def test_any_unreadable_evaluation_image_fails(corpus, capsys) -> None:
 
 def test_a_malformed_annotation_file_is_named(corpus, capsys) -> None:
     (corpus / "vqa_questions.json").write_text('{"questions": [{"image_id": 1, ')
-    assert _check(corpus, config="demo/vqa_shapes.yaml") == 2
+    assert _check(corpus, config="vqa_shapes.yaml") == 2
     assert "vqa_questions.json" in capsys.readouterr().err
 
 

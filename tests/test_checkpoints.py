@@ -12,8 +12,9 @@ import torch
 
 from pixelbert_pl.checkpoints import AtomicCheckpointIO
 from pixelbert_pl.cli import main
+from pixelbert_pl.harness.demo import CONFIGS
 
-VQA = Path(__file__).resolve().parents[1] / "lightning_configs" / "demo" / "vqa_shapes.yaml"
+VQA = CONFIGS / "vqa_shapes.yaml"
 
 
 def _cli_checkpoint_io(shapes_root: Path, out: Path, monkeypatch):  # type: ignore[no-untyped-def]

@@ -7,10 +7,18 @@ import pytest
 import yaml
 
 from pixelbert_pl.cli import main
+from pixelbert_pl.harness import demo
 
 CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
+DEMO_CONFIGS = Path(str(demo.CONFIGS))  # the demo's recipes, package data of the harness
 # Fragments (callbacks, loggers) are included by path from the recipes; the recipes are what users run.
-RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "base")
+RECIPES = sorted(p for root in (CONFIGS, DEMO_CONFIGS) for p in root.rglob("*.yaml") if p.parent.name != "base")
+
+
+def _recipe_id(config: Path) -> str:
+    if config.is_relative_to(DEMO_CONFIGS):
+        return f"harness/{config.relative_to(DEMO_CONFIGS)}"
+    return str(config.relative_to(CONFIGS))
 
 
 def _data_args(config: Path, roots: dict[str, Path], minilm_path: str) -> list[str]:
@@ -74,11 +82,15 @@ def _no_pytest_argv(monkeypatch) -> None:
 
 
 def test_there_are_recipes() -> None:
-    folders = {p.parent.name for p in RECIPES}
-    assert folders >= {"demo", "pretrain", "vqa", "nlvr2", "retrieval"}
+    folders = {p.parent.name for p in RECIPES if p.is_relative_to(CONFIGS)}
+    assert folders >= {"pretrain", "vqa", "nlvr2", "retrieval"}
+    demos = {p.name for p in RECIPES if p.is_relative_to(DEMO_CONFIGS)}
+    assert demos == {f"{name}_shapes.yaml" for name in ("pretrain", "vqa", "nlvr2", "retrieval")} | {
+        "pretrain_shapes_warmup.yaml"
+    }
 
 
-@pytest.mark.parametrize("config", RECIPES, ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize("config", RECIPES, ids=_recipe_id)
 def test_print_config(config: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", str(config), "--print_config"])
@@ -87,7 +99,7 @@ def test_print_config(config: Path, capsys) -> None:
     assert "model:" in printed and "class_path:" in printed and "trainer:" in printed
 
 
-@pytest.mark.parametrize("config", RECIPES, ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize("config", RECIPES, ids=_recipe_id)
 def test_fast_dev_run(
     config: Path, tmp_path, monkeypatch, shapes_root, coco_vg_root, vqa_root, nlvr2_root, flickr_root, minilm_path
 ) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
+from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
 
 SCRIPT = Path(__file__).with_name("distributed_run.py")
 

@@ -15,7 +15,7 @@ import yaml
 
 from pixelbert_pl import Predictor
 from pixelbert_pl.cli import main
-from pixelbert_pl.data.shapes import caption_is_true
+from pixelbert_pl.harness.shapes import caption_is_true
 from pixelbert_pl.tasks import PretrainTask
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "visual_entailment"

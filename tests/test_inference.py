@@ -9,12 +9,12 @@ from PIL import Image
 
 from numerics import FLOAT32, assert_close_scaled
 from pixelbert_pl import Predictor
-from pixelbert_pl.data.downstream import (
+from pixelbert_pl.export import main as export
+from pixelbert_pl.harness.datamodules import (
     ShapesWorldNLVR2DataModule,
     ShapesWorldRetrievalDataModule,
     ShapesWorldVQADataModule,
 )
-from pixelbert_pl.export import main as export
 from pixelbert_pl.tasks import NLVR2Task, PretrainTask, RetrievalTask, VQATask
 
 

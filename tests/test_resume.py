@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.tasks import PretrainTask
 from resume_runs import SOURCES, final_state, resume, uninterrupted
 

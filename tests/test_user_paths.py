@@ -16,11 +16,11 @@ import torch
 from numerics import FLOAT32, assert_close_scaled
 from pixelbert_pl import Predictor
 from pixelbert_pl.cli import main
-from pixelbert_pl.data.downstream import ShapesWorldVQADataModule
+from pixelbert_pl.harness.datamodules import ShapesWorldVQADataModule
+from pixelbert_pl.harness.demo import CONFIGS
 from pixelbert_pl.metrics.vqa import vqa_accuracy
 
-CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
-VQA = CONFIGS / "demo" / "vqa_shapes.yaml"
+VQA = CONFIGS / "vqa_shapes.yaml"
 IMAGE_SIZE = 48  # the data's, not the recipe's model_overrides (64): what a checkpoint must carry to predict
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from pixelbert_pl.data.classification import SNLI_VE_LABELS
-from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
+from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
 
 # ShapesWorld's Karpathy split -> the SNLI-VE-style file it goes to; test_heldout images are left out.
 SPLIT_FILES = {"train": "ve_train.jsonl", "val": "ve_dev.jsonl", "test": "ve_test.jsonl"}

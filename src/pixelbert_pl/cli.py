@@ -1,6 +1,6 @@
 """`pixelbert` console script (also `python -m pixelbert_pl`): LightningCLI in subclass mode.
 
-`pixelbert fit --config lightning_configs/demo/pretrain_shapes.yaml`; any LightningModule / LightningDataModule
+`pixelbert fit --config lightning_configs/vqa/vqa_r50.yaml`; any LightningModule / LightningDataModule
 (including a user's own subclass, by `class_path`) can be named in the YAML.
 
 Checkpoints go to one folder per run name, `<logger save_dir>/<logger name>/checkpoints/` (`checkpoints.py`), so

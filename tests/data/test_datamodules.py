@@ -1,6 +1,5 @@
 """DataModules on corpora in their published formats: the leak filter, equal batches on every rank (gloo)."""
 
-import json
 import os
 from types import SimpleNamespace
 
@@ -8,9 +7,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pixelbert_pl.data.datamodules import PretrainDataModule, ShapesWorldDataModule
+from pixelbert_pl.data.datamodules import PretrainDataModule
 from pixelbert_pl.data.images import load_image
-from pixelbert_pl.data.shapes import COLOURS
+from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.models.visual import image_sizes_from_mask
 
 
@@ -45,27 +44,6 @@ def test_pretraining_never_sees_karpathy_val_or_test_images(coco_vg_root, minilm
         image = dm.transform(load_image(dm.train_records[index].image_path))
         assert image_sizes_from_mask(batch.pixel_mask[row : row + 1]).tolist() == [list(image.shape[1:])]
         torch.testing.assert_close(batch.pixel_values[row, :, : image.shape[1], : image.shape[2]], image)
-
-
-def test_shapesworld_reads_through_the_published_format_readers(shapes_root) -> None:
-    dm = ShapesWorldDataModule(root=str(shapes_root), batch_size=4, num_workers=0)
-    dm.setup("fit")
-    assert dm.vocab_size == len(dm.tokenizer) < 1000
-    assert all(r.source == "coco" and len(r.captions) == 5 for r in dm.train_records)
-    assert not {r.image_id for r in dm.train_records} & {r.image_id for r in dm.val_records}
-
-
-def test_shapesworld_max_objects_generates_one_shape_scenes(tmp_path) -> None:
-    """The demo warm-up's corpus: `max_objects=1` and `num_nlvr2` reach the generator; every caption names the one
-    shape."""
-    dm = ShapesWorldDataModule(
-        root=str(tmp_path / "one"), num_images=20, image_size=64, max_objects=1, num_nlvr2=0, num_workers=0
-    )
-    scenes = json.loads((tmp_path / "one" / "scenes.json").read_text())
-    assert scenes["config"]["max_objects"] == 1 and {len(s["objects"]) for s in scenes["scenes"]} == {1}
-    assert scenes["config"]["num_nlvr2"] == 0 and not (tmp_path / "one" / "nlvr2").exists()
-    dm.setup("fit")
-    assert all(sum(w in COLOURS for w in c.split()) == 1 for r in dm.train_records for c in r.captions)
 
 
 def test_image_cache_keeps_decoded_images_within_its_budget(shapes_root) -> None:

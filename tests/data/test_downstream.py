@@ -1,8 +1,8 @@
-"""Downstream DataModules on the released formats and on ShapesWorld: batches, answer vocabulary, splits, ranks."""
+"""Downstream DataModules on the released formats (and on ShapesWorld where a test needs more data): batches,
+answer vocabulary, splits, ranks."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,21 +11,13 @@ import pytest
 import torch
 from jsonargparse import ArgumentParser
 
-import pixelbert_pl.data.shapes
 from corpora import VQA_TEST_DEV, VQA_TRAIN, VQA_VAL
-from pixelbert_pl.data.captions import AnnotationError, karpathy_coco_ids
-from pixelbert_pl.data.downstream import (
-    NLVR2DataModule,
-    RetrievalDataModule,
-    ShapesWorldNLVR2DataModule,
-    ShapesWorldRetrievalDataModule,
-    ShapesWorldVQADataModule,
-    VQADataModule,
-)
+from pixelbert_pl.data.captions import AnnotationError
+from pixelbert_pl.data.downstream import NLVR2DataModule, RetrievalDataModule, VQADataModule
 from pixelbert_pl.data.nlvr2 import NLVR2Batch
 from pixelbert_pl.data.retrieval import RetrievalImageBatch, RetrievalTrainBatch
-from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
 from pixelbert_pl.data.vqa import VQABatch
+from pixelbert_pl.harness.datamodules import ShapesWorldVQADataModule
 
 SMALL = {"image_min_size": 32, "image_max_size": 64, "size_divisor": 8, "num_workers": 0}
 
@@ -174,31 +166,6 @@ def test_retrieval_batches_and_split_texts(flickr_root: Path, minilm_path: str) 
     assert dm.test_texts.text_to_image.tolist() == [0, 0]
 
 
-@pytest.fixture(scope="module")
-def shapes_modules(shapes_root: Path) -> dict[str, Any]:
-    common = {"root": str(shapes_root), "batch_size": 4, "num_workers": 0}
-    return {
-        "vqa": ShapesWorldVQADataModule(**common),
-        "nlvr2": ShapesWorldNLVR2DataModule(**common),
-        "retrieval": ShapesWorldRetrievalDataModule(**common, num_negatives=4),
-    }
-
-
-def test_shapesworld_vqa_splits_by_karpathy_split(shapes_modules: dict[str, Any], shapes_root: Path) -> None:
-    dm = shapes_modules["vqa"]
-    for split in ("train", "val", "test"):
-        records = dm.records(split)
-        assert {r.image_id for r in records} == karpathy_coco_ids(shapes_root / "karpathy.json", [split])
-        assert len(records) == 3 * len({r.image_id for r in records})
-    # answer_min_count=1: every answer of the closed grammar that train or val gives is a class.
-    assert {"yes", "no", "red", "circle", "small", "1"} <= set(dm.answer_vocab)
-    assert dm.vocab_size == len(dm.tokenizer) < 1000
-    batch = next(iter(dm.train_dataloader()))
-    assert batch.pixel_values.shape[1:] == (3, 96, 96) and batch.targets.shape == (4, dm.num_answers)
-    assert batch.targets.max(1).values.ge(0.9).all()  # ShapesWorld answers are always in the vocabulary
-    assert next(iter(dm.test_dataloader())).targets.any()  # ShapesWorld's test split is annotated
-
-
 def test_vqa_questions_per_image_shares_each_image_between_its_questions(shapes_root: Path) -> None:
     grouped = ShapesWorldVQADataModule(root=str(shapes_root), batch_size=4, num_workers=0, questions_per_image=2)
     plain = ShapesWorldVQADataModule(root=str(shapes_root), batch_size=4, num_workers=0)
@@ -212,18 +179,6 @@ def test_vqa_questions_per_image_shares_each_image_between_its_questions(shapes_
     assert len(seen) == len(grouped.records("train")) // 4 * 4  # all but the drop_last tail
     with pytest.raises(ValueError, match="questions_per_image=3: expected >= 1 and a divisor of batch_size=4"):
         ShapesWorldVQADataModule(root=str(shapes_root), batch_size=4, questions_per_image=3)
-
-
-def test_shapesworld_nlvr2_and_retrieval_batches(shapes_modules: dict[str, Any]) -> None:
-    nlvr2 = next(iter(shapes_modules["nlvr2"].train_dataloader()))
-    assert nlvr2.pixel_values.shape == (8, 3, 96, 96) and nlvr2.input_ids.shape[0] == 4
-    assert set(nlvr2.labels.tolist()) <= {0, 1}
-    retrieval = shapes_modules["retrieval"]
-    train = next(iter(retrieval.train_dataloader()))
-    assert train.group_size == 5 and train.input_ids.shape[0] == 20
-    texts = retrieval.val_texts
-    assert texts.input_ids.shape[0] == 5 * len(retrieval.records("val"))
-    assert not (texts.input_ids == retrieval.tokenizer.unk_token_id).any()
 
 
 # (module, batch field, the value that field holds for val record r at position i)
@@ -252,42 +207,3 @@ def test_two_ranks_evaluate_each_item_exactly_once(shapes_modules: dict[str, Any
 
 def _as_list(value: Any) -> list[Any]:
     return value.tolist() if isinstance(value, torch.Tensor) else list(value)
-
-
-def test_shapesworld_corpus_is_generated_when_missing(
-    shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = []
-
-    def fake_generate(out: Path, config: Any, seed: int) -> None:
-        calls.append((config.num_images, config.image_size, seed))
-        shutil.copytree(shapes_root, out, dirs_exist_ok=True)
-
-    monkeypatch.setattr(pixelbert_pl.data.shapes, "generate", fake_generate)
-    root = tmp_path / "fresh"
-    ShapesWorldNLVR2DataModule(root=str(root), num_images=60, image_size=96, generator_seed=3)
-    assert calls == [(60, 96, 3)] and (root / "nlvr2" / "train.json").is_file()
-    ShapesWorldVQADataModule(root=str(root))  # already there: not generated again
-    assert len(calls) == 1
-
-
-def test_nlvr2_is_added_to_a_corpus_generated_without_it(tmp_path: Path) -> None:
-    """The demo's pre-training writes its corpus with `num_nlvr2: 0`; its NLVR2 run then adds the examples."""
-    root = tmp_path / "no_nlvr2"
-    generate(root, ShapesWorldConfig(num_images=12, num_nlvr2=0), seed=2)
-    dm = ShapesWorldNLVR2DataModule(root=str(root), num_nlvr2=10, num_workers=0)
-    assert [len((root / "nlvr2" / f"{s}.json").read_text().splitlines()) for s in ("train", "dev", "test")] == [8, 1, 1]
-    dm.setup("fit")
-    assert len(dm.train_dataloader().dataset) == 8
-    with pytest.raises(ValueError, match="num_nlvr2=0"):
-        ShapesWorldNLVR2DataModule(root=str(root), num_nlvr2=0)
-
-
-@pytest.mark.parametrize("cls", [ShapesWorldVQADataModule, ShapesWorldNLVR2DataModule, ShapesWorldRetrievalDataModule])
-def test_cli_needs_only_the_shapesworld_root(cls: type, shapes_root: Path) -> None:
-    # LightningCLI builds its parser like this: the file arguments the variant fills in must not be required.
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(cls, "data")
-    config = parser.parse_args(["--data.root", str(shapes_root)])
-    dm = parser.instantiate_classes(config).data
-    assert isinstance(dm, cls) and dm.options.image_min_size == 96 and dm.options.tokenizer.endswith("vocab.txt")

@@ -68,7 +68,7 @@ def test_masking_rules(dataset) -> None:
 
 
 def test_listed_words_are_masked_at_their_own_rate(shapes_root, dataset) -> None:
-    from pixelbert_pl.data.shapes import COLOURS
+    from pixelbert_pl.harness.shapes import COLOURS
 
     records = read_karpathy(shapes_root / "karpathy.json", shapes_root, ["train"])
     tokenizer = load_tokenizer(shapes_root / "vocab.txt")

@@ -14,7 +14,7 @@ from pixelbert_pl.tasks import PretrainTask
 @pytest.fixture(scope="session")
 def pretrain_checkpoint(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A PretrainTask's state, saved as Lightning does (weights under `state_dict`), with a recognisable ITM head."""
-    from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+    from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 
     vocab = ShapesWorldDataModule(root=str(shapes_root)).vocab_size
     task = PretrainTask(preset="pixelbert_tiny", vocab_size=vocab)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from numerics import BFLOAT16, COMPILED_BATCH_NORM_GRAD, FLOAT32, FLOAT32_DEEP, assert_close_scaled, assert_grads_close
-from pixelbert_pl.data.datamodules import ShapesWorldDataModule
+from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.tasks import PretrainTask
 from pixelbert_pl.tasks.optim import OptimizerConfig
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from task_helpers import SMALL, all_parameters_have_gradients
 
-from pixelbert_pl.data.downstream import ShapesWorldNLVR2DataModule
+from pixelbert_pl.harness.datamodules import ShapesWorldNLVR2DataModule
 from pixelbert_pl.metrics import nlvr2_consistency
 from pixelbert_pl.tasks import NLVR2Task
 

@@ -19,8 +19,7 @@ from pytorch_lightning.trainer.connectors.logger_connector.logger_connector impo
 from task_helpers import SMALL
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pixelbert_pl.data.datamodules import ShapesWorldDataModule
-from pixelbert_pl.data.downstream import ShapesWorldNLVR2DataModule, ShapesWorldVQADataModule
+from pixelbert_pl.harness.datamodules import ShapesWorldDataModule, ShapesWorldNLVR2DataModule, ShapesWorldVQADataModule
 from pixelbert_pl.tasks import NLVR2Task, PretrainTask, VQATask
 
 READ_BACK_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal", "_unique2", "item"}

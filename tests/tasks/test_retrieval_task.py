@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from task_helpers import SMALL, all_parameters_have_gradients
 
 from numerics import FLOAT16, FLOAT32, assert_close_scaled
-from pixelbert_pl.data.downstream import ShapesWorldRetrievalDataModule
+from pixelbert_pl.harness.datamodules import ShapesWorldRetrievalDataModule
 from pixelbert_pl.metrics import rerank_candidates, retrieval_recall
 from pixelbert_pl.tasks import RetrievalTask
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from task_helpers import SMALL, all_parameters_have_gradients
 
-from pixelbert_pl.data.downstream import ShapesWorldVQADataModule
+from pixelbert_pl.harness.datamodules import ShapesWorldVQADataModule
 from pixelbert_pl.tasks import VQAResultWriter, VQATask
 
 

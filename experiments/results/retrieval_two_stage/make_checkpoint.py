@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from pixelbert_pl.demo import CONFIGS, _cli
+from pixelbert_pl.harness.demo import CONFIGS, _cli
 from pixelbert_pl.tasks.base import load_checkpoint
 
 pretrained, out, root = sys.argv[1:4]

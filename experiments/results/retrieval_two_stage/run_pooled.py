@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import torch
 
-from pixelbert_pl.data.downstream import ShapesWorldRetrievalDataModule
+from pixelbert_pl.harness.datamodules import ShapesWorldRetrievalDataModule
 from pixelbert_pl.metrics import rerank_candidates, rerank_scores, retrieval_recall
 from pixelbert_pl.tasks import RetrievalTask
 

@@ -1,5 +1,5 @@
-"""LightningDataModules for pre-training: COCO (Karpathy train + restval) + Visual Genome, and ShapesWorld; and
-what every DataModule of the package shares (`PixelBertDataModule`, `ShapesWorldCorpus`, `ArrowRecords`).
+"""LightningDataModules for pre-training: COCO (Karpathy train + restval) + Visual Genome; and what every
+DataModule of the package shares (`PixelBertDataModule`, `ArrowRecords`).
 
 Records go into Hugging Face `datasets` (Arrow) so millions of VG phrases do not live as Python objects; under
 DDP every rank gets the same number of batches (an `EpochKeyedSampler` with `drop_last`), and evaluation shards
@@ -49,10 +49,9 @@ class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
     Arrow buffers are not touched by reference counting, so DataLoader workers share them instead of copying,
     page by page, a list of millions of Python objects.
 
-    Reading one row through `datasets` costs ~70 us, and pre-training reads several per sample (its ITM negatives
-    are other images' captions): a ShapesWorld batch spent a third of its loading time there. So each process keeps
-    the records it has read, up to `cache_size` (then starts over): a later read returns the same object, which
-    callers treat as read-only (the datasets copy what they change)."""
+    Reading one row through `datasets` is costly, and pre-training reads several per sample (its ITM negatives are
+    other images' captions). So each process keeps the records it has read, up to `cache_size` (then starts over):
+    a later read returns the same object, which callers treat as read-only (the datasets copy what they change)."""
 
     cache_size = 1 << 16
 
@@ -104,8 +103,8 @@ class PixelBertDataModule(pl.LightningDataModule):
             counted (logged as `train/skipped_samples` each epoch); above this fraction of the samples drawn the run
             stops with an error (`data/quality.py`). Evaluation never skips: an unreadable image there is an error.
         image_cache_mb: keep up to this many MiB of decoded, resized images in each loader process, so later
-            epochs skip the decode. For small corpora that are read many times (ShapesWorld: a 64 px scene is 12 KiB,
-            and decoding took a third of the loader's CPU, which on 2 cores the training step shares); 0 for COCO.
+            epochs skip the decode. For small corpora that are read many times, whose decoded images are small
+            (ShapesWorld); 0 for COCO.
     """
 
     def __init__(
@@ -214,51 +213,6 @@ class PixelBertDataModule(pl.LightningDataModule):
         )
 
 
-class ShapesWorldCorpus:
-    """For DataModules over the embedded ShapesWorld corpus in `self.root`, generated there on first use.
-
-    Their constructors spell out the arguments whose ShapesWorld default differs from real data's (not left in
-    **kwargs): LightningCLI passes every parent argument explicitly, with the parent's default."""
-
-    root: Path
-
-    def open_corpus(
-        self,
-        root: str,
-        num_images: int,
-        image_size: int,
-        seed: int,
-        holdout: Sequence[str],
-        tokenizer: str | None,
-        max_objects: int = 4,
-        num_nlvr2: int | None = None,
-    ) -> str:
-        """Point `root` at the corpus, generating it if needed; returns the tokenizer (default: its vocab.txt)."""
-        self.root = Path(root)
-        self.ensure_corpus(num_images, image_size, seed, tuple(holdout), max_objects, num_nlvr2)
-        return tokenizer or str(self.root / "vocab.txt")
-
-    def ensure_corpus(
-        self,
-        num_images: int,
-        image_size: int,
-        seed: int,
-        holdout: tuple[str, ...],
-        max_objects: int = 4,
-        num_nlvr2: int | None = None,
-    ) -> None:
-        """Generate the corpus unless `root` already holds one (deterministic, so regenerating is never needed)."""
-        if (self.root / "karpathy.json").exists() and (self.root / "vocab.txt").exists():
-            return
-        from pixelbert_pl.data.shapes import ShapesWorldConfig, generate
-
-        nlvr2 = {} if num_nlvr2 is None else {"num_nlvr2": num_nlvr2}
-        config = ShapesWorldConfig(
-            num_images=num_images, image_size=image_size, heldout=holdout, max_objects=max_objects, **nlvr2
-        )
-        generate(self.root, config, seed)
-
-
 class PretrainDataModule(PixelBertDataModule):
     """Image-caption pairs for MLM + ITM pre-training.
 
@@ -273,7 +227,7 @@ class PretrainDataModule(PixelBertDataModule):
         mlm_probability: BERT's masking rate (0.15); 0 switches MLM masking off (an ITM-only run).
         mlm_word_probabilities: words masked at their own rate instead, e.g. {red: 0.5, circle: 0.5} to mask
             visually grounded words more often (off by default; the paper masks every word alike).
-        max_val_images: validate on the first N val images only (5,000 cost minutes at 800 px).
+        max_val_images: validate on the first N val images only (all 5,000 at 800 px are slow).
         allow_missing: skip images whose file is missing (with a warning counting them) instead of failing.
     """
 
@@ -368,45 +322,3 @@ class PretrainDataModule(PixelBertDataModule):
     def val_dataloader(self) -> DataLoader:
         collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
         return self.loader(self.dataset(self.val_records), collate, train=False)
-
-
-class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
-    """Pre-training on the embedded ShapesWorld corpus, generated into `root` on first use.
-
-    The corpus is written in the published COCO / Karpathy formats, so it goes through the same readers as
-    real data; only its location and its generated WordPiece vocabulary are special. `max_objects=1` gives
-    one-shape scenes, where every colour or shape word names the only object: the demo's warm-up corpus (its
-    vocabulary comes from the grammar, so it equals the full corpus's and checkpoints carry over). `num_nlvr2`
-    sets how many NLVR2 examples a newly generated corpus gets (None: the generator's default); pre-training reads
-    none of them, so a corpus only pre-trained on can skip them (0), saving their generation time.
-    """
-
-    def __init__(
-        self,
-        root: str = "data/shapesworld",
-        num_images: int = 2000,
-        image_size: int = 96,
-        generator_seed: int = 0,
-        holdout: Sequence[str] = (),
-        max_objects: int = 4,
-        num_nlvr2: int | None = None,
-        tokenizer: str | None = None,
-        train_splits: Sequence[str] = ("train",),
-        image_min_size: int = 96,
-        image_max_size: int = 96,
-        max_text_length: int = 24,
-        **kwargs: Any,
-    ) -> None:
-        vocab = self.open_corpus(
-            root, num_images, image_size, generator_seed, holdout, tokenizer, max_objects, num_nlvr2
-        )
-        super().__init__(
-            tokenizer=vocab,
-            karpathy_file=str(self.root / "karpathy.json"),
-            image_root=str(self.root),
-            train_splits=train_splits,  # ShapesWorld has no Karpathy "restval" split
-            image_min_size=image_min_size,
-            image_max_size=image_max_size,
-            max_text_length=max_text_length,
-            **kwargs,
-        )

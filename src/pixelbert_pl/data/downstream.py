@@ -1,12 +1,9 @@
-"""LightningDataModules of the fine-tuning tasks (PAPER.md §3): VQA v2, NLVR2 and image-text retrieval, on real
-data in the published formats or on the embedded ShapesWorld corpus, through the same readers.
+"""LightningDataModules of the fine-tuning tasks (docs/paper_facts.md §3): VQA v2, NLVR2 and image-text retrieval,
+on data in the published formats.
 
 Records are read once per split (in `setup`, or earlier when `num_answers` is asked for) and large ones are kept
 in Arrow. Training batches are equal in number on every rank; evaluation shards are disjoint and never padded with
-repeats, so every question, example and image counts once (PAPER.md §6).
-
-The ShapesWorld variants only point the general ones at files under `root`; all that differs from real data are
-paths, the image pattern and defaults sized for a 96-pixel corpus of a few thousand images.
+repeats, so every question, example and image counts once (docs/paper_facts.md §6).
 """
 
 from __future__ import annotations
@@ -18,8 +15,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from pixelbert_pl.data.captions import PRETRAIN_SPLITS, AnnotationFile, karpathy_coco_ids, read_karpathy, to_hf_dataset
-from pixelbert_pl.data.datamodules import ArrowRecords, PixelBertDataModule, ShapesWorldCorpus
+from pixelbert_pl.data.captions import PRETRAIN_SPLITS, AnnotationFile, read_karpathy, to_hf_dataset
+from pixelbert_pl.data.datamodules import ArrowRecords, PixelBertDataModule
 from pixelbert_pl.data.nlvr2 import NLVR2Dataset, collate_nlvr2, read_nlvr2
 from pixelbert_pl.data.retrieval import (
     RetrievalImageDataset,
@@ -84,7 +81,7 @@ class SplitDataModule(PixelBertDataModule):
 
 
 class VQADataModule(SplitDataModule):
-    """VQA v2 as classification over `answer_vocab` with soft targets (PAPER.md §3.1, §6.2).
+    """VQA v2 as classification over `answer_vocab` with soft targets (docs/paper_facts.md §3.1, §6.2).
 
     Args:
         train_questions, train_annotations: questions files and their annotation files, pairwise, for training
@@ -175,7 +172,7 @@ class VQADataModule(SplitDataModule):
         """The answer classes: label i is `answer_vocab[i]`, most frequent first (`build_answer_vocab`)."""
         h = self.options
         if h.answer_vocab_annotations is None:
-            # Read from the Arrow columns: building 650K record objects only to count answers takes a minute.
+            # Read from the Arrow columns: building 650K record objects only to count answers is slow.
             columns = ["question_id", "multiple_choice_answer"]
             tables = [self.records(split).table.select_columns(columns) for split in ("train", "val")]  # type: ignore[attr-defined]
             entries = [row for table in tables for row in table.to_list()]
@@ -216,7 +213,7 @@ class VQADataModule(SplitDataModule):
 
 
 class NLVR2DataModule(SplitDataModule):
-    """NLVR2 in the "Pair" setting (PAPER.md §3.2): train, dev as "val", and test1 (or test2) as "test".
+    """NLVR2 in the "Pair" setting (docs/paper_facts.md §3.2): train, dev as "val", and test1 (or test2) as "test".
 
     Args:
         train_file, val_file, test_file: JSON-lines files (train.json, dev.json, test1.json).
@@ -261,7 +258,7 @@ class NLVR2DataModule(SplitDataModule):
 
 
 class RetrievalDataModule(SplitDataModule):
-    """Image-text retrieval on a Karpathy split file (PAPER.md §3.3, §6.4).
+    """Image-text retrieval on a Karpathy split file (docs/paper_facts.md §3.3, §6.4).
 
     Training batches are `RetrievalTrainBatch`es (each image with 1 positive and `num_negatives` negative
     captions). Validation and test batches are `RetrievalImageBatch`es over the split's images, each image on one
@@ -325,122 +322,3 @@ class RetrievalDataModule(SplitDataModule):
     def test_texts(self) -> RetrievalTexts:
         """All texts of the test split; `text_to_image` indexes the `image_positions` of the test batches."""
         return retrieval_texts(self.records("test"), self.tokenizer, self.options.max_text_length)
-
-
-def _karpathy_ids(root: Path, karpathy_split: str) -> list[int]:
-    return sorted(karpathy_coco_ids(root / "karpathy.json", [karpathy_split]))
-
-
-class ShapesWorldVQADataModule(VQADataModule, ShapesWorldCorpus):
-    """VQA on ShapesWorld (`root`, generated on first use). Its questions and annotations are one file each for
-    all images, so an image's Karpathy split decides its questions' split: train -> train, val -> val,
-    test -> test and predict (annotated, so both score)."""
-
-    def __init__(
-        self,
-        root: str = "data/shapesworld",
-        num_images: int = 2000,
-        image_size: int = 96,
-        generator_seed: int = 0,
-        holdout: Sequence[str] = (),
-        tokenizer: str | None = None,
-        image_min_size: int = 96,
-        image_max_size: int = 96,
-        max_text_length: int = 24,
-        # ShapesWorld's answers come from a closed grammar (yes/no, counts, colours, shapes, sizes) with no noisy
-        # tail to cut, and a corpus of a few hundred questions would lose real answers to VQA's threshold of 9.
-        answer_min_count: int = 1,
-        **kwargs: Any,
-    ) -> None:
-        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer)
-        questions, annotations = str(self.root / "vqa_questions.json"), str(self.root / "vqa_annotations.json")
-        super().__init__(
-            train_questions=[questions],
-            train_annotations=[annotations],
-            val_questions=[questions],
-            val_annotations=[annotations],
-            test_questions=questions,
-            test_annotations=annotations,
-            image_root=str(self.root),
-            image_pattern="images/shapes_{image_id:012d}.png",
-            answer_min_count=answer_min_count,
-            train_image_ids=_karpathy_ids(self.root, "train"),
-            val_image_ids=_karpathy_ids(self.root, "val"),
-            test_image_ids=_karpathy_ids(self.root, "test"),
-            tokenizer=vocab,
-            image_min_size=image_min_size,
-            image_max_size=image_max_size,
-            max_text_length=max_text_length,
-            **kwargs,
-        )
-
-
-class ShapesWorldNLVR2DataModule(NLVR2DataModule, ShapesWorldCorpus):
-    """NLVR2 on ShapesWorld (`root`, generated on first use): nlvr2/{train,dev,test}.json, images in nlvr2/images/.
-
-    A corpus generated without NLVR2 (`num_nlvr2: 0`, as the demo's pre-training writes it) gets `num_nlvr2`
-    examples added here (None: the generator's default), from the corpus's own seed and config."""
-
-    def __init__(
-        self,
-        root: str = "data/shapesworld",
-        num_images: int = 2000,
-        image_size: int = 96,
-        generator_seed: int = 0,
-        holdout: Sequence[str] = (),
-        num_nlvr2: int | None = None,
-        tokenizer: str | None = None,
-        image_min_size: int = 96,
-        image_max_size: int = 96,
-        max_text_length: int = 24,
-        **kwargs: Any,
-    ) -> None:
-        if num_nlvr2 is not None and num_nlvr2 < 2:
-            raise ValueError(f"num_nlvr2={num_nlvr2}: an NLVR2 run needs examples; expected >= 2 or None")
-        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer, num_nlvr2=num_nlvr2)
-        nlvr2 = self.root / "nlvr2"
-        if not (nlvr2 / "train.json").exists():
-            from pixelbert_pl.data.shapes import add_nlvr2
-
-            add_nlvr2(self.root, num_nlvr2)
-        super().__init__(
-            train_file=str(nlvr2 / "train.json"),
-            val_file=str(nlvr2 / "dev.json"),
-            test_file=str(nlvr2 / "test.json"),
-            image_root=str(nlvr2 / "images"),
-            tokenizer=vocab,
-            image_min_size=image_min_size,
-            image_max_size=image_max_size,
-            max_text_length=max_text_length,
-            **kwargs,
-        )
-
-
-class ShapesWorldRetrievalDataModule(RetrievalDataModule, ShapesWorldCorpus):
-    """Retrieval on ShapesWorld (`root`, generated on first use): its karpathy.json, trained on "train" only."""
-
-    def __init__(
-        self,
-        root: str = "data/shapesworld",
-        num_images: int = 2000,
-        image_size: int = 96,
-        generator_seed: int = 0,
-        holdout: Sequence[str] = (),
-        tokenizer: str | None = None,
-        image_min_size: int = 96,
-        image_max_size: int = 96,
-        max_text_length: int = 24,
-        train_splits: Sequence[str] = ("train",),  # ShapesWorld has no Karpathy "restval" split
-        **kwargs: Any,
-    ) -> None:
-        vocab = self.open_corpus(root, num_images, image_size, generator_seed, holdout, tokenizer)
-        super().__init__(
-            karpathy_file=str(self.root / "karpathy.json"),
-            image_root=str(self.root),
-            train_splits=train_splits,
-            tokenizer=vocab,
-            image_min_size=image_min_size,
-            image_max_size=image_max_size,
-            max_text_length=max_text_length,
-            **kwargs,
-        )

@@ -1,13 +1,13 @@
 """`make demo`: generate ShapesWorld, pre-train the tiny Pixel-BERT on the CPU, fine-tune it on VQA, NLVR2 and
 retrieval, and score everything beside chance or a majority baseline.
 
-    python -m pixelbert_pl.demo --out demo-output [--stages pretrain,vqa,...] [pre-training CLI flags]
+    python -m pixelbert_pl.harness.demo --out demo-output [--stages pretrain,vqa,...] [pre-training CLI flags]
 
 Prints one table and writes it to `<out>/results.json`, plus `<out>/attention.png` (where a colour word looks).
 Pre-training scores read the val split: ITM with negatives drawn as in training (a caption of another image that
 is not one of this image's), ITM against hard negatives that differ from a true caption in one colour, shape or
 relation word (no bar), and MLM on colour and shape words masked one at a time. Each fine-tuning runs its
-`lightning_configs/demo/*_shapes.yaml` from the pre-trained checkpoint, except NLVR2, which starts from the VQA
+`configs/*_shapes.yaml` from the pre-trained checkpoint, except NLVR2, which starts from the VQA
 fine-tuning's weights (see FINETUNES); VQA also runs from scratch with the same budget, to show what pre-training
 brings.
 """
@@ -15,6 +15,7 @@ brings.
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import os
 import sys
@@ -26,16 +27,17 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import read_karpathy
-from pixelbert_pl.data.datamodules import ShapesWorldDataModule
 from pixelbert_pl.data.downstream import VQADataModule
 from pixelbert_pl.data.images import ImageTransform, load_image, pad_images
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, pad_token_rows, sample_rng
-from pixelbert_pl.data.shapes import COLOURS, SHAPES
+from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
+from pixelbert_pl.harness.shapes import COLOURS, SHAPES
 from pixelbert_pl.models.pixel_bert import PixelBertOutput
 from pixelbert_pl.tasks.base import load_checkpoint
 from pixelbert_pl.tasks.pretrain import PretrainTask
 
-CONFIGS = Path(__file__).resolve().parents[2] / "lightning_configs" / "demo"
+# Package data, so that an installed copy finds them as well as a checkout does.
+CONFIGS = importlib.resources.files("pixelbert_pl.harness") / "configs"
 CONFIG = CONFIGS / "pretrain_shapes.yaml"
 WARMUP_CONFIG = CONFIGS / "pretrain_shapes_warmup.yaml"
 # results.json section -> (config, the weights it starts from: "pretrain", "scratch" or another stage's).
@@ -44,8 +46,8 @@ WARMUP_CONFIG = CONFIGS / "pretrain_shapes_warmup.yaml"
 # dev 0.54-0.59 and flat from step 50), as the pre-trained [CLS] does not hold "this image has a red circle" or a
 # shape count in a form that few examples read out; VQA's yes/no and number questions teach exactly those per-image
 # facts, and from them NLVR2 dev reached 0.73 (experiments/results/demo_pretraining_probes.md). The paper fine-tunes
-# NLVR2 from pre-training; on real data, with 86K training statements, that is what `lightning_configs/nlvr2.yaml`
-# does.
+# NLVR2 from pre-training; on real data, with 86K training statements, that is what
+# `lightning_configs/nlvr2/nlvr2_r50.yaml` does.
 FINETUNES = {
     "vqa": ("vqa_shapes.yaml", "pretrain"),
     "vqa_from_scratch": ("vqa_shapes.yaml", "scratch"),
@@ -264,7 +266,7 @@ def pretrain(
 def grounding(task: PretrainTask, data: ShapesWorldDataModule) -> dict[str, object]:
     """The pointing game on val (`grounding.py`): headline with attention averaged over layers and heads (no
     choice made on the evaluation data), then each layer."""
-    from pixelbert_pl.grounding import pointing_games
+    from pixelbert_pl.harness.grounding import pointing_games
 
     layers = range(task.model.config.num_hidden_layers)
     result, *by_layer = pointing_games(task.model, data.root, data.tokenizer, data.transform, [None, *layers])

@@ -5,7 +5,7 @@ import sys
 
 import yaml
 
-from pixelbert_pl import demo
+from pixelbert_pl.harness import demo
 
 TINY_PRETRAIN = [
     "--trainer.max_steps", "3",
