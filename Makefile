@@ -10,15 +10,14 @@ DEMO_OUT ?= demo-output
 
 .PHONY: install test lint demo ablation clean
 
-# A dropped connection to the package registry once failed CI mid-download: pip retries and resumes
-# downloads itself, and each install step is tried three times before the build gives up.
+# Registry connections can drop mid-download: pip retries and resumes, and each install step is tried three times.
 PIP := $(PY) -m pip install -q --retries 10 --timeout 60
 RETRY3 = for attempt in 1 2 3; do $(1) && break; test $$attempt = 3 && exit 1; sleep 20; done
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(call RETRY3,$(PIP) --upgrade pip)
-	# torch first and pinned: pip on this machine takes the pinned wheels from local disk.
+	# torch first and pinned, so a local wheel cache can serve it and the package install finds it satisfied.
 	$(call RETRY3,$(PIP) --resume-retries 20 torch==2.14.1 torchvision==0.29.1)
 	$(call RETRY3,$(PIP) --resume-retries 20 -e '.[test]')
 	touch $(STAMP)
@@ -33,8 +32,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pixelbert_pl.harness.demo --out $(DEMO_OUT)
 
-# The paper's Table 6 on ShapesWorld: 5 variants x 3 seeds, pre-training then VQA / NLVR2 / retrieval fine-tuning
-# (about 1.5-2 hours on 2 CPU cores); writes experiments/results/ablation/{runs.json,runs.csv,table.md,ablation.png}.
+# The paper's Table 6 on ShapesWorld: 5 variants x 3 seeds, pre-training then VQA / NLVR2 / retrieval fine-tuning;
+# writes experiments/results/ablation/{runs.json,runs.csv,table.md,ablation.png}.
 ablation: $(STAMP)
 	$(PY) experiments/ablation.py --out experiments/results/ablation
 

@@ -1,4 +1,4 @@
-"""Every figure of the speed issue in one process, cheapest first, each measurement on its own so that one failure
+"""Every benchmark figure in one process, cheapest first, each measurement on its own so that one failure
 does not lose the rest; the JSON lines go to stdout and to `--out`. The last line is the summary with the ratios
 against the compiled yardstick.
 
@@ -141,8 +141,8 @@ def cheap_figures(args: argparse.Namespace, yardstick: Any, y: argparse.Namespac
 
 
 def compiled_training(args: argparse.Namespace) -> None:
-    """Compiled training, each configuration in its own process, most needed first: the yardstick as the issue runs
-    it (--compile, cuDNN benchmark off), the project as shipped (profiled, syncs counted), then the variants. With
+    """Compiled training, each configuration in its own process, most needed first: the yardstick as the comparison
+    runs it (--compile, cuDNN benchmark off), the project as shipped (profiled, syncs counted), then the variants. With
     `--budget-s`, a figure is skipped when less than `--figure-s` seconds are left and cut when the budget ends."""
     size, batch = tuple(args.size), args.batch
     shapes = ["--size", *map(str, size), "--batch", str(batch), "--warmup", str(args.warmup)]

@@ -1,5 +1,5 @@
-"""Tiny downstream corpora in their published formats and layouts (PAPER.md §7.2, §7.4, §7.5), with real images;
-the fixtures in conftest.py write them, the tests import the expected contents from here.
+"""Tiny downstream corpora in their published formats and layouts (docs/paper_facts.md §7.2, §7.4, §7.5), with real
+images; the fixtures in conftest.py write them, the tests import the expected contents from here.
 
 Image sizes differ on purpose (landscape and portrait), so that padding and pixel masks are exercised.
 """

@@ -1,7 +1,7 @@
 """Where `pixelbert fit` writes checkpoints, how, and the best one.
 
 - One folder per run name: `<logger save_dir>/<logger name>/checkpoints/`, not Lightning's default of one inside each
-  `version_N` folder, which every run opens afresh: there `--ckpt_path last` never found the previous run's
+  `version_N` folder, which every run opens afresh, so `--ckpt_path last` could not find the previous run's
   `last.ckpt`. Lightning resolves "last" in each ModelCheckpoint's `dirpath`; the CLI sets that folder on every
   ModelCheckpoint left without one (`use_run_checkpoint_dir`). A new run of the same name writes `last-v1.ckpt`
   beside the old `last.ckpt` (Lightning's version counter), and "last" is the newest of them.

@@ -1,4 +1,4 @@
-"""Caption-corpus readers on tiny generated fixtures that use the published field names (PAPER.md §7.1-7.3)."""
+"""Caption-corpus readers on tiny fixtures with the published field names (docs/paper_facts.md §7.1-7.3)."""
 
 from __future__ import annotations
 
@@ -262,7 +262,7 @@ def test_coco_and_visual_genome_repeated_ids_name_both_entries(tmp_path: Path) -
 
 
 def test_pretraining_never_sees_karpathy_eval_images(tmp_path: Path) -> None:
-    """PRIOR_ART.md L4: COCO train + restval and VG minus Karpathy val/test share no image with val/test."""
+    """docs/prior_art.md L4: COCO train + restval and VG minus Karpathy val/test share no image with val/test."""
     karpathy_file, coco_root = _karpathy_coco(tmp_path)
     flickr_file, _ = _karpathy_flickr(tmp_path)
     region_file, image_data_file, dirs = _visual_genome(tmp_path)

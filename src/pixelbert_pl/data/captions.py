@@ -1,12 +1,13 @@
-"""Caption corpora for pre-training (PAPER.md §2.1, §7.1-7.3): raw COCO captions, the Karpathy splits and Visual
-Genome region descriptions, read into one record type, `ImageCaptions`, and handed on to Hugging Face `datasets`.
+"""Caption corpora for pre-training (docs/paper_facts.md §2.1, §7.1-7.3): raw COCO captions, the Karpathy splits and
+Visual Genome region descriptions, read into one record type, `ImageCaptions`, and handed on to Hugging Face `datasets`.
 
-Pre-training must never see evaluation images (PRIOR_ART.md L4): take COCO through
+Pre-training must never see evaluation images (docs/prior_art.md L4): take COCO through
 `read_karpathy(..., splits=PRETRAIN_SPLITS)` and pass `karpathy_coco_ids(...)` (val + test) to `read_visual_genome`.
 
-Readers fail loudly (L16). A malformed file raises `AnnotationError` naming the file, the entry and the field. Images
-whose file does not exist raise `FileNotFoundError`; with `allow_missing=True` they are skipped instead and the count
-is logged as a warning on this module's logger, so the return type is always a plain `list[ImageCaptions]`.
+Readers fail loudly (docs/prior_art.md L16). A malformed file raises `AnnotationError` naming the file, the entry and
+the field. Images whose file does not exist raise `FileNotFoundError`; with `allow_missing=True` they are skipped
+instead and the count is logged as a warning on this module's logger, so the return type is always a plain
+`list[ImageCaptions]`.
 """
 
 from __future__ import annotations

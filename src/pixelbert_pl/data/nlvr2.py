@@ -1,4 +1,4 @@
-"""NLVR2 (PAPER.md §3.2, §7.5): one sentence about a pair of images, True or False.
+"""NLVR2 (docs/paper_facts.md §3.2, §7.5): one sentence about a pair of images, True or False.
 
 The "Pair" setting: each example becomes two (image, sentence) rows through Pixel-BERT, left then right, and the
 task concatenates their [CLS] outputs. Shapes: b examples, 2b images, t tokens.

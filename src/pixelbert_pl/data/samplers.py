@@ -3,8 +3,8 @@
 the CNN once for the whole run of them.
 
 VQA v2 has 5.4 questions per image. With two questions of an image side by side, a batch of 16 questions holds 8
-images and the CNN, most of the fine-tuning step at 800 x 1333, does half the work: on an H200, 572 against 394
-questions/s with CUDA graphs (benchmarks/results/README.md). The epoch still sees every question once.
+images and the CNN, most of the fine-tuning step at 800 x 1333, does half the work (measured gain:
+benchmarks/results/design_notes.md). The epoch still sees every question once.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NLVR2 accuracy and consistency, as the official `nlvr2/eval/metrics.py` defines them (PAPER.md §6.3).
+"""NLVR2 accuracy and consistency, as the official `nlvr2/eval/metrics.py` defines them (docs/paper_facts.md §6.3).
 
 Predictions and labels may be bools, 0/1 (ints, numpy or tensor scalars) or the strings "True"/"False" in any
 case (the official script compares lowercased strings); anything else is an error rather than a silent miss.

@@ -1,4 +1,4 @@
-"""Image-text retrieval recall@K from a full (images x texts) score matrix (PAPER.md §6.4).
+"""Image-text retrieval recall@K from a full (images x texts) score matrix (docs/paper_facts.md §6.4).
 
 Ties are broken pessimistically: a ground-truth item ranks behind every wrong item with an equal score. A model
 whose scores collapse to a constant therefore gets (near) zero recall, instead of whatever an argsort's tie order

@@ -1,9 +1,9 @@
 """VQA v2: the official per-question accuracy, the 3,129-answer vocabulary and the soft training targets.
 
-The rules are those of the official evaluation script after its 2021 fix (PAPER.md §6.1) and of
-`compute_softscore.py` for the vocabulary and targets (PAPER.md §6.2). Several of their quirks are kept on purpose
-because they change scores: normalisation is skipped when all human answers agree, at most 32 periods are stripped,
-and a few contraction keys can never match.
+The rules are those of the official evaluation script after its 2021 fix (docs/paper_facts.md §6.1) and of
+`compute_softscore.py` for the vocabulary and targets (docs/paper_facts.md §6.2). Several of their quirks are kept
+on purpose because they change scores: normalisation is skipped when all human answers agree, at most 32 periods are
+stripped, and a few contraction keys can never match.
 """
 
 from __future__ import annotations
@@ -125,9 +125,9 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
 def build_answer_vocab(annotations: Iterable[Mapping[str, Any]], min_count: int = 9) -> list[str]:
     """The answer classes: normalised `multiple_choice_answer`s given for at least `min_count` questions.
 
-    Only `multiple_choice_answer` is counted (one per question, PAPER.md §6.2), never the 10 human `answers`.
-    Each goes through the punctuation and digit/article/contraction steps; the reference's extra comma deletion
-    is a no-op after them, since the comma is one of the punctuation characters. A question counts once even if
+    Only `multiple_choice_answer` is counted (one per question, docs/paper_facts.md §6.2), never the 10 human
+    `answers`. Each goes through the punctuation and digit/article/contraction steps; the reference's extra comma
+    deletion is a no-op after them, since the comma is one of the punctuation characters. A question counts once even if
     listed twice (by `question_id` when present). With train+val and min_count=9 this yields 3,129 answers.
 
     Returns:
@@ -151,7 +151,7 @@ _SOFT_SCORES = (0.0, 0.3, 0.6, 0.9, 1.0)
 def vqa_soft_targets(answers: Sequence[str], answer_to_index: Mapping[str, int]) -> dict[int, float]:
     """BCE targets {label: score} from the raw human answers: 0.3 / 0.6 / 0.9 / 1.0 for 1 / 2 / 3 / >= 4 annotators.
 
-    The answers are counted exactly as given, not normalised, as the reference does (PAPER.md §6.2); answers
+    The answers are counted exactly as given, not normalised, as the reference does (docs/paper_facts.md §6.2); answers
     outside the vocabulary are dropped, so the result may be empty.
     """
     if isinstance(answers, str):

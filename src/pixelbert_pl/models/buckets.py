@@ -1,10 +1,9 @@
 """Text-length buckets: which rows of a batch share one transformer call, and how much text each call keeps.
 
 A batch's text is padded to its longest caption, and the pixel tokens follow the padding, so every row pays for
-the longest caption in the batch. On ShapesWorld the mean caption is 12 tokens and the longest 24: with 24 pixel
-tokens a row, a quarter of the transformer's tokens were padding. Splitting the rows into a few groups of similar
-length, each trimmed to its own longest caption, removes most of that; since padded keys are masked, each row's
-real positions come out the same (`PixelBertModel.forward`, `text_length_buckets`).
+the longest caption in the batch (a ShapesWorld count: experiments/results/design_notes.md). Splitting the rows into
+a few groups of similar length, each trimmed to its own longest caption, removes most of that; since padded keys are
+masked, each row's real positions come out the same (`PixelBertModel.forward`, `text_length_buckets`).
 """
 
 from __future__ import annotations
