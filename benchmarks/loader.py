@@ -22,7 +22,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import emit, environment
-from pixelbert_pl.data.images import ImageTransform, load_image, pad_images
+from pixelbert_pl.data.images import load_image, pad_images
+from pixelbert_pl.processing import ImageTransform
 
 
 def write_jpegs(folder: Path, count: int, size: tuple[int, int] = (480, 640), seed: int = 0) -> list[Path]:

@@ -238,9 +238,8 @@ def measure_training(
 
 def _loss(task: PixelBertTask, batch: Any, amp: bool, device: str) -> torch.Tensor:
     with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
-        if isinstance(task, PretrainTask):
-            return task(batch, sample=True)["loss"]
-        return task.compute_loss(task(batch), batch)
+        kwargs = {"sample": True} if isinstance(task, PretrainTask) else {}
+        return task.losses(batch, **kwargs)["loss"]
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ def test_each_variant_trains_what_it_says(variant, shapes_root, monkeypatch) -> 
     original = task.model.sample_pixels
     monkeypatch.setattr(task.model, "sample_pixels", lambda *a, **k: sampled.append(1) or original(*a, **k))
     task.train()
-    result = task(batch, sample=task.use_sampling)
-    assert ("itm_loss" in result) == (variant != "mlm_only")
-    assert ("mlm_loss" in result) == (variant != "itm_only")
+    result = task.losses(batch, sample=task.use_sampling)
+    assert ("itm" in result) == (variant != "mlm_only")
+    assert ("mlm" in result) == (variant != "itm_only")
     assert bool(sampled) == (variant != "mlm_itm_no_sampling")
     assert torch.isfinite(result["loss"])
 

@@ -32,8 +32,7 @@ def _data_args(config: Path, roots: dict[str, Path], minilm_path: str) -> list[s
         "--data.init_args.image_max_size", "96",
         "--model.init_args.text_encoder", "null",
         "--model.init_args.visual_weights", "null",
-        # The recipes compile for the GPU; compiling BERT-base on 2 CPU cores would take minutes per recipe, and
-        # tests/tasks/test_fast_path.py checks the compiled path against the plain one.
+        # Compiling BERT-base is too slow for the CPU; tests/tasks/test_fast_path.py checks the compiled path.
         "--model.init_args.compile", "false",
     ]  # fmt: skip
     if "VQADataModule" in text:

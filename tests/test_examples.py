@@ -116,7 +116,7 @@ def test_the_example_trains_through_the_cli(shapes_ve: Path, shapes_root: Path, 
     # One manual step on a training batch: every parameter of backbone and head gets a finite gradient.
     batch = next(iter(cli.datamodule.train_dataloader()))
     task.train().zero_grad()
-    loss = task.compute_loss(task(batch), batch)
+    loss = task.losses(batch)["loss"]
     loss.backward()
     assert torch.isfinite(loss)
     missing = [name for name, p in task.named_parameters() if p.requires_grad and p.grad is None]

@@ -71,9 +71,8 @@ def test_save_pretrained_and_export_round_trip(vqa, tmp_path, shapes_root) -> No
     assert {p.name for p in (tmp_path / "saved").iterdir()} >= {"config.json", "model.safetensors", "heads.safetensors"}
     loaded = Predictor.from_pretrained(tmp_path / "saved")
     assert loaded.answer(images, questions, top_k=2) == expected
-    assert loaded.task.answer_vocab == task.answer_vocab and loaded.config == predictor.config.replace(
-        tokenizer=loaded.config.tokenizer
-    )
+    assert loaded.task.answer_vocab == task.answer_vocab and loaded.task.model.config == task.model.config
+    assert loaded.processing == predictor.processing.replace(tokenizer=loaded.processing.tokenizer)
 
     checkpoint = _checkpoint(task, tmp_path / "task.ckpt")
     assert export([str(checkpoint), str(tmp_path / "exported"), "--tokenizer", _vocab(shapes_root)]) == 0

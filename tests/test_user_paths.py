@@ -21,7 +21,7 @@ from pixelbert_pl.harness.demo import CONFIGS
 from pixelbert_pl.metrics.vqa import vqa_accuracy
 
 VQA = CONFIGS / "vqa_shapes.yaml"
-IMAGE_SIZE = 48  # the data's, not the recipe's model_overrides (64): what a checkpoint must carry to predict
+IMAGE_SIZE = 48  # the data's, not the recipe's (64): what a checkpoint must carry to predict
 
 
 def _vqa_args(root: Path, out: Path, *extra: str) -> list[str]:
@@ -128,3 +128,45 @@ def test_a_checkpoint_names_a_registered_task_and_runs_no_code(trained, tmp_path
     torch.save(checkpoint, planted)
     with pytest.raises(ValueError, match=r"task 'torch.hub.load' is not a registered task"):
         Predictor.from_checkpoint(planted)
+
+
+def _as_written_before_processing_moved(checkpoint: dict) -> dict:
+    """The layout of checkpoints from when `PixelBertConfig` held the preprocessing fields: one config dict, the
+    task's hyper-parameters with the image sizes in `model_overrides`, and no "processing" entry."""
+    saved = checkpoint["pixelbert"]
+    processing = saved.pop("processing")
+    saved["config"].update(
+        processing, image_mean=tuple(processing["image_mean"]), image_std=tuple(processing["image_std"])
+    )
+    hparams = checkpoint["hyper_parameters"]
+    hparams.pop("processing")
+    hparams["model_overrides"] = {**(hparams.get("model_overrides") or {}), "image_min_size": IMAGE_SIZE,
+                                  "image_max_size": IMAGE_SIZE}  # fmt: skip
+    return checkpoint
+
+
+def test_checkpoints_and_exports_from_before_processing_moved_still_predict(trained, shapes_root, tmp_path) -> None:
+    from pixelbert_pl.models import pretrained
+    from pixelbert_pl.tasks import VQATask
+    from pixelbert_pl.tasks.base import load_checkpoint
+
+    last = trained["folder"] / "last.ckpt"
+    records = ShapesWorldVQADataModule(root=str(shapes_root), num_workers=0).records("val")[:6]
+    images, questions = [r.image_path for r in records], [r.question for r in records]
+    current = Predictor.from_checkpoint(last)
+    expected = current.answer(images, questions)
+
+    old = tmp_path / "old.ckpt"
+    torch.save(_as_written_before_processing_moved(load_checkpoint(last)), old)
+    loaded = Predictor.from_checkpoint(old)
+    assert loaded.processing == current.processing and loaded.processing.image_min_size == IMAGE_SIZE
+    assert loaded.answer(images, questions) == expected
+    hparams = {k: v for k, v in load_checkpoint(old)["hyper_parameters"].items() if not k.startswith("_")}
+    task = VQATask(**hparams)  # what the old hyper-parameters alone rebuild: the sizes become processing
+    assert task.model.processing.image_min_size == IMAGE_SIZE and "image_min_size" not in task.hparams.model_overrides
+
+    exported = current.save_pretrained(tmp_path / "exported")
+    document = json.loads((exported / pretrained.CONFIG_NAME).read_text())
+    document["model"].update(document.pop("processing"))  # an export's config.json of that time
+    (exported / pretrained.CONFIG_NAME).write_text(json.dumps(document))
+    assert Predictor.from_pretrained(exported).answer(images, questions) == expected

@@ -66,11 +66,11 @@ class VisualEntailmentTask(PixelBertTask):
         out = self.model(batch.input_ids, batch.attention_mask, pixel_tokens=pixels, image_index=batch.image_index)
         return self.classifier(out.cls_output).float()
 
-    def compute_loss(self, outputs: torch.Tensor, batch: ImageTextClassificationBatch) -> torch.Tensor:
+    def compute_loss(self, outputs: torch.Tensor, batch: ImageTextClassificationBatch) -> dict[str, torch.Tensor]:
         labelled = batch.labels != UNLABELLED
         if not labelled.any():  # a batch of a hidden test split: no loss, and 0 rather than NaN
-            return outputs.sum() * 0.0
-        return F.cross_entropy(outputs[labelled], batch.labels[labelled])
+            return {"entailment": outputs.sum() * 0.0}
+        return {"entailment": F.cross_entropy(outputs[labelled], batch.labels[labelled])}
 
     def update_metrics(
         self, metrics: dict[str, Metric], outputs: torch.Tensor, batch: ImageTextClassificationBatch

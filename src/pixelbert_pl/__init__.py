@@ -7,8 +7,8 @@ from pixelbert_pl.models import (
     create_model,
     get_config,
     list_models,
-    load_tokenizer,
 )
+from pixelbert_pl.processing import ProcessingConfig, load_tokenizer
 
 __version__ = "0.1.0"
 
@@ -27,6 +27,7 @@ __all__ = [
     "PixelBertModel",
     "PixelBertOutput",
     "Predictor",
+    "ProcessingConfig",
     "__version__",
     "create_model",
     "get_config",

@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     options = datamodule.options
     results = {
-        split: scan_split(records, datamodule.tokenizer, options.max_text_length, args.workers)
+        split: scan_split(records, datamodule.tokenizer, datamodule.processing.max_text_length, args.workers)
         for split, records in splits.items()
     }
     return report(results, options.max_skipped_fraction)

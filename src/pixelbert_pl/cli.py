@@ -26,6 +26,9 @@ class PixelBertCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         # The tokenizer (a data setting) decides the embedding table's size.
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        # The one description of the inputs (resize, normalisation, tokenizer, text length): the DataModule builds
+        # it from its arguments, and the task, its checkpoints and exports carry the same object.
+        parser.link_arguments("data.processing", "model.init_args.processing", apply_on="instantiate")
         # The answer classes come from the training annotations; jsonargparse skips the link for data modules
         # and tasks without them.
         parser.link_arguments("data.answer_vocab", "model.init_args.answer_vocab", apply_on="instantiate")

@@ -23,12 +23,18 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
-from pixelbert_pl.data.images import ImageTransform, load_image, pad_images, real_sizes
+from pixelbert_pl.data.images import load_image, pad_images, real_sizes
 from pixelbert_pl.data.nlvr2 import collate_nlvr2
 from pixelbert_pl.data.retrieval import RetrievalTexts
 from pixelbert_pl.data.vqa import collate_vqa
-from pixelbert_pl.models import PixelBertModel, load_tokenizer, pretrained
-from pixelbert_pl.models.tokenizer import tokenizer_from_files
+from pixelbert_pl.models import PixelBertModel, pretrained
+from pixelbert_pl.processing import (
+    ImageTransform,
+    ProcessingConfig,
+    load_tokenizer,
+    split_processing,
+    tokenizer_from_files,
+)
 from pixelbert_pl.tasks import NLVR2Task, PixelBertTask, PretrainTask, RetrievalTask, VQATask, get_task
 from pixelbert_pl.tasks.base import CHECKPOINT_KEY, load_checkpoint
 from pixelbert_pl.tasks.registry import task_name
@@ -37,8 +43,8 @@ ImageInput = str | os.PathLike[str] | Image.Image | torch.Tensor
 HEADS_NAME = "heads.safetensors"
 # Arguments that rebuild the network or say where its weights came from: the saved config and files replace them,
 # so loading reads no other file and downloads nothing.
-_BUILD_ARGS = {"preset", "text_encoder", "visual_weights", "vocab_size", "model_overrides", "optimizer", "init_from",
-               "channels_last", "compile"}  # fmt: skip
+_BUILD_ARGS = {"preset", "text_encoder", "visual_weights", "vocab_size", "model_overrides", "processing", "optimizer",
+               "init_from", "channels_last", "compile"}  # fmt: skip
 # Which task a checkpoint holds, by the head its state_dict has (for checkpoints that do not name their task).
 _TASK_BY_HEAD = {"vqa_head.": VQATask, "nlvr2_head.": NLVR2Task, "rank_head.": RetrievalTask, "itm_head.": PretrainTask}
 
@@ -53,9 +59,9 @@ class Predictor:
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.dtype = dtype
-        self.config = task.model.config
-        self.transform = ImageTransform.from_config(self.config)
-        self.transform.normalize = False  # uint8 to the device; the model normalises there, as in training
+        self.processing = task.model.processing
+        # uint8 to the device; the model normalises there, as in training.
+        self.transform = ImageTransform.from_config(self.processing, normalize=False)
 
     # ---------------------------------------------------------------------------------------- loading
 
@@ -78,7 +84,9 @@ class Predictor:
             task = _checkpoint_task(path, class_path, state)
         saved = checkpoint.get(CHECKPOINT_KEY)
         if saved is not None:
-            built = build_task(task, saved["config"], hparams)
+            architecture, legacy = split_processing(saved["config"])
+            processing = saved.get("processing") or hparams.get("processing") or legacy
+            built = build_task(task, architecture, ProcessingConfig.from_dict(processing, str(path)), hparams)
         else:  # written without the fit loop (a bare torch.save of state_dict and hparams)
             built = task(**hparams)
         built.load_state_dict(state)
@@ -87,7 +95,7 @@ class Predictor:
         elif saved is not None and saved.get("tokenizer_files"):
             loaded = tokenizer_from_files(saved["tokenizer_files"], source=str(path))
         else:
-            name = built.model.config.tokenizer or built.model.config.text_encoder
+            name = built.model.processing.tokenizer or built.model.config.text_encoder
             if name is None:
                 raise ValueError(f"{path}: holds no tokenizer, and its config names none: pass tokenizer=")
             loaded = load_tokenizer(name)
@@ -109,7 +117,7 @@ class Predictor:
         if not isinstance(task_args, dict) or (refused := sorted(set(task_args) & _BUILD_ARGS)):
             raise ValueError(f"{source}: task_args may not set {refused if isinstance(task_args, dict) else task_args}")
         model = PixelBertModel.from_pretrained(directory)
-        task = build_task(task_cls, model.config.to_dict(), task_args)
+        task = build_task(task_cls, model.config.to_dict(), model.processing, task_args)
         heads = pretrained.load_tensors(directory / HEADS_NAME)
         weights = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **heads}
         # Tied to the word embeddings (restored by the tie) or metric state: nothing the files need to hold.
@@ -117,7 +125,7 @@ class Predictor:
         if [k for k in missing if k != "mlm_head.decoder.weight"]:
             raise ValueError(f"{directory}: {HEADS_NAME} or {pretrained.WEIGHTS_NAME} lacks {missing[:5]}")
         task.load_state_dict(weights, strict=False)
-        return cls(task, load_tokenizer(model.config.tokenizer or directory), device, dtype)
+        return cls(task, load_tokenizer(model.processing.tokenizer or directory), device, dtype)
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """config.json (+ the task's registered name and its arguments), model.safetensors, heads.safetensors and
@@ -143,7 +151,7 @@ class Predictor:
         return self.transform(image)
 
     def token_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, truncation=True, max_length=self.config.max_text_length)["input_ids"]
+        return self.tokenizer(text, truncation=True, max_length=self.processing.max_text_length)["input_ids"]
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
@@ -236,7 +244,7 @@ class Predictor:
 
     def _texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = self.tokenizer(
-            list(texts), truncation=True, max_length=self.config.max_text_length, padding=True, return_tensors="pt"
+            list(texts), truncation=True, max_length=self.processing.max_text_length, padding=True, return_tensors="pt"
         )
         return encoded["input_ids"].to(self.device), encoded["attention_mask"].bool().to(self.device)
 
@@ -252,12 +260,15 @@ class Predictor:
         return (logits[:, 1] - logits[:, 0]).view(n, t).cpu()
 
 
-def build_task(task_cls: type[PixelBertTask], model_config: dict[str, Any], task_args: dict[str, Any]) -> PixelBertTask:
+def build_task(
+    task_cls: type[PixelBertTask], model_config: dict[str, Any], processing: ProcessingConfig, task_args: dict[str, Any]
+) -> PixelBertTask:
     """`task_cls` with the network `model_config` describes (every `PixelBertConfig` field; no weights loaded or
-    downloaded) and its other constructor arguments from `task_args` (weight sources and build options dropped)."""
+    downloaded), fed as `processing` says, and its other constructor arguments from `task_args` (weight sources and
+    build options dropped)."""
     overrides = {k: v for k, v in model_config.items() if k not in ("text_encoder", "visual_weights")}
     args = {k: v for k, v in task_args.items() if k not in _BUILD_ARGS}
-    return task_cls(preset="pixelbert_tiny", model_overrides=overrides, **args)
+    return task_cls(preset="pixelbert_tiny", model_overrides=overrides, processing=processing, **args)
 
 
 def _checkpoint_task(path: Any, class_path: str | None, state: dict[str, Any]) -> type[PixelBertTask]:

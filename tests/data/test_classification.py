@@ -22,8 +22,7 @@ from pixelbert_pl.data.classification import (
     collate_image_text,
     read_image_text_jsonl,
 )
-from pixelbert_pl.data.images import ImageTransform
-from pixelbert_pl.models import load_tokenizer, write_wordpiece_vocab
+from pixelbert_pl.processing import ImageTransform, load_tokenizer, write_wordpiece_vocab
 
 SMALL = {"image_min_size": 32, "image_max_size": 64, "size_divisor": 8, "num_workers": 0}
 

@@ -100,7 +100,7 @@ def test_nlvr2_train_and_dev_must_be_labelled_a_test_file_need_not(nlvr2_root: P
 
 
 def test_vqa_empty_question_lists_name_the_argument(vqa_root: Path, minilm_path: str) -> None:
-    """The recipes default to `[]`; forgetting the flag used to fail as a missing column deep in `datasets`."""
+    """The recipes default to `[]`: a forgotten flag must be named, not fail as a missing column in `datasets`."""
     given = _vqa(vqa_root, minilm_path).options
     empty_train = VQADataModule([], [], given.val_questions, given.val_annotations, tokenizer=minilm_path, **SMALL)
     with pytest.raises(ValueError, match=r"train_questions and train_annotations are empty; expected VQA v2 questions"):

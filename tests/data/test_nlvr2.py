@@ -1,4 +1,4 @@
-"""NLVR2 reader, samples and collate on the released format and layout (PAPER.md §7.5) and on ShapesWorld."""
+"""NLVR2 reader, samples and collate on the released format and layout (docs/paper_facts.md §7.5) and on ShapesWorld."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from corpora import LANDSCAPE, NLVR2_DEV, NLVR2_TEST1, NLVR2_TRAIN, PORTRAIT
 from pixelbert_pl.data.captions import AnnotationError
-from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.nlvr2 import NLVR2Batch, NLVR2Dataset, NLVR2Record, collate_nlvr2, read_nlvr2
-from pixelbert_pl.models import load_tokenizer
+from pixelbert_pl.processing import ImageTransform, load_tokenizer
 
 
 def test_train_images_live_in_their_directory_folder(nlvr2_root: Path) -> None:
@@ -47,7 +46,7 @@ def test_dev_is_flat_and_a_hidden_test_split_is_unlabelled(nlvr2_root: Path) -> 
 
 @pytest.mark.parametrize("labelled", [True, None])
 def test_a_labelled_split_missing_a_label_names_the_file_and_line(nlvr2_root: Path, labelled: bool | None) -> None:
-    """A train / dev line without a label used to become an unlabelled example, silently out of the accuracy."""
+    """A train / dev line without a label is an error: as an unlabelled example it would drop out of the accuracy."""
     path = nlvr2_root / "data" / "dev.json"
     entries = _lines(path)
     del entries[1]["label"]

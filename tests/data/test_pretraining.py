@@ -5,14 +5,13 @@ import pytest
 import torch
 
 from pixelbert_pl.data.captions import ImageCaptions, read_karpathy
-from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.pretraining import (
     IGNORE_INDEX,
     CaptionPretrainDataset,
     EpochKeyedSampler,
     collate_pretrain,
 )
-from pixelbert_pl.models import load_tokenizer
+from pixelbert_pl.processing import ImageTransform, load_tokenizer
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from corpora import FLICKR, LANDSCAPE, PORTRAIT
 from pixelbert_pl.data.captions import ImageCaptions, read_karpathy
-from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.retrieval import (
     RetrievalImageBatch,
     RetrievalImageDataset,
@@ -21,7 +20,7 @@ from pixelbert_pl.data.retrieval import (
     collate_retrieval_train,
     retrieval_texts,
 )
-from pixelbert_pl.models import load_tokenizer
+from pixelbert_pl.processing import ImageTransform, load_tokenizer
 
 TRANSFORM = ImageTransform(32, 64, size_divisor=8)
 

@@ -1,4 +1,4 @@
-"""VQA v2 reader, samples and collate on the released formats (PAPER.md §7.4) and on ShapesWorld."""
+"""VQA v2 reader, samples and collate on the released formats (docs/paper_facts.md §7.4) and on ShapesWorld."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from corpora import LANDSCAPE, PORTRAIT, VQA_TRAIN
 from pixelbert_pl.data.captions import AnnotationError
-from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.vqa import VQABatch, VQADataset, VQARecord, collate_vqa, read_vqa
-from pixelbert_pl.models import load_tokenizer
+from pixelbert_pl.processing import ImageTransform, load_tokenizer
 
 TRAIN_Q = "v2_OpenEnded_mscoco_train2014_questions.json"
 TRAIN_A = "v2_mscoco_train2014_annotations.json"
@@ -129,7 +128,7 @@ def train_dataset(vqa_root: Path, minilm_path: str) -> VQADataset:
 
 def test_item_soft_targets_count_raw_answers(train_dataset: VQADataset) -> None:
     item = train_dataset[(3, 1)]  # question 9001: "4" x3, "four" x1, "6" x6
-    # Raw answers are counted as given ("four" is not "4"), PAPER.md §6.2.
+    # Raw answers are counted as given ("four" is not "4"), docs/paper_facts.md §6.2.
     assert item["targets"] == {2: 0.9, 4: 1.0}
     assert train_dataset[0]["targets"] == {0: 1.0}  # "red" x8; "dark red" is not in the vocabulary
     assert item["question_id"] == 9001 and item["answer_type"] == "number" and len(item["answers"]) == 10

@@ -106,4 +106,4 @@ def test_cli_needs_only_the_shapesworld_root(cls: type, shapes_root: Path) -> No
     parser.add_class_arguments(cls, "data")
     config = parser.parse_args(["--data.root", str(shapes_root)])
     dm = parser.instantiate_classes(config).data
-    assert isinstance(dm, cls) and dm.options.image_min_size == 96 and dm.options.tokenizer.endswith("vocab.txt")
+    assert isinstance(dm, cls) and dm.processing.image_min_size == 96 and dm.processing.tokenizer.endswith("vocab.txt")

@@ -8,8 +8,8 @@ import torch
 import pixelbert_pl.harness.grounding as grounding
 from pixelbert_pl import create_model, load_tokenizer
 from pixelbert_pl.data.captions import read_karpathy
-from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.harness.shapes import COLOURS, SHAPES, Scene
+from pixelbert_pl.processing import ImageTransform
 
 CELL = 10  # the oracle's most attended cell, in raster order of the tiny preset's 6 x 6 grid on 96 px scenes
 

@@ -1,7 +1,7 @@
 import pytest
 
 import pixelbert_pl
-from pixelbert_pl.models.config import PixelBertConfig
+from pixelbert_pl.models.config import PixelBertConfig, preset_processing
 
 
 def test_presets_are_listed_and_faithful() -> None:
@@ -9,9 +9,12 @@ def test_presets_are_listed_and_faithful() -> None:
     r50 = pixelbert_pl.get_config("pixelbert_r50")
     assert (r50.backbone, r50.backbone_stride, r50.visual_pool_size, r50.token_stride) == ("resnet50", 32, 2, 64)
     assert (r50.hidden_size, r50.num_hidden_layers, r50.num_attention_heads) == (768, 12, 12)
-    assert (r50.image_min_size, r50.image_max_size, r50.pixel_sample_size) == (800, 1333, 100)
-    x152 = pixelbert_pl.get_config("pixelbert_x152")
-    assert (x152.backbone, x152.image_min_size, x152.image_max_size) == ("resnext152_32x8d", 600, 1000)
+    assert r50.pixel_sample_size == 100
+    r50_input = preset_processing("pixelbert_r50")
+    assert (r50_input.image_min_size, r50_input.image_max_size, r50_input.tokenizer) == (800, 1333, "bert-base-uncased")
+    assert pixelbert_pl.get_config("pixelbert_x152").backbone == "resnext152_32x8d"
+    x152_input = preset_processing("pixelbert_x152")
+    assert (x152_input.image_min_size, x152_input.image_max_size) == (600, 1000)
 
 
 def test_overrides_and_errors_name_the_field() -> None:

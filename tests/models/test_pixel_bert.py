@@ -6,8 +6,8 @@ from transformers import BertModel
 
 import pixelbert_pl
 from numerics import FLOAT32, FLOAT32_DEEP, assert_close_scaled, assert_grads_close
-from pixelbert_pl.models import load_tokenizer
 from pixelbert_pl.models.buckets import length_buckets
+from pixelbert_pl.processing import load_tokenizer
 
 
 def test_text_path_reproduces_bert_from_real_weights(minilm_path) -> None:

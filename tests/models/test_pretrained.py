@@ -5,21 +5,23 @@ import json
 import pytest
 import torch
 
-from pixelbert_pl import PixelBertModel, create_model, load_tokenizer
+from pixelbert_pl import PixelBertModel, create_model
+from pixelbert_pl.processing import ProcessingConfig, load_tokenizer
 
 
 def test_round_trip_gives_identical_outputs_and_config(tmp_path, shapes_root) -> None:
-    model = create_model("pixelbert_tiny", image_min_size=64, max_text_length=20).eval()
+    processing = ProcessingConfig(tokenizer=None, image_min_size=64, image_max_size=96, max_text_length=20)
+    model = create_model("pixelbert_tiny", processing=processing).eval()
     tokenizer = load_tokenizer(shapes_root / "vocab.txt")
     model.save_pretrained(tmp_path / "export", tokenizer=tokenizer, extra_config={"task": "none"})
     assert {p.name for p in (tmp_path / "export").iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json"}
     assert json.loads((tmp_path / "export" / "config.json").read_text())["task"] == "none"
 
     loaded = PixelBertModel.from_pretrained(tmp_path / "export").eval()
-    # Every preprocessing setting comes back; the tokenizer is the saved copy.
-    assert loaded.config.replace(tokenizer=None) == model.config.replace(tokenizer=None, text_encoder=None)
-    assert (loaded.config.image_min_size, loaded.config.max_text_length) == (64, 20)
-    reloaded_tokenizer = load_tokenizer(loaded.config.tokenizer)
+    # The architecture and every preprocessing setting come back; the tokenizer is the saved copy.
+    assert loaded.config == model.config.replace(text_encoder=None)
+    assert loaded.processing == processing.replace(tokenizer=str(tmp_path / "export"))
+    reloaded_tokenizer = load_tokenizer(loaded.processing.tokenizer)
     text = "a small red circle left of a blue square"
     assert reloaded_tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]
 

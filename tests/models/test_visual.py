@@ -106,11 +106,11 @@ def test_host_image_sizes_give_what_the_mask_gives(tiny_model) -> None:
 
 
 def test_uint8_pixels_are_normalised_on_the_device_as_on_the_host(tiny_model) -> None:
-    from pixelbert_pl.models.visual import normalize_pixels
+    from pixelbert_pl.processing import normalize_pixels
 
     raw = torch.randint(0, 256, (2, 3, 64, 80), dtype=torch.uint8)
-    config = tiny_model.config
-    host = normalize_pixels(raw, config.image_mean, config.image_std)
+    processing = tiny_model.processing
+    host = normalize_pixels(raw, processing.image_mean, processing.image_std)
     assert host.dtype == torch.float32 and abs(host.mean().item()) < 2
     with torch.no_grad():
         from_uint8 = tiny_model.encode_pixels(raw)

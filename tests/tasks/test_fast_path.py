@@ -20,7 +20,7 @@ def _loss_and_grads(task: PretrainTask, batch, autocast: bool = False) -> tuple[
     task.train()
     task.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = task(batch, sample=True)["loss"]
+        loss = task.losses(batch, sample=True)["loss"]
     loss.backward()
     return loss.detach().float(), {n: p.grad.clone() for n, p in task.named_parameters() if p.grad is not None}
 

@@ -25,7 +25,7 @@ def test_every_parameter_gets_a_gradient(task, data) -> None:
     batch = next(iter(data.train_dataloader()))
     logits = task(batch)
     assert logits.shape == (batch.input_ids.shape[0], 2)
-    task.compute_loss(logits, batch).backward()
+    task.compute_loss(logits, batch)["nlvr2"].backward()
     assert all_parameters_have_gradients(task) == []
 
 
@@ -45,7 +45,7 @@ def test_unlabelled_rows_carry_no_loss(task, data) -> None:
     batch = next(iter(data.train_dataloader()))
     logits = task(batch)
     batch.labels[:] = -1
-    assert task.compute_loss(logits, batch).item() == 0.0
+    assert task.compute_loss(logits, batch)["nlvr2"].item() == 0.0
 
 
 def test_epoch_metrics_match_the_official_functions(task, data) -> None:

@@ -23,8 +23,8 @@ def task(data) -> PretrainTask:
 
 def test_every_parameter_gets_a_gradient(task, data) -> None:
     batch = next(iter(data.train_dataloader()))
-    result = task(batch, sample=True)
-    assert set(result) >= {"loss", "mlm_loss", "itm_loss"}
+    result = task.losses(batch, sample=True)
+    assert set(result) == {"loss", "mlm", "itm"}
     result["loss"].backward()
     missing = [n for n, p in task.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
@@ -34,15 +34,15 @@ def test_every_parameter_gets_a_gradient(task, data) -> None:
 def test_mlm_loss_is_finite_with_no_masked_token(task, data) -> None:
     batch = next(iter(data.train_dataloader()))
     batch.mlm_labels.fill_(IGNORE_INDEX)
-    result = task(batch)
-    assert torch.isfinite(result["loss"]) and result["mlm_loss"].item() == 0.0
+    result = task.losses(batch)
+    assert torch.isfinite(result["loss"]) and result["mlm"].item() == 0.0
 
 
 def test_loss_weights_are_multipliers_and_zero_removes_the_head(data) -> None:
     itm_only = PretrainTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, mlm_weight=0.0)
     assert itm_only.mlm_head is None and itm_only.itm_head is not None
     batch = next(iter(data.train_dataloader()))
-    assert "mlm_loss" not in itm_only(batch)
+    assert set(itm_only.losses(batch)) == {"loss", "itm"}
     with pytest.raises(ValueError, match="not both 0"):
         PretrainTask(preset="pixelbert_tiny", mlm_weight=0.0, itm_weight=0.0)
 
@@ -63,8 +63,8 @@ def test_sampling_only_in_training_and_validation_is_deterministic(task, data) -
     task.eval()
     val_batch = next(iter(data.val_dataloader()))
     with torch.no_grad():
-        first = task(val_batch)["loss"]
-        second = task(next(iter(data.val_dataloader())))["loss"]
+        first = task.losses(val_batch)["loss"]
+        second = task.losses(next(iter(data.val_dataloader())))["loss"]
     assert calls == [True]  # no sampling in validation
     assert torch.equal(first, second)
 
@@ -90,10 +90,10 @@ def test_skip_pixel_rows_gives_the_same_losses_and_gradients(data) -> None:
     for skip in (False, True):
         torch.manual_seed(0)
         task = PretrainTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, skip_pixel_rows=skip).train()
-        result = task(batch, sample=True)
+        result = task.losses(batch, sample=True)
         result["loss"].backward()
         grads.append((result, {n: p.grad for n, p in task.named_parameters() if p.grad is not None}))
     (full, full_grads), (short, short_grads) = grads
-    for key in ("loss", "mlm_loss", "itm_loss"):
+    for key in ("loss", "mlm", "itm"):
         assert_close_scaled(short[key], full[key], FLOAT32, msg=key)
     assert_grads_close(short_grads, full_grads, FLOAT32_DEEP)

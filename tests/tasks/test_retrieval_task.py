@@ -35,7 +35,7 @@ def test_the_cnn_is_frozen_and_everything_else_trained(task, data) -> None:
     batch = next(iter(data.train_dataloader()))
     scores = task(batch)
     assert scores.shape == (batch.pixel_values.shape[0], 1 + 2)  # positive + the 2 hardest of 6 negatives
-    task.compute_loss(scores, batch).backward()
+    task.compute_loss(scores, batch)["rank"].backward()
     assert all_parameters_have_gradients(task) == []
 
 
@@ -60,12 +60,12 @@ def test_rank_head_starts_from_the_itm_head(data, pretrain_checkpoint) -> None:
 
 def _evaluate(task: RetrievalTask, data: ShapesWorldRetrievalDataModule) -> dict[str, float]:
     task.eval()
-    task.trainer = SimpleNamespace(datamodule=data, sanity_checking=False)  # what eval_texts reads
+    task.trainer = SimpleNamespace(datamodule=data, sanity_checking=False)  # what the evaluator reads
     task.on_validation_epoch_start()
     with torch.no_grad():
         for batch in data.val_dataloader():
             task.validation_step(batch, 0)
-    return task.recall("val")
+    return task.evaluator.compute("val")
 
 
 def test_exhaustive_recall_equals_the_metric_on_the_full_matrix(task, data) -> None:
@@ -82,7 +82,8 @@ def test_exhaustive_recall_equals_the_metric_on_the_full_matrix(task, data) -> N
                 one = task.score(pixels, texts.input_ids, texts.attention_mask, torch.full((n,), i))
                 rows.append(one.half().float())
     assert len(rows) == len(images)
-    assert result == retrieval_recall(torch.stack(rows), texts.text_to_image)
+    expected = retrieval_recall(torch.stack(rows), texts.text_to_image)
+    assert result == {**expected, "rsum": sum(expected.values())}
 
 
 def _rank(rank: int, world: int, init_file: str, state: dict, root: str, out: str, rerank: dict) -> None:
@@ -100,7 +101,7 @@ def _rank(rank: int, world: int, init_file: str, state: dict, root: str, out: st
 @pytest.mark.slow
 @pytest.mark.parametrize("rerank", [{}, {"rerank_top_k": 2, "coarse_pool": 3}], ids=["exhaustive", "rerank"])
 def test_two_process_evaluation_equals_one_process(task, data, shapes_root, tmp_path, rerank) -> None:
-    task.rerank_top_k, task.coarse_pool = rerank.get("rerank_top_k"), rerank.get("coarse_pool", 2)
+    task.evaluator.rerank_top_k, task.evaluator.coarse_pool = rerank.get("rerank_top_k"), rerank.get("coarse_pool", 2)
     single = _evaluate(task, data)
     out = tmp_path / "two.pt"
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -157,21 +158,21 @@ def test_score_matrix_scores_each_pair_as_alone_without_padding(task) -> None:
 def test_rerank_with_every_pair_a_candidate_is_exhaustive(task, data) -> None:
     data.setup("validate")
     exhaustive = _evaluate(task, data)
-    matrix = task.gather_scores()[1].float()
-    task.rerank_top_k, task.coarse_pool = 10_000, 4  # a poor coarse stage, but every pair re-scored
+    matrix = task.evaluator.gather_scores()[1].float()
+    task.evaluator.rerank_top_k, task.evaluator.coarse_pool = 10_000, 4  # a poor coarse stage, but every pair re-scored
     reranked = _evaluate(task, data)
     assert reranked == exhaustive
-    coarse = task.gather_scores()[1].float()
+    coarse = task.evaluator.gather_scores()[1].float()
     assert (coarse - matrix).abs().max() > 1e-3  # the coarse stage did score pooled tokens
 
 
 def test_rerank_rescores_each_images_and_each_texts_top_k_exactly(task, data) -> None:
     data.setup("validate")
     _evaluate(task, data)
-    exhaustive = task.gather_scores()[1].float()
-    task.rerank_top_k, task.coarse_pool = 2, 3
+    exhaustive = task.evaluator.gather_scores()[1].float()
+    task.evaluator.rerank_top_k, task.evaluator.coarse_pool = 2, 3
     calls: list[int] = []
-    rerank = task.rerank
+    rerank = task.evaluator.rerank
 
     def recording(coarse, positions, columns, stage):
         key = rerank(coarse, positions, columns, stage)
@@ -182,9 +183,9 @@ def test_rerank_rescores_each_images_and_each_texts_top_k_exactly(task, data) ->
         assert torch.equal(key[~chosen], coarse[~chosen])
         return key
 
-    task.rerank = recording
+    task.evaluator.rerank = recording
     result = _evaluate(task, data)
-    assert calls == [1] and result.keys() == {f"{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)}
+    assert calls == [1] and result.keys() == {f"{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)} | {"rsum"}
 
 
 def test_coarse_scores_read_pooled_tokens_of_each_image_alone(task) -> None:
@@ -229,7 +230,7 @@ def test_coarse_scores_read_pooled_tokens_of_each_image_alone(task) -> None:
 def test_two_stage_evaluation_through_the_trainer(task, data) -> None:
     """The epoch-end exact stage runs where Lightning calls it, logs the task's own two-stage recall, frees the kept
     tokens, and runs under the precision plugin's autocast, as the steps do."""
-    task.rerank_top_k = 3
+    task.evaluator.rerank_top_k = 3
     expected = _evaluate(task, data)
 
     def validate(precision: str) -> dict[str, float]:
@@ -240,9 +241,9 @@ def test_two_stage_evaluation_through_the_trainer(task, data) -> None:
         return trainer.validate(task, datamodule=data, verbose=False)[0]
 
     logged = validate("32-true")
-    logged = {k.removeprefix("val/"): v for k, v in logged.items() if k != "val/rsum"}
+    logged = {k.removeprefix("val/"): v for k, v in logged.items()}
     assert logged == {k: pytest.approx(v) for k, v in expected.items()}
-    assert task._pixels == [] and task._scores == []
+    assert task.evaluator._pixels == [] and task.evaluator._scores == []
     autocast: list[bool] = []
     score_pairs = task.score_pairs
 
@@ -258,4 +259,4 @@ def test_two_stage_evaluation_through_the_trainer(task, data) -> None:
     task.on_validation_epoch_start()
     task.validation_step(next(iter(data.val_dataloader())), 0)
     task.on_validation_epoch_end()
-    assert task._pixels == [] and task._scores == []  # ... and nothing kept into the training epoch
+    assert task.evaluator._pixels == [] and task.evaluator._scores == []  # ... and nothing kept into the training epoch

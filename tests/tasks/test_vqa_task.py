@@ -26,7 +26,7 @@ def test_every_parameter_gets_a_gradient(task, data) -> None:
     batch = next(iter(data.train_dataloader()))
     logits = task(batch)
     assert logits.shape == (batch.input_ids.shape[0], len(data.answer_vocab))
-    loss = task.compute_loss(logits, batch)
+    loss = task.total_loss(task.compute_loss(logits, batch))
     assert torch.isfinite(loss)
     loss.backward()
     assert all_parameters_have_gradients(task) == []
@@ -35,7 +35,7 @@ def test_every_parameter_gets_a_gradient(task, data) -> None:
 def test_loss_is_bce_times_the_number_of_answers(task, data) -> None:
     batch = next(iter(data.train_dataloader()))
     logits = torch.zeros(batch.targets.shape)  # sigmoid 0.5 everywhere: per-element BCE = log 2
-    assert task.compute_loss(logits, batch).item() == pytest.approx(
+    assert task.compute_loss(logits, batch)["vqa"].item() == pytest.approx(
         torch.log(torch.tensor(2.0)).item() * logits.shape[1]
     )
 

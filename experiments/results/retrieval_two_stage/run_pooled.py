@@ -27,7 +27,7 @@ data = ShapesWorldRetrievalDataModule(
 )  # fmt: skip
 data.setup("validate")
 data.setup("test")
-task.trainer = SimpleNamespace(datamodule=data, sanity_checking=False)  # what eval_texts reads
+task.trainer = SimpleNamespace(datamodule=data, sanity_checking=False)  # what the evaluator reads
 
 
 def loader(stage: str):
@@ -50,13 +50,13 @@ def matrix(stage: str, pool: int) -> tuple[torch.Tensor, torch.Tensor, float]:
 
 
 def end_to_end(stage: str, k: int) -> dict:
-    task.rerank_top_k, task.coarse_pool = k, 2
+    task.evaluator.rerank_top_k, task.evaluator.coarse_pool = k, 2
     task.on_validation_epoch_start()
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in loader(stage):
             (task.validation_step if stage == "val" else task.test_step)(batch, 0)
-        result = task.recall(stage)
+        result = task.evaluator.compute(stage)
     wall = round(time.perf_counter() - start, 1)
     return {"stage": stage, "protocol": "two_stage_end_to_end", "coarse_pool": 2, "rerank_top_k": k, "wall_s": wall,
             **rounded(result)}  # fmt: skip

@@ -1,5 +1,5 @@
 """Data: one image loader, corpus readers in their published formats, samples and DataModules."""
 
-from pixelbert_pl.data.images import ImageTransform, UnreadableImageError, load_image, pad_images, resize_shape
+from pixelbert_pl.data.images import UnreadableImageError, load_image, pad_images
 
-__all__ = ["ImageTransform", "UnreadableImageError", "load_image", "pad_images", "resize_shape"]
+__all__ = ["UnreadableImageError", "load_image", "pad_images"]

@@ -221,7 +221,7 @@ class ImageTextClassificationDataModule(SplitDataModule):
 
     def dataset(self, split: str) -> Dataset:
         return ImageTextClassificationDataset(
-            self.records(split), self.transform, self.tokenizer, self.options.max_text_length
+            self.records(split), self.transform, self.tokenizer, self.processing.max_text_length
         )
 
     def collate(self, split: str) -> Callable[[list[Any]], Any]:

@@ -32,11 +32,10 @@ from pixelbert_pl.data.captions import (
     read_visual_genome,
     to_hf_dataset,
 )
-from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, RecordDataset, collate_pretrain
 from pixelbert_pl.data.quality import SkipCounter
 from pixelbert_pl.data.samplers import GroupedEpochKeyedSampler
-from pixelbert_pl.models.tokenizer import load_tokenizer
+from pixelbert_pl.processing import PROCESSING_FIELDS, ImageTransform, ProcessingConfig, load_tokenizer
 
 RecordT = TypeVar("RecordT")
 # torchdata 0.11 calls torch.set_vital, deprecated in torch 2.14, at every StatefulDataLoader: noise, not a problem.
@@ -95,8 +94,10 @@ class PixelBertDataModule(pl.LightningDataModule):
     Args:
         tokenizer: HF name or local directory / vocab.txt of the BERT WordPiece tokenizer.
         image_min_size, image_max_size, size_divisor: the `ImageTransform`'s resizing. Batches carry the resized
-            uint8 pixels; the model normalises them on its device with its own `image_mean` / `image_std`.
+            uint8 pixels; the model normalises them on its device.
         max_text_length: tokens per text, [CLS] and [SEP] included.
+            These four make `processing` (a `ProcessingConfig`), the one description of the inputs that the CLI
+            links to the task and that checkpoints and exports carry.
         batch_size: training batch per rank; val_batch_size: evaluation batch (default: batch_size).
         seed: decides the training order and everything random about a sample, with the epoch and its index.
         max_skipped_fraction: training samples whose image cannot be read are replaced by the next readable one and
@@ -124,35 +125,34 @@ class PixelBertDataModule(pl.LightningDataModule):
         super().__init__()
         # Subclasses add their own arguments and pass some of these for the user, so read them from here, not
         # from `hparams` (which holds the outermost class's own arguments, as given in the YAML).
-        self.options = SimpleNamespace(**_arguments(locals()))
+        self.processing = ProcessingConfig(
+            tokenizer=tokenizer, max_text_length=max_text_length, image_min_size=image_min_size,
+            image_max_size=image_max_size, size_divisor=size_divisor,
+        )  # fmt: skip
+        self.options = SimpleNamespace()
+        self.add_options(locals())
         self.save_hyperparameters()
         # Created here, before any DataLoader worker starts, so that every worker shares its memory.
         self.skip_counter = SkipCounter(max_skipped_fraction)
 
     def add_options(self, frame_locals: dict[str, Any]) -> None:
-        """Add a subclass constructor's arguments (its `locals()`) to `options`."""
-        vars(self.options).update(_arguments(frame_locals))
+        """Add a subclass constructor's arguments (its `locals()`) to `options`; the preprocessing ones are in
+        `processing` only."""
+        arguments = _arguments(frame_locals)
+        vars(self.options).update({k: v for k, v in arguments.items() if k not in PROCESSING_FIELDS})
 
     @functools.cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        return load_tokenizer(self.options.tokenizer)
+        return load_tokenizer(self.processing.tokenizer)
 
     @property
     def vocab_size(self) -> int:
         """The tokenizer's size; the CLI links it to the model's `vocab_size`."""
         return len(self.tokenizer)
 
-    def preprocessing(self) -> dict[str, Any]:
-        """What a model trained on this data must be fed at inference: `PixelBertConfig` field values. The task
-        adopts them and checkpoints carry them (with the tokenizer's files), so a checkpoint alone can predict."""
-        h = self.options
-        return {"image_min_size": h.image_min_size, "image_max_size": h.image_max_size, "size_divisor": h.size_divisor,
-                "max_text_length": h.max_text_length, "tokenizer": str(h.tokenizer)}  # fmt: skip
-
     @functools.cached_property
     def transform(self) -> ImageTransform:
-        h = self.options
-        return ImageTransform(h.image_min_size, h.image_max_size, h.size_divisor, normalize=False)
+        return ImageTransform.from_config(self.processing, normalize=False)
 
     def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
         """The records of every split `stage` reads, by split name (what `pixelbert-check-data` scans)."""
@@ -308,7 +308,7 @@ class PretrainDataModule(PixelBertDataModule):
             records,
             self.transform,
             self.tokenizer,
-            max_text_length=h.max_text_length,
+            max_text_length=self.processing.max_text_length,
             captions_per_image=h.captions_per_image,
             mlm_probability=h.mlm_probability,
             mlm_word_probabilities=h.mlm_word_probabilities,

@@ -205,7 +205,7 @@ class VQADataModule(SplitDataModule):
 
     def dataset(self, split: str) -> VQADataset:
         return VQADataset(
-            self.records(split), self.transform, self.tokenizer, self.answer_vocab, self.options.max_text_length
+            self.records(split), self.transform, self.tokenizer, self.answer_vocab, self.processing.max_text_length
         )
 
     def collate(self, split: str) -> Callable[[list[Any]], Any]:
@@ -251,7 +251,7 @@ class NLVR2DataModule(SplitDataModule):
         return ArrowRecords.from_records(read_nlvr2(path, root, labelled=labelled, allow_missing=h.allow_missing))
 
     def dataset(self, split: str) -> NLVR2Dataset:
-        return NLVR2Dataset(self.records(split), self.transform, self.tokenizer, self.options.max_text_length)
+        return NLVR2Dataset(self.records(split), self.transform, self.tokenizer, self.processing.max_text_length)
 
     def collate(self, split: str) -> Callable[[list[Any]], Any]:
         return functools.partial(collate_nlvr2, pad_token_id=self.tokenizer.pad_token_id)
@@ -304,7 +304,12 @@ class RetrievalDataModule(SplitDataModule):
         h = self.options
         if split == "train":
             return RetrievalTrainDataset(
-                self.records(split), self.transform, self.tokenizer, h.max_text_length, h.num_negatives, h.seed
+                self.records(split),
+                self.transform,
+                self.tokenizer,
+                self.processing.max_text_length,
+                h.num_negatives,
+                h.seed,
             )
         return RetrievalImageDataset(self.records(split), self.transform)
 
@@ -316,9 +321,9 @@ class RetrievalDataModule(SplitDataModule):
     @functools.cached_property
     def val_texts(self) -> RetrievalTexts:
         """All texts of the val split; `text_to_image` indexes the `image_positions` of the val batches."""
-        return retrieval_texts(self.records("val"), self.tokenizer, self.options.max_text_length)
+        return retrieval_texts(self.records("val"), self.tokenizer, self.processing.max_text_length)
 
     @functools.cached_property
     def test_texts(self) -> RetrievalTexts:
         """All texts of the test split; `text_to_image` indexes the `image_positions` of the test batches."""
-        return retrieval_texts(self.records("test"), self.tokenizer, self.options.max_text_length)
+        return retrieval_texts(self.records("test"), self.tokenizer, self.processing.max_text_length)

@@ -1,33 +1,24 @@
-"""Image input for Pixel-BERT: robust decoding, paper-style resizing, padding with an explicit mask, and
-aspect-ratio-grouped batching.
+"""Image input for Pixel-BERT: robust decoding, padding with an explicit mask, and aspect-ratio-grouped batching
+(the resize itself is `processing/images.py`).
 
 Conventions used throughout: sizes are (height, width); pixel tensors are (3, h, w) float32 after ImageNet
 normalisation; padding goes at the bottom/right, so the real pixels of image i are
-`pixel_values[i, :, :h, :w]` and `pixel_mask[i]` is True exactly there (see PRIOR_ART.md L1/L2).
+`pixel_values[i, :, :h, :w]` and `pixel_mask[i]` is True exactly there (see docs/prior_art.md L1, L2).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
 
 import torch
-import torchvision.transforms.v2.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import RandomSampler, Sampler, SequentialSampler
-from torchvision.transforms import InterpolationMode
 
-from pixelbert_pl.models.visual import normalize_pixels
-
-if TYPE_CHECKING:
-    from pixelbert_pl.models.config import PixelBertConfig
+from pixelbert_pl.processing.images import to_rgb
 
 # Pillow's own default limit; images above it are decompression bombs or scans no caption dataset needs.
 DEFAULT_MAX_PIXELS = 89_478_485
-# Transparent pixels keep arbitrary colour values (often black); web images are drawn on white pages.
-_BACKGROUND = (255, 255, 255)
-_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 
 
 class UnreadableImageError(ValueError):
@@ -57,7 +48,7 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
             # Decode now, while the error can still name the file; a lazy decode would fail later in a worker
             # or, with LOAD_TRUNCATED_IMAGES, silently pad the missing rows with grey.
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+            return to_rgb(ImageOps.exif_transpose(image))
     except UnreadableImageError:
         raise
     except Image.DecompressionBombError as err:
@@ -67,90 +58,12 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise UnreadableImageError(path, f"{type(err).__name__}: {err}") from err
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in _SIXTEEN_BIT_MODES:
-        # A plain convert("L") clips 16-bit values at 255 (a near-white image); rescale the full range instead.
-        # "I" is how older Pillow opens 16-bit PNGs, so it is assumed to hold 16-bit values too.
-        image = image.convert("I").point(lambda v: v / 257).convert("L")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa"):
-        # Dropping alpha would expose whatever colour the encoder left under transparent pixels.
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (*_BACKGROUND, 255))
-        image = Image.alpha_composite(background, image)
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def resize_shape(height: int, width: int, min_size: int, max_size: int, size_divisor: int = 32) -> tuple[int, int]:
-    """The (height, width) an image is resized to: the paper's "shorter side 800, longer side at most 1333".
-
-    The short side is scaled to `min_size` unless that would push the long side past `max_size`, in which case
-    the long side is scaled to `max_size`. The other side is rounded to the nearest integer, then each side is
-    rounded *down* to a multiple of `size_divisor` (at least `size_divisor`), so the CNN stride divides the input
-    exactly and the long side never exceeds the cap. This slightly changes the aspect ratio: a 480x640 COCO image
-    becomes 800x1056 (PAPER.md §1.5 quotes the unrounded 800x1067), and a `min_size` that is not a multiple
-    (X152's 600) floors too (576).
-    """
-    if min(height, width, min_size, max_size, size_divisor) < 1:
-        raise ValueError(f"resize_shape({height}, {width}, {min_size}, {max_size}, {size_divisor}): expected >= 1")
-    short, long = min(height, width), max(height, width)
-    # Integer comparison of long * min_size / short > max_size, so the branch never depends on float error.
-    if long * min_size > max_size * short:
-        new_short, new_long = round(short * max_size / long), max_size
-    else:
-        new_short, new_long = min_size, round(long * min_size / short)
-    new_short, new_long = (max(size_divisor, side // size_divisor * size_divisor) for side in (new_short, new_long))
-    return (new_short, new_long) if height <= width else (new_long, new_short)
-
-
-class ImageTransform:
-    """PIL image -> (3, h, w) tensor: aspect-preserving resize (bilinear, antialiased), then normalisation to float32,
-    or, with `normalize=False`, the resized uint8 pixels, which the model normalises on its device (what the
-    DataModules send: a quarter of the bytes through worker queues and to the GPU, and no float pass per image in
-    the workers)."""
-
-    def __init__(
-        self,
-        min_size: int,
-        max_size: int,
-        size_divisor: int = 32,
-        mean: Sequence[float] = (0.485, 0.456, 0.406),
-        std: Sequence[float] = (0.229, 0.224, 0.225),
-        normalize: bool = True,
-    ) -> None:
-        if max_size < min_size:
-            raise ValueError(f"ImageTransform: max_size={max_size} is smaller than min_size={min_size}")
-        self.min_size, self.max_size, self.size_divisor = min_size, max_size, size_divisor
-        self.mean, self.std = list(mean), list(std)
-        self.normalize = normalize
-
-    @classmethod
-    def from_config(cls, config: PixelBertConfig) -> ImageTransform:
-        return cls(
-            config.image_min_size, config.image_max_size, config.size_divisor, config.image_mean, config.image_std
-        )
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        image = _to_rgb(image)
-        size = resize_shape(image.height, image.width, self.min_size, self.max_size, self.size_divisor)
-        # Resizing the uint8 tensor uses torchvision's vectorised antialias kernel, a close match to PIL's filter.
-        pixels = F.resize(F.pil_to_tensor(image), list(size), InterpolationMode.BILINEAR, antialias=True)
-        return normalize_pixels(pixels, self.mean, self.std) if self.normalize else pixels
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(min_size={self.min_size}, max_size={self.max_size}, "
-            f"size_divisor={self.size_divisor}, mean={self.mean}, std={self.std}, normalize={self.normalize})"
-        )
-
-
 def pad_images(images: Sequence[torch.Tensor], size_divisor: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (C, h, w) tensors into `pixel_values` (b, C, H, W), zero-padded at the bottom/right, and a bool
     `pixel_mask` (b, H, W) that is True on each image's real top-left h x w region.
 
     H and W are the batch maxima rounded up to a multiple of `size_divisor`. The mask is explicit because a zero
-    after normalisation is also a legitimate mid-grey pixel (PRIOR_ART.md L1).
+    after normalisation is also a legitimate mid-grey pixel (docs/prior_art.md L1).
     """
     if not images:
         raise ValueError("pad_images: got an empty list of images")
@@ -181,7 +94,7 @@ def aspect_groups(sizes: Iterable[tuple[int, int]]) -> list[int]:
 
 class AspectRatioGroupedBatchSampler(Sampler[list[int]]):
     """Batch the indices of `sampler` so that each batch holds one aspect group only (SOHO's GroupSampler,
-    detectron2's GroupedBatchSampler), which keeps padding small (PRIOR_ART.md L2).
+    detectron2's GroupedBatchSampler), which keeps padding small (docs/prior_art.md L2).
 
     An index joins its group's buffer in the order `sampler` yields it and a full buffer is emitted as a batch,
     so the output is a deterministic function of the sampler's order. Leftover partial batches come last, in the
@@ -235,10 +148,8 @@ class AspectRatioGroupedBatchSampler(Sampler[list[int]]):
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "AspectRatioGroupedBatchSampler",
-    "ImageTransform",
     "UnreadableImageError",
     "aspect_groups",
     "load_image",
     "pad_images",
-    "resize_shape",
 ]

@@ -26,8 +26,9 @@ from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.batch import PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.images import ImageTransform, UnreadableImageError, load_image, pad_images, real_sizes
+from pixelbert_pl.data.images import UnreadableImageError, load_image, pad_images, real_sizes
 from pixelbert_pl.data.quality import SkipCounter, TooManyBadSamplesError
+from pixelbert_pl.processing import ImageTransform
 
 IGNORE_INDEX = -100
 
@@ -212,9 +213,8 @@ class RecordDataset(Dataset):
             self._image_cache_used += size
         return image
 
-    # Texts recur every epoch (and every ITM negative is another image's caption): tokenising each distinct text
-    # once took ~13 of the ~48 ms a ShapesWorld pre-training batch cost its loader worker, CPU the training step
-    # shares. Bounded (cleared when full), so a corpus of millions of captions holds at most this many per worker.
+    # Texts recur every epoch (and every ITM negative is another image's caption), so each distinct text is tokenised
+    # once. Bounded (cleared when full), so a corpus of millions of captions holds at most this many per worker.
     token_cache_size = 1 << 17
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:

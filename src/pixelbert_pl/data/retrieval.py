@@ -1,4 +1,4 @@
-"""Image-text retrieval (PAPER.md §3.3, §6.4) over the Karpathy splits of COCO and Flickr30K.
+"""Image-text retrieval (docs/paper_facts.md §3.3, §6.4) over the Karpathy splits of COCO and Flickr30K.
 
 Training: an item is one image with one of its captions (the positive) and `num_negatives` captions of other
 images; the task scores all of them and pushes the positive highest. Which caption is positive and which are
@@ -26,8 +26,9 @@ from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.batch import PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.images import ImageTransform, load_image, pad_images, real_sizes
+from pixelbert_pl.data.images import load_image, pad_images, real_sizes
 from pixelbert_pl.data.pretraining import RecordDataset, other_image_captions, pad_texts, sample_rng, split_key
+from pixelbert_pl.processing import ImageTransform
 
 # Draws of other images' captions before a negative is declared impossible; only a corpus whose images nearly all
 # share their captions runs out.

@@ -1,5 +1,5 @@
-"""VQA v2 (PAPER.md §3.1, §7.4): questions joined with their annotations, one sample per question, and a collate
-that gives each distinct image of a batch one row of pixels, so the CNN runs once for all questions about it.
+"""VQA v2 (docs/paper_facts.md §3.1, §7.4): questions joined with their annotations, one sample per question, and a
+collate that gives each distinct image of a batch one row of pixels, so the CNN runs once for all questions about it.
 
 Shapes: n distinct images, b questions, t tokens, a answer classes.
 """
@@ -24,9 +24,9 @@ from pixelbert_pl.data.captions import (
     absolute_path,
     drop_missing,
 )
-from pixelbert_pl.data.images import ImageTransform
 from pixelbert_pl.data.pretraining import RecordDataset, collate_image_texts, split_key
 from pixelbert_pl.metrics import vqa_soft_targets
+from pixelbert_pl.processing import ImageTransform
 
 # Where the official release puts images: train2014/COCO_train2014_000000000009.jpg. test-dev2015 questions are
 # about test2015 images, so their pattern must name the folder: "test2015/COCO_test2015_{image_id:012d}.jpg".
@@ -91,7 +91,8 @@ def read_vqa(
     An image's file is `image_root / image_pattern.format(data_subtype=<the questions file's data_subtype>,
     image_id=...)`; `image_root` defaults to the questions file's folder. `image_ids` keeps only questions about
     those images (e.g. to hold out part of val). A missing image file raises FileNotFoundError; `allow_missing`
-    skips those questions instead, which makes an accuracy over the result unofficial (PAPER.md §6.1, item 8).
+    skips those questions instead, which makes an accuracy over the result unofficial (docs/paper_facts.md §6.1,
+    item 8).
     """
     ann = AnnotationFile(questions_file, QUESTIONS_FORMAT)
     data = ann.load("object")

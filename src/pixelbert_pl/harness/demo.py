@@ -28,11 +28,12 @@ from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import read_karpathy
 from pixelbert_pl.data.downstream import VQADataModule
-from pixelbert_pl.data.images import ImageTransform, load_image, pad_images
+from pixelbert_pl.data.images import load_image, pad_images
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, pad_token_rows, sample_rng
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.harness.shapes import COLOURS, SHAPES
 from pixelbert_pl.models.pixel_bert import PixelBertOutput
+from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.tasks.base import load_checkpoint
 from pixelbert_pl.tasks.pretrain import PretrainTask
 
@@ -41,13 +42,9 @@ CONFIGS = importlib.resources.files("pixelbert_pl.harness") / "configs"
 CONFIG = CONFIGS / "pretrain_shapes.yaml"
 WARMUP_CONFIG = CONFIGS / "pretrain_shapes_warmup.yaml"
 # results.json section -> (config, the weights it starts from: "pretrain", "scratch" or another stage's).
-# NLVR2 starts from the VQA-fine-tuned weights (falling back to pre-training's when VQA is not among the stages run):
-# from pre-training it memorised the 800 training statements of the corpus's former 1,000-example set (train 1.000,
-# dev 0.54-0.59 and flat from step 50), as the pre-trained [CLS] does not hold "this image has a red circle" or a
-# shape count in a form that few examples read out; VQA's yes/no and number questions teach exactly those per-image
-# facts, and from them NLVR2 dev reached 0.73 (experiments/results/demo_pretraining_probes.md). The paper fine-tunes
-# NLVR2 from pre-training; on real data, with 86K training statements, that is what
-# `lightning_configs/nlvr2/nlvr2_r50.yaml` does.
+# NLVR2 starts from VQA's weights (pre-training's when VQA is not run): VQA's yes/no and number questions teach the
+# per-image facts that a few thousand statements cannot (experiments/results/design_notes.md). On real data, with
+# 86K statements, `lightning_configs/nlvr2/nlvr2_r50.yaml` fine-tunes from pre-training, as the paper does.
 FINETUNES = {
     "vqa": ("vqa_shapes.yaml", "pretrain"),
     "vqa_from_scratch": ("vqa_shapes.yaml", "scratch"),
@@ -90,7 +87,7 @@ class ShapesEvaluator:
         return outputs
 
     def itm_match_probability(self, captions: Sequence[str], image_index: Sequence[int]) -> torch.Tensor:
-        rows = self.tokenizer(list(captions), truncation=True, max_length=self.model.config.max_text_length)
+        rows = self.tokenizer(list(captions), truncation=True, max_length=self.model.processing.max_text_length)
         outs = self._forward(rows["input_ids"], list(image_index))
         return torch.cat([self.task.itm_head(o.cls_output).softmax(-1)[:, 1] for o in outs])
 
@@ -140,7 +137,7 @@ class ShapesEvaluator:
         rows, index, targets, positions, kinds = [], [], [], [], []
         for i, record in enumerate(self.records):
             for caption in record.captions:
-                ids = self.tokenizer(caption, truncation=True, max_length=self.model.config.max_text_length)
+                ids = self.tokenizer(caption, truncation=True, max_length=self.model.processing.max_text_length)
                 ids = ids["input_ids"]
                 for pos, tok in enumerate(ids):
                     kind = next((k for k, members in groups.items() if tok in members), None)
@@ -217,9 +214,8 @@ def pretrain(
     Pre-training is a warm-up on one-shape scenes (WARMUP_CONFIG, flags `warmup_args`; None skips it) followed
     by the main run on the full corpus (CONFIG, flags `extra_args`), which starts from the warm-up's weights.
     Why: with several shapes in a scene, a masked shape word's target depends on which object the caption names,
-    and a from-scratch model learns neither to see shape nor to find the object (shape words stayed at chance
-    through 2,000 steps, even in the one-shape scenes of the full corpus); one-shape scenes teach it to see shape
-    first (experiments/results/demo_pretraining_probes.md)."""
+    and a from-scratch model learns neither to see shape nor to find the object; one-shape scenes teach it to see
+    shape first (experiments/results/design_notes.md)."""
     start = time.perf_counter()
     trained = checkpoint is None
     warmup_steps: int | None = None  # unknown for a loaded checkpoint, like its training time

@@ -1,19 +1,19 @@
-"""Pure-PyTorch Pixel-BERT (no Lightning): config and presets, the model, its heads, tokenizers."""
+"""Pure-PyTorch Pixel-BERT (no Lightning): config and presets, the model, its heads."""
 
-from pixelbert_pl.models.config import PixelBertConfig, get_config, list_models, register_preset
+from pixelbert_pl.models.config import PixelBertConfig, get_config, list_models, preset_processing, register_preset
 from pixelbert_pl.models.heads import ClassificationHead, ITMHead, MLMHead, NLVR2Head, RankHead, VQAHead
 from pixelbert_pl.models.pixel_bert import PixelBertModel, PixelBertOutput
-from pixelbert_pl.models.tokenizer import load_tokenizer, write_wordpiece_vocab
 from pixelbert_pl.models.visual import PixelEncoder, PixelTokens
+from pixelbert_pl.processing import ProcessingConfig
 
 
-def create_model(name: str, **overrides: object) -> PixelBertModel:
-    """Build a preset by name, any `PixelBertConfig` field overridden.
+def create_model(name: str, processing: ProcessingConfig | None = None, **overrides: object) -> PixelBertModel:
+    """Build a preset by name, any `PixelBertConfig` field overridden; `processing` defaults to the preset's.
 
     `text_encoder` (HF name or local dir) loads BERT weights and takes the transformer's sizes from that
     checkpoint; `visual_weights` (torchvision enum name or local state_dict path) loads the trunk.
     """
-    return PixelBertModel(get_config(name, **overrides))
+    return PixelBertModel(get_config(name, **overrides), processing or preset_processing(name))
 
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "create_model",
     "get_config",
     "list_models",
-    "load_tokenizer",
+    "preset_processing",
     "register_preset",
-    "write_wordpiece_vocab",
 ]

@@ -9,16 +9,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pixelbert_pl.models.weights import weights_name
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from pixelbert_pl.processing import ProcessingConfig
 
 
 @dataclass
 class PixelBertConfig:
-    """Everything that fixes the architecture and the input geometry of a Pixel-BERT model.
+    """Everything that fixes the architecture of a Pixel-BERT model (its inputs are `ProcessingConfig`'s).
 
     Transformer fields use `transformers.BertConfig`'s names so that a BERT checkpoint's config maps onto them.
     """
@@ -29,8 +28,8 @@ class PixelBertConfig:
     backbone_stages: int = 4
     # "frozen_batch_norm" for ImageNet-initialised trunks (the paper's setting: per-GPU batches of 800 px images
     # are too small for batch statistics); "batch_norm" or "group_norm" for trunks trained from scratch, which
-    # a normalisation-free CNN does badly (on ShapesWorld batch norm learned ITM fastest). Eval-mode batch norm
-    # uses running statistics, so evaluation stays independent of the batch.
+    # a normalisation-free CNN does badly. Eval-mode batch norm uses running statistics, so evaluation stays
+    # independent of the batch.
     backbone_norm: str = "frozen_batch_norm"
     visual_weights: str | None = None  # a WeightsEnum member is stored as "ResNet50_Weights.IMAGENET1K_V2"
     visual_kernel_size: int = 1
@@ -40,16 +39,9 @@ class PixelBertConfig:
     visual_position_grid: int = 0
     # The paper's K: pixel tokens kept per image in pre-training; None disables sampling.
     pixel_sample_size: int | None = 100
-    # Input geometry, used by the data pipeline: short side, cap on the long side, both rounded to `size_divisor`.
-    image_min_size: int = 800
-    image_max_size: int = 1333
-    size_divisor: int = 32
-    image_mean: tuple[float, float, float] = IMAGENET_MEAN
-    image_std: tuple[float, float, float] = IMAGENET_STD
 
     # Text path and the joint transformer (BERT).
     text_encoder: str | None = None
-    tokenizer: str | None = None
     vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
@@ -63,7 +55,6 @@ class PixelBertConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     pad_token_id: int = 0
-    max_text_length: int = 40
     # The paper reads the raw [CLS] vector (as SOHO does); ViLT and ClipBERT put BERT's tanh pooler on it.
     use_pooler: bool = False
 
@@ -84,13 +75,7 @@ class PixelBertConfig:
                 f"PixelBertConfig.hidden_size={self.hidden_size} is not divisible by "
                 f"num_attention_heads={self.num_attention_heads}"
             )
-        if self.image_max_size < self.image_min_size:
-            raise ValueError(
-                f"PixelBertConfig.image_max_size={self.image_max_size} is below image_min_size={self.image_min_size}"
-            )
         self.visual_weights = weights_name(self.visual_weights)
-        self.image_mean = tuple(self.image_mean)  # type: ignore[assignment]
-        self.image_std = tuple(self.image_std)  # type: ignore[assignment]
 
     @property
     def backbone_stride(self) -> int:
@@ -116,12 +101,21 @@ class PixelBertConfig:
 
 
 _PRESETS: dict[str, Callable[[], PixelBertConfig]] = {}
+_PRESET_PROCESSING: dict[str, ProcessingConfig] = {}
 
 
-def register_preset(fn: Callable[[], PixelBertConfig]) -> Callable[[], PixelBertConfig]:
-    """Register a preset under its function name (the timm/torchvision habit)."""
-    _PRESETS[fn.__name__] = fn
-    return fn
+def register_preset(
+    fn: Callable[[], PixelBertConfig] | None = None, *, processing: ProcessingConfig | None = None
+) -> Any:
+    """Register a preset under its function name (the timm/torchvision habit), with the preprocessing it is meant
+    for (`preset_processing`): `@register_preset` or `@register_preset(processing=ProcessingConfig(...))`."""
+
+    def register(fn: Callable[[], PixelBertConfig]) -> Callable[[], PixelBertConfig]:
+        _PRESETS[fn.__name__] = fn
+        _PRESET_PROCESSING[fn.__name__] = processing or ProcessingConfig()
+        return fn
+
+    return register if fn is None else register(fn)
 
 
 def list_models() -> list[str]:
@@ -134,23 +128,28 @@ def get_config(name: str, **overrides: object) -> PixelBertConfig:
     return _PRESETS[name]().replace(**overrides)
 
 
-@register_preset
+def preset_processing(name: str) -> ProcessingConfig:
+    """The preprocessing a preset is meant for, where no DataModule gives one (a model built by hand)."""
+    if name not in _PRESETS:
+        raise KeyError(f"unknown Pixel-BERT preset {name!r}; available: {list_models()}")
+    return _PRESET_PROCESSING[name]
+
+
+@register_preset(processing=ProcessingConfig(image_min_size=800, image_max_size=1333))
 def pixelbert_r50() -> PixelBertConfig:
     """The paper's main model: ResNet-50 (C5, stride 32) -> 1x1 conv 2048->768 -> 2x2 max-pool, BERT-base."""
-    return PixelBertConfig(backbone="resnet50", image_min_size=800, image_max_size=1333, tokenizer="bert-base-uncased")
+    return PixelBertConfig(backbone="resnet50")
 
 
-@register_preset
+@register_preset(processing=ProcessingConfig(image_min_size=600, image_max_size=1000))
 def pixelbert_x152() -> PixelBertConfig:
-    """ResNeXt-152 32x8d at 600/1000 ("considering GPU memory usage"); torchvision ships no weights for it."""
-    return PixelBertConfig(
-        backbone="resnext152_32x8d", image_min_size=600, image_max_size=1000, tokenizer="bert-base-uncased"
-    )
+    """ResNeXt-152 32x8d, fed 600/1000 images ("considering GPU memory usage"); torchvision ships no weights."""
+    return PixelBertConfig(backbone="resnext152_32x8d")
 
 
-@register_preset
+@register_preset(processing=ProcessingConfig(tokenizer=None, image_min_size=96, image_max_size=96, max_text_length=24))
 def pixelbert_tiny() -> PixelBertConfig:
-    """A model that trains in minutes on 2 CPU cores: for tests, the demo and the ablation.
+    """A model small enough to train on a CPU: for tests, the demo and the ablation.
 
     A one-block-per-stage ResNet cut after stage 2 (stride 8) then the 2x2 pool gives one token per 16 px, so on
     96 px ShapesWorld scenes a shape spans several of the 6x6 tokens.
@@ -160,8 +159,6 @@ def pixelbert_tiny() -> PixelBertConfig:
         backbone_stages=2,
         backbone_norm="batch_norm",
         pixel_sample_size=24,
-        image_min_size=96,
-        image_max_size=96,
         vocab_size=128,
         hidden_size=128,
         num_hidden_layers=2,
@@ -170,8 +167,7 @@ def pixelbert_tiny() -> PixelBertConfig:
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         max_position_embeddings=64,
-        max_text_length=24,
     )
 
 
-__all__ = ["PixelBertConfig", "get_config", "list_models", "register_preset"]
+__all__ = ["PixelBertConfig", "get_config", "list_models", "preset_processing", "register_preset"]

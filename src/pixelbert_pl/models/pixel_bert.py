@@ -26,6 +26,7 @@ from pixelbert_pl.models import pretrained
 from pixelbert_pl.models.buckets import length_buckets
 from pixelbert_pl.models.config import PixelBertConfig
 from pixelbert_pl.models.visual import PixelEncoder, PixelTokens, sample_pixel_tokens
+from pixelbert_pl.processing import ProcessingConfig
 
 OUTPUTS = ("all", "text", "cls")  # which rows the last layer computes (`PixelBertModel.forward`'s `outputs`)
 
@@ -62,7 +63,7 @@ def resolve_config(config: PixelBertConfig) -> PixelBertConfig:
         return config
     pretrained = BertConfig.from_pretrained(config.text_encoder)
     sizes = {name: getattr(pretrained, name) for name in _BERT_FIELDS}
-    return config.replace(**sizes, tokenizer=config.tokenizer or config.text_encoder)
+    return config.replace(**sizes)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class PixelBertOutput:
 class PixelBertModel(nn.Module):
     """The shared Pixel-BERT backbone; task heads live in `heads.py` and are built by the tasks that use them."""
 
-    def __init__(self, config: PixelBertConfig) -> None:
+    def __init__(self, config: PixelBertConfig, processing: ProcessingConfig | None = None) -> None:
         super().__init__()
         self.config = config = resolve_config(config)
         if config.text_encoder is not None:
@@ -94,6 +95,17 @@ class PixelBertModel(nn.Module):
         # Runtime, not architecture: rows are grouped by text length into at most this many transformer calls
         # (`buckets.py`); 1 is one call for the whole batch. The tasks set it from their `text_length_buckets`.
         self.text_length_buckets = 1
+        self.processing = processing or ProcessingConfig()
+
+    @property
+    def processing(self) -> ProcessingConfig:
+        """How raw images and texts become this model's inputs; its normalisation runs on the model's device."""
+        return self._processing
+
+    @processing.setter
+    def processing(self, processing: ProcessingConfig) -> None:
+        self._processing = processing
+        self.visual.image_mean, self.visual.image_std = processing.image_mean, processing.image_std
 
     def save_pretrained(
         self,
@@ -101,15 +113,18 @@ class PixelBertModel(nn.Module):
         tokenizer: PreTrainedTokenizerBase | None = None,
         extra_config: dict[str, Any] | None = None,
     ) -> Path:
-        """Write `config.json` (every config field; weight sources cleared: the weights are in the file),
-        `model.safetensors` and, when given, the tokenizer's files, so `from_pretrained` needs nothing else."""
+        """Write `config.json` (the architecture, weight sources cleared: the weights are in the file, and the
+        processing), `model.safetensors` and, when given, the tokenizer's files, so `from_pretrained` needs nothing
+        else."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config.replace(text_encoder=None, visual_weights=None)
+        processing = self.processing
         if tokenizer is not None:
             tokenizer.save_pretrained(str(directory))
-            config = config.replace(tokenizer=None)  # read from the directory itself on load
-        pretrained.write_config(directory, config.to_dict(), extra_config)
+            processing = processing.replace(tokenizer=None)  # read from the directory itself on load
+        extra = {"processing": processing.to_dict(), **(extra_config or {})}
+        pretrained.write_config(directory, config.to_dict(), extra)
         pretrained.save_tensors(self.state_dict(), directory / pretrained.WEIGHTS_NAME)
         return directory
 
@@ -117,11 +132,10 @@ class PixelBertModel(nn.Module):
     def from_pretrained(cls, name_or_dir: str | os.PathLike[str]) -> PixelBertModel:
         """A model from a `save_pretrained` directory or a Hugging Face Hub repo id holding one (strict load)."""
         directory = pretrained.resolve_directory(name_or_dir)
-        document = pretrained.read_config(directory)
-        config = PixelBertConfig.from_dict(document["model"])
+        config, processing = pretrained.read_model_config(directory)
         if pretrained.has_tokenizer(directory):
-            config = config.replace(tokenizer=str(directory))
-        model = cls(config)
+            processing = processing.replace(tokenizer=str(directory))
+        model = cls(config, processing)
         model.load_state_dict(pretrained.load_tensors(directory / pretrained.WEIGHTS_NAME))
         return model
 

@@ -1,9 +1,10 @@
 """Shareable weights: a directory with `config.json`, `model.safetensors` and the tokenizer's files.
 
-The config holds every `PixelBertConfig` field, so resizing, normalisation and text length come back exactly as the
-model was trained; the tokenizer travels with the weights, so a loaded model needs neither the training data nor
-the network. Extra entries (a task's name, its answer vocabulary) and extra tensor files (task heads) ride along.
-Nothing is unpickled: weights are safetensors, the config is JSON.
+The config holds every `PixelBertConfig` field and, under "processing", every `ProcessingConfig` field, so resizing,
+normalisation and text length come back exactly as the model was trained; the tokenizer travels with the weights,
+so a loaded model needs neither the training data nor the network. Extra entries (a task's name, its answer
+vocabulary) and extra tensor files (task heads) ride along. Nothing is unpickled: weights are safetensors, the
+config is JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pixelbert_pl.models.config import PixelBertConfig
+from pixelbert_pl.processing import ProcessingConfig, split_processing
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -70,6 +74,18 @@ def read_config(directory: Path) -> dict[str, Any]:
     if document.get("format") != FORMAT or "model" not in document:
         raise ValueError(f"{path}: not a pixelbert_pl config (expected format={FORMAT!r} and a 'model' entry)")
     return document
+
+
+def read_model_config(directory: Path) -> tuple[PixelBertConfig, ProcessingConfig]:
+    """The architecture and the processing `config.json` describes; exports of earlier versions kept both in its
+    "model" entry, and still load."""
+    document = read_config(directory)
+    source = str(directory / CONFIG_NAME)
+    architecture, legacy = split_processing(document["model"])
+    processing = document.get("processing", legacy)
+    if not isinstance(processing, dict):
+        raise ValueError(f"{source}: 'processing' is {type(processing).__name__}; expected an object")
+    return PixelBertConfig.from_dict(architecture), ProcessingConfig.from_dict(processing, source)
 
 
 def has_tokenizer(directory: Path) -> bool:

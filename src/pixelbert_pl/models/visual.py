@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision
-import torchvision.transforms.v2.functional as TF
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops import FrozenBatchNorm2d
 
 from pixelbert_pl.models.config import PixelBertConfig
 from pixelbert_pl.models.weights import read_weights
+from pixelbert_pl.processing import IMAGENET_MEAN, IMAGENET_STD, normalize_pixels
 
 
 class FrozenBatchNorm2dSameDtype(FrozenBatchNorm2d):
@@ -103,12 +103,6 @@ def load_trunk_weights(resnet: ResNet, backbone: str, weights: str) -> None:
         )
 
 
-def normalize_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 RGB (..., 3, h, w) -> float32 scaled to [0, 1] then standardised per channel (the trunk's ImageNet
-    statistics). The same two torchvision ops wherever it runs, so the host and the device give the same numbers."""
-    return TF.normalize(TF.to_dtype(pixels, torch.float32, scale=True), list(mean), list(std))
-
-
 def build_trunk(
     backbone: str, stages: int, weights: str | None = None, norm: str = "frozen_batch_norm"
 ) -> tuple[nn.Sequential, int]:
@@ -137,8 +131,7 @@ class PixelTokens:
     def select(self, image_index: torch.Tensor) -> PixelTokens:
         """The tokens of image `image_index[i]` for row i (several captions of one image share its CNN pass)."""
         index = None if self.index is None else self.index[image_index]
-        # index_select, not tokens[image_index]: the latter's backward on the CPU adds the rows of an image's
-        # captions in thread order (index_put_ with accumulate), so two identical runs drifted apart.
+        # index_select, not tokens[image_index]: its CPU backward sums an image's rows in thread order (not repeatable).
         tokens = self.tokens.index_select(0, image_index)
         return PixelTokens(tokens, self.mask[image_index], self.grid, index)
 
@@ -226,6 +219,9 @@ class PixelEncoder(nn.Module):
         side = config.visual_position_grid
         self.row_embedding = nn.Embedding(side, config.hidden_size) if side else None
         self.column_embedding = nn.Embedding(side, config.hidden_size) if side else None
+        # Of the trunk's inputs, not its architecture: `PixelBertModel.processing` sets them.
+        self.image_mean: tuple[float, ...] = IMAGENET_MEAN
+        self.image_std: tuple[float, ...] = IMAGENET_STD
 
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         stride = self.config.token_stride
@@ -250,7 +246,7 @@ class PixelEncoder(nn.Module):
         image_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> PixelTokens:
         """Tokens of a padded batch of normalised float images, or of uint8 RGB ones (normalised here, on the
-        device, with `config.image_mean` / `image_std`).
+        device, with `image_mean` / `image_std`, set from the model's `processing`).
 
         Each image's real size comes from `image_sizes` (host ints, as the collates give them: no device sync),
         else from `pixel_mask` (read back from the device), else every image fills the whole padded size (also no
@@ -258,7 +254,7 @@ class PixelEncoder(nn.Module):
         b, _, height, width = pixel_values.shape
         device = pixel_values.device
         if pixel_values.dtype == torch.uint8:  # raw pixels, as the DataModules send them: normalise here
-            pixel_values = normalize_pixels(pixel_values, self.config.image_mean, self.config.image_std)
+            pixel_values = normalize_pixels(pixel_values, self.image_mean, self.image_std)
         if image_sizes is not None:
             sizes = [(int(h), int(w)) for h, w in image_sizes]
             if len(sizes) != b or any(not (0 < h <= height and 0 < w <= width) for h, w in sizes):

@@ -5,21 +5,27 @@ A task for a new benchmark subclasses it and overrides the hooks (torchgeo's tem
 
 - `configure_heads()`: build only the heads the task uses, so DDP never waits on a gradient that never comes;
 - `forward(batch)`: the task's outputs (logits, scores) for a batch;
-- `compute_loss(outputs, batch)`: a scalar loss;
+- `compute_loss(outputs, batch)` -> {part name: scalar}: the base sums them (times `loss_weights`) into `loss`
+  and logs `{stage}/loss` and each `{stage}/{part}_loss`;
 - `configure_metrics()` -> {name: torchmetrics.Metric} and `update_metrics(metrics, outputs, batch)`;
-  `configure_train_metrics()` when training should log something cheaper (no read-back per step).
+  `configure_train_metrics()` when training should log something cheaper (no read-back per step);
+- `configure_evaluator()`: an evaluation that is not a per-batch loss and metric (retrieval's ranking of every
+  image against every text): its `update(batch, stage)` takes the val / test batches and `compute(stage)` gives
+  the values logged at the epoch's end.
 
 The template clones the metrics once per stage, updates them every step and logs `{stage}/{name}` (or
-`{stage}/{name}_{key}` for a metric returning a dict) at each epoch's end. Typed `__init__` arguments are what
-LightningCLI turns into YAML.
+`{stage}/{name}_{key}` for a metric returning a dict) at each epoch's end. RNG state, non-finite step reports and
+skipped-sample counts are Callbacks (`tasks/callbacks.py`). Typed `__init__` arguments are what LightningCLI turns
+into YAML.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytorch_lightning as pl
 import torch
@@ -27,8 +33,9 @@ from torch import nn
 from torchmetrics import Metric
 
 from pixelbert_pl.models import create_model
-from pixelbert_pl.models.tokenizer import tokenizer_files
 from pixelbert_pl.models.weights import read_weights, weights_name
+from pixelbert_pl.processing import ProcessingConfig, split_processing, tokenizer_files
+from pixelbert_pl.tasks.callbacks import task_callbacks
 from pixelbert_pl.tasks.optim import AdamWSGD, OptimizerConfig, build_param_groups, warmup_step_decay
 
 CNN_PREFIXES = ("model.visual.trunk.",)
@@ -36,6 +43,16 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "pixelbert"  # a checkpoint's model config and tokenizer (see on_save_checkpoint)
 log = logging.getLogger(__name__)
+
+
+class Evaluator(Protocol):
+    """An evaluation over a whole split, fed batch by batch (see `PixelBertTask.configure_evaluator`)."""
+
+    def reset(self) -> None: ...
+
+    def update(self, batch: Any, stage: str) -> None: ...
+
+    def compute(self, stage: str) -> dict[str, float]: ...
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -51,14 +68,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return read_weights(path, "init_from", allowed=[OptimizerConfig])
 
 
-def _rng_states() -> dict[str, torch.Tensor]:
-    """This process's generators that dropout draws from: the CPU's and, on a GPU, its current device's."""
-    states = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state()
-    return states
-
-
 class PixelBertTask(pl.LightningModule):
     """Base task.
 
@@ -68,6 +77,8 @@ class PixelBertTask(pl.LightningModule):
         visual_weights: torchvision enum name (e.g. IMAGENET1K_V1) or local state_dict file for the CNN trunk.
         vocab_size: the tokenizer's size when it differs from the preset's (the CLI links it from the data).
         model_overrides: any other `PixelBertConfig` field, e.g. `{backbone_stages: 3}`.
+        processing: how images and texts become inputs (`ProcessingConfig`); the CLI links the DataModule's, and
+            a Trainer run adopts the DataModule's when none is given. Checkpoints and exports carry it.
         optimizer: learning rates, weight decays, warm-up and step-decay milestones.
         init_from: a checkpoint (usually pre-training's `.ckpt`) whose backbone, and any head of the same name and
             shape, this task starts from; see `load_pretrained`.
@@ -77,17 +88,16 @@ class PixelBertTask(pl.LightningModule):
             Image sizes that vary across batches make the second distinct size compile a dynamic-shape graph that
             serves every later size, so there is no recompilation per batch. The shipped GPU configs turn it on.
         compile_mode: `torch.compile`'s mode; None is torch's default. "reduce-overhead" replays CUDA graphs of the
-            compiled CNN and transformer instead of launching their kernels one by one from the host: on an H200 the
-            R50 pre-training step ran 2.8x faster than with the default mode (690 vs 244 samples/s, 2.0x the compiled
-            yardstick; benchmarks/results/README.md). Only batches of one fixed shape replay a graph; a module whose
-            inputs changed shape runs as ordinary compiled code (no graph recorded per size). Validation should then
-            run under `no_grad` (`Trainer(inference_mode=False)`, as the GPU configs set): graphs recorded under
-            inference mode break later training calls (pytorch/pytorch#135892).
+            compiled CNN and transformer instead of launching their kernels one by one from the host, whose launch
+            overhead bounds a GPU step otherwise (figures: benchmarks/results/design_notes.md). Only batches of one
+            fixed shape replay a graph; a module whose inputs changed shape runs as ordinary compiled code (no graph
+            recorded per size). Validation should then run under `no_grad` (`Trainer(inference_mode=False)`, as the
+            GPU configs set): graphs recorded under inference mode break later training calls (pytorch/pytorch#135892).
         text_length_buckets: run the transformer in up to this many groups of rows of similar caption length, each
             trimmed to its own longest caption (`models/buckets.py`): less padding for one call more. Outputs at
-            real positions are unchanged. With 3, the CPU demo's pre-training step ran about 15% faster in a bare
-            loop but only ~7% faster under the Trainer; on a GPU, where a smaller call is not proportionally
-            cheaper, measure before turning it on.
+            real positions are unchanged. It pays on the CPU, where transformer time scales with padded length
+            (experiments/results/design_notes.md); on a GPU, where a smaller call is not proportionally cheaper,
+            measure before turning it on.
     """
 
     monitor = "val/loss"
@@ -95,6 +105,7 @@ class PixelBertTask(pl.LightningModule):
     # Heads an `init_from` checkpoint should supply (retrieval's rank head from pre-training's ITM head): a
     # checkpoint that supplies none of them is warned about, as they would start from random weights.
     init_heads: tuple[str, ...] = ()
+    evaluator_prog_bar: tuple[str, ...] = ()  # evaluator values shown in the progress bar
 
     def __init__(
         self,
@@ -103,6 +114,7 @@ class PixelBertTask(pl.LightningModule):
         visual_weights: str | None = None,
         vocab_size: int | None = None,
         model_overrides: dict[str, Any] | None = None,
+        processing: ProcessingConfig | None = None,
         optimizer: OptimizerConfig | None = None,
         init_from: str | None = None,
         channels_last: bool = False,
@@ -120,11 +132,20 @@ class PixelBertTask(pl.LightningModule):
         if optimizer is not None:
             # Plain values in the checkpoint: any torch.load(weights_only=True) reads it with no allow-list.
             self.hparams["optimizer"] = dataclasses.asdict(optimizer)
-        overrides = dict(model_overrides or {})
+        overrides, legacy = split_processing(model_overrides or {})
+        if isinstance(processing, Mapping):  # as the hyper-parameters of a checkpoint hold it
+            processing = ProcessingConfig.from_dict(processing, "processing")
+        if legacy:  # hyper-parameters of checkpoints from when the model config held preprocessing too
+            log.warning("model_overrides %s are preprocessing settings: give them to the DataModule (the CLI links "
+                        "its processing to the task)", sorted(legacy))  # fmt: skip
+            processing = (processing or ProcessingConfig()).replace(**legacy)
+            self.hparams["model_overrides"] = overrides
+        self.hparams["processing"] = None if processing is None else processing.to_dict()
         overrides.update(text_encoder=text_encoder, visual_weights=visual_weights)
         if vocab_size is not None and text_encoder is None:
             overrides["vocab_size"] = vocab_size
-        self.model = create_model(preset, **overrides)
+        self.model = create_model(preset, processing=processing, **overrides)
+        self.processing_given = processing is not None
         if vocab_size is not None and self.model.config.vocab_size != vocab_size:
             raise ValueError(
                 f"vocab_size={vocab_size} (from the tokenizer) differs from text_encoder {text_encoder!r}'s "
@@ -135,6 +156,7 @@ class PixelBertTask(pl.LightningModule):
             # requires_grad=False (not just left out of the optimizer): no wasted backward, no DDP gradient wait.
             module.requires_grad_(False)
         self.configure_heads()
+        self.evaluator = self.configure_evaluator()
         templates = self.configure_metrics() or {}
         train_templates = self.configure_train_metrics()
         by_stage = {stage: templates for stage in STAGES}
@@ -201,8 +223,37 @@ class PixelBertTask(pl.LightningModule):
         training step; training can log a device-side counterpart instead."""
         return None
 
-    def compute_loss(self, outputs: Any, batch: Any) -> torch.Tensor:
+    def compute_loss(self, outputs: Any, batch: Any) -> dict[str, torch.Tensor]:
+        """The loss as named scalar parts, e.g. {"mlm": ..., "itm": ...}; see `total_loss`."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute_loss(outputs, batch)")
+
+    @property
+    def loss_weights(self) -> Mapping[str, float]:
+        """Multipliers of `compute_loss`'s parts in the total (1 for a part not named)."""
+        return {}
+
+    def total_loss(self, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of `compute_loss`'s parts, in their order."""
+        if not isinstance(parts, Mapping) or not parts or "loss" in parts:
+            raise TypeError(f"{type(self).__name__}.compute_loss returned {type(parts).__name__}: expected a "
+                            "non-empty dict of named scalar losses (not named 'loss', the total's name)")  # fmt: skip
+        weights = self.loss_weights
+        total: torch.Tensor | None = None
+        for name, part in parts.items():
+            weight = weights.get(name, 1.0)
+            term = part if weight == 1.0 else weight * part
+            total = term if total is None else total + term
+        return total  # type: ignore[return-value]
+
+    def losses(self, batch: Any, **forward_kwargs: Any) -> dict[str, torch.Tensor]:
+        """{"loss": the total, then each part}: a training step's loss outside the Trainer (notebooks, tests)."""
+        parts = self.compute_loss(self(batch, **forward_kwargs), batch)
+        return {"loss": self.total_loss(parts), **parts}
+
+    def configure_evaluator(self) -> Evaluator | None:
+        """An evaluation that replaces the per-batch loss and metrics in validation and test (None: there is
+        none). It is reset at each epoch's start and its `compute(stage)` values logged as `{stage}/{key}`."""
+        return None
 
     def update_metrics(self, metrics: dict[str, Metric], outputs: Any, batch: Any) -> None:
         """Feed one step's outputs to this stage's metrics (`metrics[name]`)."""
@@ -254,73 +305,54 @@ class PixelBertTask(pl.LightningModule):
 
     def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         outputs = self(batch)
-        loss = self.compute_loss(outputs, batch)
-        self.log(
-            f"{stage}/loss", loss, batch_size=self.batch_size(batch), prog_bar=stage != "train",
-            on_step=stage == "train", on_epoch=True, sync_dist=stage != "train",
+        parts = self.compute_loss(outputs, batch)
+        loss = self.total_loss(parts)
+        values = {f"{stage}/loss": loss, **{f"{stage}/{name}_loss": part for name, part in parts.items()}}
+        self.log_dict(
+            values, batch_size=self.batch_size(batch), prog_bar=stage != "train", on_step=stage == "train",
+            on_epoch=True, sync_dist=stage != "train",
         )  # fmt: skip
         with torch.no_grad():
             self.update_metrics(self.stage_metrics(stage), outputs, batch)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        # Training values go to the logger, not the progress bar: Lightning converts every progress-bar value to a
-        # Python number at each batch end, a host-device sync per step that left the GPU idle while the host
-        # queued the next step (H200: 76 ms steps for 46 ms of GPU work). Metrics updated here stay on the device.
+        # Logger only, no progress bar: Lightning reads progress-bar values back each step, a sync that idles the GPU.
         return self.shared_step(batch, "train")
 
     # ------------------------------------------------------------------------------ checkpoints and resume
 
     def setup(self, stage: str) -> None:
-        # The data's resize, text length and tokenizer are what the model is fed: its config records them, so
-        # Predictor, save_pretrained and checkpoints feed it the same, whatever the preset said.
+        # The data's processing is what the model is fed: checkpoints, exports and Predictor must feed it the same.
         datamodule = self.trainer.datamodule
-        describe = getattr(datamodule, "preprocessing", None)
-        if callable(describe):
-            config = self.model.config
-            for name, value in dataclasses.asdict(config.replace(**describe())).items():
-                setattr(config, name, value)  # in place: the model's modules share this config object
-            self._tokenizer = getattr(datamodule, "tokenizer", None)
+        processing = getattr(datamodule, "processing", None)
+        if not isinstance(processing, ProcessingConfig):
+            return
+        if self.processing_given and (differ := self.model.processing.differences(processing)):
+            raise ValueError(
+                f"{type(self).__name__}'s processing differs from {type(datamodule).__name__}'s in "
+                f"{ {k: {'task': a, 'data': b} for k, (a, b) in differ.items()} }: the model would be fed other inputs "
+                "than it was trained or configured for; give the DataModule the task's settings"
+            )
+        self.model.processing = processing
+        self.hparams["processing"] = processing.to_dict()
+        self.processing_given = True
+        self._tokenizer = getattr(datamodule, "tokenizer", None)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning checkpoints hold no RNG state; dropout draws from torch's generators, so a resumed run would
-        # drop other units than an uninterrupted one. (Data randomness is keyed by seed, epoch and index instead.)
-        # Every rank's state, as the rows of one tensor: ranks draw different amounts (their batches differ), and
-        # only rank 0 writes the file. Lightning calls this hook on every rank, so the gather meets no lone rank.
-        checkpoint["rng_states"] = {name: self._gather_ranks(state) for name, state in _rng_states().items()}
         # The whole model config and the tokenizer's files, as plain data: `Predictor.from_checkpoint` and
         # `pixelbert-export` rebuild the model from them, offline, with no weights to download and no data module.
-        checkpoint[CHECKPOINT_KEY] = {"config": self.model.config.to_dict()}
+        model = self.model
+        checkpoint[CHECKPOINT_KEY] = {"config": model.config.to_dict(), "processing": model.processing.to_dict()}
         tokenizer = getattr(self, "_tokenizer", None)
         if tokenizer is not None:
             if getattr(self, "_tokenizer_files", None) is None:
                 self._tokenizer_files = tokenizer_files(tokenizer)
             checkpoint[CHECKPOINT_KEY]["tokenizer_files"] = self._tokenizer_files
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states") or {}
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
-        for name, saved in states.items():
-            if isinstance(saved, torch.Tensor) and saved.dim() == 1:
-                saved = saved.unsqueeze(0)  # written before states were kept per rank: one process's
-            if not isinstance(saved, torch.Tensor):
-                continue  # the CUDA states of every visible device, as older checkpoints held them
-            if saved.shape[0] != world:
-                log.warning("checkpoint RNG states are for %d processes, this run has %d: not restored",
-                            saved.shape[0], world)  # fmt: skip
-                return
-            if name == "torch":
-                torch.set_rng_state(saved[rank].clone())
-            elif name == "cuda" and torch.cuda.is_available():
-                torch.cuda.set_rng_state(saved[rank].clone(), self.device)
-
-    def _gather_ranks(self, state: torch.Tensor) -> torch.Tensor:
-        """(world, n): this process's `state` as row `global_rank`, every other rank's in its row."""
-        if self._trainer is None or self.trainer.world_size == 1:
-            return state.unsqueeze(0)
-        return self.all_gather(state.to(self.device)).cpu()
-
-    # ------------------------------------------------------------------------------- non-finite steps
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """RNG state in checkpoints, non-finite step reports and skipped-sample counts (`tasks/callbacks.py`)."""
+        return task_callbacks()
 
     def sample_ids(self, batch: Any) -> Any:
         """The batch's sample identifiers (a tensor or a list), for error reports; read only when reporting."""
@@ -330,51 +362,17 @@ class PixelBertTask(pl.LightningModule):
                 return ids
         return []
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Report optimizer steps that `AdamWSGD` skipped for non-finite gradients, with the step and the samples.
-        On a GPU the flag is copied to the host without waiting and read once the copy has landed (a step or so
-        later), so the check never stalls the queue."""
-        optimizer = getattr(self.optimizers(), "optimizer", None)
-        flag = getattr(optimizer, "last_step_finite", None)
-        if flag is None:
-            return
-        optimizer.last_step_finite = None  # type: ignore[union-attr]
-        # The optimizer step has been counted already, skipped or not: this batch's step is the previous count.
-        entry = (self.global_step - 1, self.sample_ids(batch), outputs)
-        if flag.is_cuda:
-            host = torch.empty((), dtype=torch.bool, pin_memory=True)
-            host.copy_(flag, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self._pending_checks.append((event, host, entry))
-        elif not bool(flag):
-            self._report_nonfinite(*entry)
-        while self._pending_checks and self._pending_checks[0][0].query():
-            _, host, entry = self._pending_checks.pop(0)
-            if not bool(host):
-                self._report_nonfinite(*entry)
+    def evaluation_step(self, batch: Any, stage: str) -> torch.Tensor | None:
+        if self.evaluator is not None:
+            self.evaluator.update(batch, stage)
+            return None
+        return self.shared_step(batch, stage)
 
-    @property
-    def _pending_checks(self) -> list[tuple[Any, torch.Tensor, tuple[int, Any, Any]]]:
-        if not hasattr(self, "_pending"):
-            self._pending: list[tuple[Any, torch.Tensor, tuple[int, Any, Any]]] = []
-        return self._pending
+    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        return self.evaluation_step(batch, "val")
 
-    def _report_nonfinite(self, step: int, ids: Any, outputs: Any) -> None:
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        self.nonfinite_steps = getattr(self, "nonfinite_steps", 0) + 1
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else loss
-        log.error(
-            "step %d: non-finite loss or gradients (loss %s); the update was skipped, the weights are unchanged. "
-            "Samples: %s", step, value, ids[:32],
-        )  # fmt: skip
-
-    def validation_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self.shared_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self.shared_step(batch, "test")
+    def test_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
+        return self.evaluation_step(batch, "test")
 
     def log_stage_metrics(self, stage: str) -> None:
         """Compute, log and reset this stage's metrics; a metric with no update this epoch is skipped."""
@@ -392,28 +390,31 @@ class PixelBertTask(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.log_stage_metrics("train")
-        self.log_skipped_samples()
-        if getattr(self, "nonfinite_steps", 0):
-            self.log("train/nonfinite_steps", float(self.nonfinite_steps), reduce_fx="max", sync_dist=True)
 
-    def log_skipped_samples(self) -> None:
-        """Log `train/skipped_samples`: unreadable training samples replaced this epoch, summed over ranks."""
-        counter = getattr(self.trainer.datamodule, "skip_counter", None) if self.trainer.datamodule else None
-        if counter is None:
+    def on_validation_epoch_start(self) -> None:
+        if self.evaluator is not None:
+            self.evaluator.reset()
+
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def log_evaluation(self, stage: str) -> None:
+        if self.evaluator is None:
             return
-        skipped = counter.totals()[1]
-        epoch_skips = skipped - getattr(self, "_skipped_before", 0)
-        self._skipped_before = skipped
-        if epoch_skips:
-            log.warning("epoch %d: %d unreadable training samples replaced (%s)", self.current_epoch, epoch_skips,
-                        dict(counter.reasons) or "reasons logged by the DataLoader workers")  # fmt: skip
-        self.log("train/skipped_samples", float(epoch_skips), reduce_fx="sum", sync_dist=True)
+        if not self.trainer.sanity_checking:
+            for key, value in self.evaluator.compute(stage).items():
+                # Identical on every rank (evaluators gather before computing), so no further reduction.
+                self.log(f"{stage}/{key}", value, prog_bar=key in self.evaluator_prog_bar)
+        # Reset in every case: state kept after the sanity check would sit on the device all the first epoch.
+        self.evaluator.reset()
 
     def on_validation_epoch_end(self) -> None:
         self.log_stage_metrics("val")
+        self.log_evaluation("val")
 
     def on_test_epoch_end(self) -> None:
         self.log_stage_metrics("test")
+        self.log_evaluation("test")
 
     # ------------------------------------------------------------------------------------------ optimiser
 

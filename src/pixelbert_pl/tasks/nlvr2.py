@@ -1,4 +1,4 @@
-"""`NLVR2Task`: one statement, two images, True / False (paper Sec. 4.2, PAPER.md Sec. 3.2).
+"""`NLVR2Task`: one statement, two images, True / False (paper Sec. 4.2, docs/paper_facts.md §3.2).
 
 The "pair" setting: (left image, statement) and (right image, statement) each go through Pixel-BERT, and the two
 [CLS] vectors, concatenated left then right, feed a 2-way classifier trained with cross-entropy. Metrics are the
@@ -52,12 +52,12 @@ class NLVR2Task(PixelBertTask):
         cls = out.cls_output.view(b, 2, -1)
         return self.nlvr2_head(cls[:, 0], cls[:, 1]).float()
 
-    def compute_loss(self, outputs: torch.Tensor, batch: NLVR2Batch) -> torch.Tensor:
+    def compute_loss(self, outputs: torch.Tensor, batch: NLVR2Batch) -> dict[str, torch.Tensor]:
         # Unlabelled rows (-1, hidden test sets) carry no loss; a batch of them gives 0, not NaN.
         # Summed over labelled rows / their count, with no branch on the device's values (a host sync per step).
         labelled = batch.labels >= 0
         loss = F.cross_entropy(outputs, batch.labels, ignore_index=-1, reduction="sum")
-        return loss / labelled.sum().clamp(min=1)
+        return {"nlvr2": loss / labelled.sum().clamp(min=1)}
 
     def update_metrics(self, metrics: dict[str, Metric], outputs: torch.Tensor, batch: NLVR2Batch) -> None:
         if "nlvr2_accuracy" in metrics:

@@ -2,7 +2,7 @@
 
 Lightning supports several optimizers only under manual optimisation, where `Trainer(gradient_clip_val=...)`
 and accumulation stop working; one wrapper holding both update rules keeps automatic optimisation, clipping,
-accumulation, AMP and checkpointing as Lightning users expect (PAPER.md Sec. 2.4).
+accumulation, AMP and checkpointing as Lightning users expect (the recipe: docs/paper_facts.md §2.4).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class OptimizerConfig:
 
     Milestones are fractions of the run's optimizer steps (after accumulation), so the paper's "lr / 10 at
     epochs 25 and 35 of 40" is `milestones: [0.625, 0.875]` whatever the batch size, device count or
-    accumulation (PRIOR_ART L8).
+    accumulation (docs/prior_art.md L8).
     """
 
     lr: float = 1e-4
@@ -35,7 +35,7 @@ class OptimizerConfig:
     cnn_momentum: float = 0.9
     cnn_weight_decay: float = 5e-4
     # Residual stages kept frozen (with the stem) while the rest of the CNN trains: 0 = none, 1 = stem + layer1
-    # (SOHO's `frozen_stages=1`, PAPER.md Sec. 2.4: it also skips the costliest high-resolution backward), ...
+    # (SOHO's `frozen_stages=1`, docs/paper_facts.md §2.4: it also skips the costliest high-resolution backward), ...
     cnn_frozen_stages: int = 0
     warmup_steps: int = 1000
     warmup_start_factor: float = 1 / 3
@@ -79,9 +79,7 @@ class AdamWSGD(Optimizer):
     def _bind(self) -> None:
         sgd_groups = [g for g in self.param_groups if g.get("optimizer") == "sgd"]
         adamw_groups = [g for g in self.param_groups if g.get("optimizer") != "sgd"]
-        # Fused kernels wherever all parameters share a device that has them: one launch per step instead of several
-        # per parameter on a GPU, and on the CPU a third of the time of torch's default there, a Python loop over
-        # the parameters (tiny preset, 69 tensors: 1.2 vs 3.4 ms a step). The arithmetic is the same update rule.
+        # Fused kernels where all parameters share a device with them: torch's default is a per-parameter loop there.
         devices = {p.device.type for g in self.param_groups for p in g["params"]}
         fused = self._fused if self._fused is not None else len(devices) == 1 and devices <= FUSED_DEVICE_TYPES
         self.fused = fused

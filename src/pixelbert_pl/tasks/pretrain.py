@@ -33,13 +33,12 @@ class PretrainTask(PixelBertTask):
     """Pre-training. Loss = mlm_weight * MLM + itm_weight * ITM; a weight of 0 removes that loss and its head.
 
     Args:
-        mlm_weight, itm_weight: real multipliers (PRIOR_ART L14); at least one must be positive.
+        mlm_weight, itm_weight: real multipliers of the two losses (docs/prior_art.md L14); at least one positive.
         sample_pixels: keep `pixel_sample_size` random pixel tokens per row in training (the paper's K = 100).
         skip_pixel_rows: the last layer computes [CLS] and the text rows only (`outputs="text"`): MLM and ITM read
             nothing else, so the losses are the same up to float rounding and the pixel rows' query, output and
-            feed-forward projections of one layer are saved (6% of the demo model's step on the CPU). Off by
-            default because the demo's recipe is that sensitive to rounding: with it on, seed 0's val ITM went
-            from 0.931 to 0.860 (losses equal to 1e-5 for the first 50 steps, then a different basin).
+            feed-forward projections of one layer are saved. Off by default because the demo's recipe is sensitive
+            to rounding: with it on, seed 0 settles in a worse basin (experiments/results/design_notes.md).
         **kwargs: `PixelBertTask` arguments (preset, text_encoder, visual_weights, optimizer, ...).
     """
 
@@ -69,8 +68,15 @@ class PretrainTask(PixelBertTask):
     def configure_metrics(self) -> dict[str, Metric]:
         return {"mlm_accuracy": DeviceMean(), "itm_accuracy": DeviceMean()}
 
-    def forward(self, batch: PretrainBatch, sample: bool = False) -> dict[str, torch.Tensor]:
-        """Losses and predictions for a batch; the CNN runs once per image for all its rows."""
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {"mlm": self.mlm_weight, "itm": self.itm_weight}
+
+    def forward(self, batch: PretrainBatch, sample: bool | None = None) -> dict[str, torch.Tensor]:
+        """Logits (and targets) of each loss for a batch; the CNN runs once per image for all its rows. Pixel
+        tokens are sampled when `sample` is True, or when None (the default) in training with `sample_pixels`."""
+        if sample is None:
+            sample = self.training and self.use_sampling
         pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
         out = self.model(
             batch.input_ids,
@@ -82,34 +88,28 @@ class PretrainTask(PixelBertTask):
             outputs=("text" if self.mlm_head is not None else "cls") if self.skip_pixel_rows else "all",
         )
         result: dict[str, torch.Tensor] = {}
-        loss = out.cls_output.new_zeros((), dtype=torch.float32)
         if self.mlm_head is not None:
             masked = batch.mlm_labels != IGNORE_INDEX  # (r, t)
             positions = masked_positions(masked, batch.num_masked)  # (m,) flat indices, row-major
-            targets = batch.mlm_labels.flatten()[positions]  # (m,)
-            logits = self.mlm_head(out.text_output.flatten(0, 1)[positions]).float()  # (m, vocab)
-            # Sum / max(m, 1): finite when a batch has no masked token (short VG phrases), PRIOR_ART L12.
-            mlm = F.cross_entropy(logits, targets, reduction="sum") / masked.sum().clamp(min=1)
-            result.update(mlm_loss=mlm, mlm_correct=logits.argmax(-1) == targets)
-            loss = loss + self.mlm_weight * mlm
+            result["mlm_targets"] = batch.mlm_labels.flatten()[positions]  # (m,)
+            result["mlm_logits"] = self.mlm_head(out.text_output.flatten(0, 1)[positions]).float()  # (m, vocab)
+            result["mlm_count"] = masked.sum()
         if self.itm_head is not None:
-            logits = self.itm_head(out.cls_output).float()  # (r, 2)
-            itm = F.cross_entropy(logits, batch.itm_labels)
-            result.update(itm_loss=itm, itm_correct=logits.argmax(-1) == batch.itm_labels)
-            loss = loss + self.itm_weight * itm
-        result["loss"] = loss
+            result["itm_logits"] = self.itm_head(out.cls_output).float()  # (r, 2)
         return result
 
-    def shared_step(self, batch: PretrainBatch, stage: str) -> torch.Tensor:
-        result = self(batch, sample=stage == "train" and self.use_sampling)
-        values = {f"{stage}/loss": result["loss"]}
-        metrics = self.stage_metrics(stage)
-        for name in ("mlm", "itm"):
-            if f"{name}_loss" in result:
-                values[f"{stage}/{name}_loss"] = result[f"{name}_loss"]
-                metrics[f"{name}_accuracy"].update(result[f"{name}_correct"])
-        self.log_dict(
-            values, batch_size=self.batch_size(batch), prog_bar=False, on_step=stage == "train",
-            on_epoch=True, sync_dist=stage != "train",
-        )  # fmt: skip
-        return result["loss"]
+    def compute_loss(self, outputs: dict[str, torch.Tensor], batch: PretrainBatch) -> dict[str, torch.Tensor]:
+        parts: dict[str, torch.Tensor] = {}
+        if "mlm_logits" in outputs:
+            # Sum / max(m, 1): finite when a batch has no masked token (short VG phrases), docs/prior_art.md L12.
+            mlm = F.cross_entropy(outputs["mlm_logits"], outputs["mlm_targets"], reduction="sum")
+            parts["mlm"] = mlm / outputs["mlm_count"].clamp(min=1)
+        if "itm_logits" in outputs:
+            parts["itm"] = F.cross_entropy(outputs["itm_logits"], batch.itm_labels)
+        return parts
+
+    def update_metrics(self, metrics: dict[str, Metric], outputs: dict[str, torch.Tensor], batch: Any) -> None:
+        if "mlm_logits" in outputs:
+            metrics["mlm_accuracy"].update(outputs["mlm_logits"].argmax(-1) == outputs["mlm_targets"])
+        if "itm_logits" in outputs:
+            metrics["itm_accuracy"].update(outputs["itm_logits"].argmax(-1) == batch.itm_labels)

@@ -1,4 +1,4 @@
-"""`RetrievalTask`: image-text retrieval as cross-encoder ranking (paper Sec. 4.3, PAPER.md Sec. 3.3 and 6.4).
+"""`RetrievalTask`: image-text retrieval as cross-encoder ranking (paper Sec. 4.3; protocols in docs/paper_facts.md).
 
 Training: each image with its positive caption and k random negatives (k = 20 in the paper) is scored by a rank
 head on [CLS]; softmax cross-entropy over the positive and the `hard_negatives` highest-scoring negatives (the
@@ -15,31 +15,26 @@ matrix.
 over `coarse_pool` x `coarse_pool` blocks (a quarter of the tokens at 2), then each image's k best texts and each
 text's k best images are scored again with all tokens and ranked first, in that exact order. R@K (K <= k) then
 differs from exhaustive only where the coarse stage leaves a match out of both top-k lists; with k at least the
-number of images and of texts it is exhaustive. On ShapesWorld (200 images x 1,000 captions) k = 10% of the images
-kept every R@K within 1 point of exhaustive, k = 5% within 3 (experiments/results/retrieval_two_stage.md).
-Report which protocol gave a number.
+number of images and of texts it is exhaustive; experiments/results/retrieval_two_stage.md measures the gap.
+Report which protocol gave a number. The evaluation epoch itself is `RetrievalEvaluator` (`tasks/ranking.py`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from pixelbert_pl.data.retrieval import RetrievalImageBatch, RetrievalTexts, RetrievalTrainBatch
-from pixelbert_pl.distributed import gather_lists
-from pixelbert_pl.metrics import coco_1k_recall, rerank_candidates, rerank_scores, retrieval_recall
+from pixelbert_pl.data.retrieval import RetrievalTexts, RetrievalTrainBatch
 from pixelbert_pl.models import ITMHead, RankHead
 from pixelbert_pl.models.visual import PixelTokens, crop_pixel_tokens, pool_pixel_tokens
 from pixelbert_pl.tasks.base import PixelBertTask
 from pixelbert_pl.tasks.optim import OptimizerConfig
+from pixelbert_pl.tasks.ranking import RetrievalEvaluator
 
 PROTOCOLS = ("full", "coco_1k")
-log = logging.getLogger(__name__)
 
 
 class RetrievalTask(PixelBertTask):
@@ -59,6 +54,7 @@ class RetrievalTask(PixelBertTask):
 
     monitor = "val/rsum"
     mode = "max"
+    evaluator_prog_bar = ("i2t_r1", "t2i_r1")
     init_heads = ("rank_head",)  # from pre-training's ITM head
 
     def __init__(
@@ -79,17 +75,16 @@ class RetrievalTask(PixelBertTask):
             raise ValueError(f"rerank_top_k={rerank_top_k}: expected >= 1 or None (exhaustive)")
         if coarse_pool < 1:
             raise ValueError(f"coarse_pool={coarse_pool}: expected >= 1")
-        self.hard_negatives, self.eval_chunk, self.protocols = hard_negatives, eval_chunk, tuple(protocols)
-        self.rerank_top_k, self.coarse_pool = rerank_top_k, coarse_pool
+        self.hard_negatives, self.eval_chunk = hard_negatives, eval_chunk
+        self._evaluation = (tuple(protocols), rerank_top_k, coarse_pool)  # the evaluator's; it owns them after init
         kwargs.setdefault("optimizer", OptimizerConfig(cnn_optimizer="frozen", milestones=[0.6]))
         super().__init__(**kwargs)
-        self._scores: list[tuple[torch.Tensor, torch.Tensor]] = []  # (image positions, (n, texts) scores)
-        self._texts: RetrievalTexts | None = None  # this epoch's texts, on the model's device
-        self._text_lengths: torch.Tensor | None = None  # their real lengths, on the host
-        self._pixels: list[tuple[torch.Tensor, PixelTokens, Any]] = []  # (positions, tokens, sizes), for reranking
 
     def configure_heads(self) -> None:
         self.rank_head = RankHead(self.model.config)
+
+    def configure_evaluator(self) -> RetrievalEvaluator:
+        return RetrievalEvaluator(self, *self._evaluation)
 
     def init_heads_from(self, state: dict[str, torch.Tensor]) -> list[str]:
         copied = super().init_heads_from(state)
@@ -126,21 +121,14 @@ class RetrievalTask(PixelBertTask):
         scores = self.score(pixels, batch.input_ids[keep], batch.attention_mask[keep], batch.image_index[keep])
         return scores.view(n, -1)
 
-    def compute_loss(self, outputs: torch.Tensor, batch: RetrievalTrainBatch) -> torch.Tensor:
-        return F.cross_entropy(outputs, torch.zeros(outputs.shape[0], dtype=torch.long, device=outputs.device))
+    def compute_loss(self, outputs: torch.Tensor, batch: RetrievalTrainBatch) -> dict[str, torch.Tensor]:
+        target = torch.zeros(outputs.shape[0], dtype=torch.long, device=outputs.device)  # the positive is first
+        return {"rank": F.cross_entropy(outputs, target)}
 
     def batch_size(self, batch: Any) -> int:
         return int(batch.pixel_values.shape[0])
 
     # ----------------------------------------------------------------------------------------- evaluation
-
-    def eval_texts(self, stage: str) -> RetrievalTexts:
-        """The split's texts; the data module provides `val_texts` / `test_texts`."""
-        datamodule = self.trainer.datamodule
-        texts = getattr(datamodule, f"{stage}_texts", None)
-        if texts is None:
-            raise AttributeError(f"{type(datamodule).__name__} has no {stage}_texts: RetrievalTask needs the texts")
-        return texts
 
     @torch.no_grad()
     def score_pairs(
@@ -206,94 +194,3 @@ class RetrievalTask(PixelBertTask):
         images, text_rows = torch.arange(n).repeat_interleave(num_texts), torch.arange(num_texts).repeat(n)
         scores = self.score_pairs(pixels, texts, images, text_rows, text_lengths, image_sizes, pool)
         return scores.view(n, num_texts)
-
-    def _eval_step(self, batch: RetrievalImageBatch, stage: str) -> None:
-        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
-        if self._texts is None:  # the split's texts go to the device once per epoch, not once per image batch
-            texts = self.eval_texts(stage)
-            device = pixels.tokens.device
-            self._text_lengths = texts.attention_mask.cpu().sum(dim=1)
-            self._texts = RetrievalTexts(
-                texts.input_ids.to(device), texts.attention_mask.to(device), texts.text_to_image
-            )
-        positions = batch.image_positions.cpu()
-        if self.rerank_top_k is None:
-            scores = self.score_matrix(pixels, self._texts, self._text_lengths, batch.image_sizes)
-        else:  # the coarse stage; the pixel tokens wait on the device for the exact one at the epoch's end
-            scores = self.score_matrix(pixels, self._texts, self._text_lengths, batch.image_sizes, self.coarse_pool)
-            self._pixels.append((positions, pixels, batch.image_sizes))
-        self._scores.append((positions, scores))
-
-    def validation_step(self, batch: RetrievalImageBatch, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: RetrievalImageBatch, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_validation_epoch_start(self) -> None:
-        self._scores, self._texts, self._pixels = [], None, []
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def gather_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every rank's (image positions, scores), concatenated in position order; a repeated image is an error."""
-        parts = gather_lists(self._scores)
-        positions = torch.cat([p for p, _ in parts])
-        order = positions.argsort()
-        positions, scores = positions[order], torch.cat([s for _, s in parts])[order]
-        if positions.unique().numel() != positions.numel():
-            raise RuntimeError("retrieval evaluation scored an image twice: use a sampler that repeats no image")
-        return positions, scores
-
-    def recall(self, stage: str) -> dict[str, float]:
-        """R@K over the images scored this epoch (all of the split, unless `limit_*_batches` cut it short) and
-        the texts of those images."""
-        positions, scores = self.gather_scores()
-        t2i = self.eval_texts(stage).text_to_image.cpu()
-        texts = torch.isin(t2i, positions)
-        if not texts.all():
-            log.warning("retrieval %s: %d of the split's images scored; recall is over those", stage, len(positions))
-        scores, t2i = scores[:, texts].float(), torch.searchsorted(positions, t2i[texts])
-        if self.rerank_top_k is not None:
-            scores = self.rerank(scores, positions, texts.nonzero().squeeze(1), stage)
-        result: dict[str, float] = {}
-        if "full" in self.protocols:
-            result.update(retrieval_recall(scores, t2i))
-        if "coco_1k" in self.protocols:
-            result.update({f"coco1k_{k}": v for k, v in coco_1k_recall(scores, t2i).items()})
-        return result
-
-    def rerank(self, coarse: torch.Tensor, positions: torch.Tensor, columns: torch.Tensor, stage: str) -> torch.Tensor:
-        """The second stage of `rerank_top_k`: each image's k best texts and each text's k best images under the
-        gathered `coarse` (images at `positions` x texts `columns` of the split) scored again with all pixel tokens,
-        each rank its own images (their tokens kept from the steps), then ranked above the rest (`rerank_scores`)."""
-        chosen = rerank_candidates(coarse, self.rerank_top_k)
-        context = getattr(getattr(self.trainer, "precision_plugin", None), f"{stage}_step_context", nullcontext)
-        mine = []
-        with context(), torch.no_grad():  # the steps' autocast; epoch-end hooks run outside it
-            for batch_positions, pixels, sizes in self._pixels:
-                rows = torch.searchsorted(positions, batch_positions)
-                images, cols = chosen[rows].nonzero(as_tuple=True)
-                exact = self.score_pairs(pixels, self._texts, images, columns[cols], self._text_lengths, sizes)
-                mine.append((rows[images], cols, exact))
-        parts = gather_lists(mine)
-        rows, cols, exact = (torch.cat([p[i] for p in parts]) for i in range(3))
-        return rerank_scores(coarse, rows, cols, exact)
-
-    def _log_recall(self, stage: str) -> None:
-        if self._scores and not self.trainer.sanity_checking:
-            result = self.recall(stage)
-            if "full" in self.protocols:
-                result["rsum"] = sum(v for k, v in result.items() if k[:3] in ("i2t", "t2i"))
-            for key, value in result.items():
-                # Already identical on every rank (computed from the gathered matrix), so no further reduction.
-                self.log(f"{stage}/{key}", value, prog_bar=key in ("i2t_r1", "t2i_r1"))
-        # Freed in every case: after the sanity check, the kept pixel tokens would otherwise sit on the device
-        # through the whole first training epoch.
-        self._scores, self._pixels = [], []
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_recall("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_recall("test")

@@ -1,9 +1,9 @@
-"""`VQATask`: VQA v2 as multi-label classification over an answer vocabulary (paper Sec. 4.1, PAPER.md Sec. 3.1).
+"""`VQATask`: VQA v2 as multi-label classification over an answer vocabulary (paper Sec. 4.1, docs/paper_facts.md §3.1).
 
 Loss: binary cross-entropy against the soft scores 0.3 / 0.6 / 0.9 / 1.0, times the number of answers (the
 usual scaling, so the loss does not shrink with a 3,129-way vocabulary). Metric: the official VQA accuracy of the
 arg-max answer against the ten human answers, over every question including those whose answers are all outside
-the vocabulary (PRIOR_ART: dropping them inflates the score).
+the vocabulary (docs/prior_art.md L5: dropping them inflates the score).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class VQATask(PixelBertTask):
         )
         return self.vqa_head(out.cls_output).float()
 
-    def compute_loss(self, outputs: torch.Tensor, batch: VQABatch) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(outputs, batch.targets.float()) * outputs.shape[1]
+    def compute_loss(self, outputs: torch.Tensor, batch: VQABatch) -> dict[str, torch.Tensor]:
+        return {"vqa": F.binary_cross_entropy_with_logits(outputs, batch.targets.float()) * outputs.shape[1]}
 
     def decode(self, logits: torch.Tensor) -> list[str]:
         return [self.answer_vocab[i] for i in logits.argmax(-1).tolist()]

@@ -16,7 +16,7 @@ from pixelbert_pl.harness.shapes import (
     generate,
     statement_is_true,
 )
-from pixelbert_pl.models.tokenizer import load_tokenizer
+from pixelbert_pl.processing import load_tokenizer
 
 from .corpus_files import HELDOUT, load, load_lines, scenes_by_id
 

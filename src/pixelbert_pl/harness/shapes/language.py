@@ -339,9 +339,8 @@ def _make_statement(
         (f"exactly one image contains {phrase}.", mention),
         (f"the {side} image contains {phrase}.", mention),
     ]
-    # Count statements only where scenes differ in count: with a fixed count they are always true, and the pair
-    # search for a False example would spend its 500 draws in vain each time (10 of the 14 s that generating the
-    # one-shape warm-up corpus took).
+    # Count statements only where counts vary: with a fixed count they are always true, and the False-pair search
+    # would spend its 500 draws in vain each time.
     if lo < hi:
         options += [
             (f"the {side} image contains exactly {NUMBER_WORDS[exact]} shape{'s' * (exact > 1)}.", None),

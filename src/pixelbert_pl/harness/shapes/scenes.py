@@ -41,9 +41,7 @@ class ShapesWorldConfig:
     heldout_fraction: float = 0.1  # share of images built around a held-out combination (when there are any)
     hard_negatives_per_caption: int = 6
     vqa_disagreement: float = 0.1  # share of questions where 1-3 of the 10 annotators give another answer
-    # Examples over train / dev / test, split by split_fractions. With 1,000 (800 train, 100 dev) the demo's NLVR2
-    # fine-tuning memorised its training statements (train 1.000, dev loss rising) and dev accuracy moved by 0.2
-    # between pre-training draws; with 3,200 train it keeps learning (dev loss falling) on a 400-example dev set.
+    # By split_fractions; enough for the demo's NLVR2 to learn, not memorise (experiments/results/design_notes.md).
     num_nlvr2: int = 4000
     nlvr2_pairs_per_set: int = 2  # image pairs sharing one sentence: half True, half False (consistency groups)
     noise: int = 6  # amplitude of the uniform per-pixel noise

@@ -55,7 +55,7 @@ from pixelbert_pl.harness.shapes.scenes import (
     render_scene,
     sample_scene,
 )
-from pixelbert_pl.models.tokenizer import basic_split, write_wordpiece_vocab
+from pixelbert_pl.processing import basic_split, write_wordpiece_vocab
 
 SPLITS = ("train", "val", "test")
 HELDOUT_SPLIT = "test_heldout"
@@ -163,7 +163,7 @@ def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
 
 def _info(seed: int, what: str) -> dict[str, Any]:
     return {
-        # The generator's former module name: kept so that corpora stay byte-identical to those already written.
+        # A fixed label, not the module's path: corpora stay byte-identical to those already generated.
         "description": f"ShapesWorld {what} (synthetic, pixelbert_pl.data.shapes)",
         "url": "",
         "version": "1.0",
@@ -321,8 +321,8 @@ def add_nlvr2(out_dir: str | Path, num_nlvr2: int | None = None) -> dict[str, in
     (read back from its scenes.json): the same files `generate` would have written with that many examples.
     Returns the examples per split.
 
-    Why: pre-training reads no NLVR2, so a corpus made for it can skip their generation (~3 s per 1,000 examples
-    on 2 CPU cores: 10-12 s of the demo's 16.5 s corpus) and have them added when an NLVR2 run first needs them.
+    Why: pre-training reads no NLVR2, so a corpus made for it can skip their generation (most of a corpus's
+    generation time) and have them added when an NLVR2 run first needs them.
     The vocabulary is unchanged: every word a statement can use is in the grammar's word list, which vocab.txt
     always holds (checked below)."""
     out = Path(out_dir)

@@ -1,6 +1,6 @@
 import pytest
 
-from pixelbert_pl.models import load_tokenizer, write_wordpiece_vocab
+from pixelbert_pl.processing import load_tokenizer, write_wordpiece_vocab
 
 
 def test_generated_vocab_keeps_corpus_words_whole(tmp_path) -> None:

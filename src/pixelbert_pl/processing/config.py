@@ -1,0 +1,92 @@
+"""`ProcessingConfig`: how raw images and texts become a model's inputs (resize, normalisation, tokenizer, text
+length), kept apart from the architecture (`PixelBertConfig`) as Hugging Face keeps an image processor and a
+tokenizer apart from a model's config.
+
+One object serves training and serving: the DataModule builds it from its arguments, the CLI links it to the
+task, checkpoints and exports carry it, and `Predictor` feeds a model what it was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ProcessingConfig:
+    """Image and text preprocessing.
+
+    Args:
+        tokenizer: HF name or local directory / vocab.txt of the BERT WordPiece tokenizer (None: the one shipped
+            with a checkpoint or export).
+        max_text_length: tokens per text, [CLS] and [SEP] included.
+        image_min_size, image_max_size: the paper's resize, short side to `image_min_size` unless the long side
+            would pass `image_max_size` (paper Sec. 4: 800 and 1333).
+        size_divisor: both sides rounded down to a multiple of it (the CNN's stride).
+        image_mean, image_std: per-channel normalisation of [0, 1] pixels (the trunk's ImageNet statistics).
+    """
+
+    tokenizer: str | None = "bert-base-uncased"
+    max_text_length: int = 40
+    image_min_size: int = 800
+    image_max_size: int = 1333
+    size_divisor: int = 32
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.tokenizer is not None:
+            self.tokenizer = str(self.tokenizer)  # a Path from a caller; the checkpoint holds plain text
+        if min(self.image_min_size, self.size_divisor) < 1 or self.image_max_size < self.image_min_size:
+            raise ValueError(
+                f"ProcessingConfig: image_min_size={self.image_min_size}, image_max_size={self.image_max_size}, "
+                f"size_divisor={self.size_divisor}: expected 1 <= min_size <= max_size and size_divisor >= 1"
+            )
+        if self.max_text_length < 3:
+            raise ValueError(f"ProcessingConfig.max_text_length={self.max_text_length}: expected >= 3 ([CLS] w [SEP])")
+        self.image_mean = _three(self.image_mean, "image_mean")
+        self.image_std = _three(self.image_std, "image_std")
+
+    def replace(self, **overrides: Any) -> ProcessingConfig:
+        unknown = sorted(set(overrides) - set(PROCESSING_FIELDS))
+        if unknown:
+            raise TypeError(f"unknown ProcessingConfig field(s) {unknown}; valid fields: {list(PROCESSING_FIELDS)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "image_mean": list(self.image_mean), "image_std": list(self.image_std)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str = "ProcessingConfig") -> ProcessingConfig:
+        unknown = sorted(set(values) - set(PROCESSING_FIELDS))
+        if unknown:
+            raise ValueError(f"{source}: unknown processing field(s) {unknown}; expected {list(PROCESSING_FIELDS)}")
+        return cls(**values)
+
+    def differences(self, other: ProcessingConfig) -> dict[str, tuple[Any, Any]]:
+        """{field: (self's value, other's)} where the two differ."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs[k]) for k in PROCESSING_FIELDS if mine[k] != theirs[k]}
+
+
+PROCESSING_FIELDS = tuple(f.name for f in dataclasses.fields(ProcessingConfig))
+
+
+def split_processing(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(architecture, processing) entries of a model config written when both lived in one dict (checkpoints and
+    exports of earlier versions), so those still load."""
+    architecture = {k: v for k, v in values.items() if k not in PROCESSING_FIELDS}
+    processing = {k: v for k, v in values.items() if k in PROCESSING_FIELDS}
+    return architecture, processing
+
+
+def _three(values: Any, name: str) -> tuple[float, float, float]:
+    values = tuple(float(v) for v in values)
+    if len(values) != 3:
+        raise ValueError(f"ProcessingConfig.{name}={list(values)}: expected one value per RGB channel")
+    return values  # type: ignore[return-value]
