@@ -19,13 +19,18 @@ FORBIDDEN = {
 ALLOWED_INSIDE = {"processing": ("pixelbert_pl.processing",)}
 
 
-def imports(path: Path) -> list[tuple[int, str]]:
+def imports(path: Path, package: Path = PACKAGE) -> list[tuple[int, str]]:
+    """(line, module) of every import; `from a import b` counts as `a` and `a.b` (b may be a submodule)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: resolved against the file's own package
+                base = path.relative_to(package.parent).parent.parts
+                module = ".".join([*base[: len(base) - node.level + 1], *([module] if module else [])])
+            found += [(node.lineno, module), *((node.lineno, f"{module}.{a.name}") for a in node.names)]
     return found
 
 
@@ -55,10 +60,16 @@ def test_the_library_never_imports_the_demo_harness(part: str) -> None:
     assert violations(part, ("pixelbert_pl.harness",)) == []
 
 
-def test_the_rules_see_imports_inside_functions(tmp_path: Path) -> None:
-    source = tmp_path / "m.py"
-    source.write_text("def f():\n    from pixelbert_pl.tasks import base\n    import pixelbert_pl.data.images\n")
-    assert [name for _, name in imports(source)] == ["pixelbert_pl.tasks", "pixelbert_pl.data.images"]
+def test_the_rules_see_imports_inside_functions_and_relative_ones(tmp_path: Path) -> None:
+    package = tmp_path / "pixelbert_pl"
+    source = package / "models" / "probe.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("def f():\n    from pixelbert_pl import harness\n    import pixelbert_pl.data.images\n"
+                      "    from ..tasks import base\n")  # fmt: skip
+    assert [name for _, name in imports(source, package)] == [
+        "pixelbert_pl", "pixelbert_pl.harness", "pixelbert_pl.data.images", "pixelbert_pl.tasks",
+        "pixelbert_pl.tasks.base",
+    ]  # fmt: skip
 
 
 def test_every_module_belongs_to_the_library_or_the_harness() -> None:
