@@ -40,6 +40,7 @@ ablation: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples notebooks experiments
 	$(VENV)/bin/ruff format --check src tests benchmarks examples notebooks experiments
+	$(PY) -m mypy src
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build dist src/*.egg-info

@@ -50,7 +50,7 @@ def build_datamodule(config: str, overrides: Sequence[str] = ()) -> Any:
 
 
 def _fields(record: Any) -> dict[str, Any]:
-    return asdict(record) if is_dataclass(record) else dict(record)
+    return asdict(record) if is_dataclass(record) and not isinstance(record, type) else dict(record)
 
 
 def record_images(record: Any) -> list[str]:

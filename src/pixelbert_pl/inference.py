@@ -17,7 +17,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torchvision.transforms.v2.functional as F
@@ -145,7 +145,7 @@ class Predictor:
         if isinstance(image, torch.Tensor):
             if image.is_floating_point():
                 image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-            image = F.to_pil_image(image.cpu())
+            image = cast(Image.Image, F.to_pil_image(image.cpu()))  # torchvision leaves its return unannotated
         elif not isinstance(image, Image.Image):
             image = load_image(image)
         return self.transform(image)
@@ -169,7 +169,7 @@ class Predictor:
         if not isinstance(self.task, VQATask):
             raise TypeError(f"answer() needs a VQA model; this one is a {type(self.task).__name__}")
         images, questions, single = _pairs(image, question)
-        items = [
+        items: list[dict[str, Any]] = [
             {"pixel_values": self.image(im), "image_key": str(i), "input_ids": self.token_ids(q), "targets": {},
              "answers": [], "answer_type": None, "question_id": i}
             for i, (im, q) in enumerate(zip(images, questions, strict=True))
@@ -178,7 +178,7 @@ class Predictor:
         with self._autocast():
             probabilities = self.task(batch).float().sigmoid()  # trained with binary cross-entropy
         scores, labels = probabilities.topk(top_k, dim=-1)
-        results = [
+        results: list[Any] = [  # each row's (answer, probability) list, then its first pair when top_k == 1
             [(self.task.answer_vocab[label], score) for label, score in zip(row_labels, row_scores, strict=True)]
             for row_labels, row_scores in zip(labels.tolist(), scores.tolist(), strict=True)
         ]

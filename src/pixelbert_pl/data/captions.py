@@ -428,10 +428,10 @@ def load_caption_dataset(
     """JSON-lines files from `write_jsonl` as one Arrow `Dataset` (converted once, then memory-mapped from the
     `datasets` cache, or `cache_dir`) or, with `streaming=True`, an `IterableDataset` read lazily. Local files only:
     this works with HF_DATASETS_OFFLINE=1."""
-    files = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
-    if not files:
+    given = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not given:
         raise ValueError("load_caption_dataset: no files given")
-    files = [absolute_path(p) for p in files]
+    files = [absolute_path(p) for p in given]
     if missing := [str(p) for p in files if not p.is_file()]:
         # `datasets` would report these as an unresolvable data-files pattern, which hides the path.
         raise FileNotFoundError(f"caption files not found: {', '.join(missing)}")

@@ -63,7 +63,7 @@ class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
     def from_records(cls, records: Sequence[Any]) -> ArrowRecords[Any]:
         """Records of one dataclass type, in order (their field values must be Arrow-typable)."""
         if not records:
-            return cls(datasets.Dataset.from_list([]), dict)  # never indexed
+            return cls(datasets.Dataset.from_list([]), dict)  # type: ignore[arg-type]  # never indexed: no record type
         return cls(datasets.Dataset.from_list([asdict(r) for r in records]), type(records[0]))
 
     def __len__(self) -> int:
@@ -143,6 +143,7 @@ class PixelBertDataModule(pl.LightningDataModule):
 
     @functools.cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
+        assert self.processing.tokenizer is not None  # built from __init__'s `tokenizer: str`
         return load_tokenizer(self.processing.tokenizer)
 
     @property

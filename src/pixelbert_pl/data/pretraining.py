@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -94,7 +94,10 @@ class EpochKeyedSampler(DistributedSampler):
         unrepeated: bool = False,
         epoch_source: Callable[[], int] | None = None,
     ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        super().__init__(
+            dataset,  # type: ignore[arg-type]  # DistributedSampler reads only len(dataset)
+            num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last,
+        )  # fmt: skip
         self.unrepeated = unrepeated
         if unrepeated:
             self.num_samples = len(range(rank, len(dataset), num_replicas))
@@ -263,7 +266,7 @@ class CaptionPretrainDataset(RecordDataset):
         """Token id -> masking probability for words masked more (or less) often than the rest."""
         out: dict[int, float] = {}
         for word, probability in words.items():
-            token = tokenizer.convert_tokens_to_ids(word)
+            token = cast(int | None, tokenizer.convert_tokens_to_ids(word))  # one token string: one id (or None)
             if token is None or token == tokenizer.unk_token_id:
                 raise ValueError(f"mlm_word_probabilities: {word!r} is not one token of the tokenizer's vocabulary")
             if not 0 <= probability <= 1:
@@ -359,7 +362,7 @@ def collate_image_texts(items: list[dict[str, Any]], pad_token_id: int = 0) -> d
     long (each text's image row), and
     input_ids, attention_mask (b, t) as `pad_texts` pads them."""
     rows: dict[str, int] = {}
-    images = []
+    images: list[torch.Tensor] = []
     for item in items:
         if item["image_key"] not in rows:
             rows[item["image_key"]] = len(images)

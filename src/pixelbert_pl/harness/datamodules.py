@@ -55,7 +55,7 @@ class ShapesWorldCorpus:
             return
         from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
 
-        nlvr2 = {} if num_nlvr2 is None else {"num_nlvr2": num_nlvr2}
+        nlvr2: dict[str, Any] = {} if num_nlvr2 is None else {"num_nlvr2": num_nlvr2}
         config = ShapesWorldConfig(
             num_images=num_images, image_size=image_size, heldout=holdout, max_objects=max_objects, **nlvr2
         )

@@ -89,6 +89,7 @@ class ShapesEvaluator:
     def itm_match_probability(self, captions: Sequence[str], image_index: Sequence[int]) -> torch.Tensor:
         rows = self.tokenizer(list(captions), truncation=True, max_length=self.model.processing.max_text_length)
         outs = self._forward(rows["input_ids"], list(image_index))
+        assert self.task.itm_head is not None  # evaluate() scores ITM only for a task with the head
         return torch.cat([self.task.itm_head(o.cls_output).softmax(-1)[:, 1] for o in outs])
 
     def itm_accuracy(self, dataset: CaptionPretrainDataset) -> float:
@@ -111,6 +112,7 @@ class ShapesEvaluator:
         coco = json.loads((self.root / "captions.json").read_text())
         caption_text = {a["id"]: a["caption"] for a in coco["annotations"]}
         position = {int(r.image_id.split(":")[1]): i for i, r in enumerate(self.records)}
+        captions: list[str]  # read (len) before its first append, so mypy cannot infer it
         captions, index, pairs = [], [], []  # pairs: (row of the true caption, row of the negative, kind)
         for entry in hard:
             if entry["image_id"] not in position:
@@ -151,10 +153,12 @@ class ShapesEvaluator:
                     positions.append(pos)
                     kinds.append(kind)
         correct_all, start = [], 0
+        assert self.task.mlm_head is not None  # evaluate() scores MLM only for a task with the head
         for out in self._forward(rows, index):
+            assert out.text_output is not None  # _forward leaves the model's default outputs="all"
             n = out.text_output.shape[0]
-            pos = torch.tensor(positions[start : start + n])
-            hidden = out.text_output[torch.arange(n), pos]
+            at = torch.tensor(positions[start : start + n])
+            hidden = out.text_output[torch.arange(n), at]
             predicted = self.task.mlm_head(hidden).argmax(-1)
             correct_all.append(predicted == torch.tensor(targets[start : start + n]))
             start += n
@@ -244,6 +248,7 @@ def pretrain(
         cli.trainer.save_checkpoint(checkpoint, weights_only=True)
     else:
         cli = _cli(["--config", str(CONFIG), "--data.init_args.root", str(out / "shapesworld"), *extra_args], run=False)
+        assert checkpoint is not None  # trained is False
         task = type(cli.model).load_from_checkpoint(checkpoint, map_location="cpu")
         steps = int(load_checkpoint(checkpoint)["global_step"])
     train_seconds = round(time.perf_counter() - start, 1)
@@ -425,7 +430,7 @@ def format_table(results: dict[str, object]) -> str:
             lines.append(f"{f'  ... layer {layer} only':<52}{r['pointing_hit_rate']:>8.3f}{r['random_hit_rate']:>8.3f}")
     warmup = f"{pre['warmup_steps']} warm-up steps on one-shape scenes, then " if pre.get("warmup_steps") else ""
     lines.append(f"pre-training: {warmup}{pre['train_steps']} steps in {pre['train_seconds']} s")
-    downstream: list[tuple[str, object, object, str]] = []
+    downstream: list[tuple[str, float, float | None, str]] = []
     for name, label in (("vqa", "VQA (from pre-training)"), ("vqa_from_scratch", "VQA (from scratch)")):
         if name in results:
             r = results[name]

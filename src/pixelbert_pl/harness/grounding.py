@@ -126,6 +126,7 @@ def _centre_tokens(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The pixel token at each object's centre, (objects, d), with each object's colour and shape index."""
     scenes = _read_scenes(root)
+    labels: dict[str, list[int]]  # each object's colour and shape index
     tokens, labels = [], {"colour": [], "shape": []}
     for record in read_karpathy(root / "karpathy.json", root, [split])[:max_images]:
         scene = scenes[Path(record.image_path).name]

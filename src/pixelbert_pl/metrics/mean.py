@@ -14,6 +14,9 @@ class DeviceMean(Metric):
     """Mean of every value of every update (NaN before any value); sums are reduced under DDP."""
 
     full_state_update = False
+    # States registered by add_state; declared so that mypy sees tensors rather than Module.__getattr__'s union.
+    total: torch.Tensor
+    count: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()

@@ -85,6 +85,9 @@ class NLVR2Metric(Metric):
     """
 
     full_state_update = False
+    # States registered by add_state; declared so that mypy sees tensors rather than Module.__getattr__'s union.
+    correct: torch.Tensor
+    total: torch.Tensor
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -175,6 +175,11 @@ class VQAAccuracy(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    # States registered by add_state; declared so that mypy sees tensors rather than Module.__getattr__'s union.
+    total_score: torch.Tensor
+    total_count: torch.Tensor
+    type_score: torch.Tensor
+    type_count: torch.Tensor
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

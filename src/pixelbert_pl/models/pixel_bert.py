@@ -54,7 +54,9 @@ _BERT_FIELDS = (
 
 
 def bert_config(config: PixelBertConfig) -> BertConfig:
-    return BertConfig(**{name: getattr(config, name) for name in _BERT_FIELDS}, attn_implementation="sdpa")
+    # BertConfig's dataclass_transform view hides that it accepts extra kwargs (attn_implementation) at runtime.
+    fields = {name: getattr(config, name) for name in _BERT_FIELDS}
+    return BertConfig(**fields, attn_implementation="sdpa")  # type: ignore[call-arg]
 
 
 def resolve_config(config: PixelBertConfig) -> PixelBertConfig:

@@ -40,7 +40,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """safetensors refuses tensors that share memory; keep the first name of each (ties are rebuilt on load)."""
     from safetensors.torch import save_file
 
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int | torch.SymInt]] = set()  # (data pointer, offset): torch types offsets int | SymInt
     unique: dict[str, torch.Tensor] = {}
     for name, tensor in tensors.items():
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())

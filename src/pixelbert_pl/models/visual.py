@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -229,7 +230,8 @@ class PixelEncoder(nn.Module):
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         """(n, 3, h, w) images of one size -> (n, d, gh', gw') pooled features."""
-        stem = self.trunk[0].weight  # a k x k kernel (a 1 x 1 one reads as contiguous in either format)
+        # The stem conv's k x k kernel (a 1 x 1 one reads as contiguous in either format).
+        stem = cast(torch.Tensor, self.trunk[0].weight)
         if stem.is_contiguous(memory_format=torch.channels_last) and not stem.is_contiguous():
             # The task converted the CNN to channels_last (tensor-core convs without transposes); match its input.
             images = images.contiguous(memory_format=torch.channels_last)

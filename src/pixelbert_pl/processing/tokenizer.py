@@ -7,7 +7,8 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from transformers import BertTokenizerFast, PreTrainedTokenizerBase
+# transformers 5 exports BertTokenizerFast (an alias of BertTokenizer) lazily; its typing view lists only BertTokenizer.
+from transformers import BertTokenizerFast, PreTrainedTokenizerBase  # type: ignore[attr-defined]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # What `save_pretrained` writes for a BERT WordPiece tokenizer; nothing else is read back from a checkpoint.

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics import Metric
 
@@ -55,7 +57,7 @@ class Evaluator(Protocol):
     def compute(self, stage: str) -> dict[str, float]: ...
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A Lightning checkpoint (or torch state_dict file) loaded with `weights_only=True`: nothing in the file can
     run code. The one non-tensor type our checkpoints pickle, the optimiser config in the hyper-parameters, is
     allowed by name."""
@@ -301,7 +303,8 @@ class PixelBertTask(pl.LightningModule):
 
     def stage_metrics(self, stage: str) -> dict[str, Metric]:
         prefix = f"{stage}_"
-        return {k[len(prefix) :]: m for k, m in self.metrics.items() if k.startswith(prefix)}
+        # self.metrics holds only Metrics (built in __init__); ModuleDict types its values as Module.
+        return {k[len(prefix) :]: cast(Metric, m) for k, m in self.metrics.items() if k.startswith(prefix)}
 
     def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         outputs = self(batch)
@@ -324,7 +327,7 @@ class PixelBertTask(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         # The data's processing is what the model is fed: checkpoints, exports and Predictor must feed it the same.
-        datamodule = self.trainer.datamodule
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
         processing = getattr(datamodule, "processing", None)
         if not isinstance(processing, ProcessingConfig):
             return
@@ -418,7 +421,7 @@ class PixelBertTask(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------ optimiser
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         config = self.optimizer_config
         groups = build_param_groups(self.named_parameters(), CNN_PREFIXES, config)
         optimizer = AdamWSGD(groups, betas=config.betas)  # skips non-finite steps (see on_train_batch_end)

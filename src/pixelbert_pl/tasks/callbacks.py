@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -41,7 +41,8 @@ class RNGStateCheckpoint(pl.Callback):
         """(world, n): this process's `state` as row `global_rank`, every other rank's in its row."""
         if pl_module.trainer.world_size == 1:
             return state.unsqueeze(0)
-        return pl_module.all_gather(state.to(pl_module.device)).cpu()
+        # all_gather returns the type it is given (the stub's union covers dicts, lists and tuples of tensors).
+        return cast(torch.Tensor, pl_module.all_gather(state.to(pl_module.device))).cpu()
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         rank, world = trainer.global_rank, trainer.world_size
@@ -119,7 +120,8 @@ class SkippedSamplesLog(pl.Callback):
         self._skipped_before = 0
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        counter = getattr(trainer.datamodule, "skip_counter", None) if trainer.datamodule else None
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector, undeclared
+        counter = getattr(datamodule, "skip_counter", None) if datamodule else None
         if counter is None:
             return
         skipped = counter.totals()[1]

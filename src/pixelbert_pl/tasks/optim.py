@@ -118,7 +118,7 @@ class AdamWSGD(Optimizer):
         if self.fused:
             self._init_momentum()
             for inner in self._inner:
-                inner.found_inf = (~finite).float()  # type: ignore[attr-defined]  (read by the fused kernels)
+                inner.found_inf = (~finite).float()  # type: ignore[attr-defined]  # read by the fused kernels
                 inner.step()
                 del inner.found_inf  # type: ignore[attr-defined]
         elif bool(finite):

@@ -49,7 +49,7 @@ class RetrievalEvaluator:
 
     def eval_texts(self, stage: str) -> RetrievalTexts:
         """The split's texts; the data module provides `val_texts` / `test_texts`."""
-        datamodule = self.task.trainer.datamodule
+        datamodule = self.task.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
         texts = getattr(datamodule, f"{stage}_texts", None)
         if texts is None:
             raise AttributeError(f"{type(datamodule).__name__} has no {stage}_texts: RetrievalTask needs the texts")

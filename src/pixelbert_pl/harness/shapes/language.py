@@ -115,7 +115,8 @@ def make_captions(scene: Scene, rng: np.random.Generator, count: int = 5) -> lis
         variants = [f"{_noun_phrase(o, z)}{p}." for z, p in ((True, ""), (True, where), (False, where))]
         per_object.append([variants[j] for j in rng.permutation(len(variants))])
     object_pool = [c for group in itertools.zip_longest(*per_object) for c in group if c]
-    relation_pool, seen_pairs = [], set()
+    relation_pool: list[str] = []
+    seen_pairs: set[frozenset[int]] = set()
     for i in rng.permutation(len(objs) * len(objs)):
         a, b = objs[i // len(objs)], objs[i % len(objs)]
         clear = [r for r in RELATIONS if a is not b and _separation(a, b, r) > RELATION_MARGIN * size]

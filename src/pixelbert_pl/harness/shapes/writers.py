@@ -212,6 +212,7 @@ def _make_image(
 
 def _write_captions(out: Path, seed: int, images: Sequence[_Image]) -> None:
     """captions.json (COCO), karpathy.json and hard_negatives.json; a caption's COCO id is its Karpathy sentid."""
+    annotations: list[dict[str, Any]]  # read (len) before its first append, so mypy cannot infer it
     coco_images, annotations, karpathy, negatives = [], [], [], []
     for imgid, image in enumerate(images):
         size = image.scene.image_size
@@ -327,7 +328,8 @@ def add_nlvr2(out_dir: str | Path, num_nlvr2: int | None = None) -> dict[str, in
     always holds (checked below)."""
     out = Path(out_dir)
     document = json.loads((out / "scenes.json").read_text(encoding="utf-8"))
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in document["config"].items()}  # JSON lists
+    # JSON lists back to the config's tuples
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in document["config"].items()}
     config = ShapesWorldConfig(**fields)
     config = replace(config, num_nlvr2=ShapesWorldConfig.num_nlvr2 if num_nlvr2 is None else num_nlvr2)
     summary, statements = _nlvr2(out, config, int(document["info"]["seed"]))
