@@ -91,16 +91,25 @@ def coco_vg_root(tmp_path_factory: pytest.TempPathFactory):
                        "sentids": sentids, "cocoid": cocoid, "sentences": sentences})  # fmt: skip
     (root / "coco" / "dataset_coco.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
     vg_images, regions = [], []
+    # VG 4 is Flickr30K test photo 1000268201, VG 5 Flickr30K train photo 1000344755.
+    flickr_ids = {4: 1000268201, 5: 1000344755}
     for image_id in range(1, 7):
         coco_id = 5 if image_id == 3 else None
         vg_images.append({"image_id": image_id, "url": f"https://cs.stanford.edu/VG_100K/{image_id}.jpg",
-                          "width": 56, "height": 40, "coco_id": coco_id, "flickr_id": None})  # fmt: skip
+                          "width": 56, "height": 40, "coco_id": coco_id,
+                          "flickr_id": flickr_ids.get(image_id)})  # fmt: skip
         _jpeg(root / "vg" / "VG_100K" / f"{image_id}.jpg", (40 * image_id, 60, 200 - 30 * image_id), (56, 40))
         regions.append({"id": image_id, "regions": [
             {"region_id": 100 * image_id + k, "image_id": image_id, "x": k, "y": k, "width": 10, "height": 10,
              "phrase": f"region {k} of picture {image_id}"} for k in range(3)]})  # fmt: skip
     (root / "vg" / "image_data.json").write_text(json.dumps(vg_images))
     (root / "vg" / "region_descriptions.json").write_text(json.dumps(regions))
+    photos = [(1000268201, "test"), (1000092795, "val"), (1000344755, "train")]
+    flickr = [{"filename": f"{photo}.jpg", "imgid": i, "split": split, "sentids": [i],
+               "sentences": [{"tokens": ["a"], "raw": "A photo.", "imgid": i, "sentid": i}]}
+              for i, (photo, split) in enumerate(photos)]  # fmt: skip
+    (root / "flickr30k").mkdir()
+    (root / "flickr30k" / "dataset_flickr30k.json").write_text(json.dumps({"images": flickr, "dataset": "flickr30k"}))
     return root
 
 

@@ -46,6 +46,17 @@ def test_pretraining_never_sees_karpathy_val_or_test_images(coco_vg_root, minilm
         torch.testing.assert_close(batch.pixel_values[row, :, : image.shape[1], : image.shape[2]], image)
 
 
+def test_flickr30k_evaluation_images_never_reach_pretraining_through_visual_genome(coco_vg_root, minilm_path) -> None:
+    flickr = str(coco_vg_root / "flickr30k" / "dataset_flickr30k.json")
+    guarded = _coco_vg(coco_vg_root, minilm_path, flickr30k_file=flickr)
+    guarded.setup("fit")
+    train_ids = {r.image_id for r in guarded.train_records}
+    assert "vg:4" not in train_ids and "vg:5" in train_ids  # Flickr30K test photo dropped, train photo kept
+    unguarded = _coco_vg(coco_vg_root, minilm_path)
+    unguarded.setup("fit")
+    assert "vg:4" in {r.image_id for r in unguarded.train_records}
+
+
 def test_image_cache_keeps_decoded_images_within_its_budget(shapes_root) -> None:
     dm = ShapesWorldDataModule(root=str(shapes_root), batch_size=4, num_workers=0, image_cache_mb=1)
     dm.setup("fit")

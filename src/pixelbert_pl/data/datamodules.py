@@ -28,6 +28,7 @@ from pixelbert_pl.data.captions import (
     PRETRAIN_SPLITS,
     ImageCaptions,
     karpathy_coco_ids,
+    karpathy_flickr_ids,
     read_karpathy,
     read_visual_genome,
     to_hf_dataset,
@@ -224,6 +225,8 @@ class PretrainDataModule(PixelBertDataModule):
         vg_regions, vg_image_data, vg_image_dirs: Visual Genome `region_descriptions.json`, `image_data.json`
             and the image folders (VG_100K, VG_100K_2). VG images whose coco_id is a Karpathy val/test image
             are dropped, so evaluation images never reach pre-training.
+        flickr30k_file: Flickr30K's `dataset_flickr30k.json`: VG images whose flickr_id is one of its val/test images
+            are dropped too, so a model pre-trained here can be evaluated on Flickr30K retrieval.
         captions_per_image: caption rows per image and step; the CNN runs once for all of them.
         mlm_probability: BERT's masking rate (0.15); 0 switches MLM masking off (an ITM-only run).
         mlm_word_probabilities: words masked at their own rate instead, e.g. {red: 0.5, circle: 0.5} to mask
@@ -242,6 +245,7 @@ class PretrainDataModule(PixelBertDataModule):
         vg_regions: str | None = None,
         vg_image_data: str | None = None,
         vg_image_dirs: Sequence[str] = (),
+        flickr30k_file: str | None = None,
         image_min_size: int = 800,
         image_max_size: int = 1333,
         size_divisor: int = 32,
@@ -287,8 +291,14 @@ class PretrainDataModule(PixelBertDataModule):
             if h.vg_image_data is None or not h.vg_image_dirs:
                 raise ValueError("vg_regions needs vg_image_data and vg_image_dirs as well")
             held_out = karpathy_coco_ids(h.karpathy_file, EVAL_SPLITS) if h.karpathy_file else set()
+            flickr = karpathy_flickr_ids(h.flickr30k_file, EVAL_SPLITS) if h.flickr30k_file else set()
             records += read_visual_genome(
-                h.vg_regions, h.vg_image_data, h.vg_image_dirs, exclude_coco_ids=held_out, allow_missing=h.allow_missing
+                h.vg_regions,
+                h.vg_image_data,
+                h.vg_image_dirs,
+                exclude_coco_ids=held_out,
+                exclude_flickr_ids=flickr,
+                allow_missing=h.allow_missing,
             )
         return records
 
