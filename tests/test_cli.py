@@ -147,3 +147,23 @@ def test_vqa_predict_writes_the_evalai_file(tmp_path, monkeypatch, vqa_root, min
     rows = json.loads(out.read_text())
     assert sorted(r["question_id"] for r in rows) == sorted(VQA_TEST_DEV)
     assert all(isinstance(r["answer"], str) and r["answer"] for r in rows)
+
+
+def test_nlvr2_predict_writes_the_test_p_predictions_file(tmp_path, monkeypatch, nlvr2_root, minilm_path) -> None:
+    from corpora import NLVR2_TEST1
+
+    monkeypatch.chdir(tmp_path)
+    config = CONFIGS / "nlvr2" / "nlvr2_r50.yaml"
+    out = tmp_path / "nlvr2_test-P.csv"
+    main([
+        "predict", "--config", str(config),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
+        *_data_args(config, {"nlvr2": nlvr2_root}, minilm_path),
+        "--data.init_args.test_file", str(nlvr2_root / "data" / "test1.json"),
+        "--trainer.callbacks+=pixelbert_pl.tasks.NLVR2ResultWriter", "--trainer.callbacks.output_file", str(out),
+    ])  # fmt: skip
+    lines = out.read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == sorted(NLVR2_TEST1)
+    assert all(line.split(",")[1] in {"True", "False"} for line in lines)

@@ -65,3 +65,21 @@ def test_epoch_metrics_match_the_official_functions(task, data) -> None:
     assert result["consistency"].item() == pytest.approx(nlvr2_consistency(identifiers, predictions, labels))
     metric.reset()
     assert metric.update_count == 0
+
+
+def test_predict_writes_the_official_test_p_predictions_file(task, data, tmp_path) -> None:
+    import pytorch_lightning as pl
+
+    from pixelbert_pl.tasks import NLVR2ResultWriter
+
+    out = tmp_path / "results" / "nlvr2_test-P.csv"
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, callbacks=[NLVR2ResultWriter(str(out))], enable_progress_bar=False,
+    )  # fmt: skip
+    trainer.predict(task, datamodule=data, return_predictions=False)
+    lines = out.read_text().splitlines()
+    identifiers = [r.identifier for r in data.records("test")]
+    # lil-lab/nlvr's metrics.py reads `identifier,prediction` lines, no header, and needs every example.
+    assert lines and [line.split(",")[0] for line in lines] == sorted(identifiers)
+    assert all(line.count(",") == 1 and line.split(",")[1] in {"True", "False"} for line in lines)
+    assert not list(out.parent.glob("*.rank*.json"))

@@ -1,7 +1,7 @@
 """LightningModules: one per task, all sharing `PixelBertTask`'s model, optimiser recipe and schedule."""
 
 from pixelbert_pl.tasks.base import PixelBertTask
-from pixelbert_pl.tasks.nlvr2 import NLVR2Task
+from pixelbert_pl.tasks.nlvr2 import NLVR2ResultWriter, NLVR2Task
 from pixelbert_pl.tasks.optim import AdamWSGD, OptimizerConfig
 from pixelbert_pl.tasks.pretrain import PretrainTask
 from pixelbert_pl.tasks.registry import get_task, list_tasks, register_task
@@ -13,6 +13,7 @@ for _task in (PretrainTask, VQATask, NLVR2Task, RetrievalTask):
 
 __all__ = [
     "AdamWSGD",
+    "NLVR2ResultWriter",
     "NLVR2Task",
     "OptimizerConfig",
     "PixelBertTask",

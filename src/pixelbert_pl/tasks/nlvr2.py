@@ -17,6 +17,7 @@ from pixelbert_pl.data.nlvr2 import NLVR2Batch
 from pixelbert_pl.metrics import DeviceMean, NLVR2Metric
 from pixelbert_pl.models import NLVR2Head
 from pixelbert_pl.tasks.base import PixelBertTask
+from pixelbert_pl.tasks.writers import ShardedResultWriter
 
 
 class NLVR2Task(PixelBertTask):
@@ -77,3 +78,18 @@ class NLVR2Task(PixelBertTask):
             {"identifier": i, "prediction": "True" if p else "False"}
             for i, p in zip(batch.identifiers, predictions, strict=True)
         ]
+
+
+class NLVR2ResultWriter(ShardedResultWriter):
+    """Writes `pixelbert predict` output as the official NLVR2 predictions file (test-P): one `identifier,prediction`
+    line per example, prediction "True" or "False", no header, sorted by identifier, each once (under DDP too);
+    the official evaluation aborts on a missing prediction, so a run with `limit_predict_batches` is not a
+    submission."""
+
+    key = "identifier"
+
+    def __init__(self, output_file: str = "nlvr2_predictions.csv") -> None:
+        super().__init__(output_file)
+
+    def write_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.output_file.write_text("".join(f"{r['identifier']},{r['prediction']}\n" for r in rows))

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import BasePredictionWriter
 from torchmetrics import Metric
 
 from pixelbert_pl.data.vqa import VQABatch
 from pixelbert_pl.metrics import DeviceMean, VQAAccuracy
 from pixelbert_pl.models import VQAHead
 from pixelbert_pl.tasks.base import PixelBertTask
+from pixelbert_pl.tasks.writers import ShardedResultWriter
 
 
 class VQATask(PixelBertTask):
@@ -85,35 +84,16 @@ class VQATask(PixelBertTask):
         return [{"question_id": int(q), "answer": a} for q, a in zip(batch.question_ids.tolist(), answers, strict=True)]
 
 
-class VQAResultWriter(BasePredictionWriter):
-    """Writes `pixelbert predict` output as the EvalAI upload file `[{"question_id": int, "answer": str}]`.
+class VQAResultWriter(ShardedResultWriter):
+    """Writes `pixelbert predict` output as the EvalAI upload file `[{"question_id": int, "answer": str}]`, sorted
+    by question id, each once (under DDP too)."""
 
-    Under DDP each rank writes its share, and rank 0 merges them (sorted by question id, each once).
-    """
+    key = "question_id"
 
     def __init__(self, output_file: str = "vqa_results.json") -> None:
-        super().__init__(write_interval="epoch")
-        self.output_file = Path(output_file)
+        super().__init__(output_file)
 
-    def write_on_epoch_end(self, trainer: Any, pl_module: Any, predictions: Any, batch_indices: Any) -> None:
-        records = [r for batch in _flatten(predictions) for r in batch]
-        self.output_file.parent.mkdir(parents=True, exist_ok=True)
-        part = self.output_file.with_suffix(f".rank{trainer.global_rank}.json")
-        part.write_text(json.dumps(records))
-        trainer.strategy.barrier()
-        if trainer.is_global_zero:
-            merged: dict[int, str] = {}
-            for rank in range(trainer.world_size):
-                shard = self.output_file.with_suffix(f".rank{rank}.json")
-                merged.update((r["question_id"], r["answer"]) for r in json.loads(shard.read_text()))
-                shard.unlink()
-            rows = [{"question_id": q, "answer": merged[q]} for q in sorted(merged)]
-            self.output_file.write_text(json.dumps(rows))
-        trainer.strategy.barrier()
-
-
-def _flatten(predictions: Any) -> list[Any]:
-    # Lightning nests predictions per dataloader when there are several.
-    if predictions and isinstance(predictions[0], list) and predictions[0] and isinstance(predictions[0][0], list):
-        return [batch for loader in predictions for batch in loader]
-    return list(predictions)
+    def write_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.output_file.write_text(
+            json.dumps([{"question_id": r["question_id"], "answer": r["answer"]} for r in rows])
+        )
