@@ -126,24 +126,30 @@ def test_fast_dev_run(
     assert not list(tmp_path.rglob("*.ckpt")), "fast_dev_run must not write checkpoints"
 
 
+def _predict(config: Path, roots: dict, minilm_path: str, writer: str, out: Path, *extra: str) -> None:
+    """`pixelbert predict` with a shipped recipe on the CPU, writing `out` with the `writer` callback."""
+    main([
+        "predict", "--config", str(config),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
+        *_data_args(config, roots, minilm_path), *extra,
+        f"--trainer.callbacks+=pixelbert_pl.tasks.{writer}", "--trainer.callbacks.output_file", str(out),
+    ])  # fmt: skip
+
+
 def test_vqa_predict_writes_the_evalai_file(tmp_path, monkeypatch, vqa_root, minilm_path) -> None:
     import json
 
     from corpora import VQA_TEST_DEV
 
     monkeypatch.chdir(tmp_path)
-    config = CONFIGS / "vqa" / "vqa_r50.yaml"
     out = tmp_path / "vqa_test-dev.json"
-    main([
-        "predict", "--config", str(config),
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
-        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
-        *_data_args(config, {"vqa": vqa_root}, minilm_path),
+    _predict(
+        CONFIGS / "vqa" / "vqa_r50.yaml", {"vqa": vqa_root}, minilm_path, "VQAResultWriter", out,
         "--data.init_args.test_questions", str(vqa_root / "v2_OpenEnded_mscoco_test-dev2015_questions.json"),
         "--data.init_args.test_image_pattern", "test2015/COCO_test2015_{image_id:012d}.jpg",
-        "--trainer.callbacks+=pixelbert_pl.tasks.VQAResultWriter", "--trainer.callbacks.output_file", str(out),
-    ])  # fmt: skip
+    )  # fmt: skip
     rows = json.loads(out.read_text())
     assert sorted(r["question_id"] for r in rows) == sorted(VQA_TEST_DEV)
     assert all(isinstance(r["answer"], str) and r["answer"] for r in rows)
@@ -153,17 +159,11 @@ def test_nlvr2_predict_writes_the_test_p_predictions_file(tmp_path, monkeypatch,
     from corpora import NLVR2_TEST1
 
     monkeypatch.chdir(tmp_path)
-    config = CONFIGS / "nlvr2" / "nlvr2_r50.yaml"
     out = tmp_path / "nlvr2_test-P.csv"
-    main([
-        "predict", "--config", str(config),
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
-        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
-        *_data_args(config, {"nlvr2": nlvr2_root}, minilm_path),
+    _predict(
+        CONFIGS / "nlvr2" / "nlvr2_r50.yaml", {"nlvr2": nlvr2_root}, minilm_path, "NLVR2ResultWriter", out,
         "--data.init_args.test_file", str(nlvr2_root / "data" / "test1.json"),
-        "--trainer.callbacks+=pixelbert_pl.tasks.NLVR2ResultWriter", "--trainer.callbacks.output_file", str(out),
-    ])  # fmt: skip
+    )  # fmt: skip
     lines = out.read_text().splitlines()
     assert [line.split(",")[0] for line in lines] == sorted(NLVR2_TEST1)
     assert all(line.split(",")[1] in {"True", "False"} for line in lines)

@@ -147,7 +147,6 @@ class PixelBertTask(pl.LightningModule):
         if vocab_size is not None and text_encoder is None:
             overrides["vocab_size"] = vocab_size
         self.model = create_model(preset, processing=processing, **overrides)
-        self.processing_given = processing is not None
         if vocab_size is not None and self.model.config.vocab_size != vocab_size:
             raise ValueError(
                 f"vocab_size={vocab_size} (from the tokenizer) differs from text_encoder {text_encoder!r}'s "
@@ -331,7 +330,9 @@ class PixelBertTask(pl.LightningModule):
         processing = getattr(datamodule, "processing", None)
         if not isinstance(processing, ProcessingConfig):
             return
-        if self.processing_given and (differ := self.model.processing.differences(processing)):
+        # hparams hold the processing the task was given (None: the preset's, which the data's then replaces).
+        given = self.hparams["processing"] is not None
+        if given and (differ := self.model.processing.differences(processing)):
             raise ValueError(
                 f"{type(self).__name__}'s processing differs from {type(datamodule).__name__}'s in "
                 f"{ {k: {'task': a, 'data': b} for k, (a, b) in differ.items()} }: the model would be fed other inputs "
@@ -339,7 +340,6 @@ class PixelBertTask(pl.LightningModule):
             )
         self.model.processing = processing
         self.hparams["processing"] = processing.to_dict()
-        self.processing_given = True
         self._tokenizer = getattr(datamodule, "tokenizer", None)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
