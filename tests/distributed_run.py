@@ -52,14 +52,15 @@ def fit(root: str, devices: int) -> dict[str, Any]:
     from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
     from pixelbert_pl.tasks import PretrainTask
 
-    dm = ShapesWorldDataModule(root=root, batch_size=3, num_workers=0)
+    dm = ShapesWorldDataModule(root=root, batch_size=9, num_workers=0)
     pl.seed_everything(0)
     task = PretrainTask(preset="pixelbert_tiny", vocab_size=dm.vocab_size)
     trainer = _trainer(devices, max_epochs=2, limit_val_batches=3)
     trainer.fit(task, datamodule=dm)
     finite = all(bool(torch.isfinite(p).all()) for p in task.parameters())
     return {"global_step": trainer.global_step, "epochs": trainer.current_epoch, "finite": finite,
-            "world_size": trainer.world_size, "train_records": len(dm.train_records)}  # fmt: skip
+            "world_size": trainer.world_size, "train_items": len(dm.dataset(dm.train_records)),
+            "batch_size": 9}  # fmt: skip
 
 
 def main() -> None:

@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from pixelbert_pl.harness.demo import CONFIG as RECIPE
 
 TESTS = Path(__file__).resolve().parent
 BATCH_SIZE = 4
+# 16 training images, 3 items each (2 matched caption rows an item, 5 captions): 12 steps an epoch at BATCH_SIZE.
+CORPUS_IMAGES = 20
 NOT_RESUMABLE = "dataloader is not resumable"
 # Where a resumed run starts: the checkpoint file the uninterrupted run wrote there (S = steps per epoch).
 SOURCES = {
@@ -39,9 +42,11 @@ SOURCES = {
 def steps_per_epoch(root: Path, devices: int) -> int:
     from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 
-    data = ShapesWorldDataModule(root=str(root), batch_size=BATCH_SIZE, num_workers=0)
+    settings = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]  # what `pixelbert fit` will build
+    settings.update(root=str(root), batch_size=BATCH_SIZE, num_workers=0)
+    data = ShapesWorldDataModule(**settings)
     data.setup("fit")
-    steps = len(data.train_records) // devices // BATCH_SIZE
+    steps = len(data.dataset(data.train_records)) // devices // BATCH_SIZE  # items: the epoch's image-caption pairs
     assert steps % 2 == 0 and steps >= 4, f"{steps} steps an epoch: the runs need an even number, at least 4"
     return steps
 
@@ -137,10 +142,11 @@ def main() -> None:
     from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
 
     rows = []
+    corpus = ShapesWorldConfig(num_images=CORPUS_IMAGES, num_nlvr2=4)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         root = work / "shapes"
-        generate(root, ShapesWorldConfig(num_images=60, num_nlvr2=24), seed=0)  # tests/conftest.py's
+        generate(root, corpus, seed=0)
         for devices in (1, 2):
             for workers in (0, 2):
                 start = time.perf_counter()

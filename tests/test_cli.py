@@ -2,6 +2,7 @@
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -126,9 +127,25 @@ def test_fast_dev_run(
     assert not list(tmp_path.rglob("*.ckpt")), "fast_dev_run must not write checkpoints"
 
 
-def _predict(config: Path, roots: dict, minilm_path: str, writer: str, out: Path, *extra: str) -> None:
-    """`pixelbert predict` with a shipped recipe on the CPU, writing `out` with the `writer` callback."""
+def _fit_best(config: Path, roots: dict, minilm_path: str) -> Path:
+    """A short `pixelbert fit` of a shipped recipe (two steps, one validation) in the cwd; its best.ckpt."""
     main([
+        "fit", "--config", str(config),
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false",
+        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
+        *_data_args(config, roots, minilm_path),
+    ])  # fmt: skip
+    name = yaml.safe_load(config.read_text())["trainer"]["logger"]["init_args"]["name"]
+    best = Path("lightning_logs") / name / "checkpoints" / "best.ckpt"  # the path the recipe's predict line names
+    assert best.is_file(), f"{config.name}: fit wrote no {best}"
+    return best.resolve()
+
+
+def _predict(config: Path, roots: dict, minilm_path: str, writer: str, out: Path, *extra: str) -> Any:
+    """`pixelbert predict` with a shipped recipe on the CPU, writing `out` with the `writer` callback."""
+    return main([
         "predict", "--config", str(config),
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
@@ -138,32 +155,50 @@ def _predict(config: Path, roots: dict, minilm_path: str, writer: str, out: Path
     ])  # fmt: skip
 
 
-def test_vqa_predict_writes_the_evalai_file(tmp_path, monkeypatch, vqa_root, minilm_path) -> None:
+def test_vqa_test_dev_recipe_writes_the_evalai_file_from_the_best_checkpoint(
+    tmp_path, monkeypatch, vqa_root, minilm_path
+) -> None:
     import json
 
     from corpora import VQA_TEST_DEV
+    from pixelbert_pl.inference import Predictor
 
     monkeypatch.chdir(tmp_path)
+    config = CONFIGS / "vqa" / "vqa_r50.yaml"
+    best = _fit_best(config, {"vqa": vqa_root}, minilm_path)
     out = tmp_path / "vqa_test-dev.json"
-    _predict(
-        CONFIGS / "vqa" / "vqa_r50.yaml", {"vqa": vqa_root}, minilm_path, "VQAResultWriter", out,
+    pattern = "test2015/COCO_test2015_{image_id:012d}.jpg"
+    cli = _predict(
+        config, {"vqa": vqa_root}, minilm_path, "VQAResultWriter", out,
         "--data.init_args.test_questions", str(vqa_root / "v2_OpenEnded_mscoco_test-dev2015_questions.json"),
-        "--data.init_args.test_image_pattern", "test2015/COCO_test2015_{image_id:012d}.jpg",
+        "--data.init_args.test_image_pattern", pattern, "--ckpt_path", str(best),
     )  # fmt: skip
-    rows = json.loads(out.read_text())
+    assert cli.trainer.ckpt_path == str(best)
+    rows = json.loads(out.read_text())  # EvalAI's format: [{"question_id": int, "answer": str}, ...]
     assert sorted(r["question_id"] for r in rows) == sorted(VQA_TEST_DEV)
-    assert all(isinstance(r["answer"], str) and r["answer"] for r in rows)
+    assert all(set(r) == {"question_id", "answer"} and isinstance(r["answer"], str) and r["answer"] for r in rows)
+    # The answers are the best checkpoint's: what the same weights answer outside Lightning.
+    predictor = Predictor.from_checkpoint(best)
+    ids = sorted(VQA_TEST_DEV)
+    images = [str(vqa_root / pattern.format(image_id=VQA_TEST_DEV[q][0])) for q in ids]
+    expected = [answer for answer, _ in predictor.answer(images, [VQA_TEST_DEV[q][1] for q in ids])]
+    assert [r["answer"] for r in sorted(rows, key=lambda r: r["question_id"])] == expected
 
 
-def test_nlvr2_predict_writes_the_test_p_predictions_file(tmp_path, monkeypatch, nlvr2_root, minilm_path) -> None:
+def test_nlvr2_predict_writes_the_test_p_predictions_file_from_the_best_checkpoint(
+    tmp_path, monkeypatch, nlvr2_root, minilm_path
+) -> None:
     from corpora import NLVR2_TEST1
 
     monkeypatch.chdir(tmp_path)
+    config = CONFIGS / "nlvr2" / "nlvr2_r50.yaml"
+    best = _fit_best(config, {"nlvr2": nlvr2_root}, minilm_path)
     out = tmp_path / "nlvr2_test-P.csv"
-    _predict(
-        CONFIGS / "nlvr2" / "nlvr2_r50.yaml", {"nlvr2": nlvr2_root}, minilm_path, "NLVR2ResultWriter", out,
-        "--data.init_args.test_file", str(nlvr2_root / "data" / "test1.json"),
+    cli = _predict(
+        config, {"nlvr2": nlvr2_root}, minilm_path, "NLVR2ResultWriter", out,
+        "--data.init_args.test_file", str(nlvr2_root / "data" / "test1.json"), "--ckpt_path", str(best),
     )  # fmt: skip
+    assert cli.trainer.ckpt_path == str(best)
     lines = out.read_text().splitlines()
     assert [line.split(",")[0] for line in lines] == sorted(NLVR2_TEST1)
     assert all(line.split(",")[1] in {"True", "False"} for line in lines)

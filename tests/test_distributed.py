@@ -50,5 +50,5 @@ def test_two_processes_give_the_single_process_metrics(odd_corpus, tmp_path) -> 
 def test_two_process_fit_runs_to_the_end(odd_corpus, tmp_path) -> None:
     result = _run(odd_corpus, 2, "fit", tmp_path)
     assert result["world_size"] == 2 and result["finite"]
-    # Every rank gets the same number of full batches of 3 from its half of the shuffled corpus, epoch after epoch.
-    assert result["global_step"] == 2 * ((result["train_records"] // 2) // 3)
+    # Every rank gets the same number of full batches from its half of the shuffled pairs, epoch after epoch.
+    assert result["global_step"] == 2 * ((result["train_items"] // 2) // result["batch_size"])

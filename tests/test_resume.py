@@ -11,18 +11,28 @@ import torch
 
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.tasks import PretrainTask
-from resume_runs import SOURCES, final_state, resume, uninterrupted
+from resume_runs import CORPUS_IMAGES, SOURCES, final_state, resume, uninterrupted
 
 
 @pytest.fixture(scope="module")
-def references(shapes_root, tmp_path_factory) -> Callable[[int, int], tuple[Path, int]]:
+def resume_root(tmp_path_factory) -> Path:
+    """A corpus small enough that two epochs over its image-caption pairs stay short."""
+    from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
+
+    root = tmp_path_factory.mktemp("resume_shapes")
+    generate(root, ShapesWorldConfig(num_images=CORPUS_IMAGES, num_nlvr2=4), seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def references(resume_root, tmp_path_factory) -> Callable[[int, int], tuple[Path, int]]:
     """Uninterrupted runs by (processes, workers), made when first asked for: (their folder, steps per epoch)."""
     made: dict[tuple[int, int], tuple[Path, int]] = {}
 
     def get(devices: int, workers: int) -> tuple[Path, int]:
         if (devices, workers) not in made:
             out = tmp_path_factory.mktemp(f"full_{devices}_{workers}")
-            made[devices, workers] = out, uninterrupted(shapes_root, out, workers, devices)
+            made[devices, workers] = out, uninterrupted(resume_root, out, workers, devices)
         return made[devices, workers]
 
     return get
@@ -30,9 +40,9 @@ def references(shapes_root, tmp_path_factory) -> Callable[[int, int], tuple[Path
 
 @pytest.mark.parametrize("source", list(SOURCES))
 @pytest.mark.parametrize("workers", [0, 2])
-def test_one_process_resumes_exactly(shapes_root, tmp_path, references, workers, source) -> None:
+def test_one_process_resumes_exactly(resume_root, tmp_path, references, workers, source) -> None:
     reference, steps = references(1, workers)
-    result = resume(shapes_root, reference, tmp_path / "resumed", workers, 1, steps, source)
+    result = resume(resume_root, reference, tmp_path / "resumed", workers, 1, steps, source)
     assert (result.differ, result.warned_not_resumable) == (0, False), result
 
 
@@ -44,9 +54,9 @@ def test_workers_do_not_change_what_training_sees(references) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["mid_epoch", "epoch_end_hook"])
-def test_two_processes_with_workers_resume_exactly(shapes_root, tmp_path, references, source) -> None:
+def test_two_processes_with_workers_resume_exactly(resume_root, tmp_path, references, source) -> None:
     reference, steps = references(2, 2)
-    result = resume(shapes_root, reference, tmp_path / "resumed", 2, 2, steps, source)
+    result = resume(resume_root, reference, tmp_path / "resumed", 2, 2, steps, source)
     assert (result.differ, result.warned_not_resumable) == (0, False), result
 
 

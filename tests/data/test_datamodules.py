@@ -37,11 +37,13 @@ def test_pretraining_never_sees_karpathy_val_or_test_images(coco_vg_root, minilm
     assert not train_ids & {"coco:5", "coco:6", "coco:7", "coco:8"}  # Karpathy val + test
     assert "vg:3" not in train_ids and {"vg:1", "vg:2", "vg:4"} <= train_ids  # VG 3 is COCO 5 (val)
     assert {r.image_id for r in dm.val_records} == {"coco:5", "coco:6"}
-    batch = next(iter(dm.train_dataloader()))
+    loader = dm.train_dataloader()
+    batch = next(iter(loader))
     assert batch.pixel_mask.shape[0] == 2 and batch.input_ids.shape[0] == 4
     # Each image's mask covers exactly the size the transform gave it, at the top left.
     for row, index in enumerate(batch.sample_ids.tolist()):
-        image = dm.transform(load_image(dm.train_records[index].image_path))
+        record = dm.train_records[loader.dataset.pairs.locate(index)[0]]
+        image = dm.transform(load_image(record.image_path))
         assert image_sizes_from_mask(batch.pixel_mask[row : row + 1]).tolist() == [list(image.shape[1:])]
         torch.testing.assert_close(batch.pixel_values[row, :, : image.shape[1], : image.shape[2]], image)
 
@@ -84,7 +86,7 @@ def test_image_cache_keeps_decoded_images_within_its_budget(shapes_root) -> None
 
 def _count_batches(rank: int, world: int, root: str, init_file: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    dm = ShapesWorldDataModule(root=root, batch_size=5, num_workers=0)
+    dm = ShapesWorldDataModule(root=root, batch_size=7, num_workers=0)
     dm.trainer = SimpleNamespace(world_size=world, global_rank=rank)  # what Lightning gives a DDP rank
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -98,10 +100,11 @@ def _count_batches(rank: int, world: int, root: str, init_file: str, out: str) -
 
 def test_two_gloo_ranks_get_the_same_number_of_batches(shapes_root, tmp_path) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    n_train = len(ShapesWorldDataModule(root=str(shapes_root)).read_records(["train"], False))
-    assert n_train % 10, "the corpus must be uneven for this test to mean anything"
+    data = ShapesWorldDataModule(root=str(shapes_root))
+    n_train = len(data.dataset(data.read_records(["train"], False)))  # items: every image-caption pair once
+    assert n_train % 14, "the corpus must be uneven for this test to mean anything"
     out = tmp_path / "counts.pt"
     mp.spawn(_count_batches, args=(2, str(shapes_root), str(tmp_path / "init"), str(out)), nprocs=2, join=True)
     (len0, iter0, ids0), (len1, iter1, ids1) = torch.load(out)
-    assert len0 == len1 == iter0 == iter1 == n_train // 2 // 5
+    assert len0 == len1 == iter0 == iter1 == n_train // 2 // 7
     assert not set(ids0) & set(ids1)  # the ranks read different samples

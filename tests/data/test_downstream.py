@@ -158,7 +158,8 @@ def test_retrieval_batches_and_split_texts(flickr_root: Path, minilm_path: str) 
     )  # fmt: skip
     dm.setup("fit")
     train = list(dm.train_dataloader())
-    assert len(train) == 2 and isinstance(train[0], RetrievalTrainBatch)
+    pairs = sum(len(r.captions) for r in dm.records("train"))  # an epoch: every image-sentence pair (9)
+    assert len(train) == pairs // 2 == 4 and isinstance(train[0], RetrievalTrainBatch)
     assert train[0].group_size == 4 and train[0].input_ids.shape[0] == 8 and train[0].pixel_values.shape[0] == 2
     (val,) = list(dm.val_dataloader())
     assert isinstance(val, RetrievalImageBatch) and val.image_positions.tolist() == [0, 1]

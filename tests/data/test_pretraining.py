@@ -38,7 +38,7 @@ def test_half_the_rows_are_negatives_from_other_images(dataset) -> None:
     for index in range(10):
         item = dataset[(0, index)]
         assert item["itm_labels"] == [1, 1, 0, 0]
-        own = set(dataset.records[index].captions)
+        own = set(dataset.records[dataset.pairs.locate(index)[0]].captions)
         for ids, labels, matched in zip(item["input_ids"], item["mlm_labels"], item["itm_labels"], strict=True):
             restored = [lab if lab != IGNORE_INDEX else tok for tok, lab in zip(ids, labels, strict=True)]
             text = tokenizer.decode(restored, skip_special_tokens=True).replace(" ", "")
@@ -93,6 +93,62 @@ def test_listed_words_are_masked_at_their_own_rate(shapes_root, dataset) -> None
     assert unlisted["mlm_labels"] == plain["mlm_labels"]  # an empty mapping draws exactly what BERT masking draws
     with pytest.raises(ValueError, match="'zebra' is not one token"):
         CaptionPretrainDataset(records, ImageTransform(96, 96), tokenizer, mlm_word_probabilities={"zebra": 0.5})
+
+
+def _matched_texts(dataset: CaptionPretrainDataset, item: dict) -> list[str]:
+    """The item's matched captions as text, masked tokens restored."""
+    texts = []
+    for ids, labels, matched in zip(item["input_ids"], item["mlm_labels"], item["itm_labels"], strict=True):
+        if matched:
+            restored = [lab if lab != IGNORE_INDEX else tok for tok, lab in zip(ids, labels, strict=True)]
+            texts.append(dataset.tokenizer.decode(restored, skip_special_tokens=True).replace(" ", ""))
+    return texts
+
+
+@pytest.mark.parametrize("captions_per_image", [2, 4])
+def test_an_epoch_serves_every_image_caption_pair_as_a_matched_row(shapes_root, captions_per_image) -> None:
+    """COCO-style: 5 captions per image. At 1 matched row per item an epoch is every pair exactly once; at 2, every
+    pair once and the third item of each image filled up with one of its captions seen earlier that epoch."""
+    records = read_karpathy(shapes_root / "karpathy.json", shapes_root, ["train"])[:12]
+    tokenizer = load_tokenizer(shapes_root / "vocab.txt")
+    dataset = CaptionPretrainDataset(
+        records, ImageTransform(96, 96), tokenizer, captions_per_image=captions_per_image, seed=3, mlm_probability=0
+    )
+    matched = captions_per_image - captions_per_image // 2
+    pairs = sum(len(r.captions) for r in records)
+    assert dataset.pairs.num_pairs == pairs == 5 * len(records)
+    assert len(dataset) == sum(-(-len(r.captions) // matched) for r in records)
+    for epoch in (0, 1):
+        served: dict[int, list[str]] = {}
+        for index in range(len(dataset)):
+            record = dataset.pairs.locate(index)[0]
+            served.setdefault(record, []).extend(_matched_texts(dataset, dataset[(epoch, index)]))
+        for record, texts in served.items():
+            own = sorted(c.replace(" ", "") for c in records[record].captions)
+            assert sorted(set(texts)) == sorted(set(own))  # every pair of the image, none of another's
+            assert len(texts) == -(-len(own) // matched) * matched  # repeats only to fill the last item
+    # The split of an image's captions into items changes with the epoch (each epoch reshuffles them).
+    first, second = (_matched_texts(dataset, dataset[(e, 0)]) for e in (0, 1))
+    assert matched == 1 or first != second or _matched_texts(dataset, dataset[(2, 0)]) != first
+
+
+def test_validation_takes_one_item_per_image_and_the_index_counts_from_arrow(shapes_root) -> None:
+    from pixelbert_pl.data.captions import to_hf_dataset
+    from pixelbert_pl.data.datamodules import ArrowRecords
+
+    records = read_karpathy(shapes_root / "karpathy.json", shapes_root, ["train"])[:8]
+    records[3] = ImageCaptions(records[3].image_id, records[3].image_path, records[3].captions[:2], "coco")
+    arrow = ArrowRecords(to_hf_dataset(records))
+    assert arrow.list_lengths("captions") == [len(r.captions) for r in records]
+    tokenizer = load_tokenizer(shapes_root / "vocab.txt")
+    per_image = CaptionPretrainDataset(arrow, ImageTransform(96, 96), tokenizer, captions_per_image=2, epoch="images")
+    assert len(per_image) == len(records)
+    texts = {_matched_texts(per_image, per_image[(e, 3)])[0] for e in range(12)}  # one random caption an epoch
+    assert texts == {c.replace(" ", "") for c in records[3].captions}
+    with pytest.raises(ValueError, match="caption_counts has 3 entries for 8 records"):
+        CaptionPretrainDataset(arrow, ImageTransform(96, 96), tokenizer, caption_counts=[5, 5, 5])
+    with pytest.raises(ValueError, match="record 1 has no caption"):
+        CaptionPretrainDataset(arrow, ImageTransform(96, 96), tokenizer, caption_counts=[5, 0, 5, 5, 5, 5, 5, 5])
 
 
 def test_negatives_are_never_own_captions() -> None:

@@ -37,7 +37,8 @@ def _texts(dataset: RetrievalTrainDataset, item: dict) -> list[str]:
 
 def test_positive_first_then_negatives_from_other_images_only(train_dataset: RetrievalTrainDataset) -> None:
     lower = {r.image_id: [c.lower() for c in r.captions] for r in train_dataset.records}
-    for index, record in enumerate(train_dataset.records):
+    for index in range(len(train_dataset)):
+        record = train_dataset.records[train_dataset.pairs.locate(index)[0]]
         own = lower[record.image_id]
         others = {c for image_id, captions in lower.items() if image_id != record.image_id for c in captions}
         for epoch in range(6):
@@ -45,6 +46,18 @@ def test_positive_first_then_negatives_from_other_images_only(train_dataset: Ret
             assert positive in own and len(negatives) == 5
             # "A sunny day." belongs to images 0 and 2, so it is never a negative of either.
             assert all(n in others and n not in own for n in negatives)
+
+
+def test_an_epoch_has_every_image_sentence_pair_as_a_positive_once(train_dataset: RetrievalTrainDataset) -> None:
+    records = train_dataset.records
+    expected = sorted((r.image_id, c.lower()) for r in records for c in r.captions)
+    assert len(train_dataset) == len(expected) > len(records)
+    for epoch in (0, 3):
+        positives = []
+        for index in range(len(train_dataset)):
+            record = records[train_dataset.pairs.locate(index)[0]]
+            positives.append((record.image_id, _texts(train_dataset, train_dataset[(epoch, index)])[0]))
+        assert sorted(positives) == expected
 
 
 def test_sample_is_a_function_of_seed_epoch_and_index(train_dataset: RetrievalTrainDataset) -> None:
@@ -65,7 +78,8 @@ def test_no_possible_negative_is_an_error_not_a_false_negative(minilm_path: str)
 
 
 def test_train_collate_groups_rows_by_image(train_dataset: RetrievalTrainDataset) -> None:
-    batch = collate_retrieval_train([train_dataset[(0, i)] for i in range(3)], pad_token_id=0)
+    firsts = [0, *train_dataset.pairs.ends[:2].tolist()]  # the first pair of images 0, 1 and 2
+    batch = collate_retrieval_train([train_dataset[(0, i)] for i in firsts], pad_token_id=0)
     assert batch.group_size == 6 and batch.input_ids.shape[0] == 18
     assert batch.image_index.tolist() == [0] * 6 + [1] * 6 + [2] * 6
     assert batch.attention_mask.dtype == torch.bool and torch.equal(batch.attention_mask, batch.input_ids != 0)

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any, Generic, TypeVar
 
 import datasets
+import pyarrow.compute
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -69,6 +70,11 @@ class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def list_lengths(self, column: str) -> list[int]:
+        """The length of each row's list in `column` (e.g. captions per image), read from Arrow without a record."""
+        values = self.table.with_format("arrow")[column]
+        return pyarrow.compute.list_value_length(values).to_pylist()
 
     def __getitem__(self, index: int | slice) -> Any:  # type: ignore[override]
         if isinstance(index, slice):
@@ -227,7 +233,8 @@ class PretrainDataModule(PixelBertDataModule):
             are dropped, so evaluation images never reach pre-training.
         flickr30k_file: Flickr30K's `dataset_flickr30k.json`: VG images whose flickr_id is one of its val/test images
             are dropped too, so a model pre-trained here can be evaluated on Flickr30K retrieval.
-        captions_per_image: caption rows per image and step; the CNN runs once for all of them.
+        captions_per_image: caption rows per item (half of them, rounded down, ITM negatives); the CNN runs once for
+            all of them. An epoch is every image-caption pair in a matched row once (`CaptionPairIndex`).
         mlm_probability: BERT's masking rate (0.15); 0 switches MLM masking off (an ITM-only run).
         mlm_word_probabilities: words masked at their own rate instead, e.g. {red: 0.5, circle: 0.5} to mask
             visually grounded words more often (off by default; the paper masks every word alike).
@@ -313,8 +320,11 @@ class PretrainDataModule(PixelBertDataModule):
         self.setup(stage)
         return {"train": self.train_records, "val": self.val_records} if stage == "fit" else {"val": self.val_records}
 
-    def dataset(self, records: Sequence[ImageCaptions]) -> CaptionPretrainDataset:
+    def dataset(self, records: Sequence[ImageCaptions], train: bool = True) -> CaptionPretrainDataset:
+        """Training: an epoch is every image-caption pair; validation: one item per image (`max_val_images` bounds
+        its cost, whatever the captions per image)."""
         h = self.options
+        counts = records.list_lengths("captions") if isinstance(records, ArrowRecords) else None
         return CaptionPretrainDataset(
             records,
             self.transform,
@@ -324,6 +334,8 @@ class PretrainDataModule(PixelBertDataModule):
             mlm_probability=h.mlm_probability,
             mlm_word_probabilities=h.mlm_word_probabilities,
             seed=h.seed,
+            epoch="pairs" if train else "images",
+            caption_counts=counts,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -332,4 +344,4 @@ class PretrainDataModule(PixelBertDataModule):
 
     def val_dataloader(self) -> DataLoader:
         collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
-        return self.loader(self.dataset(self.val_records), collate, train=False)
+        return self.loader(self.dataset(self.val_records, train=False), collate, train=False)

@@ -260,8 +260,9 @@ class NLVR2DataModule(SplitDataModule):
 class RetrievalDataModule(SplitDataModule):
     """Image-text retrieval on a Karpathy split file (docs/paper_facts.md §3.3, §6.4).
 
-    Training batches are `RetrievalTrainBatch`es (each image with 1 positive and `num_negatives` negative
-    captions). Validation and test batches are `RetrievalImageBatch`es over the split's images, each image on one
+    Training batches are `RetrievalTrainBatch`es (each image-caption pair, every one once an epoch, with
+    `num_negatives` negative captions).
+    Validation and test batches are `RetrievalImageBatch`es over the split's images, each image on one
     rank; every rank scores its images against all of the split's texts, `val_texts` / `test_texts`.
 
     Args:
@@ -269,7 +270,7 @@ class RetrievalDataModule(SplitDataModule):
         image_root: COCO: the folder holding train2014/ and val2014/; Flickr30K: flickr30k-images/ itself.
         train_splits: Karpathy splits to train on; Flickr30K has no "restval", so give ["train"] there.
         val_split, test_split: the Karpathy splits evaluated (COCO-5K / Flickr30K-1K test: "test").
-        num_negatives: negative captions per image and step (the paper's 20).
+        num_negatives: negative captions per image-caption pair (the paper's 20).
         max_eval_images: evaluate on the first N images of a split (and their texts) only, for speed.
         allow_missing: skip images whose file is missing (with a warning counting them) instead of failing; recall
             over a smaller split is not comparable to published numbers.
@@ -303,13 +304,15 @@ class RetrievalDataModule(SplitDataModule):
     def dataset(self, split: str) -> Dataset:
         h = self.options
         if split == "train":
+            records = self.records(split)
             return RetrievalTrainDataset(
-                self.records(split),
+                records,
                 self.transform,
                 self.tokenizer,
                 self.processing.max_text_length,
                 h.num_negatives,
                 h.seed,
+                caption_counts=records.list_lengths("captions") if isinstance(records, ArrowRecords) else None,
             )
         return RetrievalImageDataset(self.records(split), self.transform)
 

@@ -9,6 +9,9 @@ The downstream datasets (vqa.py, nlvr2.py, retrieval.py, classification.py) buil
 `RecordDataset`, `EpochKeyedSampler` and its keys (`split_key`, `sample_rng`), `other_image_captions`, `pad_texts`
 and `collate_image_texts`.
 
+An epoch of pre-training is every (image, caption) pair, as in the paper and ViLT (`CaptionPairIndex`): an item is
+one image with some of its captions, so the CNN runs once for all of them.
+
 Shapes: n images, r = n * captions_per_image text rows, t tokens.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -51,6 +54,68 @@ def other_image_captions(records: Sequence[ImageCaptions], index: int, rng: np.r
         yield str(captions[int(rng.integers(len(captions)))])  # rng.choice's draw, without its array conversion
 
 
+# The last key of the per-image caption shuffle, so that its stream is not any item's (seed, epoch, index) stream.
+_CAPTION_ORDER_STREAM = 1
+
+
+class CaptionPairIndex:
+    """Items over every (image, caption) pair of a corpus: image r's `counts[r]` captions, shuffled each epoch by
+    (seed, epoch, r), cut into ceil(counts[r] / per_item) items of `per_item` captions. An epoch serves every pair;
+    the last item of an image whose count is no multiple of `per_item` is filled up with that epoch's first ones.
+
+    `one_per_image=True` gives one item per image instead (its epoch's first `per_item` captions): a fixed-size
+    evaluation set whatever the number of captions per image.
+    """
+
+    def __init__(self, counts: Sequence[int], per_item: int = 1, one_per_image: bool = False) -> None:
+        if per_item < 1:
+            raise ValueError(f"per_item={per_item}: expected >= 1 captions per item")
+        self.counts = np.asarray(counts, dtype=np.int64)
+        empty = np.flatnonzero(self.counts < 1)
+        if empty.size:
+            raise ValueError(f"record {int(empty[0])} has no caption: every record needs at least one")
+        self.per_item, self.one_per_image = per_item, one_per_image
+        items = np.ones_like(self.counts) if one_per_image else -(-self.counts // per_item)
+        self.ends = np.cumsum(items)  # items of records 0..r end before ends[r]
+
+    @classmethod
+    def for_records(
+        cls,
+        records: Sequence[ImageCaptions],
+        counts: Sequence[int] | None = None,
+        per_item: int = 1,
+        one_per_image: bool = False,
+    ) -> CaptionPairIndex:
+        """The index of `records`, from their caption counts if given (e.g. read from an Arrow column) or counted."""
+        counts = counts if counts is not None else [len(r.captions) for r in records]
+        if len(counts) != len(records):
+            raise ValueError(f"caption_counts has {len(counts)} entries for {len(records)} records: expected one each")
+        return cls(counts, per_item, one_per_image)
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.counts.sum())
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(record, the item's rank among that record's items) of item `index`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} of a {len(self)}-item caption pair index")
+        record = int(np.searchsorted(self.ends, index, side="right"))
+        return record, index - (int(self.ends[record - 1]) if record else 0)
+
+    def captions(self, index: int, epoch: int, seed: int) -> tuple[int, list[int]]:
+        """(record, positions of item `index`'s captions among the record's) in `epoch`."""
+        record, rank = self.locate(index)
+        count, k = int(self.counts[record]), self.per_item
+        if k == 1 and not self.one_per_image:  # item `rank` is caption `rank`; the sampler does the shuffling
+            return record, [rank]
+        order = sample_rng(seed, epoch, record, _CAPTION_ORDER_STREAM).permutation(count)
+        return record, [int(order[(rank * k + i) % count]) for i in range(k)]
+
+
 @dataclass
 class PretrainBatch(PinnableBatch):
     pixel_values: torch.Tensor  # (n, 3, H, W)
@@ -61,7 +126,7 @@ class PretrainBatch(PinnableBatch):
     itm_labels: torch.Tensor  # (r,) 1 = the caption describes the image
     image_index: torch.Tensor  # (r,) image of each row
     pixel_sample_seeds: list[int]  # (r,) host ints: the draw happens on the host (see PixelBertModel.sample_pixels)
-    sample_ids: torch.Tensor  # (n,) dataset index of each image
+    sample_ids: torch.Tensor  # (n,) dataset item of each image (a `CaptionPairIndex` item in pre-training)
     image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
     num_masked: int | None = None  # m, the MLM targets in mlm_labels, known on the host (see PretrainTask)
 
@@ -235,10 +300,15 @@ class RecordDataset(Dataset):
 class CaptionPretrainDataset(RecordDataset):
     """Item = one image (decoded, resized, normalised) with `captions_per_image` caption rows.
 
-    Half of each image's rows (rounded down; a coin flip when there is one row) carry a caption of another
-    image that is not also one of this image's captions: the ITM negatives. Matched and unmatched rows are
-    masked alike, so `[MASK]` betrays nothing about matching; the MLM loss reads matched rows only, since a
-    caption of another image cannot be reconstructed from this image's pixels.
+    Half of each item's rows (rounded down; a coin flip when there is one row) carry a caption of another image that
+    is not also one of this image's captions: the ITM negatives, as many as the matched rows. The matched rows are
+    the item's captions in a `CaptionPairIndex`, so an epoch (`epoch="pairs"`, for training) has every image-caption
+    pair in a matched row once (COCO's 5 per image, VG's dozens of region phrases); `epoch="images"` (validation) has
+    one item per image. Matched and unmatched rows are masked alike, so `[MASK]` betrays nothing about matching; the
+    MLM loss reads matched rows only, since a caption of another image cannot be reconstructed from this image's
+    pixels.
+
+    `caption_counts` (captions of each record, e.g. read from an Arrow column) saves reading every record to count.
     """
 
     def __init__(
@@ -251,15 +321,27 @@ class CaptionPretrainDataset(RecordDataset):
         mlm_probability: float = 0.15,
         seed: int = 0,
         mlm_word_probabilities: Mapping[str, float] | None = None,
+        epoch: Literal["pairs", "images"] = "pairs",
+        caption_counts: Sequence[int] | None = None,
     ) -> None:
         if len(records) < 2:
             raise ValueError(f"a pre-training corpus needs at least 2 images for ITM negatives; got {len(records)}")
+        if captions_per_image < 1:
+            raise ValueError(f"captions_per_image={captions_per_image}: expected >= 1 caption rows per image")
+        if epoch not in ("pairs", "images"):
+            raise ValueError(f"epoch={epoch!r}: expected 'pairs' or 'images'")
         super().__init__(records, transform, tokenizer, max_text_length, seed)
         self.captions_per_image = captions_per_image
+        self.num_negative = captions_per_image // 2 if captions_per_image > 1 else None  # None: the coin flip
+        matched = captions_per_image - (self.num_negative or 0)
+        self.pairs = CaptionPairIndex.for_records(records, caption_counts, matched, one_per_image=epoch == "images")
         self.mlm_probability = mlm_probability
         self.word_probability = self._word_probabilities(tokenizer, mlm_word_probabilities or {})
         self.special_ids = set(tokenizer.all_special_ids)
         self.mask_id = int(tokenizer.mask_token_id)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
 
     @staticmethod
     def _word_probabilities(tokenizer: PreTrainedTokenizerBase, words: Mapping[str, float]) -> dict[int, float]:
@@ -275,7 +357,8 @@ class CaptionPretrainDataset(RecordDataset):
         return out
 
     def negative_caption(self, index: int, own: set[str], rng: np.random.Generator) -> str:
-        # A random caption of another image that this image does not also have (COCO has 5 per image, VG dozens).
+        """A random caption of another image than record `index` that this image does not also have (COCO has 5 per
+        image, VG dozens)."""
         caption = ""
         for caption in islice(other_image_captions(self.records, index, rng), 20):
             if caption not in own:
@@ -286,16 +369,15 @@ class CaptionPretrainDataset(RecordDataset):
     def load(self, key: tuple[int, int] | int) -> dict[str, object]:
         epoch, index = split_key(key)
         rng = sample_rng(self.seed, epoch, index)
-        record = self.records[index]
-        captions = list(record.captions)
-        rows = self.captions_per_image
-        chosen = rng.choice(len(captions), size=rows, replace=len(captions) < rows)
-        n_negative = rows // 2 if rows > 1 else int(rng.random() < 0.5)
-        matched = [1] * (rows - n_negative) + [0] * n_negative
+        record_index, chosen = self.pairs.captions(index, epoch, self.seed)
+        record = self.records[record_index]
+        captions = record.captions
+        n_negative = self.num_negative if self.num_negative is not None else int(rng.random() < 0.5)
         own = set(captions)
-        texts = [
-            captions[c] if m else self.negative_caption(index, own, rng) for c, m in zip(chosen, matched, strict=True)
-        ]
+        # With one row the coin flip's negative stands in for the pair (seen as a positive in half the epochs).
+        texts = [captions[c] for c in chosen[: self.captions_per_image - n_negative]]
+        texts += [self.negative_caption(record_index, own, rng) for _ in range(n_negative)]
+        matched = [1] * (len(texts) - n_negative) + [0] * n_negative
         encoded = self.token_ids(texts)
         input_ids, labels = [], []
         for ids, m in zip(encoded, matched, strict=True):
@@ -307,7 +389,7 @@ class CaptionPretrainDataset(RecordDataset):
             "input_ids": input_ids,
             "mlm_labels": labels,
             "itm_labels": matched,
-            "pixel_sample_seeds": [int(s) for s in rng.integers(0, 2**62, size=rows)],
+            "pixel_sample_seeds": [int(s) for s in rng.integers(0, 2**62, size=self.captions_per_image)],
             "sample_id": index,
         }
 

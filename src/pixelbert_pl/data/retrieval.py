@@ -1,9 +1,9 @@
 """Image-text retrieval (docs/paper_facts.md §3.3, §6.4) over the Karpathy splits of COCO and Flickr30K.
 
-Training: an item is one image with one of its captions (the positive) and `num_negatives` captions of other
-images; the task scores all of them and pushes the positive highest. Which caption is positive and which are
-negatives comes from (seed, epoch, sample index), as in pre-training, so a resumed run sees what an uninterrupted
-one would.
+Training: an item is one image-sentence pair (the positive) with `num_negatives` captions of other images, and an
+epoch is every pair once (docs/paper_facts.md §3.3: "per image-sentence pair"), 5 items per COCO or Flickr30K
+image; the task scores all of them and pushes the positive highest. Which captions are negatives comes from (seed,
+epoch, sample index), as in pre-training, so a resumed run sees what an uninterrupted one would.
 
 Evaluation scores every image of a split against every text: the images are a dataset (sharded over ranks, each
 once), the texts are tokenised once for the whole split, with an explicit text -> image map rather than "5
@@ -27,7 +27,14 @@ from transformers import PreTrainedTokenizerBase
 from pixelbert_pl.data.batch import PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
 from pixelbert_pl.data.images import load_image, pad_images, real_sizes
-from pixelbert_pl.data.pretraining import RecordDataset, other_image_captions, pad_texts, sample_rng, split_key
+from pixelbert_pl.data.pretraining import (
+    CaptionPairIndex,
+    RecordDataset,
+    other_image_captions,
+    pad_texts,
+    sample_rng,
+    split_key,
+)
 from pixelbert_pl.processing import ImageTransform
 
 # Draws of other images' captions before a negative is declared impossible; only a corpus whose images nearly all
@@ -62,8 +69,9 @@ class RetrievalTexts:
 
 
 class RetrievalTrainDataset(RecordDataset):
-    """Item = one image with 1 + `num_negatives` token rows: a random one of its captions, then captions of other
-    images that are none of its own (compared as strings, so a caption two images share is never a negative)."""
+    """Item = one image-caption pair as 1 + `num_negatives` token rows on that image: the caption, then captions of
+    other images that are none of its own (compared as strings, so a caption two images share is never a negative).
+    Items are a `CaptionPairIndex` over the records (`caption_counts`, if given, saves counting them)."""
 
     def __init__(
         self,
@@ -73,6 +81,7 @@ class RetrievalTrainDataset(RecordDataset):
         max_text_length: int = 40,
         num_negatives: int = 20,
         seed: int = 0,
+        caption_counts: Sequence[int] | None = None,
     ) -> None:
         if len(records) < 2:
             raise ValueError(f"retrieval training needs at least 2 images for negatives; got {len(records)}")
@@ -80,6 +89,10 @@ class RetrievalTrainDataset(RecordDataset):
             raise ValueError(f"num_negatives={num_negatives}: expected >= 1")
         super().__init__(records, transform, tokenizer, max_text_length, seed)
         self.num_negatives = num_negatives
+        self.pairs = CaptionPairIndex.for_records(records, caption_counts)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
 
     def negative_caption(self, index: int, own: set[str], rng: np.random.Generator) -> str:
         draws = islice(other_image_captions(self.records, index, rng), _NEGATIVE_DRAWS)
@@ -95,10 +108,11 @@ class RetrievalTrainDataset(RecordDataset):
     def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
         epoch, index = split_key(key)
         rng = sample_rng(self.seed, epoch, index)
-        record = self.records[index]
+        record_index, (caption,) = self.pairs.captions(index, epoch, self.seed)
+        record = self.records[record_index]
         own = set(record.captions)
-        texts = [record.captions[int(rng.integers(len(record.captions)))]]
-        texts += [self.negative_caption(index, own, rng) for _ in range(self.num_negatives)]
+        texts = [record.captions[caption]]
+        texts += [self.negative_caption(record_index, own, rng) for _ in range(self.num_negatives)]
         return {"pixel_values": self.image(record.image_path), "input_ids": self.token_ids(texts)}
 
 
