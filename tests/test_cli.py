@@ -66,14 +66,22 @@ def _data_args(config: Path, roots: dict[str, Path], minilm_path: str) -> list[s
             "--model.init_args.protocols", "[full]",  # COCO 1K needs 5 folds of images; the fixture has 3
         ]  # fmt: skip
     coco, vg = roots["coco_vg"] / "coco", roots["coco_vg"] / "vg"
-    return [
-            *offline,
+    corpus = [
         "--data.init_args.karpathy_file", str(coco / "dataset_coco.json"),
         "--data.init_args.image_root", str(coco),
         "--data.init_args.vg_regions", str(vg / "region_descriptions.json"),
         "--data.init_args.vg_image_data", str(vg / "image_data.json"),
         "--data.init_args.vg_image_dirs", f"[{vg / 'VG_100K'}]",
     ]  # fmt: skip
+    if "StreamingPretrainDataModule" in text:
+        from pixelbert_pl.make_shards import main as make_shards
+
+        shards = Path.cwd() / "shards"  # written as the recipe's head says, from coco_vg_r50.yaml's data section
+        recipe = str(CONFIGS / "pretrain" / "coco_vg_r50.yaml")
+        assert make_shards(["--config", recipe, "--out", str(shards), "--records-per-shard", "2", *corpus,
+                            "--data.init_args.tokenizer", minilm_path]) == 0  # fmt: skip
+        return [*offline, "--data.init_args.shards", str(shards)]
+    return [*offline, *corpus]
 
 
 @pytest.fixture(autouse=True)

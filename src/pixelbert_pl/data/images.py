@@ -8,6 +8,7 @@ normalisation; padding goes at the bottom/right, so the real pixels of image i a
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -34,13 +35,16 @@ class UnreadableImageError(ValueError):
         return type(self), (self.path, self.reason)
 
 
-def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode `path` into an upright RGB image, or raise `UnreadableImageError` naming the path.
+def load_image(
+    path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None
+) -> Image.Image:
+    """Decode `path` (or the file's bytes `data`, read from a shard; errors still name `path`) into an upright RGB
+    image, or raise `UnreadableImageError` naming the path.
 
     The format is sniffed from the content, never the extension (NLVR2 ships JPEGs named `.png`).
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             # `size` comes from the header, so oversized images are refused before any pixel is decoded.
             pixels = image.width * image.height
             if pixels > max_pixels:

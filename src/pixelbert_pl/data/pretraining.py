@@ -24,6 +24,7 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
@@ -274,12 +275,16 @@ class RecordDataset(Dataset):
         known_bad = self.skip_counter.bad_files.get(path) if self.skip_counter is not None else None
         if known_bad is not None:  # e.g. a VQA image that an earlier question about it failed on: no second decode
             raise UnreadableImageError(path, known_bad)
-        image = self.transform(load_image(path))
+        image = self.transform(self.decode(path))
         size = image.numel() * image.element_size()
         if self._image_cache_used + size <= self.image_cache_bytes:
             self._image_cache[path] = image
             self._image_cache_used += size
         return image
+
+    def decode(self, path: str) -> Image.Image:
+        """The image at `path`, decoded (subclasses that hold the file's bytes decode those)."""
+        return load_image(path)
 
     # Texts recur every epoch (and every ITM negative is another image's caption), so each distinct text is tokenised
     # once. Bounded (cleared when full), so a corpus of millions of captions holds at most this many per worker.

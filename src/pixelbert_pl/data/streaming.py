@@ -1,0 +1,358 @@
+"""Pre-training streamed from Parquet shards (`pixelbert-make-shards`, data/shards.py): corpora too large for every
+rank to hold in memory (CC3M, CC12M, SBU, LAION subsets on object storage), read by many GPUs.
+
+Each (rank, DataLoader worker) slot reads its own shards, a disjoint share of the epoch's shard order (shuffled
+by (seed, epoch)); Hugging Face `datasets` reads each shard (Parquet over fsspec: local folders, file:// and
+object-store URLs alike). A shard is the shuffle buffer: its records are held while its image-caption pairs are
+served in an order shuffled by (seed, epoch, shard), with the ITM negatives drawn from the shard's other images and
+masking, negatives and pixel sampling as in-memory pre-training (`CaptionPretrainDataset` over the shard's
+records). Batches are formed in the workers, so the CNN still runs once per item's image.
+
+Two things the ecosystem's streaming does not give, hence our own bookkeeping here: equal batch counts on every rank
+(DDP hangs otherwise), which needs the shard assignment known before reading (`split_dataset_by_node` decides it
+inside the iterator), and an exact mid-epoch resume, which `datasets` does not restore for a shuffled stream (its
+shuffle buffer is refilled, in a different order). Every slot serves the same number of batches, computed from the
+shards' caption counts; the state after each batch is (epoch, shard, position, batches), which
+torchdata's `StatefulDataLoader` collects from each worker and Lightning keeps in checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+from torchdata.stateful_dataloader import StatefulDataLoader
+from transformers import PreTrainedTokenizerBase
+
+from pixelbert_pl.data.captions import ImageCaptions
+from pixelbert_pl.data.datamodules import PixelBertDataModule
+from pixelbert_pl.data.images import load_image
+from pixelbert_pl.data.pretraining import (
+    CaptionPairIndex,
+    CaptionPretrainDataset,
+    PretrainBatch,
+    collate_pretrain,
+    sample_rng,
+)
+from pixelbert_pl.data.quality import SkipCounter
+from pixelbert_pl.data.shards import ShardIndex, read_shard_index
+from pixelbert_pl.processing import ImageTransform
+
+_SHARD_ORDER_STREAM = 2  # the last key of the shard-order shuffle, so its stream is no item's or shard's
+
+
+def read_shard(url: str) -> tuple[list[ImageCaptions], dict[str, bytes]]:
+    """A shard's records, in row order, and each image's file bytes by `image_path`, read by `datasets`."""
+    import datasets
+
+    stream = datasets.load_dataset("parquet", data_files=[url], streaming=True, split="train")
+    records: list[ImageCaptions] = []
+    images: dict[str, bytes] = {}
+    for rows in stream.iter(batch_size=256):  # `iter` reads the one shard whatever worker calls it
+        for image_id, source, captions, image, path in zip(
+            rows["image_id"], rows["source"], rows["captions"], rows["image"], rows["image_path"], strict=True
+        ):
+            records.append(ImageCaptions(image_id, path, list(captions), source))
+            images[path] = image
+    return records, images
+
+
+class ShardCaptionDataset(CaptionPretrainDataset):
+    """`CaptionPretrainDataset` over one shard's records, decoding the image bytes the shard holds; its items'
+    `sample_id`s are numbered from `first_item`, so that they are unique over the whole index."""
+
+    def __init__(self, images: Mapping[str, bytes], first_item: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.image_bytes, self.first_item = images, first_item
+
+    def decode(self, path: str) -> Image.Image:
+        return load_image(path, data=self.image_bytes[path])
+
+    def load(self, key: tuple[int, int] | int) -> dict[str, object]:
+        item = super().load(key)
+        item["sample_id"] = self.first_item + cast(int, item["sample_id"])
+        return item
+
+
+@dataclass
+class StreamSettings:
+    """What a slot needs to build a shard's items (pickled into every DataLoader worker)."""
+
+    transform: ImageTransform
+    tokenizer: PreTrainedTokenizerBase
+    max_text_length: int
+    captions_per_image: int
+    mlm_probability: float
+    mlm_word_probabilities: dict[str, float] | None
+    seed: int
+
+
+class ShardStream(IterableDataset):
+    """Batches of pre-training items streamed from `index`'s shards for one rank, split among its workers.
+
+    Training (`train=True`): an epoch is every image-caption pair of the slot's shards, shuffled, cut into batches of
+    `batch_size`; every slot serves `batches_per_slot` batches (the smallest share any slot can get, so every rank
+    serves the same number; a slot's items beyond that wait for a later epoch's order). Evaluation: one item per
+    image, shards in order, every batch served (the last may be short), no shuffling.
+
+    `num_workers` must be the DataLoader's (each rank then serves `len(self)` batches).
+    """
+
+    def __init__(
+        self,
+        index: ShardIndex,
+        settings: StreamSettings,
+        collate: Callable[[list[dict[str, Any]]], PretrainBatch],
+        batch_size: int,
+        train: bool = True,
+        world_size: int = 1,
+        rank: int = 0,
+        num_workers: int = 0,
+        skip_counter: SkipCounter | None = None,
+    ) -> None:
+        self.index, self.settings, self.collate = index, settings, collate
+        self.batch_size, self.train = batch_size, train
+        self.world_size, self.rank, self.num_workers = world_size, rank, num_workers
+        self.skip_counter = skip_counter
+        self.epoch = 0
+        rows = settings.captions_per_image
+        self.matched = rows - rows // 2 if rows > 1 else 1
+        self.items_per_shard = [
+            len(CaptionPairIndex(shard.caption_counts, self.matched, one_per_image=not train)) for shard in index.shards
+        ]
+        slots = world_size * max(1, num_workers)
+        if train and len(index.shards) < slots:
+            raise ValueError(
+                f"{index.root} ({index.split}): {len(index.shards)} shards for {world_size} ranks x "
+                f"{max(1, num_workers)} workers: expected at least one shard per slot; write smaller shards "
+                "(pixelbert-make-shards --records-per-shard) or use fewer workers"
+            )
+        # Any slot gets at least floor(shards / slots) shards: the smallest that many hold bounds every slot's share.
+        fewest = len(index.shards) // slots
+        self.batches_per_slot = sum(sorted(self.items_per_shard)[:fewest]) // batch_size
+        if train and self.batches_per_slot == 0:
+            raise ValueError(
+                f"{index.root}: a slot's share ({fewest} shards) holds fewer than batch_size={batch_size} items"
+            )
+        self._resume: dict[str, int] | None = None
+        self._state: dict[str, int] = {"epoch": 0, "shard": 0, "offset": 0, "batches": 0}
+
+    def __len__(self) -> int:
+        if self.train:
+            return self.batches_per_slot * max(1, self.num_workers)
+        workers = max(1, self.num_workers)  # evaluation: every item, each slot's last batch short
+        shares = [self.slot_shards(0, slot) for slot in range(self.rank * workers, (self.rank + 1) * workers)]
+        return sum(-(-sum(self.items_per_shard[s] for s in share) // self.batch_size) for share in shares)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shard_order(self, epoch: int) -> np.ndarray:
+        count = len(self.index.shards)
+        if not self.train:
+            return np.arange(count)
+        return sample_rng(self.settings.seed, epoch, _SHARD_ORDER_STREAM).permutation(count)
+
+    def slot_shards(self, epoch: int, slot: int) -> list[int]:
+        """The shards slot `slot` (= rank x workers + worker) reads in `epoch`, in reading order."""
+        slots = self.world_size * max(1, self.num_workers)
+        return [int(s) for s in self.shard_order(epoch)[slot::slots]]
+
+    def shard_dataset(self, shard: int) -> ShardCaptionDataset:
+        s = self.settings
+        records, images = read_shard(self.index.urls()[shard])
+        info = self.index.shards[shard]
+        if [len(r.captions) for r in records] != list(info.caption_counts):
+            raise ValueError(f"{self.index.urls()[shard]}: its rows' caption counts differ from the index's")
+        dataset = ShardCaptionDataset(
+            images, sum(self.items_per_shard[:shard]), records, s.transform, s.tokenizer, s.max_text_length,
+            s.captions_per_image, s.mlm_probability,
+            seed=int(np.random.SeedSequence([s.seed, shard]).generate_state(1)[0]),  # each shard its own draws
+            mlm_word_probabilities=s.mlm_word_probabilities, epoch="pairs" if self.train else "images",
+            caption_counts=info.caption_counts,
+        )  # fmt: skip
+        if self.train and self.skip_counter is not None:
+            dataset.skip_unreadable(self.skip_counter)  # as in-memory training: the next readable item stands in
+        return dataset
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the next batch starts: read by `StatefulDataLoader` in the worker after each batch."""
+        return dict(self._state)
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self._resume = {k: int(state[k]) for k in ("epoch", "shard", "offset", "batches")}
+
+    def _start(self) -> dict[str, int]:
+        resume, self._resume = self._resume, None
+        if resume is None:
+            return {"epoch": self.epoch, "shard": 0, "offset": 0, "batches": 0}
+        if self.train and resume["batches"] >= self.batches_per_slot:  # this slot was done: nothing more this epoch
+            return {**resume, "shard": len(self.index.shards)}
+        return resume
+
+    def __iter__(self) -> Iterator[PretrainBatch]:
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        if workers != max(1, self.num_workers):
+            raise RuntimeError(f"ShardStream(num_workers={self.num_workers}) iterated by {workers} workers")
+        state = self._start()
+        epoch = state["epoch"]
+        self._state = dict(state)
+        shards = self.slot_shards(epoch, self.rank * workers + worker)
+        pending: list[dict[str, Any]] = []
+        served = state["batches"]
+        for position in range(state["shard"], len(shards)):
+            if self.train and served >= self.batches_per_slot:
+                return
+            shard = shards[position]
+            dataset = self.shard_dataset(shard)
+            order = np.arange(len(dataset))
+            if self.train:
+                order = sample_rng(self.settings.seed, epoch, shard, _SHARD_ORDER_STREAM).permutation(len(dataset))
+            first = state["offset"] if position == state["shard"] else 0
+            for offset in range(first, len(order)):
+                pending.append(dataset[(epoch, int(order[offset]))])
+                if len(pending) == self.batch_size:
+                    served += 1
+                    at_end = offset + 1 == len(order)
+                    self._state = {
+                        "epoch": epoch, "shard": position + at_end, "offset": 0 if at_end else offset + 1,
+                        "batches": served,
+                    }  # fmt: skip
+                    yield self.collate(pending)
+                    pending = []
+                    if self.train and served >= self.batches_per_slot:
+                        return
+        if pending and not self.train:
+            yield self.collate(pending)
+
+
+def identity(batch: Any) -> Any:
+    """The DataLoader's collate when the dataset yields whole batches (picklable, unlike a lambda)."""
+    return batch
+
+
+def _slot_states(state: Mapping[str, Any]) -> list[Mapping[str, int]]:
+    """The `ShardStream` states in a `StatefulDataLoader` state: one per worker (torchdata keeps them in its
+    snapshot), or the dataset's own without workers."""
+    workers = state.get("_snapshot", {}).get("_worker_snapshots")
+    if workers is None:
+        return [state["dataset_state"]] if state.get("dataset_state") is not None else []
+    return [w["dataset_state"] for w in workers.values() if w.get("dataset_state") is not None]
+
+
+class EpochStreamLoader(StatefulDataLoader):
+    """A `StatefulDataLoader` that tells its `ShardStream` the epoch before each iteration starts its workers
+    (Lightning calls `set_epoch` on samplers only, and an iterable dataset has none of its own).
+
+    A state saved after the epoch's last batch (every slot done) resumes with the next epoch, as an uninterrupted
+    run goes on (Lightning creates the resumed iterator before it moves its epoch on); a slot done while others
+    are not serves nothing more that epoch.
+    """
+
+    def __init__(self, dataset: ShardStream, epoch_source: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self.epoch_source = epoch_source
+        self._next_epoch: int | None = None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        stream = cast(ShardStream, self.dataset)
+        slots = _slot_states(state_dict)
+        if stream.train and slots and all(s["batches"] >= stream.batches_per_slot for s in slots):
+            self._next_epoch = max(int(s["epoch"]) for s in slots) + 1
+            return
+        super().load_state_dict(state_dict)
+
+    def __iter__(self) -> Any:
+        epoch, self._next_epoch = self._next_epoch, None
+        cast(ShardStream, self.dataset).set_epoch(self.epoch_source() if epoch is None else epoch)
+        return super().__iter__()
+
+
+class StreamingPretrainDataModule(PixelBertDataModule):
+    """MLM + ITM pre-training streamed from the Parquet shards `pixelbert-make-shards` writes.
+
+    Args:
+        shards: the folder or URL (file://, s3://, gs://, ... through fsspec) holding `<split>.index.json` and the
+            shards; converted with the in-memory readers' leak filters.
+        train_split, val_split: the splits read (val_split None: no validation).
+        captions_per_image: caption rows per item, half of them (rounded down) ITM negatives, as in
+            `PretrainDataModule`; an epoch is every image-caption pair of the rank's shards.
+        num_workers: DataLoader workers per rank; the shards must number at least ranks x max(1, workers), and a
+            multiple of it wastes nothing (every slot serves the batches of the smallest share).
+        The other arguments are `PixelBertDataModule`'s and `PretrainDataModule`'s.
+    """
+
+    def __init__(
+        self,
+        shards: str,
+        tokenizer: str = "bert-base-uncased",
+        train_split: str = "train",
+        val_split: str | None = "val",
+        image_min_size: int = 800,
+        image_max_size: int = 1333,
+        size_divisor: int = 32,
+        max_text_length: int = 40,
+        captions_per_image: int = 2,
+        mlm_probability: float = 0.15,
+        mlm_word_probabilities: dict[str, float] | None = None,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 4,
+        seed: int = 0,
+        max_skipped_fraction: float = 0.01,
+    ) -> None:
+        super().__init__(
+            tokenizer=tokenizer, image_min_size=image_min_size, image_max_size=image_max_size,
+            size_divisor=size_divisor, max_text_length=max_text_length, batch_size=batch_size,
+            val_batch_size=val_batch_size, num_workers=num_workers, seed=seed,
+            max_skipped_fraction=max_skipped_fraction,
+        )  # fmt: skip
+        self.add_options(locals())
+        self.indexes: dict[str, ShardIndex] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        h = self.options
+        splits = [h.train_split] if stage in (None, "fit") else []
+        splits += [h.val_split] if h.val_split is not None and stage in (None, "fit", "validate") else []
+        for split in splits:
+            if split not in self.indexes:
+                self.indexes[split] = read_shard_index(h.shards, split)
+
+    def stream(self, split: str, train: bool) -> ShardStream:
+        h = self.options
+        self.setup("fit" if train else "validate")
+        settings = StreamSettings(
+            self.transform, self.tokenizer, self.processing.max_text_length, h.captions_per_image,
+            h.mlm_probability, h.mlm_word_probabilities, h.seed,
+        )  # fmt: skip
+        world, rank = self._ranks()
+        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
+        batch = h.batch_size if train else h.val_batch_size or h.batch_size
+        return ShardStream(
+            self.indexes[split], settings, collate, batch, train, world, rank, h.num_workers,
+            skip_counter=self.skip_counter if train else None,
+        )  # fmt: skip
+
+    def _loader(self, stream: ShardStream) -> EpochStreamLoader:
+        h = self.options
+        return EpochStreamLoader(
+            stream, self._current_epoch, batch_size=None, collate_fn=identity, num_workers=h.num_workers,
+            # A fresh worker per epoch receives the epoch with its copy of the stream.
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+        )  # fmt: skip
+
+    def train_dataloader(self) -> EpochStreamLoader:
+        return self._loader(self.stream(self.options.train_split, train=True))
+
+    def val_dataloader(self) -> EpochStreamLoader | list[Any]:
+        if self.options.val_split is None:
+            return []
+        return self._loader(self.stream(self.options.val_split, train=False))
