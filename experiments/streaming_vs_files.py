@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1400)
     parser.add_argument("--records-per-shard", type=int, default=100)
     args = parser.parse_args()
-    shards = args.out / "shards"
+    shards = args.out / "parquet"
     settings = {k: v for k, v in _recipe_data().items() if k != "root"}
     section = {"class_path": "pixelbert_pl.harness.datamodules.ShapesWorldDataModule",
                "init_args": {**settings, "root": str(args.corpus)}}  # fmt: skip

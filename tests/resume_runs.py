@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,16 @@ def steps_per_epoch(root: Path, devices: int) -> int:
     return steps
 
 
-def fit_args(root: Path, out: Path, workers: int, devices: int, steps: int, ckpt_path: Path | None = None) -> list[str]:
+def fit_args(
+    root: Path,
+    out: Path,
+    workers: int,
+    devices: int,
+    steps: int,
+    ckpt_path: Path | None = None,
+    data: Sequence[str] = (),
+) -> list[str]:
+    """`pixelbert fit` flags for the recipe on `root`; `data` (last, so it wins) may replace the data section."""
     callbacks = [
         {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
          "init_args": {"every_n_train_steps": steps // 2, "save_top_k": -1}},
@@ -71,6 +81,7 @@ def fit_args(root: Path, out: Path, workers: int, devices: int, steps: int, ckpt
         "--trainer.enable_progress_bar", "false",
         "--trainer.logger.init_args.save_dir", str(out),
         "--trainer.callbacks", json.dumps(callbacks),
+        *data,
     ]  # fmt: skip
     if devices > 1:
         args += ["--trainer.devices", str(devices), "--trainer.strategy", "ddp"]
@@ -119,17 +130,28 @@ class Resumed:
     warned_not_resumable: bool
 
 
-def uninterrupted(root: Path, out: Path, workers: int, devices: int) -> int:
+def uninterrupted(
+    root: Path, out: Path, workers: int, devices: int, steps: int | None = None, data: Sequence[str] = ()
+) -> int:
     """The reference run; returns its steps per epoch."""
-    steps = steps_per_epoch(root, devices)
-    run_fit(fit_args(root, out, workers, devices, steps), devices, out.parent)
+    steps = steps or steps_per_epoch(root, devices)
+    run_fit(fit_args(root, out, workers, devices, steps, data=data), devices, out.parent)
     return steps
 
 
-def resume(root: Path, reference: Path, out: Path, workers: int, devices: int, steps: int, source: str) -> Resumed:
+def resume(
+    root: Path,
+    reference: Path,
+    out: Path,
+    workers: int,
+    devices: int,
+    steps: int,
+    source: str,
+    data: Sequence[str] = (),
+) -> Resumed:
     ckpt = checkpoints(reference) / SOURCES[source](steps)
     assert ckpt.is_file(), f"the uninterrupted run wrote no {ckpt.name}: {sorted(os.listdir(ckpt.parent))}"
-    said = run_fit(fit_args(root, out, workers, devices, steps, ckpt_path=ckpt), devices, out.parent)
+    said = run_fit(fit_args(root, out, workers, devices, steps, ckpt_path=ckpt, data=data), devices, out.parent)
     expected, state = final_state(reference, steps), final_state(out, steps)
     differ = sum(not torch.equal(v, state[k]) for k, v in expected.items())
     return Resumed(differ, len(expected), NOT_RESUMABLE in said)

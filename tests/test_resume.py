@@ -60,6 +60,34 @@ def test_two_processes_with_workers_resume_exactly(resume_root, tmp_path, refere
     assert (result.differ, result.warned_not_resumable) == (0, False), result
 
 
+@pytest.mark.parametrize("source", ["mid_epoch", "epoch_end_step"])
+def test_a_run_streamed_from_shards_resumes_exactly(resume_root, tmp_path, source) -> None:
+    import json
+
+    import yaml
+
+    from pixelbert_pl.data.shards import write_shards
+    from pixelbert_pl.data.streaming import StreamingPretrainDataModule
+    from resume_runs import BATCH_SIZE, RECIPE
+
+    shards = tmp_path / "shards"
+    files = ShapesWorldDataModule(root=str(resume_root), num_workers=0)
+    write_shards(list(files.split_records("fit")["train"]), shards, records_per_shard=2)  # 8 shards: 2 workers x 4
+    recipe = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]
+    settings = {k: recipe[k] for k in ("image_min_size", "image_max_size", "captions_per_image", "mlm_probability",
+                                       "mlm_word_probabilities", "seed")}  # fmt: skip
+    settings.update(shards=str(shards), tokenizer=str(resume_root / "vocab.txt"), max_text_length=24, val_split=None,
+                    batch_size=BATCH_SIZE, num_workers=2)  # fmt: skip
+    steps = len(StreamingPretrainDataModule(**settings).train_dataloader())
+    assert steps == 12  # 16 images x 3 items over 2 workers' 4 shards each, in batches of 4
+    data = ["--data", json.dumps({"class_path": "pixelbert_pl.data.streaming.StreamingPretrainDataModule",
+                                  "init_args": settings})]  # fmt: skip
+    reference = tmp_path / "full"
+    uninterrupted(resume_root, reference, 2, 1, steps=steps, data=data)
+    result = resume(resume_root, reference, tmp_path / "resumed", 2, 1, steps, source, data=data)
+    assert (result.differ, result.warned_not_resumable) == (0, False), result
+
+
 class Payload:
     """Stands for anything a malicious checkpoint could pickle to run code on load."""
 

@@ -99,18 +99,31 @@ def _stream_ids(rank: int, world: int, shards: str, vocab: str, init_file: str, 
     data.trainer = SimpleNamespace(current_epoch=0, world_size=world, global_rank=rank)  # what Lightning gives a rank
     loader = data.train_dataloader()
     ids = [i for batch in loader for i in batch.sample_ids.tolist()]
+    # Stopped after 11 batches (mid-shard, the workers at different points) and resumed from the loader's state.
+    first, seen = data.train_dataloader(), []
+    for batch in first:
+        seen += batch.sample_ids.tolist()
+        if len(seen) == 11 * 3:
+            state = first.state_dict()
+            break
+    resumed = data.train_dataloader()
+    resumed.load_state_dict(state)
+    seen += [i for batch in resumed for i in batch.sample_ids.tolist()]
     gathered: list = [None] * world
-    dist.all_gather_object(gathered, (len(loader), len(ids) // 3, ids))
+    dist.all_gather_object(gathered, (len(loader), len(ids) // 3, ids, seen == ids))
     if rank == 0:
         torch.save(gathered, out)
     dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_with_two_workers_read_disjoint_shares_of_equal_size(shards, shapes_root, tmp_path) -> None:
+def test_two_gloo_ranks_with_two_workers_read_disjoint_equal_shares_and_resume_exactly(
+    shards, shapes_root, tmp_path
+) -> None:
     out = tmp_path / "ids.pt"
     args = (2, str(shards), str(shapes_root / "vocab.txt"), str(tmp_path / "init"), str(out))
     mp.spawn(_stream_ids, args=args, nprocs=2, join=True)
-    (len0, batches0, ids0), (len1, batches1, ids1) = torch.load(out)
+    (len0, batches0, ids0, resumed0), (len1, batches1, ids1, resumed1) = torch.load(out)
+    assert resumed0 and resumed1  # each rank's resumed stream went on with the batch after the last one used
     # 8 shards over 4 slots, 2 each (60 pairs): 20 batches of 3 per slot, 40 per rank, and nothing twice.
     assert len0 == len1 == batches0 == batches1 == 40
     assert len(set(ids0)) == len(ids0) and len(set(ids1)) == len(ids1) and not set(ids0) & set(ids1)

@@ -347,6 +347,8 @@ class StreamingPretrainDataModule(PixelBertDataModule):
             # A fresh worker per epoch receives the epoch with its copy of the stream.
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
+            # Worker base seeds from here, not torch's global RNG: starting an epoch leaves dropout's RNG as it was.
+            generator=torch.Generator().manual_seed(h.seed),
         )  # fmt: skip
 
     def train_dataloader(self) -> EpochStreamLoader:
