@@ -1,12 +1,13 @@
 """The benchmarks run (tiny preset, CPU, a step or two) and report what they claim; their timings are not tested."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from benchmarks import common
 from benchmarks.latency import measure_latency
-from benchmarks.loader import measure_loader, write_jpegs
+from benchmarks.loader import measure_loader, measure_pretrain_loaders, write_jpegs
 from benchmarks.retrieval_cost import measure_retrieval
 from benchmarks.train_throughput import TrainShape, measure_training
 from benchmarks.yardstick import DEFAULT_PATH
@@ -80,3 +81,16 @@ def test_yardstick_loads_and_runs_a_cpu_step() -> None:
         module, yardstick_args((64, 64), 1, "cpu", warmup=0, steps=1), "finetune", False, False, False
     )
     assert result["samples_per_s"] > 0 and result["mode"] == "finetune"
+
+
+def test_pretrain_loaders_files_and_shards(tmp_path, minilm_path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    paths = write_jpegs(images, 8, size=(120, 160))
+    results = measure_pretrain_loaders(tmp_path, paths, minilm_path, workers=0, batch=2, batches=3)
+    assert set(results) == {"files", "shards"}
+    for result in results.values():
+        assert result["images"] == 6  # 3 timed batches of 2 items, after the warm-up one
+        assert math.isfinite(result["images_per_s"]) and result["images_per_s"] > 0
+        assert result["images_per_s_per_worker"] == result["images_per_s"]
+        assert result["short_sides"] == [800]  # 120 x 160 resized as the recipes do: 800 x 1067
