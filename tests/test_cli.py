@@ -13,6 +13,11 @@ from pixelbert_pl.harness import demo
 CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
 DEMO_CONFIGS = Path(str(demo.CONFIGS))  # the demo's recipes, package data of the harness
 # Fragments (callbacks, loggers) are included by path from the recipes; the recipes are what users run.
+# A shipped recipe on this machine: the CPU, full precision, small batches, no worker processes.
+ON_CPU = [
+    "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
+    "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
+]  # fmt: skip
 RECIPES = sorted(p for root in (CONFIGS, DEMO_CONFIGS) for p in root.rglob("*.yaml") if p.parent.name != "base")
 
 
@@ -122,11 +127,7 @@ def test_fast_dev_run(
     args = [
         "fit", "--config", str(config),
         "--trainer.fast_dev_run", "1",
-        "--trainer.accelerator", "cpu",
-        "--trainer.devices", "1",
-        "--trainer.precision", "32-true",
-        "--data.init_args.batch_size", "2",
-        "--data.init_args.num_workers", "0",
+        *ON_CPU,
         *_data_args(config, roots, minilm_path),
     ]  # fmt: skip
     cli = main(args)
@@ -139,10 +140,8 @@ def _fit_best(config: Path, roots: dict, minilm_path: str) -> Path:
     """A short `pixelbert fit` of a shipped recipe (two steps, one validation) in the cwd; its best.ckpt."""
     main([
         "fit", "--config", str(config),
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        *ON_CPU, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.enable_progress_bar", "false",
-        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
         *_data_args(config, roots, minilm_path),
     ])  # fmt: skip
     name = yaml.safe_load(config.read_text())["trainer"]["logger"]["init_args"]["name"]
@@ -155,9 +154,7 @@ def _predict(config: Path, roots: dict, minilm_path: str, writer: str, out: Path
     """`pixelbert predict` with a shipped recipe on the CPU, writing `out` with the `writer` callback."""
     return main([
         "predict", "--config", str(config),
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
-        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-        "--data.init_args.batch_size", "2", "--data.init_args.num_workers", "0",
+        *ON_CPU, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         *_data_args(config, roots, minilm_path), *extra,
         f"--trainer.callbacks+=pixelbert_pl.tasks.{writer}", "--trainer.callbacks.output_file", str(out),
     ])  # fmt: skip

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pixelbert_pl.data.pretraining import CaptionPairIndex
+from pixelbert_pl.data.pretraining import CaptionPairIndex, matched_rows
 
 CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
 GPUS = 64  # the paper's 64 V100s (docs/paper_facts.md §2.4)
@@ -42,8 +42,7 @@ class Schedule:
 
 def _schedule(recipe: dict, coco: np.ndarray, vg: np.ndarray, per_image: bool) -> Schedule:
     data, trainer = recipe["data"]["init_args"], recipe["trainer"]
-    rows = data["captions_per_image"]
-    matched = rows - rows // 2
+    matched = matched_rows(data["captions_per_image"])
     counts = np.concatenate([coco, vg])
     index = CaptionPairIndex(counts, matched, one_per_image=per_image)
     coco_items = CaptionPairIndex(coco, matched, one_per_image=per_image)

@@ -10,6 +10,7 @@ from pixelbert_pl.data.pretraining import (
     CaptionPretrainDataset,
     EpochKeyedSampler,
     collate_pretrain,
+    matched_rows,
 )
 from pixelbert_pl.processing import ImageTransform, load_tokenizer
 
@@ -114,7 +115,7 @@ def test_an_epoch_serves_every_image_caption_pair_as_a_matched_row(shapes_root, 
     dataset = CaptionPretrainDataset(
         records, ImageTransform(96, 96), tokenizer, captions_per_image=captions_per_image, seed=3, mlm_probability=0
     )
-    matched = captions_per_image - captions_per_image // 2
+    matched = matched_rows(captions_per_image)
     pairs = sum(len(r.captions) for r in records)
     assert dataset.pairs.num_pairs == pairs == 5 * len(records)
     assert len(dataset) == sum(-(-len(r.captions) // matched) for r in records)

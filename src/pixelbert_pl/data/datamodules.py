@@ -324,7 +324,6 @@ class PretrainDataModule(PixelBertDataModule):
         """Training: an epoch is every image-caption pair; validation: one item per image (`max_val_images` bounds
         its cost, whatever the captions per image)."""
         h = self.options
-        counts = records.list_lengths("captions") if isinstance(records, ArrowRecords) else None
         return CaptionPretrainDataset(
             records,
             self.transform,
@@ -335,7 +334,6 @@ class PretrainDataModule(PixelBertDataModule):
             mlm_word_probabilities=h.mlm_word_probabilities,
             seed=h.seed,
             epoch="pairs" if train else "images",
-            caption_counts=counts,
         )
 
     def train_dataloader(self) -> DataLoader:

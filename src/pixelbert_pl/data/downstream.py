@@ -304,15 +304,13 @@ class RetrievalDataModule(SplitDataModule):
     def dataset(self, split: str) -> Dataset:
         h = self.options
         if split == "train":
-            records = self.records(split)
             return RetrievalTrainDataset(
-                records,
+                self.records(split),
                 self.transform,
                 self.tokenizer,
                 self.processing.max_text_length,
                 h.num_negatives,
                 h.seed,
-                caption_counts=records.list_lengths("captions") if isinstance(records, ArrowRecords) else None,
             )
         return RetrievalImageDataset(self.records(split), self.transform)
 

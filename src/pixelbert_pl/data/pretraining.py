@@ -55,6 +55,12 @@ def other_image_captions(records: Sequence[ImageCaptions], index: int, rng: np.r
         yield str(captions[int(rng.integers(len(captions)))])  # rng.choice's draw, without its array conversion
 
 
+def matched_rows(captions_per_image: int) -> int:
+    """Matched caption rows of a pre-training item: all but half of its rows (rounded down), which are ITM negatives;
+    a single row is matched (a coin flip makes it a negative in half the epochs)."""
+    return captions_per_image - captions_per_image // 2 if captions_per_image > 1 else 1
+
+
 # The last key of the per-image caption shuffle, so that its stream is not any item's (seed, epoch, index) stream.
 _CAPTION_ORDER_STREAM = 1
 
@@ -87,8 +93,11 @@ class CaptionPairIndex:
         per_item: int = 1,
         one_per_image: bool = False,
     ) -> CaptionPairIndex:
-        """The index of `records`, from their caption counts if given (e.g. read from an Arrow column) or counted."""
-        counts = counts if counts is not None else [len(r.captions) for r in records]
+        """The index of `records`, from their caption counts if given, else read from their Arrow column (records with
+        `list_lengths`, as `ArrowRecords`) or counted."""
+        if counts is None:
+            list_lengths = getattr(records, "list_lengths", None)
+            counts = list_lengths("captions") if callable(list_lengths) else [len(r.captions) for r in records]
         if len(counts) != len(records):
             raise ValueError(f"caption_counts has {len(counts)} entries for {len(records)} records: expected one each")
         return cls(counts, per_item, one_per_image)
@@ -313,7 +322,7 @@ class CaptionPretrainDataset(RecordDataset):
     MLM loss reads matched rows only, since a caption of another image cannot be reconstructed from this image's
     pixels.
 
-    `caption_counts` (captions of each record, e.g. read from an Arrow column) saves reading every record to count.
+    `caption_counts` (captions of each record) saves reading every record to count them.
     """
 
     def __init__(
@@ -338,8 +347,9 @@ class CaptionPretrainDataset(RecordDataset):
         super().__init__(records, transform, tokenizer, max_text_length, seed)
         self.captions_per_image = captions_per_image
         self.num_negative = captions_per_image // 2 if captions_per_image > 1 else None  # None: the coin flip
-        matched = captions_per_image - (self.num_negative or 0)
-        self.pairs = CaptionPairIndex.for_records(records, caption_counts, matched, one_per_image=epoch == "images")
+        self.pairs = CaptionPairIndex.for_records(
+            records, caption_counts, matched_rows(captions_per_image), one_per_image=epoch == "images"
+        )
         self.mlm_probability = mlm_probability
         self.word_probability = self._word_probabilities(tokenizer, mlm_word_probabilities or {})
         self.special_ids = set(tokenizer.all_special_ids)

@@ -38,6 +38,7 @@ from pixelbert_pl.data.pretraining import (
     CaptionPretrainDataset,
     PretrainBatch,
     collate_pretrain,
+    matched_rows,
     sample_rng,
 )
 from pixelbert_pl.data.quality import SkipCounter
@@ -121,8 +122,7 @@ class ShardStream(IterableDataset):
         self.world_size, self.rank, self.num_workers = world_size, rank, num_workers
         self.skip_counter = skip_counter
         self.epoch = 0
-        rows = settings.captions_per_image
-        self.matched = rows - rows // 2 if rows > 1 else 1
+        self.matched = matched_rows(settings.captions_per_image)
         self.items_per_shard = [
             len(CaptionPairIndex(shard.caption_counts, self.matched, one_per_image=not train)) for shard in index.shards
         ]
