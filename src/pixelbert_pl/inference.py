@@ -23,6 +23,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
+from pixelbert_pl.data.batch import BatchPadding
 from pixelbert_pl.data.images import load_image, pad_images, real_sizes
 from pixelbert_pl.data.nlvr2 import collate_nlvr2
 from pixelbert_pl.data.retrieval import RetrievalTexts
@@ -35,6 +36,7 @@ from pixelbert_pl.processing import (
     split_processing,
     tokenizer_from_files,
 )
+from pixelbert_pl.processing.shapes import PadShapes
 from pixelbert_pl.tasks import NLVR2Task, PixelBertTask, PretrainTask, RetrievalTask, VQATask, get_task
 from pixelbert_pl.tasks.base import CHECKPOINT_KEY, load_checkpoint
 from pixelbert_pl.tasks.registry import task_name
@@ -62,6 +64,8 @@ class Predictor:
         self.processing = task.model.processing
         # uint8 to the device; the model normalises there, as in training.
         self.transform = ImageTransform.from_config(self.processing, normalize=False)
+        # Images padded to the fixed shapes the model was trained on, if any: its CNN then sees their padding.
+        self.padding = BatchPadding(PadShapes.from_config(self.processing))
 
     # ---------------------------------------------------------------------------------------- loading
 
@@ -174,7 +178,9 @@ class Predictor:
              "answers": [], "answer_type": None, "question_id": i}
             for i, (im, q) in enumerate(zip(images, questions, strict=True))
         ]  # fmt: skip
-        batch = self._to_device(collate_vqa(items, len(self.task.answer_vocab), self.tokenizer.pad_token_id))
+        batch = self._to_device(
+            collate_vqa(items, len(self.task.answer_vocab), self.tokenizer.pad_token_id, self.padding)
+        )
         with self._autocast():
             probabilities = self.task(batch).float().sigmoid()  # trained with binary cross-entropy
         scores, labels = probabilities.topk(top_k, dim=-1)
@@ -230,7 +236,7 @@ class Predictor:
              "identifier": str(i)}
             for i, (a, b, s) in enumerate(zip(lefts, rights, statements, strict=True))
         ]  # fmt: skip
-        batch = self._to_device(collate_nlvr2(items, self.tokenizer.pad_token_id))
+        batch = self._to_device(collate_nlvr2(items, self.tokenizer.pad_token_id, self.padding))
         with self._autocast():
             probabilities = self.task(batch).float().softmax(-1)[:, 1]
         values = probabilities.tolist()
@@ -240,7 +246,8 @@ class Predictor:
 
     def _images(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         resized = [self.image(im) for im in images]
-        return pad_images(resized)[0].to(self.device), real_sizes(resized)
+        sizes = real_sizes(resized)
+        return pad_images(resized, shape=self.padding.image_shape(sizes))[0].to(self.device), sizes
 
     def _texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = self.tokenizer(

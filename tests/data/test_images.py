@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from pixelbert_pl.data.images import (
-    AspectRatioGroupedBatchSampler,
-    UnreadableImageError,
-    aspect_groups,
-    load_image,
-    pad_images,
-)
+from pixelbert_pl.data.images import UnreadableImageError, image_size, load_image, pad_images
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -212,56 +205,30 @@ def test_pad_images_rejects_bad_input() -> None:
         pad_images([torch.zeros(3, 4, 4), torch.zeros(1, 4, 4)])
 
 
-# --- aspect grouping --------------------------------------------------------------------------------------------
+# --- header sizes and fixed padded shapes ---------------------------------------------------------------------
 
 
-def test_aspect_groups() -> None:
-    assert aspect_groups([(480, 640), (640, 480), (500, 500)]) == [0, 1, 0]
+@pytest.mark.parametrize("orientation", [1, 6, 8])
+def test_image_size_reads_the_header_and_exif_orientation_as_load_image_decodes(tmp_path, orientation: int) -> None:
+    path = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(path, exif=exif)
+    decoded = load_image(path)
+    assert image_size(path) == (decoded.height, decoded.width) == ((48, 64) if orientation == 1 else (64, 48))
+    assert image_size("bytes.jpg", data=path.read_bytes()) == image_size(path)
+    with pytest.raises(UnreadableImageError, match=r"junk\.jpg"):
+        image_size("junk.jpg", data=b"not an image")
 
 
-def grouped_batches(sampler: object, groups: list[int], batch_size: int, drop_last: bool) -> list[list[int]]:
-    return list(AspectRatioGroupedBatchSampler(sampler, groups, batch_size, drop_last))  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("drop_last", [False, True])
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_grouped_batch_sampler(drop_last: bool, shuffle: bool) -> None:
-    groups = [random.Random(i).randint(0, 1) for i in range(23)]
-
-    def make() -> AspectRatioGroupedBatchSampler:
-        data = range(len(groups))
-        sampler = (
-            RandomSampler(data, generator=torch.Generator().manual_seed(0)) if shuffle else SequentialSampler(data)
-        )
-        return AspectRatioGroupedBatchSampler(sampler, groups, batch_size=4, drop_last=drop_last)
-
-    batch_sampler = make()
-    batches = list(batch_sampler)
-    assert len(batches) == len(batch_sampler)
-    assert all(len({groups[i] for i in batch}) == 1 for batch in batches)
-    flat = [i for batch in batches for i in batch]
-    assert len(flat) == len(set(flat))
-    if drop_last:
-        assert all(len(batch) == 4 for batch in batches)
-    else:
-        assert sorted(flat) == list(range(len(groups)))
-    assert list(make()) == batches  # same sampler order, same batches
-
-
-def test_grouped_batch_sampler_len_is_an_upper_bound_for_other_samplers() -> None:
-    groups = [0, 1] * 10
-    for drop_last in (False, True):
-        batch_sampler = AspectRatioGroupedBatchSampler(list(range(0, 20, 3)), groups, 3, drop_last)
-        assert len(list(batch_sampler)) <= len(batch_sampler)
-
-
-def test_grouped_batch_sampler_in_dataloader() -> None:
-    data = [torch.tensor(i) for i in range(10)]
-    groups = [int(i % 3 == 0) for i in range(10)]
-    loader = DataLoader(data, batch_sampler=AspectRatioGroupedBatchSampler(SequentialSampler(data), groups, 2))
-    batches = [batch.tolist() for batch in loader]
-    assert batches == [[1, 2], [0, 3], [4, 5], [7, 8], [6, 9]]
-    assert len(loader) == 5
+def test_pad_images_to_a_given_shape_keeps_each_image_top_left() -> None:
+    images = [torch.ones(3, 32, 64, dtype=torch.uint8), torch.full((3, 64, 32), 2, dtype=torch.uint8)]
+    pixel_values, pixel_mask = pad_images(images, shape=(96, 96))
+    assert pixel_values.shape == (2, 3, 96, 96) and pixel_mask.shape == (2, 96, 96)
+    assert pixel_mask[0].sum() == 32 * 64 and pixel_mask[0, :32, :64].all()
+    assert torch.equal(pixel_values[1, :, :64, :32], images[1]) and pixel_values[1, :, 64:].eq(0).all()
+    with pytest.raises(ValueError, match="does not hold"):
+        pad_images(images, shape=(64, 48))
 
 
 def test_public_names_are_importable_from_the_data_package(tmp_path) -> None:

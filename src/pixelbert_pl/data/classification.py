@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from pixelbert_pl.data.batch import PinnableBatch
+from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
 from pixelbert_pl.data.datamodules import ArrowRecords
 from pixelbert_pl.data.downstream import SplitDataModule
@@ -160,10 +160,12 @@ class ImageTextClassificationDataset(RecordDataset):
         }
 
 
-def collate_image_text(items: list[dict[str, Any]], pad_token_id: int = 0) -> ImageTextClassificationBatch:
+def collate_image_text(
+    items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+) -> ImageTextClassificationBatch:
     """Texts about the same image share one row of `pixel_values` (SNLI-VE has several hypotheses per image)."""
     return ImageTextClassificationBatch(
-        **collate_image_texts(items, pad_token_id),
+        **collate_image_texts(items, pad_token_id, padding),
         labels=torch.tensor([item["label"] for item in items], dtype=torch.long),
         label_names=[item["label_name"] for item in items],
         example_ids=[item["example_id"] for item in items],

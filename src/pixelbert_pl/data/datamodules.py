@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
+from pixelbert_pl.data.batch import BatchPadding
 from pixelbert_pl.data.captions import (
     EVAL_SPLITS,
     PRETRAIN_SPLITS,
@@ -36,8 +37,9 @@ from pixelbert_pl.data.captions import (
 )
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, RecordDataset, collate_pretrain
 from pixelbert_pl.data.quality import SkipCounter
-from pixelbert_pl.data.samplers import GroupedEpochKeyedSampler
+from pixelbert_pl.data.samplers import BucketedEpochKeyedSampler, GroupedEpochKeyedSampler, item_buckets
 from pixelbert_pl.processing import PROCESSING_FIELDS, ImageTransform, ProcessingConfig, load_tokenizer
+from pixelbert_pl.processing.shapes import PadShapes
 
 RecordT = TypeVar("RecordT")
 # torchdata 0.11 calls torch.set_vital, deprecated in torch 2.14, at every StatefulDataLoader: noise, not a problem.
@@ -103,8 +105,13 @@ class PixelBertDataModule(pl.LightningDataModule):
         image_min_size, image_max_size, size_divisor: the `ImageTransform`'s resizing. Batches carry the resized
             uint8 pixels; the model normalises them on its device.
         max_text_length: tokens per text, [CLS] and [SEP] included.
-            These four make `processing` (a `ProcessingConfig`), the one description of the inputs that the CLI
-            links to the task and that checkpoints and exports carry.
+        pad_long_sides: pad every batch to one of a fixed set of shapes (`PadShapes`: S x S, S x L and L x S for
+            these long sides L and the cap, S the short side) and train on batches of one shape bucket
+            (`BucketedEpochKeyedSampler`), so that compiled and CUDA graphs hold for the whole epoch; () pads
+            each batch to its own maximum (any order). These five make `processing` (a `ProcessingConfig`), the
+            one description of the inputs that the CLI links to the task and that checkpoints and exports carry.
+        text_pad_multiple: texts padded to a multiple of this many tokens (Hugging Face's `pad_to_multiple_of`),
+            so a run meets `max_text_length / text_pad_multiple` text lengths, not every one.
         batch_size: training batch per rank; val_batch_size: evaluation batch (default: batch_size).
         seed: decides the training order and everything random about a sample, with the epoch and its index.
         max_skipped_fraction: training samples whose image cannot be read are replaced by the next readable one and
@@ -122,6 +129,8 @@ class PixelBertDataModule(pl.LightningDataModule):
         image_max_size: int = 1333,
         size_divisor: int = 32,
         max_text_length: int = 40,
+        pad_long_sides: Sequence[int] = (),
+        text_pad_multiple: int = 1,
         batch_size: int = 32,
         val_batch_size: int | None = None,
         num_workers: int = 4,
@@ -134,8 +143,9 @@ class PixelBertDataModule(pl.LightningDataModule):
         # from `hparams` (which holds the outermost class's own arguments, as given in the YAML).
         self.processing = ProcessingConfig(
             tokenizer=tokenizer, max_text_length=max_text_length, image_min_size=image_min_size,
-            image_max_size=image_max_size, size_divisor=size_divisor,
+            image_max_size=image_max_size, size_divisor=size_divisor, pad_long_sides=tuple(pad_long_sides),
         )  # fmt: skip
+        self.padding = BatchPadding(PadShapes.from_config(self.processing), text_pad_multiple)
         self.options = SimpleNamespace()
         self.add_options(locals())
         self.save_hyperparameters()
@@ -182,8 +192,9 @@ class PixelBertDataModule(pl.LightningDataModule):
         group_size: int = 1,
     ) -> DataLoader:
         """Training: shuffled, every rank the same number of full batches; with `group_keys` and a `group_size` > 1,
-        samples of one group come `group_size` at a time (`GroupedEpochKeyedSampler`). Evaluation: in order, each
-        item on exactly one rank, none repeated to even out the shards."""
+        samples of one group come `group_size` at a time (`GroupedEpochKeyedSampler`); with fixed padded shapes,
+        batches of one shape bucket (`BucketedEpochKeyedSampler`). Evaluation: in order, each item on exactly one
+        rank, none repeated to even out the shards. `collate_fn` is given `padding=` (`BatchPadding`)."""
         world, rank = self._ranks()
         h = self.options
         if train and isinstance(dataset, RecordDataset):
@@ -191,17 +202,24 @@ class PixelBertDataModule(pl.LightningDataModule):
         if isinstance(dataset, RecordDataset):
             dataset.image_cache_bytes = int(h.image_cache_mb * 2**20)
         items: Sequence[Any] = dataset  # type: ignore[assignment]  # every dataset here has a length
+        keys = group_keys if group_size > 1 else None
         sampler: EpochKeyedSampler
         if not train:
             sampler = EpochKeyedSampler(items, world, rank, shuffle=False, unrepeated=True)
-        elif group_keys is not None and group_size > 1:
+        elif self.padding.shapes is not None and isinstance(dataset, RecordDataset):
+            sampler = BucketedEpochKeyedSampler(
+                items, item_buckets(dataset, self.processing, self.padding.shapes), h.batch_size, keys, group_size,
+                world, rank, seed=h.seed, epoch_source=self._current_epoch,
+            )  # fmt: skip
+        elif keys is not None:
             sampler = GroupedEpochKeyedSampler(
-                items, group_keys, group_size, world, rank, seed=h.seed, epoch_source=self._current_epoch
+                items, keys, group_size, world, rank, seed=h.seed, epoch_source=self._current_epoch
             )
         else:
             sampler = EpochKeyedSampler(
                 items, world, rank, shuffle=True, seed=h.seed, drop_last=True, epoch_source=self._current_epoch
             )
+        collate_fn = functools.partial(collate_fn, padding=self.padding)
         # Training loaders are torchdata's StatefulDataLoader: Lightning saves its state (the sampler's position as of
         # the last batch handed over, whatever the workers prefetched) in checkpoints and restores it on resume.
         loader_cls = StatefulDataLoader if train else DataLoader
@@ -257,6 +275,8 @@ class PretrainDataModule(PixelBertDataModule):
         image_max_size: int = 1333,
         size_divisor: int = 32,
         max_text_length: int = 40,
+        pad_long_sides: Sequence[int] = (),
+        text_pad_multiple: int = 1,
         captions_per_image: int = 2,
         mlm_probability: float = 0.15,
         mlm_word_probabilities: dict[str, float] | None = None,
@@ -275,6 +295,8 @@ class PretrainDataModule(PixelBertDataModule):
             image_max_size=image_max_size,
             size_divisor=size_divisor,
             max_text_length=max_text_length,
+            pad_long_sides=pad_long_sides,
+            text_pad_multiple=text_pad_multiple,
             batch_size=batch_size,
             val_batch_size=val_batch_size,
             num_workers=num_workers,

@@ -8,6 +8,7 @@ repeats, so every question, example and image counts once (docs/paper_facts.md Â
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -133,6 +134,11 @@ class VQADataModule(SplitDataModule):
                 f"questions_per_image={questions_per_image}: expected >= 1 and a divisor of "
                 f"batch_size={self.options.batch_size}"
             )
+        if self.padding.shapes is not None and questions_per_image > 1:
+            # Pure runs give batch_size / questions_per_image images, a run of leftovers more: pad the count to a
+            # multiple of the former, so the CNN meets two batch sizes, not every count in between.
+            multiple = self.options.batch_size // questions_per_image
+            self.padding = dataclasses.replace(self.padding, image_multiple=multiple)
         # (questions file, annotations file or None) per split.
         self.files: dict[str, list[tuple[str, str | None]]] = {
             "test": [(test_questions, test_annotations)] if test_questions is not None else []

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pixelbert_pl.data.batch import PinnableBatch
+from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import (
     AnnotationFile,
     DirectoryIndex,
@@ -31,8 +31,8 @@ from pixelbert_pl.data.captions import (
     absolute_path,
     drop_missing,
 )
-from pixelbert_pl.data.images import pad_images, real_sizes
-from pixelbert_pl.data.pretraining import RecordDataset, pad_texts, split_key
+from pixelbert_pl.data.images import real_sizes
+from pixelbert_pl.data.pretraining import RecordDataset, pad_batch_images, pad_texts, split_key
 
 NLVR2_FORMAT = (
     'NLVR2 JSON lines: {"identifier": "<split>-<set>-<pair>-<sentence>", "sentence", "label": "True"|"False", '
@@ -130,6 +130,9 @@ class NLVR2Dataset(RecordDataset):
     """Item = one `NLVR2Record`: both images (decoded by content, since many `.png` files are JPEGs), the
     sentence's token ids, the label as 1 / 0 / -1 (unlabelled) and the identifier."""
 
+    def image_paths(self, record: NLVR2Record) -> list[str]:
+        return [record.left_path, record.right_path]
+
     def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
         record = self.records[split_key(key)[1]]
         return {
@@ -141,10 +144,10 @@ class NLVR2Dataset(RecordDataset):
         }
 
 
-def collate_nlvr2(items: list[dict[str, Any]], pad_token_id: int = 0) -> NLVR2Batch:
+def collate_nlvr2(items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING) -> NLVR2Batch:
     images = [image for item in items for image in (item["left"], item["right"])]
-    pixel_values, pixel_mask = pad_images(images)
-    input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id)
+    pixel_values, pixel_mask = pad_batch_images(images, padding)
+    input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id, padding.text_multiple)
     return NLVR2Batch(
         pixel_values=pixel_values,
         pixel_mask=pixel_mask,

@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
-from pixelbert_pl.data.batch import PinnableBatch
+from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
 from pixelbert_pl.data.images import UnreadableImageError, load_image, pad_images, real_sizes
 from pixelbert_pl.data.quality import SkipCounter, TooManyBadSamplesError
@@ -108,6 +108,11 @@ class CaptionPairIndex:
 
     def __len__(self) -> int:
         return int(self.ends[-1]) if len(self.ends) else 0
+
+    def item_records(self) -> list[int]:
+        """The record of every item, in item order."""
+        items = np.diff(self.ends, prepend=0)
+        return np.repeat(np.arange(len(self.counts)), items).tolist()
 
     def locate(self, index: int) -> tuple[int, int]:
         """(record, the item's rank among that record's items) of item `index`."""
@@ -242,6 +247,14 @@ class RecordDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def item_records(self) -> Sequence[int]:
+        """The record of each item (items are records unless a subclass serves several per record)."""
+        return range(len(self))
+
+    def image_paths(self, record: Any) -> list[str]:
+        """The image files of one record (what the bucketed samplers read the sizes of)."""
+        return [record.image_path]
+
     def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
         raise NotImplementedError(f"{type(self).__name__} must implement load(key)")
 
@@ -358,6 +371,9 @@ class CaptionPretrainDataset(RecordDataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def item_records(self) -> Sequence[int]:
+        return self.pairs.item_records()
+
     @staticmethod
     def _word_probabilities(tokenizer: PreTrainedTokenizerBase, words: Mapping[str, float]) -> dict[int, float]:
         """Token id -> masking probability for words masked more (or less) often than the rest."""
@@ -440,32 +456,47 @@ class CaptionPretrainDataset(RecordDataset):
                 return token
 
 
-def pad_token_rows(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
+def pad_token_rows(rows: list[list[int]], value: int, multiple: int = 1) -> torch.Tensor:
+    """Rows padded at the right with `value` to the longest, rounded up to a multiple of `multiple`."""
+    width = -(-max(len(r) for r in rows) // multiple) * multiple
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def pad_texts(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_texts(rows: list[list[int]], pad_token_id: int, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Token rows padded at the right: (input_ids (r, t) long, attention_mask (r, t) bool, True on real tokens)."""
-    return pad_token_rows(rows, pad_token_id), pad_token_rows([[1] * len(r) for r in rows], 0).bool()
+    mask = pad_token_rows([[1] * len(r) for r in rows], 0, multiple).bool()
+    return pad_token_rows(rows, pad_token_id, multiple), mask
 
 
-def collate_image_texts(items: list[dict[str, Any]], pad_token_id: int = 0) -> dict[str, Any]:
+def pad_batch_images(images: list[torch.Tensor], padding: BatchPadding) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pad_images` to the shape `padding` gives these images (their maximum without fixed shapes)."""
+    return pad_images(images, shape=padding.image_shape(real_sizes(images)))
+
+
+def collate_image_texts(
+    items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+) -> dict[str, Any]:
     """The image and text fields of a batch of (image, text) items whose texts may share an image (several
     questions or statements about one): items with the same `image_key` get one row of `pixel_values`, in
     first-seen order, so the CNN runs once per image. Each item holds "pixel_values", "image_key", "input_ids".
 
     Returns pixel_values (n, 3, H, W), pixel_mask (n, H, W), image_sizes (n host (h, w) pairs), image_index (b,)
     long (each text's image row), and
-    input_ids, attention_mask (b, t) as `pad_texts` pads them."""
+    input_ids, attention_mask (b, t) as `pad_texts` pads them; `padding` says to which shapes."""
     rows: dict[str, int] = {}
     images: list[torch.Tensor] = []
     for item in items:
         if item["image_key"] not in rows:
             rows[item["image_key"]] = len(images)
             images.append(item["pixel_values"])
-    pixel_values, pixel_mask = pad_images(images)
-    input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id)
+    sizes = real_sizes(images)
+    shape = padding.image_shape(sizes)
+    blanks = -len(images) % padding.image_multiple
+    if blanks:  # image rows no text reads, so the CNN's batch takes few sizes (`BatchPadding.image_multiple`)
+        blank_shape = shape or (max(h for h, _ in sizes), max(w for _, w in sizes))
+        images += [images[0].new_zeros((images[0].shape[0], *blank_shape))] * blanks
+    pixel_values, pixel_mask = pad_images(images, shape=shape)
+    input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id, padding.text_multiple)
     return {
         "pixel_values": pixel_values,
         "pixel_mask": pixel_mask,
@@ -476,11 +507,13 @@ def collate_image_texts(items: list[dict[str, Any]], pad_token_id: int = 0) -> d
     }
 
 
-def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> PretrainBatch:
+def collate_pretrain(
+    items: list[dict[str, object]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+) -> PretrainBatch:
     """Images in item order; text rows sorted by length (stable), each row's fields moved with it, so that the
     transformer's length buckets (`text_length_buckets`) are runs of consecutive rows and need no gather."""
     images: list[torch.Tensor] = [item["pixel_values"] for item in items]  # type: ignore[misc]
-    pixel_values, pixel_mask = pad_images(images)
+    pixel_values, pixel_mask = pad_batch_images(images, padding)
     rows = [
         (ids, labels, matched, image, seed)
         for image, item in enumerate(items)
@@ -490,13 +523,13 @@ def collate_pretrain(items: list[dict[str, object]], pad_token_id: int = 0) -> P
     ]
     rows.sort(key=lambda row: len(row[0]))
     ids, labels, matched, image_index, seeds = (list(column) for column in zip(*rows, strict=True))
-    input_ids = pad_token_rows(ids, pad_token_id)
+    k = padding.text_multiple
     return PretrainBatch(
         pixel_values=pixel_values,
         pixel_mask=pixel_mask,
-        input_ids=input_ids,
-        attention_mask=pad_token_rows([[1] * len(r) for r in ids], 0),
-        mlm_labels=pad_token_rows(labels, IGNORE_INDEX),
+        input_ids=pad_token_rows(ids, pad_token_id, k),
+        attention_mask=pad_token_rows([[1] * len(r) for r in ids], 0, k),
+        mlm_labels=pad_token_rows(labels, IGNORE_INDEX, k),
         num_masked=sum(label != IGNORE_INDEX for row in labels for label in row),
         itm_labels=torch.tensor(matched),
         image_index=torch.tensor(image_index),

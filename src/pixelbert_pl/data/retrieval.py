@@ -24,13 +24,14 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from pixelbert_pl.data.batch import PinnableBatch
+from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.images import load_image, pad_images, real_sizes
+from pixelbert_pl.data.images import load_image, real_sizes
 from pixelbert_pl.data.pretraining import (
     CaptionPairIndex,
     RecordDataset,
     other_image_captions,
+    pad_batch_images,
     pad_texts,
     sample_rng,
     split_key,
@@ -94,6 +95,9 @@ class RetrievalTrainDataset(RecordDataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def item_records(self) -> Sequence[int]:
+        return self.pairs.item_records()
+
     def negative_caption(self, index: int, own: set[str], rng: np.random.Generator) -> str:
         draws = islice(other_image_captions(self.records, index, rng), _NEGATIVE_DRAWS)
         caption = next((c for c in draws if c not in own), None)
@@ -116,11 +120,14 @@ class RetrievalTrainDataset(RecordDataset):
         return {"pixel_values": self.image(record.image_path), "input_ids": self.token_ids(texts)}
 
 
-def collate_retrieval_train(items: list[dict[str, Any]], pad_token_id: int = 0) -> RetrievalTrainBatch:
+def collate_retrieval_train(
+    items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+) -> RetrievalTrainBatch:
     images = [item["pixel_values"] for item in items]
-    pixel_values, pixel_mask = pad_images(images)
+    pixel_values, pixel_mask = pad_batch_images(images, padding)
     group_size = len(items[0]["input_ids"])
-    input_ids, attention_mask = pad_texts([row for item in items for row in item["input_ids"]], pad_token_id)
+    rows = [row for item in items for row in item["input_ids"]]
+    input_ids, attention_mask = pad_texts(rows, pad_token_id, padding.text_multiple)
     return RetrievalTrainBatch(
         pixel_values=pixel_values,
         pixel_mask=pixel_mask,
@@ -147,9 +154,9 @@ class RetrievalImageDataset(Dataset):
         return {"pixel_values": self.transform(load_image(self.records[position].image_path)), "position": position}
 
 
-def collate_retrieval_images(items: list[dict[str, Any]]) -> RetrievalImageBatch:
+def collate_retrieval_images(items: list[dict[str, Any]], padding: BatchPadding = NO_PADDING) -> RetrievalImageBatch:
     images = [item["pixel_values"] for item in items]
-    pixel_values, pixel_mask = pad_images(images)
+    pixel_values, pixel_mask = pad_batch_images(images, padding)
     positions = torch.tensor([item["position"] for item in items], dtype=torch.long)
     return RetrievalImageBatch(
         pixel_values=pixel_values, pixel_mask=pixel_mask, image_positions=positions, image_sizes=real_sizes(images)

@@ -1,6 +1,7 @@
-"""`GroupedEpochKeyedSampler`: a training order in which samples of one group (the questions about one image) come
-`group_size` at a time, so that the collate, which gives each distinct image of a batch one row of pixels, runs
-the CNN once for the whole run of them.
+"""Training orders beyond `EpochKeyedSampler`'s shuffle. `GroupedEpochKeyedSampler`: samples of one group (the
+questions about one image) come `group_size` at a time, so that the collate, which gives each distinct image of a
+batch one row of pixels, runs the CNN once for the whole run of them. `BucketedEpochKeyedSampler`: batches of one
+padded-shape bucket (`processing/shapes.py`), so that compiled and CUDA graphs hold for the whole epoch.
 
 VQA v2 has 5.4 questions per image. With two questions of an image side by side, a batch of 16 questions holds 8
 images and the CNN, most of the fine-tuning step at 800 x 1333, does half the work (measured gain:
@@ -9,14 +10,38 @@ benchmarks/results/design_notes.md). The epoch still sees every question once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import torch
 
-from pixelbert_pl.data.pretraining import EpochKeyedSampler
+from pixelbert_pl.data.images import UnreadableImageError, image_size
+from pixelbert_pl.data.pretraining import EpochKeyedSampler, RecordDataset
+from pixelbert_pl.processing import ProcessingConfig, resize_shape
+from pixelbert_pl.processing.shapes import PadShapes
 
 T = TypeVar("T")
+
+
+def grouped_runs(groups: Iterable[list[int]], k: int, generator: torch.Generator) -> list[list[int]]:
+    """Runs of `k` indices of one group each: every group's members shuffled and cut into runs of `k`, the members
+    left over (a group of 5 leaves 1 for runs of 2) shuffled together and cut into runs too, the whole runs
+    shuffled and the short one, if any, last. The draws come from `generator`, in that order."""
+
+    def shuffled(items: list[T]) -> list[T]:
+        return [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
+
+    runs, leftovers = [], []
+    for members in groups:
+        members = shuffled(members)
+        whole = len(members) // k * k
+        runs += [members[i : i + k] for i in range(0, whole, k)]
+        leftovers += members[whole:]
+    leftovers = shuffled(leftovers)
+    runs += [leftovers[i : i + k] for i in range(0, len(leftovers), k)]
+    short = [run for run in runs if len(run) < k]
+    return shuffled([run for run in runs if len(run) == k]) + short
 
 
 class GroupedEpochKeyedSampler(EpochKeyedSampler):
@@ -55,22 +80,98 @@ class GroupedEpochKeyedSampler(EpochKeyedSampler):
     def order(self) -> list[int]:
         """This epoch's order of every index (before the split among ranks)."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-
-        def shuffled(items: list[T]) -> list[T]:
-            return [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
-
-        k = self.group_size
-        runs, leftovers = [], []
-        for members in self.groups.values():
-            members = shuffled(members)
-            whole = len(members) // k * k
-            runs += [members[i : i + k] for i in range(0, whole, k)]
-            leftovers += members[whole:]
-        leftovers = shuffled(leftovers)
-        runs += [leftovers[i : i + k] for i in range(0, len(leftovers), k)]
-        short = [run for run in runs if len(run) < k]
-        runs = shuffled([run for run in runs if len(run) == k]) + short
-        return [index for run in runs for index in run]
+        return [index for run in grouped_runs(self.groups.values(), self.group_size, generator) for index in run]
 
     def indices(self) -> Iterator[int]:
         return iter(self.order()[self.rank * self.num_samples : (self.rank + 1) * self.num_samples])
+
+
+class BucketedEpochKeyedSampler(EpochKeyedSampler):
+    """Yields (epoch, index) keys in which each `batch_size` consecutive keys are one batch, of one padded-shape
+    bucket wherever the bucket's count allows: the collate pads it to that bucket's shape (`PadShapes`), so the
+    padding is small and a run meets few shapes.
+
+    Each epoch, shuffled by (seed, epoch): every bucket's indices (in runs of `group_size` of one group when
+    `group_keys` are given, as `GroupedEpochKeyedSampler`) are cut into whole batches; what each bucket leaves
+    over is cut into batches in bucket order, so a mixed batch spans neighbouring buckets (one orientation, where
+    the counts allow); the batches are shuffled and dealt to the ranks in turn, each rank the same number (the
+    remainder dropped). The batch count depends on the buckets' sizes alone, so it is the same every epoch, and
+    the state is `EpochKeyedSampler`'s (epoch, keys yielded): a resumed run goes on with the next batch.
+    """
+
+    def __init__(
+        self,
+        dataset: Sequence[object],
+        buckets: Sequence[int],
+        batch_size: int,
+        group_keys: Sequence[Hashable] | None = None,
+        group_size: int = 1,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        epoch_source: Callable[[], int] | None = None,
+    ) -> None:
+        if len(buckets) != len(dataset) or (group_keys is not None and len(group_keys) != len(dataset)):
+            raise ValueError(f"{len(buckets)} buckets for {len(dataset)} samples: expected one per sample")
+        if batch_size < 1 or group_size < 1:
+            raise ValueError(f"batch_size={batch_size}, group_size={group_size}: expected >= 1")
+        super().__init__(
+            dataset, num_replicas, rank, shuffle=True, seed=seed, drop_last=True, epoch_source=epoch_source
+        )
+        self.batch_size, self.group_size = batch_size, group_size
+        # bucket -> its indices, in bucket order (neighbouring buckets share an orientation).
+        self.members: dict[int, list[int]] = {}
+        for index in sorted(range(len(buckets)), key=buckets.__getitem__):
+            self.members.setdefault(int(buckets[index]), []).append(index)
+        self.group_keys = group_keys
+        counts = [len(members) for members in self.members.values()]
+        whole = sum(n // batch_size for n in counts) + sum(n % batch_size for n in counts) // batch_size
+        self.batches_per_rank = whole // num_replicas
+        self.num_samples = self.batches_per_rank * batch_size
+        self.total_size = self.num_samples * num_replicas
+
+    def _shuffled(self, members: list[int], generator: torch.Generator) -> list[int]:
+        if self.group_keys is None:
+            return [members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
+        groups: dict[Hashable, list[int]] = {}
+        for index in members:
+            groups.setdefault(self.group_keys[index], []).append(index)
+        return [index for run in grouped_runs(groups.values(), self.group_size, generator) for index in run]
+
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches, in order (before they are dealt to the ranks)."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        size = self.batch_size
+        batches, leftovers = [], []
+        for members in self.members.values():
+            flat = self._shuffled(members, generator)
+            whole = len(flat) // size * size
+            batches += [flat[i : i + size] for i in range(0, whole, size)]
+            leftovers += flat[whole:]
+        batches += [leftovers[i : i + size] for i in range(0, len(leftovers) // size * size, size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def indices(self) -> Iterator[int]:
+        mine = self.batches()[self.rank :: self.num_replicas][: self.batches_per_rank]
+        return iter([index for batch in mine for index in batch])
+
+
+def item_buckets(
+    dataset: RecordDataset, processing: ProcessingConfig, shapes: PadShapes, threads: int = 16
+) -> list[int]:
+    """Each item's `PadShapes` bucket: that of the resized sizes of its record's images (`image_paths`), read from
+    the image headers (no pixel decoded) in `threads` threads, since file reads wait on the disk, not the CPU. A
+    record whose image cannot be read goes to the fallback bucket: its substitute may be any size."""
+    p = processing
+
+    def bucket(index: int) -> int:
+        try:
+            sizes = [image_size(path) for path in dataset.image_paths(dataset.records[index])]
+        except UnreadableImageError:
+            return len(shapes) - 1
+        resized = [resize_shape(h, w, p.image_min_size, p.image_max_size, p.size_divisor) for h, w in sizes]
+        return shapes.bucket(max(h for h, _ in resized), max(w for _, w in resized))
+
+    with ThreadPoolExecutor(threads) as pool:
+        per_record = list(pool.map(bucket, range(len(dataset.records)), chunksize=256))
+    return [per_record[record] for record in dataset.item_records()]

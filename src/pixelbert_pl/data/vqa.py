@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from pixelbert_pl.data.batch import PinnableBatch
+from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import (
     AnnotationError,
     AnnotationFile,
@@ -185,14 +185,16 @@ class VQADataset(RecordDataset):
         }
 
 
-def collate_vqa(items: list[dict[str, Any]], num_answers: int, pad_token_id: int = 0) -> VQABatch:
+def collate_vqa(
+    items: list[dict[str, Any]], num_answers: int, pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+) -> VQABatch:
     """Questions about the same image (same `image_key`) share one row of `pixel_values`, in first-seen order."""
     targets = torch.zeros(len(items), num_answers)
     for row, item in enumerate(items):
         for label, score in item["targets"].items():
             targets[row, label] = score
     return VQABatch(
-        **collate_image_texts(items, pad_token_id),
+        **collate_image_texts(items, pad_token_id, padding),
         targets=targets,
         question_ids=torch.tensor([item["question_id"] for item in items], dtype=torch.long),
         answers=[item["answers"] for item in items],

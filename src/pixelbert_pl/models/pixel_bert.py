@@ -108,6 +108,7 @@ class PixelBertModel(nn.Module):
     def processing(self, processing: ProcessingConfig) -> None:
         self._processing = processing
         self.visual.image_mean, self.visual.image_std = processing.image_mean, processing.image_std
+        self.visual.padded_trunk = bool(processing.pad_long_sides)
 
     def save_pretrained(
         self,
@@ -340,11 +341,13 @@ class PixelBertModel(nn.Module):
             hidden = layer(hidden, mask)
         return first_rows_layer(last, hidden, mask, rows)
 
-    def compile_transformer(self, mode: str | None = None) -> None:
+    def compile_transformer(self, mode: str | None = None, dynamic: bool | None = None) -> None:
         """`torch.compile` the transformer in place, lazily: the encoder module (state_dict keys unchanged) and
-        the path beside it whose last layer computes the first rows only (`outputs`)."""
-        self.bert.encoder.compile(mode=mode)
-        self._encode_first_rows = torch.compile(self._encode_first_rows, mode=mode)  # type: ignore[method-assign]
+        the path beside it whose last layer computes the first rows only (`outputs`). `dynamic` as torch.compile's
+        (False: a static graph per input shape). Compiling again replaces the earlier compilation."""
+        self.bert.encoder.compile(mode=mode, dynamic=dynamic)
+        method = type(self)._encode_first_rows.__get__(self)  # the plain method, not an earlier compilation
+        self._encode_first_rows = torch.compile(method, mode=mode, dynamic=dynamic)  # type: ignore[method-assign]
 
 
 def first_rows_layer(layer: BertLayer, hidden: torch.Tensor, mask: torch.Tensor, rows: int) -> torch.Tensor:

@@ -223,6 +223,22 @@ class PixelEncoder(nn.Module):
         # Of the trunk's inputs, not its architecture: `PixelBertModel.processing` sets them.
         self.image_mean: tuple[float, ...] = IMAGENET_MEAN
         self.image_std: tuple[float, ...] = IMAGENET_STD
+        # Run the trunk on the whole padded batch (inputs padded to fixed `PadShapes`: few shapes, compiled and
+        # CUDA graphs hold) instead of once per real size (exact, but a shape per size); set from `pad_long_sides`.
+        self.padded_trunk = False
+
+    def _token_mask(self, sizes: list[tuple[int, int]], gh: int, gw: int, device: torch.device) -> torch.Tensor:
+        """(b, gh * gw) True on the tokens of each image's real region, built on the host (no device sync)."""
+        valid = -(-torch.tensor(sizes) // self.config.token_stride)  # (b, 2) token rows and columns of each image
+        rows = torch.arange(gh)[None, :, None] < valid[:, 0, None, None]
+        cols = torch.arange(gw)[None, None, :] < valid[:, 1, None, None]
+        return (rows & cols).flatten(1).to(device, non_blocking=True)
+
+    @staticmethod
+    def _pixel_mask(sizes: list[tuple[int, int]], height: int, width: int, device: torch.device) -> torch.Tensor:
+        rows = torch.arange(height)[None, :, None] < torch.tensor([h for h, _ in sizes])[:, None, None]
+        cols = torch.arange(width)[None, None, :] < torch.tensor([w for _, w in sizes])[:, None, None]
+        return (rows & cols).to(device, non_blocking=True)
 
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         stride = self.config.token_stride
@@ -252,7 +268,8 @@ class PixelEncoder(nn.Module):
 
         Each image's real size comes from `image_sizes` (host ints, as the collates give them: no device sync),
         else from `pixel_mask` (read back from the device), else every image fills the whole padded size (also no
-        sync, and the path a CUDA graph can capture)."""
+        sync, and the path a CUDA graph can capture). The trunk runs once per group of equal real sizes on exactly
+        their pixels, or, with `padded_trunk`, once on the padded batch with the padding zeroed."""
         b, _, height, width = pixel_values.shape
         device = pixel_values.device
         if pixel_values.dtype == torch.uint8:  # raw pixels, as the DataModules send them: normalise here
@@ -275,6 +292,12 @@ class PixelEncoder(nn.Module):
         if len(groups) == 1 and next(iter(groups)) == (height, width):
             grid = self._features(pixel_values)
             mask = torch.ones(b, gh * gw, dtype=torch.bool, device=device)
+        elif self.padded_trunk:
+            # One trunk call on the padded batch, one of a few fixed shapes; the padding is set to 0 after
+            # normalisation (the mean colour), so an image's tokens depend on the shape it is padded to alone.
+            real = pixel_mask if pixel_mask is not None else self._pixel_mask(sizes, height, width, device)
+            grid = self._features(pixel_values * real[:, None].to(pixel_values.dtype))
+            mask = self._token_mask(sizes, gh, gw, device)
         else:
             parts, order = [], []
             for (h, w), members in groups.items():
@@ -286,11 +309,7 @@ class PixelEncoder(nn.Module):
             inverse = torch.empty(b, dtype=torch.long)
             inverse[torch.tensor(order)] = torch.arange(b)
             grid = torch.cat(parts)[inverse.to(device, non_blocking=True)]
-            stride = self.config.token_stride
-            valid = -(-torch.tensor(sizes) // stride)  # (b, 2) token rows and columns of each real region
-            rows = torch.arange(gh)[None, :, None] < valid[:, 0, None, None]
-            cols = torch.arange(gw)[None, None, :] < valid[:, 1, None, None]
-            mask = (rows & cols).flatten(1).to(device, non_blocking=True)
+            mask = self._token_mask(sizes, gh, gw, device)
 
         tokens = grid.flatten(2).transpose(1, 2) + self.semantic_embedding
         if self.row_embedding is not None and self.column_embedding is not None:

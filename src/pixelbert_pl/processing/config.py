@@ -29,6 +29,11 @@ class ProcessingConfig:
             would pass `image_max_size` (paper Sec. 4: 800 and 1333).
         size_divisor: both sides rounded down to a multiple of it (the CNN's stride).
         image_mean, image_std: per-channel normalisation of [0, 1] pixels (the trunk's ImageNet statistics).
+        pad_long_sides: pad every batch to one of a fixed set of shapes (`PadShapes`: the square of the short side,
+            and a landscape and a portrait shape for each of these long sides and the cap), and run the CNN on the
+            padded batch, so compiled and CUDA graphs hold for a whole epoch; multiples of `size_divisor`.
+            () pads each batch to its own maximum and runs the CNN once per real image size (exact, but one
+            shape per size). Serving pads the same way, so the CNN sees what it was trained on.
     """
 
     tokenizer: str | None = "bert-base-uncased"
@@ -38,6 +43,7 @@ class ProcessingConfig:
     size_divisor: int = 32
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
+    pad_long_sides: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.tokenizer is not None:
@@ -51,6 +57,14 @@ class ProcessingConfig:
             raise ValueError(f"ProcessingConfig.max_text_length={self.max_text_length}: expected >= 3 ([CLS] w [SEP])")
         self.image_mean = _three(self.image_mean, "image_mean")
         self.image_std = _three(self.image_std, "image_std")
+        self.pad_long_sides = tuple(int(side) for side in self.pad_long_sides)
+        divisor, cap = self.size_divisor, self.image_max_size
+        bad = [side for side in self.pad_long_sides if side < divisor or side % divisor or side > cap]
+        if bad:
+            raise ValueError(
+                f"ProcessingConfig.pad_long_sides={list(self.pad_long_sides)}: {bad} not multiples of "
+                f"size_divisor={divisor} between {divisor} and image_max_size={cap}"
+            )
 
     def replace(self, **overrides: Any) -> ProcessingConfig:
         unknown = sorted(set(overrides) - set(PROCESSING_FIELDS))
@@ -59,7 +73,8 @@ class ProcessingConfig:
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "image_mean": list(self.image_mean), "image_std": list(self.image_std)}
+        lists = {name: list(getattr(self, name)) for name in ("image_mean", "image_std", "pad_long_sides")}
+        return {**dataclasses.asdict(self), **lists}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "ProcessingConfig") -> ProcessingConfig:

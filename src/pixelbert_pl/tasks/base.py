@@ -42,6 +42,9 @@ from pixelbert_pl.tasks.optim import AdamWSGD, OptimizerConfig, build_param_grou
 
 CNN_PREFIXES = ("model.visual.trunk.",)
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+# Graphs a compiled function may hold with fixed padded shapes: (shapes + fallback) x text lengths x image counts
+# of a recipe stay well below it.
+FIXED_SHAPE_GRAPHS = 256
 STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "pixelbert"  # a checkpoint's model config and tokenizer (see on_save_checkpoint)
 log = logging.getLogger(__name__)
@@ -179,16 +182,29 @@ class PixelBertTask(pl.LightningModule):
     def compile_model(self, mode: str | None = None) -> None:
         """`torch.compile` the CNN trunk and the transformer encoder in place (lazily: at their first call). The
         host-side glue between them (grouping images by size, pixel sampling) stays eager, so varying batches do
-        not multiply graphs."""
+        not multiply graphs.
+
+        With fixed padded shapes (`ProcessingConfig.pad_long_sides`) the inputs take a bounded set of shapes, so
+        each gets a static graph (and, in "reduce-overhead", a CUDA graph) of its own; without, a module meeting a
+        second shape compiles one dynamic graph for all, which CUDA graphs skip."""
+        fixed = self.model.visual.padded_trunk
         if mode in CUDA_GRAPH_MODES:
-            # Once a module meets a second input shape dynamo compiles it for dynamic shapes, and CUDA graphs would
-            # then be recorded once per size met (every caption length, every image size): unbounded memory and
-            # recording time. Dynamic graphs run without CUDA graphs instead. A process-wide inductor setting.
+            # Dynamic graphs would record a CUDA graph per size met (every caption length, every image size):
+            # unbounded memory and recording time; they run without CUDA graphs instead. Process-wide.
             from torch._inductor import config as inductor_config
 
             inductor_config.triton.cudagraph_skip_dynamic_graphs = True
-        self.model.visual.trunk.compile(mode=mode)
-        self.model.compile_transformer(mode)
+        if fixed:
+            # Dynamo's default of 8 graphs per function would send the 9th shape of the set back to eager code.
+            dynamo_config = torch._dynamo.config
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, FIXED_SHAPE_GRAPHS)
+            dynamo_config.accumulated_recompile_limit = max(
+                dynamo_config.accumulated_recompile_limit, 4 * FIXED_SHAPE_GRAPHS
+            )
+        dynamic = False if fixed else None
+        self.model.visual.trunk.compile(mode=mode, dynamic=dynamic)
+        self.model.compile_transformer(mode, dynamic)
+        self._compiled = (mode, fixed)
 
     @property
     def cnn_frozen(self) -> bool:
@@ -341,6 +357,9 @@ class PixelBertTask(pl.LightningModule):
         self.model.processing = processing
         self.hparams["processing"] = processing.to_dict()
         self._tokenizer = getattr(datamodule, "tokenizer", None)
+        compiled = getattr(self, "_compiled", None)
+        if compiled is not None and compiled[1] != self.model.visual.padded_trunk:
+            self.compile_model(compiled[0])  # the data's padded shapes came after __init__ compiled: static or not
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The whole model config and the tokenizer's files, as plain data: `Predictor.from_checkpoint` and
