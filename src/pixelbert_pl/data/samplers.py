@@ -86,6 +86,24 @@ class GroupedEpochKeyedSampler(EpochKeyedSampler):
         return iter(self.order()[self.rank * self.num_samples : (self.rank + 1) * self.num_samples])
 
 
+def cut_bucket_batches(members: Iterable[list[int]], batch_size: int) -> list[list[int]]:
+    """Batches of `batch_size` from each bucket's (shuffled) indices, given in bucket order: each bucket's whole
+    batches, then what the buckets leave over cut in that order (a mixed batch spans neighbouring buckets), the
+    last partial batch dropped. `bucket_batch_count` says how many."""
+    batches, leftovers = [], []
+    for flat in members:
+        whole = len(flat) // batch_size * batch_size
+        batches += [flat[i : i + batch_size] for i in range(0, whole, batch_size)]
+        leftovers += flat[whole:]
+    batches += [leftovers[i : i + batch_size] for i in range(0, len(leftovers) // batch_size * batch_size, batch_size)]
+    return batches
+
+
+def bucket_batch_count(counts: Sequence[int], batch_size: int) -> int:
+    """The batches `cut_bucket_batches` makes of buckets of these sizes."""
+    return sum(n // batch_size for n in counts) + sum(n % batch_size for n in counts) // batch_size
+
+
 class BucketedEpochKeyedSampler(EpochKeyedSampler):
     """Yields (epoch, index) keys in which each `batch_size` consecutive keys are one batch, of one padded-shape
     bucket wherever the bucket's count allows: the collate pads it to that bucket's shape (`PadShapes`), so the
@@ -124,8 +142,7 @@ class BucketedEpochKeyedSampler(EpochKeyedSampler):
         for index in sorted(range(len(buckets)), key=buckets.__getitem__):
             self.members.setdefault(int(buckets[index]), []).append(index)
         self.group_keys = group_keys
-        counts = [len(members) for members in self.members.values()]
-        whole = sum(n // batch_size for n in counts) + sum(n % batch_size for n in counts) // batch_size
+        whole = bucket_batch_count([len(members) for members in self.members.values()], batch_size)
         self.batches_per_rank = whole // num_replicas
         self.num_samples = self.batches_per_rank * batch_size
         self.total_size = self.num_samples * num_replicas
@@ -141,14 +158,8 @@ class BucketedEpochKeyedSampler(EpochKeyedSampler):
     def batches(self) -> list[list[int]]:
         """This epoch's batches, in order (before they are dealt to the ranks)."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        size = self.batch_size
-        batches, leftovers = [], []
-        for members in self.members.values():
-            flat = self._shuffled(members, generator)
-            whole = len(flat) // size * size
-            batches += [flat[i : i + size] for i in range(0, whole, size)]
-            leftovers += flat[whole:]
-        batches += [leftovers[i : i + size] for i in range(0, len(leftovers) // size * size, size)]
+        shuffled = [self._shuffled(members, generator) for members in self.members.values()]
+        batches = cut_bucket_batches(shuffled, self.batch_size)
         return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
     def indices(self) -> Iterator[int]:

@@ -36,6 +36,7 @@ from pixelbert_pl.data.captions import (
     absolute_path,
     drop_missing,
 )
+from pixelbert_pl.data.images import UnreadableImageError, image_size
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ SHARD_SCHEMA = pa.schema(
 ROW_GROUP_RECORDS = 64
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 INDEX_FORMAT = (
-    '{"format": "pixelbert-shards", "version": 1, "split", "shards": [{"file", "records", "caption_counts"}]}'
+    '{"format": "pixelbert-shards", "version": 1, "split", "shards": [{"file", "records", "caption_counts", '
+    '"image_sizes" (optional)}]}'
 )
 
 
@@ -62,6 +64,9 @@ class ShardInfo:
     file: str  # relative to the index's folder
     records: int
     caption_counts: tuple[int, ...]  # captions of each record, in row order
+    # (height, width) of each record's image as `load_image` decodes it, (0, 0) if unreadable; () in indexes
+    # written before bucketed batches, which need them (`ShardStream`).
+    image_sizes: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,15 +102,25 @@ def _image_bytes(record: ImageCaptions) -> bytes:
         raise FileNotFoundError(f"{record.image_path}: image file of record {record.image_id!r} not found") from e
 
 
-def _table(records: Sequence[ImageCaptions]) -> pa.Table:
+def _size(path: str, data: bytes) -> tuple[int, int]:
+    try:
+        return image_size(path, data=data)
+    except UnreadableImageError:
+        return (0, 0)  # training substitutes the next readable image, as for files
+
+
+def _table(records: Sequence[ImageCaptions]) -> tuple[pa.Table, list[tuple[int, int]]]:
+    """The rows of `records` and each image's size, read from the bytes' header."""
+    images = [_image_bytes(r) for r in records]
     columns = {
         "image_id": [r.image_id for r in records],
         "source": [r.source for r in records],
         "captions": [list(r.captions) for r in records],
-        "image": [_image_bytes(r) for r in records],
+        "image": images,
         "image_path": [r.image_path for r in records],
     }
-    return pa.Table.from_pydict(columns, schema=SHARD_SCHEMA)
+    sizes = [_size(r.image_path, data) for r, data in zip(records, images, strict=True)]
+    return pa.Table.from_pydict(columns, schema=SHARD_SCHEMA), sizes
 
 
 def write_shards(
@@ -137,13 +152,20 @@ def write_shards(
     for i in range(count):
         chunk = rows[i * records_per_shard : (i + 1) * records_per_shard]
         name = f"{split}-{i:05d}-of-{count:05d}.parquet"
+        sizes: list[tuple[int, int]] = []
         with pq.ParquetWriter(out / name, SHARD_SCHEMA) as writer:
             for start in range(0, len(chunk), ROW_GROUP_RECORDS):
-                writer.write_table(_table(chunk[start : start + ROW_GROUP_RECORDS]))
-        shards.append(ShardInfo(name, len(chunk), tuple(len(r.captions) for r in chunk)))
+                table, group_sizes = _table(chunk[start : start + ROW_GROUP_RECORDS])
+                writer.write_table(table)
+                sizes += group_sizes
+        shards.append(ShardInfo(name, len(chunk), tuple(len(r.captions) for r in chunk), tuple(sizes)))
+    entries = [
+        {"file": s.file, "records": s.records, "caption_counts": list(s.caption_counts),
+         "image_sizes": [list(size) for size in s.image_sizes]}
+        for s in shards
+    ]  # fmt: skip
     index = {
-        "format": FORMAT, "version": VERSION, "split": split,
-        "shards": [{"file": s.file, "records": s.records, "caption_counts": list(s.caption_counts)} for s in shards],
+        "format": FORMAT, "version": VERSION, "split": split, "shards": entries,
         "sources": dict(Counter(r.source for r in rows)),
     }  # fmt: skip
     partial = out / (_index_name(split) + ".partial")
@@ -193,7 +215,15 @@ def read_shard_index(location: str, split: str = "train") -> ShardIndex:
             raise ShardIndexError(
                 f"{url}: {where}.records is {records}, but caption_counts has {len(counts)} entries (expected equal)"
             )
-        shards.append(ShardInfo(file, records, tuple(counts)))
+        sizes = _check(url, entry.get("image_sizes", []), list, f"{where}.image_sizes")
+        for j, size in enumerate(sizes):
+            if not (isinstance(size, list) and len(size) == 2 and all(type(n) is int and n >= 0 for n in size)):
+                raise ShardIndexError(f"{url}: {where}.image_sizes[{j}] is {size!r}, expected [height, width]")
+        if sizes and len(sizes) != records:
+            raise ShardIndexError(
+                f"{url}: {where}.records is {records}, but image_sizes has {len(sizes)} entries (expected equal)"
+            )
+        shards.append(ShardInfo(file, records, tuple(counts), tuple((h, w) for h, w in sizes)))
     return ShardIndex(root, split, tuple(shards))
 
 

@@ -6,7 +6,8 @@ by (seed, epoch)); Hugging Face `datasets` reads each shard (Parquet over fsspec
 object-store URLs alike). A shard is the shuffle buffer: its records are held while its image-caption pairs are
 served in an order shuffled by (seed, epoch, shard), with the ITM negatives drawn from the shard's other images and
 masking, negatives and pixel sampling as in-memory pre-training (`CaptionPretrainDataset` over the shard's
-records). Batches are formed in the workers, so the CNN still runs once per item's image.
+records). Batches are formed in the workers, so the CNN still runs once per item's image; with fixed padded shapes
+(`pad_long_sides`) each shard's pairs are cut into batches of one shape bucket, from the image sizes the index holds.
 
 Two things the ecosystem's streaming does not give, hence our own bookkeeping here: equal batch counts on every rank
 (DDP hangs otherwise), which needs the shard assignment known before reading (`split_dataset_by_node` decides it
@@ -19,7 +20,7 @@ torchdata's `StatefulDataLoader` collects from each worker and Lightning keeps i
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -42,8 +43,10 @@ from pixelbert_pl.data.pretraining import (
     sample_rng,
 )
 from pixelbert_pl.data.quality import SkipCounter
-from pixelbert_pl.data.shards import ShardIndex, read_shard_index
-from pixelbert_pl.processing import ImageTransform
+from pixelbert_pl.data.samplers import bucket_batch_count, cut_bucket_batches
+from pixelbert_pl.data.shards import ShardIndex, ShardInfo, read_shard_index
+from pixelbert_pl.processing import ImageTransform, resize_shape
+from pixelbert_pl.processing.shapes import PadShapes
 
 _SHARD_ORDER_STREAM = 2  # the last key of the shard-order shuffle, so its stream is no item's or shard's
 
@@ -102,6 +105,10 @@ class ShardStream(IterableDataset):
     serves the same number; a slot's items beyond that wait for a later epoch's order). Evaluation: one item per
     image, shards in order, every batch served (the last may be short), no shuffling.
 
+    With `shapes` (training), a shard's pairs are served in batches of one `PadShapes` bucket wherever its counts
+    allow (`cut_bucket_batches`: the shard's whole batches, from the image sizes in the index), the shard's last
+    partial batch dropped, so batches never span shards.
+
     `num_workers` must be the DataLoader's (each rank then serves `len(self)` batches).
     """
 
@@ -116,8 +123,10 @@ class ShardStream(IterableDataset):
         rank: int = 0,
         num_workers: int = 0,
         skip_counter: SkipCounter | None = None,
+        shapes: PadShapes | None = None,
     ) -> None:
         self.index, self.settings, self.collate = index, settings, collate
+        self.shapes = shapes if train else None
         self.batch_size, self.train = batch_size, train
         self.world_size, self.rank, self.num_workers = world_size, rank, num_workers
         self.skip_counter = skip_counter
@@ -135,7 +144,13 @@ class ShardStream(IterableDataset):
             )
         # Any slot gets at least floor(shards / slots) shards: the smallest that many hold bounds every slot's share.
         fewest = len(index.shards) // slots
-        self.batches_per_slot = sum(sorted(self.items_per_shard)[:fewest]) // batch_size
+        self.item_buckets: list[np.ndarray] = []
+        if self.shapes is None:
+            self.batches_per_slot = sum(sorted(self.items_per_shard)[:fewest]) // batch_size
+        else:
+            self.item_buckets = [self._item_buckets(shard) for shard in index.shards]
+            per_shard = [bucket_batch_count(np.bincount(b).tolist(), batch_size) for b in self.item_buckets]
+            self.batches_per_slot = sum(sorted(per_shard)[:fewest])
         if train and self.batches_per_slot == 0:
             raise ValueError(
                 f"{index.root}: a slot's share ({fewest} shards) holds fewer than batch_size={batch_size} items"
@@ -152,6 +167,35 @@ class ShardStream(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def _item_buckets(self, shard: ShardInfo) -> np.ndarray:
+        """The `PadShapes` bucket of each of the shard's items (an unreadable image's: the fallback)."""
+        assert self.shapes is not None
+        if len(shard.image_sizes) != shard.records:
+            raise ValueError(
+                f"{self.index.root} ({self.index.split}): the index lists no image sizes for {shard.file}; bucketed "
+                "batches (pad_long_sides) need them: write the shards again with pixelbert-make-shards"
+            )
+        t, fallback = self.settings.transform, len(self.shapes) - 1
+        records = [
+            self.shapes.bucket(*resize_shape(h, w, t.min_size, t.max_size, t.size_divisor)) if h else fallback
+            for h, w in shard.image_sizes
+        ]
+        items = CaptionPairIndex(shard.caption_counts, self.matched).item_records()
+        return np.asarray(records, dtype=np.int64)[items]
+
+    def item_order(self, epoch: int, shard: int, count: int) -> np.ndarray:
+        """The order shard `shard`'s `count` items are served in: shuffled by (seed, epoch, shard), in batches of
+        one bucket with `shapes` (training)."""
+        if not self.train:
+            return np.arange(count)
+        rng = sample_rng(self.settings.seed, epoch, shard, _SHARD_ORDER_STREAM)
+        if self.shapes is None:
+            return rng.permutation(count)
+        buckets = self.item_buckets[shard]
+        members = [rng.permutation(np.flatnonzero(buckets == b)).tolist() for b in np.unique(buckets)]
+        batches = cut_bucket_batches(members, self.batch_size)
+        return np.asarray([i for b in rng.permutation(len(batches)) for i in batches[b]], dtype=np.int64)
 
     def shard_order(self, epoch: int) -> np.ndarray:
         count = len(self.index.shards)
@@ -212,9 +256,7 @@ class ShardStream(IterableDataset):
                 return
             shard = shards[position]
             dataset = self.shard_dataset(shard)
-            order = np.arange(len(dataset))
-            if self.train:
-                order = sample_rng(self.settings.seed, epoch, shard, _SHARD_ORDER_STREAM).permutation(len(dataset))
+            order = self.item_order(epoch, shard, len(dataset))
             first = state["offset"] if position == state["shard"] else 0
             for offset in range(first, len(order)):
                 pending.append(dataset[(epoch, int(order[offset]))])
@@ -299,6 +341,8 @@ class StreamingPretrainDataModule(PixelBertDataModule):
         image_max_size: int = 1333,
         size_divisor: int = 32,
         max_text_length: int = 40,
+        pad_long_sides: Sequence[int] = (),
+        text_pad_multiple: int = 1,
         captions_per_image: int = 2,
         mlm_probability: float = 0.15,
         mlm_word_probabilities: dict[str, float] | None = None,
@@ -310,9 +354,9 @@ class StreamingPretrainDataModule(PixelBertDataModule):
     ) -> None:
         super().__init__(
             tokenizer=tokenizer, image_min_size=image_min_size, image_max_size=image_max_size,
-            size_divisor=size_divisor, max_text_length=max_text_length, batch_size=batch_size,
-            val_batch_size=val_batch_size, num_workers=num_workers, seed=seed,
-            max_skipped_fraction=max_skipped_fraction,
+            size_divisor=size_divisor, max_text_length=max_text_length, pad_long_sides=pad_long_sides,
+            text_pad_multiple=text_pad_multiple, batch_size=batch_size, val_batch_size=val_batch_size,
+            num_workers=num_workers, seed=seed, max_skipped_fraction=max_skipped_fraction,
         )  # fmt: skip
         self.add_options(locals())
         self.indexes: dict[str, ShardIndex] = {}
@@ -333,11 +377,11 @@ class StreamingPretrainDataModule(PixelBertDataModule):
             h.mlm_probability, h.mlm_word_probabilities, h.seed,
         )  # fmt: skip
         world, rank = self._ranks()
-        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
+        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id, padding=self.padding)
         batch = h.batch_size if train else h.val_batch_size or h.batch_size
         return ShardStream(
             self.indexes[split], settings, collate, batch, train, world, rank, h.num_workers,
-            skip_counter=self.skip_counter if train else None,
+            skip_counter=self.skip_counter if train else None, shapes=self.padding.shapes,
         )  # fmt: skip
 
     def _loader(self, stream: ShardStream) -> EpochStreamLoader:
