@@ -1,5 +1,6 @@
 """GroupedEpochKeyedSampler: questions of one image come together, every question once per epoch, equal shares
-per rank, the order a function of (seed, epoch); the samplers' state resumes a StatefulDataLoader, workers or not."""
+per rank, the order a function of (seed, epoch); BucketedEpochKeyedSampler: batches of one padded-shape bucket,
+likewise equal and resumable; the samplers' state resumes a StatefulDataLoader, workers or not."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from pixelbert_pl.data.pretraining import EpochKeyedSampler
-from pixelbert_pl.data.samplers import GroupedEpochKeyedSampler
+from pixelbert_pl.data.samplers import BucketedEpochKeyedSampler, GroupedEpochKeyedSampler
 
 # 9 images with 1 to 5 questions each: 27 questions.
 KEYS = [image for image, count in enumerate([3, 5, 1, 4, 2, 5, 3, 2, 2]) for _ in range(count)]
@@ -109,3 +110,78 @@ def test_epoch_source_overrides_the_epoch_lightning_passes() -> None:
     grouped = GroupedEpochKeyedSampler(KEYS, KEYS, 2, epoch_source=lambda: current["epoch"])
     grouped.set_epoch(5)
     assert grouped.state_dict()["epoch"] == 2
+
+
+# 7 buckets of uneven sizes (bucket 3 the commonest, as 4:3 landscapes are on COCO): 101 samples.
+BUCKETS = [b for b, n in enumerate([9, 14, 6, 41, 17, 8, 6]) for _ in range(n)]
+
+
+def _batches(sampler: BucketedEpochKeyedSampler, epoch: int = 0) -> list[list[int]]:
+    indices = _indices(sampler, epoch)  # type: ignore[arg-type]
+    size = sampler.batch_size
+    assert len(indices) == len(sampler) and len(indices) % size == 0
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def test_bucketed_batches_hold_one_bucket_but_for_the_leftovers() -> None:
+    sampler = BucketedEpochKeyedSampler(BUCKETS, BUCKETS, batch_size=4, seed=2)
+    batches = _batches(sampler)
+    flat = [i for batch in batches for i in batch]
+    assert len(flat) == len(set(flat))  # each sample at most once an epoch
+    # Whole batches per bucket (2+3+1+10+4+2+1 = 23), then the 9 leftovers cut in bucket order: 2 more, 1 dropped.
+    assert len(batches) == 25 and len(flat) == 101 - 1
+    mixed = [batch for batch in batches if len({BUCKETS[i] for i in batch}) > 1]
+    assert len(mixed) <= 2
+    # The leftovers were cut in bucket order: the mixed batches span consecutive, non-overlapping bucket ranges.
+    spans = sorted((min(BUCKETS[i] for i in b), max(BUCKETS[i] for i in b)) for b in mixed)
+    assert all(first[1] <= second[0] for first, second in zip(spans, spans[1:], strict=False))
+    assert _batches(sampler, 1) != batches and len(_batches(sampler, 1)) == len(batches)
+
+
+def test_bucketed_ranks_get_equal_disjoint_batches_and_resume_with_the_next() -> None:
+    shares = [_batches(BucketedEpochKeyedSampler(BUCKETS, BUCKETS, 4, num_replicas=2, rank=r, seed=1)) for r in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 12  # 25 batches: 12 each, one dropped
+    assert not {i for b in shares[0] for i in b} & {i for b in shares[1] for i in b}
+    resumed = BucketedEpochKeyedSampler(BUCKETS, BUCKETS, 4, num_replicas=2, rank=1, seed=1)
+    resumed.load_state_dict({"epoch": 0, "yielded": 8})
+    assert _indices(resumed) == [i for b in shares[1][2:] for i in b]  # type: ignore[arg-type]
+
+
+def test_bucketed_runs_keep_an_images_questions_together_within_its_bucket() -> None:
+    keys = KEYS * 2  # 18 images' questions; an image's bucket is its questions' bucket
+    buckets = [key % 3 for key in keys]
+    sampler = BucketedEpochKeyedSampler(keys, buckets, batch_size=4, group_keys=keys, group_size=2, seed=0)
+    batches = _batches(sampler)
+    pairs = [batch[i : i + 2] for batch in batches for i in (0, 2)]
+    shared = sum(keys[a] == keys[b] for a, b in pairs)
+    assert shared >= len(pairs) - 6  # the runs mixing images are only each bucket's leftovers
+    assert sum(len({buckets[i] for i in batch}) == 1 for batch in batches) >= len(batches) - 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bucketed_loader_restored_from_its_state_goes_on_with_the_next_batch(workers) -> None:
+    buckets = [i % 2 for i in range(40)]  # 20 each: every batch one bucket
+
+    def loader() -> StatefulDataLoader:
+        sampler = BucketedEpochKeyedSampler(_Keys(), buckets, 4, seed=5)
+        return StatefulDataLoader(_Keys(), batch_size=4, sampler=sampler, num_workers=workers, drop_last=True)
+
+    expected = [b.tolist() for b in loader()]
+    first = loader()
+    seen = []
+    for batch in first:
+        seen.append(batch.tolist())
+        if len(seen) == 3:
+            state = first.state_dict()
+            break
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert seen + [b.tolist() for b in resumed] == expected
+    assert all(len({buckets[int(i)] for _, i in batch}) == 1 for batch in expected)
+
+
+def test_bucketed_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="3 buckets for 101 samples"):
+        BucketedEpochKeyedSampler(BUCKETS, BUCKETS[:3], batch_size=4)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        BucketedEpochKeyedSampler(BUCKETS, BUCKETS, batch_size=0)

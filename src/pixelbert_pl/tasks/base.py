@@ -176,6 +176,7 @@ class PixelBertTask(pl.LightningModule):
         self.model.text_length_buckets = text_length_buckets
         if channels_last:
             self.model.visual.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
+        self._compiled: tuple[str | None, bool] | None = None  # (mode, static shapes) once compiled
         if compile:
             self.compile_model(compile_mode)
 
@@ -357,7 +358,7 @@ class PixelBertTask(pl.LightningModule):
         self.model.processing = processing
         self.hparams["processing"] = processing.to_dict()
         self._tokenizer = getattr(datamodule, "tokenizer", None)
-        compiled = getattr(self, "_compiled", None)
+        compiled = self._compiled
         if compiled is not None and compiled[1] != self.model.visual.padded_trunk:
             self.compile_model(compiled[0])  # the data's padded shapes came after __init__ compiled: static or not
 
@@ -409,6 +410,25 @@ class PixelBertTask(pl.LightningModule):
                     continue  # e.g. an answer type absent from this split
                 self.log(label, v, prog_bar=stage == "val" and not key)
             metric.reset()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._mark_cuda_graph_step()
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._mark_cuda_graph_step()
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._mark_cuda_graph_step()
+
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._mark_cuda_graph_step()
+
+    def _mark_cuda_graph_step(self) -> None:
+        # Under CUDA graphs, a batch is a new step: the previous one's graph outputs may be overwritten, which
+        # torch cannot infer when evaluation or several encoder calls per batch interleave with training.
+        compiled = self._compiled
+        if compiled is not None and compiled[0] in CUDA_GRAPH_MODES:
+            torch.compiler.cudagraph_mark_step_begin()
 
     def on_train_epoch_end(self) -> None:
         self.log_stage_metrics("train")
