@@ -4,6 +4,7 @@ likewise equal and resumable; the samplers' state resumes a StatefulDataLoader, 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -134,7 +135,7 @@ def test_bucketed_batches_hold_one_bucket_but_for_the_leftovers() -> None:
     assert len(mixed) <= 2
     # The leftovers were cut in bucket order: the mixed batches span consecutive, non-overlapping bucket ranges.
     spans = sorted((min(BUCKETS[i] for i in b), max(BUCKETS[i] for i in b)) for b in mixed)
-    assert all(first[1] <= second[0] for first, second in zip(spans, spans[1:], strict=False))
+    assert all(first[1] <= second[0] for first, second in itertools.pairwise(spans))
     assert _batches(sampler, 1) != batches and len(_batches(sampler, 1)) == len(batches)
 
 
