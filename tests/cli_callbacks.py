@@ -24,3 +24,22 @@ class RecordSteps(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
         self.steps.append(trainer.global_step)
+
+
+class RecordShapes(pl.Callback):
+    """The padded image and text shapes of every training batch, and dynamo's count of compiled graphs at the end
+    of every epoch (after its validation and checkpoint)."""
+
+    def __init__(self) -> None:
+        self.image_shapes: set[tuple[int, int]] = set()
+        self.text_widths: set[int] = set()
+        self.graphs: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self.image_shapes.add(tuple(batch.pixel_values.shape[-2:]))
+        self.text_widths.add(batch.input_ids.shape[1])
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # type: ignore[no-untyped-def]
+        import torch._dynamo
+
+        self.graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])

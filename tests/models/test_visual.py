@@ -86,6 +86,36 @@ def test_padded_image_gives_the_tokens_it_gives_alone(tiny_model) -> None:
     assert_close_scaled(tokens, alone.tokens[0], FLOAT32)
 
 
+def test_padded_trunk_gives_an_image_the_tokens_of_its_padded_shape_whatever_its_batch() -> None:
+    """With fixed padded shapes the trunk runs once on the padded batch: an image's tokens are those it gets padded
+    alone to the same shape (the padding is zeroed, whatever the collate wrote there), its padded tokens masked."""
+    from pixelbert_pl.processing import ProcessingConfig
+
+    model = pixelbert_pl.create_model("pixelbert_tiny").eval()
+    model.processing = ProcessingConfig(tokenizer=None, image_min_size=64, image_max_size=96, pad_long_sides=(96,))
+    assert model.visual.padded_trunk
+    images = [
+        torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8),
+        torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8),
+    ]
+    values = torch.full((2, 3, 64, 96), 255, dtype=torch.uint8)  # not zeros: the encoder must not read the padding
+    values[0], values[1, :, :, :64] = images[0], images[1]
+    alone = torch.zeros(1, 3, 64, 96, dtype=torch.uint8)
+    alone[0, :, :, :64] = images[1]
+    with torch.no_grad():
+        batch = model.encode_pixels(values, image_sizes=[(64, 96), (64, 64)])
+        single = model.encode_pixels(alone, image_sizes=[(64, 64)])
+    gh, gw = model.visual.token_grid(64, 96)
+    real = model.visual.token_grid(64, 64)
+    assert batch.grid == single.grid == (gh, gw) and bool(batch.mask[0].all())
+    assert torch.equal(batch.mask[1].view(gh, gw), torch.arange(gw).expand(gh, gw) < real[1])
+    assert_close_scaled(batch.tokens[1], single.tokens[0], FLOAT32)
+    # Training through the padded trunk reaches every visual parameter.
+    model.train()
+    model.encode_pixels(values, image_sizes=[(64, 96), (64, 64)]).tokens.sum().backward()
+    assert all(p.grad is not None for p in model.visual.parameters() if p.requires_grad)
+
+
 def test_host_image_sizes_give_what_the_mask_gives(tiny_model) -> None:
     values = torch.randn(3, 3, 96, 96)
     mask = torch.zeros(3, 96, 96, dtype=torch.bool)
