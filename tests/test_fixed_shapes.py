@@ -4,37 +4,19 @@ and checkpoints included), so CUDA graphs recorded for those shapes keep replayi
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from pixelbert_pl.cli import main
 from pixelbert_pl.processing import ProcessingConfig
 from pixelbert_pl.processing.shapes import PadShapes
 
-# (width, height) the images are cut to: with min 64 / max 128 / divisor 16 they resize to 9 distinct sizes.
-SIZES = [(96, 64), (64, 96), (80, 48), (48, 80), (64, 64), (112, 64), (64, 112), (72, 48), (120, 64)]
 RESIZE = ["--data.init_args.image_min_size", "64", "--data.init_args.image_max_size", "128",
           "--data.init_args.size_divisor", "16"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def mixed_root(shapes_root, tmp_path_factory) -> Path:
-    """24 train and 6 val ShapesWorld images, each resized to one of SIZES, in a Karpathy file of their own."""
-    root = tmp_path_factory.mktemp("mixed_shapes")
-    (root / "images").mkdir()
-    karpathy = json.loads((shapes_root / "karpathy.json").read_text())
-    train = [i for i in karpathy["images"] if i["split"] == "train"][:24]
-    val = [i for i in karpathy["images"] if i["split"] == "val"]
-    for n, entry in enumerate(train + val):
-        with Image.open(shapes_root / entry["filepath"] / entry["filename"]) as image:
-            image.convert("RGB").resize(SIZES[n % len(SIZES)]).save(root / "images" / entry["filename"])
-    (root / "karpathy.json").write_text(json.dumps({**karpathy, "images": train + val}))
-    return root
+MIXED = ProcessingConfig(image_min_size=64, image_max_size=128, size_divisor=16, pad_long_sides=(96,))
 
 
 @pytest.fixture
@@ -59,7 +41,7 @@ def _fit(root: Path, tmp_path: Path, *extra: str):  # type: ignore[no-untyped-de
         "--model.init_args.compile", "true",
         "--data", "pixelbert_pl.data.datamodules.PretrainDataModule",
         "--data.init_args.karpathy_file", str(root / "karpathy.json"), "--data.init_args.image_root", str(root),
-        "--data.init_args.train_splits", "[train]", "--data.init_args.tokenizer", str(root.parent / "vocab.txt"),
+        "--data.init_args.train_splits", "[train]", "--data.init_args.tokenizer", str(root / "vocab.txt"),
         "--data.init_args.max_text_length", "24", "--data.init_args.batch_size", "4",
         "--data.init_args.num_workers", "0", *RESIZE,
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.max_epochs", "3",
@@ -75,17 +57,15 @@ def _recorder(cli):  # type: ignore[no-untyped-def]
 
 
 def test_compilations_stop_after_the_first_epoch_with_fixed_shapes(
-    mixed_root, shapes_root, tmp_path, eager_compile, monkeypatch
+    mixed_shapes_root, tmp_path, eager_compile, monkeypatch
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["pixelbert"])
-    (mixed_root.parent / "vocab.txt").write_text((shapes_root / "vocab.txt").read_text())
     # Texts padded to max_text_length: one width, so every graph is one of the image shapes' (validation draws other
     # captions each epoch, whose width combinations a shorter multiple would leave to chance; bounded all the same).
-    cli = _fit(mixed_root, tmp_path, "--data.init_args.pad_long_sides", "[96]",
+    cli = _fit(mixed_shapes_root, tmp_path, "--data.init_args.pad_long_sides", "[96]",
                "--data.init_args.text_pad_multiple", "24")  # fmt: skip
     record = _recorder(cli)
-    shapes = PadShapes.from_config(ProcessingConfig(image_min_size=64, image_max_size=128, size_divisor=16,
-                                                    pad_long_sides=(96,)))  # fmt: skip
+    shapes = PadShapes.from_config(MIXED)
     assert shapes is not None and record.image_shapes <= set(shapes.shapes)
     assert record.text_widths == {24}
     first, *later = record.graphs
@@ -93,13 +73,14 @@ def test_compilations_stop_after_the_first_epoch_with_fixed_shapes(
     assert list(tmp_path.rglob("*.ckpt")), "the epochs' checkpoints were written"
 
 
-def test_without_fixed_shapes_batches_take_many_more_shapes(mixed_root, shapes_root, tmp_path, monkeypatch) -> None:
+def test_without_fixed_shapes_batches_take_many_more_shapes(mixed_shapes_root, tmp_path, monkeypatch) -> None:
     """The contrast: padded to their own maximum, the same epoch's batches meet more image shapes and text widths
     (each a recompilation, or a dynamic graph that CUDA graphs skip); texts padded to 8 take three widths."""
     monkeypatch.setattr(sys, "argv", ["pixelbert"])
-    (mixed_root.parent / "vocab.txt").write_text((shapes_root / "vocab.txt").read_text())
     one_epoch = ["--model.init_args.compile", "false", "--trainer.max_epochs", "1"]
-    record = _recorder(_fit(mixed_root, tmp_path / "free", *one_epoch))
+    record = _recorder(_fit(mixed_shapes_root, tmp_path / "free", *one_epoch))
     assert len(record.image_shapes) > 6 and len(record.text_widths) > 3
-    padded = _recorder(_fit(mixed_root, tmp_path / "padded", *one_epoch, "--data.init_args.text_pad_multiple", "8"))
+    padded = _recorder(
+        _fit(mixed_shapes_root, tmp_path / "padded", *one_epoch, "--data.init_args.text_pad_multiple", "8")
+    )
     assert padded.text_widths <= {8, 16, 24} and padded.text_widths

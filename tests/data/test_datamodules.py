@@ -108,3 +108,54 @@ def test_two_gloo_ranks_get_the_same_number_of_batches(shapes_root, tmp_path) ->
     (len0, iter0, ids0), (len1, iter1, ids1) = torch.load(out)
     assert len0 == len1 == iter0 == iter1 == n_train // 2 // 7
     assert not set(ids0) & set(ids1)  # the ranks read different samples
+
+
+MIXED = dict(image_min_size=64, image_max_size=128, size_divisor=16, pad_long_sides=[96], text_pad_multiple=8)
+
+
+def _mixed(root, **kwargs) -> PretrainDataModule:
+    return PretrainDataModule(
+        tokenizer=str(root / "vocab.txt"), karpathy_file=str(root / "karpathy.json"), image_root=str(root),
+        train_splits=["train"], max_text_length=24, batch_size=4, num_workers=0, **{**MIXED, **kwargs},
+    )  # fmt: skip
+
+
+def test_bucketed_training_batches_take_one_padded_shape_each(mixed_shapes_root) -> None:
+    from pixelbert_pl.processing import resize_shape
+    from pixelbert_pl.processing.shapes import PadShapes
+
+    dm = _mixed(mixed_shapes_root)
+    dm.setup("fit")
+    shapes = PadShapes.from_config(dm.processing)
+    assert shapes is not None and dm.padding.shapes == shapes
+    batches = list(dm.train_dataloader())
+    assert len(batches) == len(dm.train_dataloader()) == 30  # 24 images x 5 pairs / 4: none dropped here
+    ids = [i for b in batches for i in b.sample_ids.tolist()]
+    assert len(ids) == len(set(ids))
+    pure = 0
+    for batch in batches:
+        shape = tuple(batch.pixel_values.shape[-2:])
+        assert shape in shapes.shapes and batch.input_ids.shape[1] % 8 == 0
+        buckets = {shapes.bucket(h, w) for h, w in batch.image_sizes}
+        pure += buckets == {shapes.shapes.index(shape)}
+        assert torch.equal(image_sizes_from_mask(batch.pixel_mask), torch.tensor(batch.image_sizes))
+    assert pure >= len(batches) - 3  # the mixed ones are the buckets' leftovers
+    # The buckets come from the files' headers, resized as the transform resizes them.
+    record = dm.train_records[0]
+    with load_image(record.image_path) as image:
+        expected = resize_shape(image.height, image.width, 64, 128, 16)
+    assert tuple(dm.transform(load_image(record.image_path)).shape[1:]) == expected
+
+
+def test_validation_pads_to_the_fixed_shapes_in_order(mixed_shapes_root) -> None:
+    from pixelbert_pl.processing.shapes import PadShapes
+
+    dm = _mixed(mixed_shapes_root)
+    dm.setup("fit")
+    shapes = PadShapes.from_config(dm.processing)
+    assert shapes is not None
+    ids = []
+    for batch in dm.val_dataloader():
+        assert tuple(batch.pixel_values.shape[-2:]) in shapes.shapes
+        ids += batch.sample_ids.tolist()
+    assert ids == list(range(len(dm.val_records)))

@@ -208,3 +208,22 @@ def test_two_ranks_evaluate_each_item_exactly_once(shapes_modules: dict[str, Any
 
 def _as_list(value: Any) -> list[Any]:
     return value.tolist() if isinstance(value, torch.Tensor) else list(value)
+
+
+def test_vqa_bucketed_batches_pad_the_image_count_to_a_multiple(shapes_root: Path) -> None:
+    """Two questions an image, 4 a batch: 2 images, or more when a run pairs two images' leftover questions; with
+    fixed shapes the count is padded with blank images no question reads, so the CNN meets 2 or 4 images."""
+    data = ShapesWorldVQADataModule(
+        root=str(shapes_root), batch_size=4, num_workers=0, questions_per_image=2, pad_long_sides=[96]
+    )
+    assert data.padding.image_multiple == 2
+    data.setup("fit")
+    counts = set()
+    for batch in data.train_dataloader():
+        n = batch.pixel_values.shape[0]
+        counts.add(n)
+        assert n % 2 == 0 and len(batch.image_sizes) == n
+        assert set(batch.image_index.tolist()) <= set(range(n))
+        blank = sorted(set(range(n)) - set(batch.image_index.tolist()))
+        assert all(batch.pixel_values[i].eq(0).all() for i in blank)
+    assert counts <= {2, 4}

@@ -164,3 +164,68 @@ def test_validation_streams_every_val_image_once(shards, shapes_root) -> None:
     batches = list(data.val_dataloader())
     ids = [i for b in batches for i in b.sample_ids.tolist()]
     assert sorted(ids) == list(range(val.num_records)) and len(batches) == len(data.val_dataloader())
+
+
+@pytest.fixture(scope="module")
+def mixed_shards(mixed_shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pixelbert_pl.data.datamodules import PretrainDataModule
+
+    out = tmp_path_factory.mktemp("mixed_shards")
+    files = PretrainDataModule(
+        tokenizer=str(mixed_shapes_root / "vocab.txt"), karpathy_file=str(mixed_shapes_root / "karpathy.json"),
+        image_root=str(mixed_shapes_root), train_splits=["train"], num_workers=0,
+    )  # fmt: skip
+    write_shards(files.split_records("fit")["train"], out, split="train", records_per_shard=6, seed=0)
+    return out
+
+
+def _bucketed(shards: Path, root: Path, num_workers: int = 0) -> StreamingPretrainDataModule:
+    return StreamingPretrainDataModule(
+        shards=str(shards), tokenizer=str(root / "vocab.txt"), val_split=None, image_min_size=64,
+        image_max_size=128, size_divisor=16, pad_long_sides=[96], text_pad_multiple=8, max_text_length=24,
+        batch_size=4, num_workers=num_workers,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bucketed_stream_serves_batches_of_one_shape_and_resumes_exactly(
+    mixed_shards, mixed_shapes_root, workers
+) -> None:
+    from pixelbert_pl.data.images import image_size
+    from pixelbert_pl.processing.shapes import PadShapes
+
+    index = read_shard_index(str(mixed_shards))
+    records, images = read_shard(index.urls()[0])
+    assert list(index.shards[0].image_sizes) == [image_size(r.image_path, data=images[r.image_path]) for r in records]
+    data = _bucketed(mixed_shards, mixed_shapes_root, num_workers=workers)
+    shapes = PadShapes.from_config(data.processing)
+    assert shapes is not None
+    expected = list(data.train_dataloader())
+    assert len(expected) == len(data.train_dataloader()) > 0
+    pure = sum(len({shapes.bucket(h, w) for h, w in b.image_sizes}) == 1 for b in expected)
+    assert all(tuple(b.pixel_values.shape[-2:]) in shapes.shapes for b in expected)
+    assert pure >= len(expected) - 4  # at most one mixed batch a shard
+    first = data.train_dataloader()
+    got = []
+    for batch in first:
+        got.append(batch.sample_ids.tolist())
+        if len(got) == 3:
+            state = first.state_dict()
+            break
+    resumed = data.train_dataloader()
+    resumed.load_state_dict(state)
+    assert got + [b.sample_ids.tolist() for b in resumed] == [b.sample_ids.tolist() for b in expected]
+
+
+def test_bucketed_streaming_needs_an_index_with_image_sizes(mixed_shards, mixed_shapes_root, tmp_path) -> None:
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(mixed_shards, old)
+    index = json.loads((old / "train.index.json").read_text())
+    for shard in index["shards"]:
+        del shard["image_sizes"]  # as written before bucketed batches
+    (old / "train.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"no image sizes.*pixelbert-make-shards"):
+        _bucketed(old, mixed_shapes_root).train_dataloader()
