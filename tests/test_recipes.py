@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from pixelbert_pl.data.pretraining import CaptionPairIndex, matched_rows
+from pixelbert_pl.processing import ProcessingConfig
+from pixelbert_pl.processing.shapes import PadShapes
 
 CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
 GPUS = 64  # the paper's 64 V100s (docs/paper_facts.md §2.4)
@@ -180,3 +182,20 @@ def test_every_setting_the_paper_leaves_open_or_differs_on_says_so(config: Path)
             above -= 1
         assert any("paper" in c for c in comments), f"{config.name}:{number + 1}: {key} names no paper value"
     assert found >= 3, f"{config.name}: expected the recipe to set the unstated settings explicitly"
+
+
+@pytest.mark.parametrize("name", ["pretrain/coco_vg_r50", "pretrain/streaming_r50", "vqa/vqa_r50", "nlvr2/nlvr2_r50"])
+def test_gpu_recipes_replay_cuda_graphs_on_fixed_padded_shapes(name: str) -> None:
+    """CUDA graphs by default, on shapes bounded by `pad_long_sides` and `text_pad_multiple`, validating under
+    no_grad (graphs recorded in inference mode break the training calls after them)."""
+    recipe = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    model, data = recipe["model"]["init_args"], recipe["data"]["init_args"]
+    assert model["compile"] is True and model["compile_mode"] == "reduce-overhead"
+    assert recipe["trainer"]["inference_mode"] is False
+    processing = ProcessingConfig(
+        image_min_size=data["image_min_size"], image_max_size=data["image_max_size"],
+        pad_long_sides=tuple(data["pad_long_sides"]),
+    )  # fmt: skip
+    shapes = PadShapes.from_config(processing)
+    assert shapes is not None and len(shapes) <= 8
+    assert data["max_text_length"] / data["text_pad_multiple"] <= 5

@@ -186,7 +186,7 @@ class PixelBertDataModule(pl.LightningDataModule):
     def loader(
         self,
         dataset: Dataset,
-        collate_fn: Callable[[list[Any]], Any],
+        collate_fn: Callable[..., Any],
         train: bool,
         group_keys: Sequence[Hashable] | None = None,
         group_size: int = 1,
