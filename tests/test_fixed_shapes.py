@@ -4,11 +4,13 @@ and checkpoints included), so CUDA graphs recorded for those shapes keep replayi
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from pixelbert_pl.cli import main
 from pixelbert_pl.processing import ProcessingConfig
@@ -84,3 +86,31 @@ def test_without_fixed_shapes_batches_take_many_more_shapes(mixed_shapes_root, t
         _fit(mixed_shapes_root, tmp_path / "padded", *one_epoch, "--data.init_args.text_pad_multiple", "8")
     )
     assert padded.text_widths <= {8, 16, 24} and padded.text_widths
+
+
+def test_checkpoints_and_exports_carry_the_padded_shapes_to_serving(mixed_shapes_root, tmp_path, monkeypatch) -> None:
+    """`pixelbert fit` -> last.ckpt -> `pixelbert-export`: both predictors pad an image to the shape training padded
+    it to and run the CNN on the padded image, as training did; the setting changes the scores, so it must travel."""
+    from pixelbert_pl import Predictor
+    from pixelbert_pl.export import main as export
+
+    monkeypatch.setattr(sys, "argv", ["pixelbert"])
+    _fit(mixed_shapes_root, tmp_path, "--model.init_args.compile", "false", "--trainer.max_epochs", "1",
+         "--trainer.limit_train_batches", "2", "--data.init_args.pad_long_sides", "[96]")  # fmt: skip
+    (last,) = tmp_path.rglob("*.ckpt")
+    assert export([str(last), str(tmp_path / "exported")]) == 0
+    predictors = [Predictor.from_checkpoint(last), Predictor.from_pretrained(tmp_path / "exported")]
+    # The 6th image is 112 x 64 (MIXED_SIZES): resized to 64 x 112 and padded to 64 x 128.
+    entry = json.loads((mixed_shapes_root / "karpathy.json").read_text())["images"][5]
+    image = mixed_shapes_root / "images" / entry["filename"]
+    with Image.open(image) as opened:
+        assert opened.size == (112, 64)
+    scores = []
+    for predictor in predictors:
+        assert predictor.padding.shapes == PadShapes.from_config(MIXED)
+        assert predictor.task.model.visual.padded_trunk
+        scores.append(predictor.match([image, image], ["a red circle", "a blue square"]))
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
+    predictors[0].task.model.visual.padded_trunk = False  # each real size alone: the CNN sees no padding
+    cropped = predictors[0].match([image, image], ["a red circle", "a blue square"])
+    assert cropped != pytest.approx(scores[0], abs=1e-6)
