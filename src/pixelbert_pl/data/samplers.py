@@ -10,6 +10,9 @@ benchmarks/results/design_notes.md). The epoch still sees every question once.
 
 from __future__ import annotations
 
+import functools
+import logging
+import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -22,6 +25,7 @@ from pixelbert_pl.processing import ProcessingConfig, resize_shape
 from pixelbert_pl.processing.shapes import PadShapes
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def grouped_runs(groups: Iterable[list[int]], k: int, generator: torch.Generator) -> list[list[int]]:
@@ -174,15 +178,18 @@ def item_buckets(
     the image headers (no pixel decoded) in `threads` threads, since file reads wait on the disk, not the CPU. A
     record whose image cannot be read goes to the fallback bucket: its substitute may be any size."""
     p = processing
+    header = functools.lru_cache(maxsize=None)(image_size)  # VQA: 5.4 questions, one file an image
 
     def bucket(index: int) -> int:
         try:
-            sizes = [image_size(path) for path in dataset.image_paths(dataset.records[index])]
+            sizes = [header(path) for path in dataset.image_paths(dataset.records[index])]
         except UnreadableImageError:
             return len(shapes) - 1
         resized = [resize_shape(h, w, p.image_min_size, p.image_max_size, p.size_divisor) for h, w in sizes]
         return shapes.bucket(max(h for h, _ in resized), max(w for _, w in resized))
 
+    start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         per_record = list(pool.map(bucket, range(len(dataset.records)), chunksize=256))
+    log.info("read the sizes of %d records' images in %.1f s", len(per_record), time.perf_counter() - start)
     return [per_record[record] for record in dataset.item_records()]
