@@ -88,6 +88,36 @@ def test_a_run_streamed_from_shards_resumes_exactly(resume_root, tmp_path, sourc
     assert (result.differ, result.warned_not_resumable) == (0, False), result
 
 
+@pytest.mark.parametrize("source", ["mid_epoch", "epoch_end_step"])
+def test_a_bucketed_run_resumes_exactly(mixed_shapes_root, tmp_path, source) -> None:
+    """Fixed padded shapes on images of 9 sizes: the bucketed sampler's position travels in the checkpoint too."""
+    import json
+
+    import yaml
+
+    from pixelbert_pl.data.datamodules import PretrainDataModule
+    from resume_runs import BATCH_SIZE, RECIPE
+
+    recipe = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]
+    root = mixed_shapes_root
+    settings = {k: recipe[k] for k in ("captions_per_image", "mlm_probability", "mlm_word_probabilities", "seed")}
+    settings.update(
+        karpathy_file=str(root / "karpathy.json"), image_root=str(root), train_splits=["train"],
+        tokenizer=str(root / "vocab.txt"), image_min_size=32, image_max_size=64, size_divisor=8,  # the recipe's grid
+        pad_long_sides=[48], text_pad_multiple=8, max_text_length=24, batch_size=BATCH_SIZE, num_workers=2,
+    )  # fmt: skip
+    module = PretrainDataModule(**settings)
+    module.setup("fit")
+    steps = len(module.train_dataloader())
+    assert steps % 2 == 0 and steps >= 4, steps
+    data = ["--data", json.dumps({"class_path": "pixelbert_pl.data.datamodules.PretrainDataModule",
+                                  "init_args": settings})]  # fmt: skip
+    reference = tmp_path / "full"
+    uninterrupted(root, reference, 2, 1, steps=steps, data=data)
+    result = resume(root, reference, tmp_path / "resumed", 2, 1, steps, source, data=data)
+    assert (result.differ, result.warned_not_resumable) == (0, False), result
+
+
 class Payload:
     """Stands for anything a malicious checkpoint could pickle to run code on load."""
 
