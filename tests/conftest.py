@@ -137,26 +137,10 @@ def flickr_root(tmp_path):
     return make_flickr(tmp_path)
 
 
-# (width, height) the mixed corpus's images are cut to: at min 64 / max 128 / divisor 16 they resize to 9 sizes.
-MIXED_SIZES = [(96, 64), (64, 96), (80, 48), (48, 80), (64, 64), (112, 64), (64, 112), (72, 48), (120, 64)]
-
-
 @pytest.fixture(scope="session")
 def mixed_shapes_root(shapes_root, tmp_path_factory: pytest.TempPathFactory):
-    """24 train and 6 val ShapesWorld images, each resized to one of MIXED_SIZES, in a Karpathy file of their own
-    (`karpathy.json`, images under `images/`) beside shapes_root's `vocab.txt`."""
-    import json
+    """24 train and 6 val ShapesWorld images of 9 sizes (`write_mixed_sizes`), with `karpathy.json`, `images/` and
+    shapes_root's `vocab.txt`."""
+    from pixelbert_pl.harness.shapes import write_mixed_sizes
 
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("mixed_shapes")
-    (root / "images").mkdir()
-    karpathy = json.loads((shapes_root / "karpathy.json").read_text())
-    train = [i for i in karpathy["images"] if i["split"] == "train"][:24]
-    val = [i for i in karpathy["images"] if i["split"] == "val"]
-    for n, entry in enumerate(train + val):
-        with Image.open(shapes_root / entry["filepath"] / entry["filename"]) as image:
-            image.convert("RGB").resize(MIXED_SIZES[n % len(MIXED_SIZES)]).save(root / "images" / entry["filename"])
-    (root / "karpathy.json").write_text(json.dumps({**karpathy, "images": train + val}))
-    (root / "vocab.txt").write_text((shapes_root / "vocab.txt").read_text())
-    return root
+    return write_mixed_sizes(shapes_root, tmp_path_factory.mktemp("mixed_shapes"))

@@ -1,5 +1,6 @@
 """The benchmarks run (tiny preset, CPU, a step or two) and report what they claim; their timings are not tested."""
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -7,10 +8,15 @@ from pathlib import Path
 import pytest
 from benchmarks import common
 from benchmarks.latency import measure_latency
-from benchmarks.loader import measure_loader, measure_pretrain_loaders, write_jpegs
+from benchmarks.loader import measure_coco_like_loader, measure_loader, measure_pretrain_loaders, write_jpegs
+from benchmarks.padding import padding_report
 from benchmarks.retrieval_cost import measure_retrieval
 from benchmarks.train_throughput import TrainShape, measure_training
-from benchmarks.yardstick import DEFAULT_PATH
+from benchmarks.yardstick import DEFAULT_PATH, coco_like_plan
+
+from pixelbert_pl.processing.shapes import PadShapes
+
+TINY_PADDING = common.recipe_processing(64, 128, pad_long_sides=(96,))  # shapes of 64 / 96 / 128 at the tiny preset
 
 
 @pytest.mark.parametrize(
@@ -94,3 +100,111 @@ def test_pretrain_loaders_files_and_shards(tmp_path, minilm_path) -> None:
         assert math.isfinite(result["images_per_s"]) and result["images_per_s"] > 0
         assert result["images_per_s_per_worker"] == result["images_per_s"]
         assert result["short_sides"] == [800]  # 120 x 160 resized as the recipes do: 800 x 1067
+
+
+def test_coco_like_draws_are_seeded_and_weighted_as_stated() -> None:
+    assert common.coco_like_sizes(50, seed=3) == common.coco_like_sizes(50, seed=3)
+    assert common.coco_like_sizes(50, seed=3) != common.coco_like_sizes(50, seed=4)
+    assert sum(weight for _, weight in common.COCO_LIKE_SIZES) == pytest.approx(1.0)
+    # The table's groups: landscape and portrait past 5:4, square and near-square between.
+    landscape = sum(weight for (h, w), weight in common.COCO_LIKE_SIZES if w > 1.25 * h)
+    portrait = sum(weight for (h, w), weight in common.COCO_LIKE_SIZES if h > 1.25 * w)
+    assert landscape == pytest.approx(0.6) and portrait == pytest.approx(0.3)
+    captions = common.coco_like_text_lengths(4000, "caption")
+    assert 13 < sum(captions) / len(captions) < 15 and min(captions) >= 10 and max(captions) <= 40
+    with pytest.raises(ValueError, match="kind='answer'"):
+        common.coco_like_text_lengths(3, "answer")
+
+
+def test_padding_report_bucketed_beats_batch_max() -> None:
+    records = padding_report(images=3000)
+    setup = records[0]
+    shapes = PadShapes.from_config(common.recipe_processing())
+    assert setup["kind"] == "padding_setup" and shapes is not None
+    by = {(r["mode"], r.get("path")): r for r in records[1:]}
+    for mode in ("pretrain", "finetune"):
+        old, new = by[mode, "batch_max"], by[mode, "bucketed"]
+        assert 1 <= new["padded_to_real"] < old["padded_to_real"]
+        assert new["distinct_batch_shapes"] <= len(shapes) and sum(new["shape_counts"].values()) == new["batches"]
+        assert 0 <= new["mixed_batch_share"] < 0.1
+        assert by[mode, "per_size_cnn"]["distinct_cnn_sizes"] == setup["distinct_resized_sizes"]
+        text = by[mode, None]
+        assert text["multiple_8"]["distinct_text_widths"] <= text["multiple_1"]["distinct_text_widths"]
+        assert text["distinct_transformer_inputs"]["bucketed"] <= text["distinct_transformer_inputs"]["batch_max"]
+
+
+def test_loader_coco_like_sizes_in_bucketed_padded_batches(tmp_path) -> None:
+    sizes = common.coco_like_sizes(8, seed=1)
+    paths = write_jpegs(tmp_path, 8, sizes=sizes)
+    with pytest.raises(ValueError, match="3 sizes for count=8"):
+        write_jpegs(tmp_path, 8, sizes=sizes[:3])
+    r = measure_coco_like_loader(paths, workers=0, batch=2, min_size=64, max_size=128, pad_long_sides=(96,))
+    shapes = PadShapes.from_config(TINY_PADDING)
+    assert shapes is not None and r["kind"] == "loader_coco_like" and r["batches"] == 4
+    assert r["images"] == 6  # the first batch warms up
+    assert all(tuple(shape) in shapes.shapes for shape in r["batch_shapes"]) and r["padded_to_real"] >= 1
+    assert r["host_ms_per_image"] == pytest.approx(
+        r["decode_ms_per_image"] + r["resize_ms_per_image"] + r["collate_ms_per_image"], abs=0.02
+    )
+
+
+@pytest.mark.parametrize("mode", ["pretrain", "finetune"])
+def test_training_throughput_on_coco_like_batches(mode) -> None:
+    shape = TrainShape(
+        mode=mode, preset="pixelbert_tiny", batch=4, captions_per_image=2, precision="32-true", size_mix="coco_like",
+        resize=(64, 128), pad_long_sides=(96,), mix_batches=2,
+    )  # fmt: skip
+    result = measure_training(shape, "cpu", warmup=2, steps=2)
+    shapes = PadShapes.from_config(TINY_PADDING)
+    assert shapes is not None and result["pad_shapes"] == len(shapes)
+    assert "compiled_graphs" in result and result["images_per_step"] == 2 and result["samples_per_s"] > 0
+    assert 1 <= result["distinct_image_shapes"] <= min(2, len(shapes))
+    assert all(tuple(shape) in shapes.shapes for shape in result["image_shapes"])
+    assert result["padded_to_real"] >= 1
+    with pytest.raises(ValueError, match="steps=3: expected a multiple of mix_batches=2"):
+        measure_training(shape, "cpu", warmup=0, steps=3)
+    with pytest.raises(ValueError, match="size_mix='imagenet'"):
+        TrainShape(size_mix="imagenet")
+
+
+def test_yardstick_coco_like_plan_pads_random_batches_to_their_maximum() -> None:
+    plan = coco_like_plan("pretrain", batch=4, batches=6)
+    assert sum(entry["batches"] for entry in plan) == 6
+    assert len({tuple(entry["size"]) for entry in plan}) == len(plan)
+    for entry in plan:
+        assert all(side % 32 == 0 for side in entry["size"]) and max(entry["size"]) <= 1312
+        assert entry["padded"] >= entry["real"] and 10 <= entry["text_len"] <= 40
+
+
+@pytest.mark.skipif(not Path(DEFAULT_PATH).is_file(), reason="the yardstick lives in ../shared beside the checkout")
+def test_yardstick_coco_like_runs_one_shape_a_batch(capsys) -> None:
+    from benchmarks.yardstick import load_yardstick, run_coco_like, yardstick_args
+
+    module = load_yardstick(DEFAULT_PATH, "cpu")
+    plan = coco_like_plan("finetune", batch=1, batches=1, resize=(64, 128))
+    args = yardstick_args((64, 64), 1, "cpu", warmup=0, steps=1)
+    result = run_coco_like(module, args, "finetune", tuned=False, compiled=False, plan=plan, name="y")
+    assert result["kind"] == "yardstick_coco_like" and result["distinct_shapes"] == 1 and result["batches"] == 1
+    assert result["samples_per_s"] > 0 and result["shapes"][0]["size"] == plan[0]["size"]
+    line = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert line["name"] == f"y_finetune_{plan[0]['size'][0]}x{plan[0]['size'][1]}"
+
+
+def test_suite_coco_like_figures_in_pairs_within_the_budget(capsys) -> None:
+    from benchmarks import suite
+
+    args = argparse.Namespace(
+        coco_like_batches=4, coco_like_rows=[64, 16], preset="pixelbert_r50", yardstick="y.py", warmup=3, steps=10,
+        budget_s=0.0, figure_s=90.0,
+    )  # fmt: skip
+    figures = suite.coco_like_figures(args)
+    assert [name for name, _ in figures] == [
+        "ours_pretrain_coco_like", "yardstick_coco_like_compiled", "ours_finetune_coco_like",
+        "yardstick_coco_like_compiled",
+    ]  # fmt: skip
+    ours = figures[0][1]
+    assert ours[ours.index("--batch") + 1] == "64" and ours[ours.index("--steps") + 1] == "8"
+    assert "reduce-overhead" in ours and figures[3][1][-3:] == ["finetune", "--batch", "16"]
+    suite.run_budgeted(figures, args, start=0.0)  # no budget left: every figure skipped, nothing started
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["error"].startswith("skipped") for line in lines] == [True] * 4

@@ -26,12 +26,21 @@ from pixelbert_pl.harness.shapes.scenes import (
     render_scene,
     sample_scene,
 )
-from pixelbert_pl.harness.shapes.writers import HELDOUT_SPLIT, NLVR2_SPLITS, SPLITS, add_nlvr2, generate
+from pixelbert_pl.harness.shapes.writers import (
+    HELDOUT_SPLIT,
+    MIXED_SIZES,
+    NLVR2_SPLITS,
+    SPLITS,
+    add_nlvr2,
+    generate,
+    write_mixed_sizes,
+)
 
 __all__ = [
     "BACKGROUND",
     "COLOURS",
     "HELDOUT_SPLIT",
+    "MIXED_SIZES",
     "NLVR2_SPLITS",
     "NUMBER_WORDS",
     "RELATIONS",
@@ -54,4 +63,5 @@ __all__ = [
     "render_scene",
     "sample_scene",
     "statement_is_true",
+    "write_mixed_sizes",
 ]

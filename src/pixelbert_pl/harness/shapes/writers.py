@@ -339,3 +339,27 @@ def add_nlvr2(out_dir: str | Path, num_nlvr2: int | None = None) -> dict[str, in
         shutil.rmtree(out / "nlvr2")  # unusable with this vocabulary; a later run must not take it as done
         raise ValueError(f"{out / 'vocab.txt'} lacks the NLVR2 words {sorted(missing)}; regenerate the corpus")
     return summary
+
+
+# (width, height) `write_mixed_sizes` cuts images to: at min 64 / max 128 / divisor 16 they resize to 9 sizes.
+MIXED_SIZES = ((96, 64), (64, 96), (80, 48), (48, 80), (64, 64), (112, 64), (64, 112), (72, 48), (120, 64))
+
+
+def write_mixed_sizes(
+    source: Path, out: Path, train_images: int = 24, sizes: Sequence[tuple[int, int]] = MIXED_SIZES
+) -> Path:
+    """A corpus of mixed aspect ratios from a generated one: its first `train_images` train images and its val
+    images, each resized to `sizes[n % len(sizes)]` (width, height), in `out/karpathy.json` and `out/images/`,
+    beside a copy of its `vocab.txt`. For what square images cannot show: padding, buckets, compilations."""
+    from PIL import Image
+
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    karpathy = json.loads((source / "karpathy.json").read_text())
+    train = [i for i in karpathy["images"] if i["split"] == "train"][:train_images]
+    val = [i for i in karpathy["images"] if i["split"] == "val"]
+    for n, entry in enumerate(train + val):
+        with Image.open(source / entry["filepath"] / entry["filename"]) as image:
+            image.convert("RGB").resize(sizes[n % len(sizes)]).save(out / "images" / entry["filename"])
+    _write_json(out / "karpathy.json", {**karpathy, "images": train + val})
+    shutil.copyfile(source / "vocab.txt", out / "vocab.txt")
+    return out
