@@ -9,17 +9,25 @@ Reports images/s and images/s per worker, so that
 `PretrainDataModule` (one file per image) and Parquet shards (`write_shards`) read by `StreamingPretrainDataModule`,
 both at 800 / 1333 with 2 captions per item, `--batches` timed batches each.
 
+`--coco-like` writes the JPEGs at COCO-like sizes (`benchmarks.common.COCO_LIKE_SIZES`) and loads them as the
+recipes' training loaders do with `pad_long_sides` [1056, 1184]: in `BucketedEpochKeyedSampler`'s batches, each
+padded to its `PadShapes` shape; it also times decoding, resizing and the padded collate apart, in the main
+process on one thread (as a worker runs them), so the host work per image and per worker is known.
+
     python -m benchmarks.loader --workers 1 4 8 --images 256
+    python -m benchmarks.loader --coco-like --workers 1 4 8 --images 256
     python -m benchmarks.loader --pretrain --tokenizer DIR --workers 0 4 --images 256 --batches 20
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +36,31 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.common import emit, environment
+from benchmarks.common import bucketed_batches, coco_like_sizes, emit, environment, recipe_processing, resized_sizes
 from pixelbert_pl.data.datamodules import PixelBertDataModule, PretrainDataModule
-from pixelbert_pl.data.images import load_image, pad_images
+from pixelbert_pl.data.images import image_size, load_image, pad_images, real_sizes
 from pixelbert_pl.data.shards import write_shards
 from pixelbert_pl.data.streaming import StreamingPretrainDataModule
 from pixelbert_pl.processing import ImageTransform
+from pixelbert_pl.processing.shapes import PadShapes
 
 
-def write_jpegs(folder: Path, count: int, size: tuple[int, int] = (480, 640), seed: int = 0) -> list[Path]:
-    """Photo-like JPEGs (smooth colour fields plus texture noise, quality 90) of `size` (height, width)."""
+def write_jpegs(
+    folder: Path, count: int, size: tuple[int, int] = (480, 640), seed: int = 0,
+    sizes: Sequence[tuple[int, int]] | None = None,
+) -> list[Path]:  # fmt: skip
+    """Photo-like JPEGs (smooth colour fields plus texture noise, quality 90) of `size` (height, width), or of
+    `sizes[i]` for image i (`count` of them)."""
+    if sizes is not None and len(sizes) != count:
+        raise ValueError(f"write_jpegs: {len(sizes)} sizes for count={count} images: expected one per image")
     rng = np.random.default_rng(seed)
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    grids: dict[tuple[int, int], np.ndarray] = {}
     paths = []
     for i in range(count):
+        h, w = size if sizes is None else sizes[i]
+        if (h, w) not in grids:
+            grids[h, w] = np.mgrid[0:h, 0:w].astype(np.float32)
+        yy, xx = grids[h, w]
         base = np.stack([np.sin(xx / rng.uniform(20, 80) + rng.uniform(0, 6)) for _ in range(3)], axis=-1)
         base = base * np.cos(yy / rng.uniform(20, 80))[..., None]
         pixels = np.clip(127 + 100 * base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
@@ -89,6 +107,85 @@ def measure_loader(
         "jpeg_size": list(Image.open(paths[0]).size[::-1]),
         "resized_to": list(first[0].shape[-2:]), "images": count, "images_per_s": round(rate, 1),
         "images_per_s_per_worker": round(rate / max(workers, 1), 1),
+    }  # fmt: skip
+
+
+def _padded_collate(images: list[torch.Tensor], shapes: PadShapes) -> tuple[torch.Tensor, torch.Tensor]:
+    return pad_images(images, shape=shapes.covering(real_sizes(images)))
+
+
+def host_cost(
+    paths: Sequence[Path], transform: ImageTransform, shapes: PadShapes, batch: int = 16, sample: int = 32
+) -> dict[str, float]:
+    """Decode (`load_image`), resize (`transform`) and padded collate (in batches of `batch`) of the first `sample`
+    images, each timed apart in this process on one thread, as a DataLoader worker runs them (its torch threads
+    are set to 1): ms per image, and the images per second one worker can give at most."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        decode = resize = 0.0
+        resized = []
+        for path in paths[:sample]:
+            start = time.perf_counter()
+            image = load_image(path)
+            decoded = time.perf_counter()
+            resized.append(transform(image))
+            decode, resize = decode + decoded - start, resize + time.perf_counter() - decoded
+        start = time.perf_counter()
+        for i in range(0, len(resized), batch):
+            _padded_collate(resized[i : i + batch], shapes)
+        collate = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    count = len(resized)
+    per_image = 1000 * (decode + resize + collate) / count
+    return {
+        "host_sample": count, "decode_ms_per_image": round(1000 * decode / count, 2),
+        "resize_ms_per_image": round(1000 * resize / count, 2),
+        "collate_ms_per_image": round(1000 * collate / count, 2), "host_ms_per_image": round(per_image, 2),
+        "host_bound_images_per_s_per_worker": round(1000 / per_image, 1),
+    }  # fmt: skip
+
+
+def measure_coco_like_loader(
+    paths: list[Path], workers: int, batch: int = 16, min_size: int = 800, max_size: int = 1333,
+    pad_long_sides: Sequence[int] = (1056, 1184), host_sample: int = 32,
+) -> dict[str, Any]:  # fmt: skip
+    """Images/s of decode + resize + padded collate over `paths` (JPEGs of any sizes) in the recipes' bucketed
+    order: the bucket of each image from its header, `BucketedEpochKeyedSampler`'s batches, each batch padded to
+    its `PadShapes` shape (`pad_images(shape=...)`); and the host work per image, step by step (`host_cost`)."""
+    processing = recipe_processing(min_size, max_size, pad_long_sides)
+    shapes = PadShapes.from_config(processing)
+    assert shapes is not None  # recipe_processing checked the long sides
+    sizes = resized_sizes([image_size(path) for path in paths], processing)
+    batches = bucketed_batches(sizes, shapes, batch)
+    if len(batches) < 2:
+        raise ValueError(f"{len(paths)} images make {len(batches)} batches of {batch}: expected >= 2 (1 warms up)")
+    transform = ImageTransform.from_config(processing, normalize=False)
+    loader = DataLoader(
+        _Images(paths, transform), batch_sampler=batches, num_workers=workers,
+        collate_fn=functools.partial(_padded_collate, shapes=shapes), prefetch_factor=4 if workers else None,
+    )  # fmt: skip
+    iterator = iter(loader)
+    first, _ = next(iterator)  # worker start-up and the first batch are not throughput
+    met = {tuple(first.shape[-2:])}
+    start = time.perf_counter()
+    count = 0
+    for values, _ in iterator:
+        count += values.shape[0]
+        met.add(tuple(values.shape[-2:]))
+    rate = count / (time.perf_counter() - start)
+    covering = [shapes.covering(sizes[i] for i in b) for b in batches]
+    padded = sum(len(b) * h * w for b, (h, w) in zip(batches, covering, strict=True))
+    real = sum(sizes[i][0] * sizes[i][1] for b in batches for i in b)
+    host = host_cost(paths, transform, shapes, batch, host_sample)
+    return {
+        "kind": "loader_coco_like", "workers": workers, "batch": batch,
+        "dtype": str(first.dtype).removeprefix("torch."),
+        "jpeg_sizes": len({image_size(path) for path in paths}), "resized_sizes": len(set(sizes)),
+        "batches": len(batches), "batch_shapes": sorted([int(h), int(w)] for h, w in met),
+        "padded_to_real": round(padded / real, 4), "images": count, "images_per_s": round(rate, 1),
+        "images_per_s_per_worker": round(rate / max(workers, 1), 1), **host,
     }  # fmt: skip
 
 
@@ -151,13 +248,21 @@ def main() -> None:
     p.add_argument("--pretrain", action="store_true", help="compare the Karpathy-file and Parquet-shard loaders")
     p.add_argument("--tokenizer", help="local BERT tokenizer directory (--pretrain; nothing is downloaded)")
     p.add_argument("--batches", type=int, default=20, help="--pretrain: timed batches per loader")
+    p.add_argument("--coco-like", action="store_true", help="COCO-like sizes, bucketed batches of padded shapes")
+    p.add_argument("--seed", type=int, default=0, help="--coco-like: the draw of sizes")
     args = p.parse_args()
     if args.pretrain and not args.tokenizer:
         p.error("--pretrain needs --tokenizer DIR")
+    if args.pretrain and args.coco_like:
+        p.error("--pretrain and --coco-like measure different loaders: give one")
     emit(environment("cpu"))
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_jpegs(Path(tmp), args.images)
+        sizes = coco_like_sizes(args.images, args.seed) if args.coco_like else None
+        paths = write_jpegs(Path(tmp), args.images, sizes=sizes)
         for workers in args.workers:
+            if args.coco_like:
+                emit(measure_coco_like_loader(paths, workers, args.batch))
+                continue
             if args.pretrain:
                 results = measure_pretrain_loaders(Path(tmp), paths, args.tokenizer, workers, args.batch, args.batches)
                 for name, result in results.items():

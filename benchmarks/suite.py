@@ -5,6 +5,7 @@ against the compiled yardstick.
     python -m benchmarks.suite --out benchmarks/results/h200.jsonl                       # GPU: everything
     python -m benchmarks.suite --device cpu --size 96 96 --batch 2 --out cpu.jsonl       # CPU: same-shape ratio
     python -m benchmarks.suite --retrieval-only --retrieval-measure 32 --out retrieval.jsonl  # GPU: retrieval alone
+    python -m benchmarks.suite --coco-like --budget-s 470 --out coco_like.jsonl           # GPU: COCO-like sizes alone
 
 On the CPU it times the yardstick's plain (fp32, eager) configuration against the Lightning path with the same
 model (pixelbert_r50) and shapes, and the tiny preset's step, since neither bf16 nor torch.compile pays there.
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import emit, environment, log_to
+from benchmarks.common import allow_many_compiled_models, emit, environment, log_to
 from benchmarks.latency import measure_latency
 from benchmarks.loader import measure_loader, write_jpegs
 from benchmarks.retrieval_cost import measure_retrieval
@@ -48,29 +49,29 @@ def attempt(name: str, fn: Callable[[], dict[str, Any]]) -> None:
 
 def attempt_in_process(name: str, argv: list[str], timeout: float | None = None) -> None:
     """A training figure in a fresh Python process: torch.compile keeps per-function state (dynamic-shape
-    decisions, cache entries) that would let one model's compilation change the next one's."""
+    decisions, cache entries) that would let one model's compilation change the next one's. A figure cut by
+    `timeout` keeps the named lines it printed before."""
     command = [sys.executable, "-m", *argv, "--name", name]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as err:
-        emit({"name": name, "error": f"cut after {timeout:.0f} s (the suite's --budget-s)", "trace": str(err)[-300:]})
+        partial = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else err.stdout or ""
+        for line in partial.splitlines():
+            if line.startswith('{"name"'):
+                record = json.loads(line)
+                RESULTS[record["name"]] = emit(record)
+        cut = f"cut after {timeout:.0f} s (the suite's --budget-s)"
+        emit({"name": name, "error": cut, "command": " ".join(argv), "trace": str(err)[-300:]})
         return
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"name"')]
     for record in lines:
         RESULTS[record["name"]] = emit(record)
     if done.returncode != 0 or not lines:
-        emit({"name": name, "error": f"exit {done.returncode}", "trace": (done.stdout + done.stderr)[-1500:]})
+        trace = (done.stdout + done.stderr)[-1500:]
+        emit({"name": name, "error": f"exit {done.returncode}", "command": " ".join(argv), "trace": trace})
     for line in done.stdout.splitlines():
         if not line.startswith("{"):
             print(line, flush=True)  # profiler tables
-
-
-def allow_many_compiled_models() -> None:
-    """Every model here compiles `nn.Sequential.forward` (the trunks) and BERT's forward: one dynamo cache entry
-    per model instance. Past the default limit (8) dynamo would silently run later models eagerly."""
-    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit", "accumulated_recompile_limit"):
-        if hasattr(torch._dynamo.config, name):
-            setattr(torch._dynamo.config, name, 256)
 
 
 def ratio(ours: str, theirs: str) -> float | None:
@@ -103,14 +104,20 @@ def gpu_suite(args: argparse.Namespace) -> None:
     if args.retrieval_only:
         retrieval_figures(args)
         return
+    start = time.monotonic()
+    if args.coco_like:
+        run_budgeted(coco_like_figures(args), args, start)
+        return
     size, batch, device = tuple(args.size), args.batch, args.device
     yardstick = load_yardstick(args.yardstick, device)
     y = yardstick_args(size, batch, device, warmup=args.warmup, steps=args.steps)
     if not args.training_only:
         cheap_figures(args, yardstick, y)
-    compiled_training(args)
+        start = time.monotonic()  # the budget is the compiled figures'
+    run_budgeted(compiled_training(args), args, start)
     if args.training_only:
         return
+    run_budgeted(coco_like_figures(args), args, start)
     for mode in ("pretrain", "finetune"):
         attempt(f"yardstick_{mode}_compiled_cudnn_benchmark", lambda m=mode: run_training(
             yardstick, y, m, True, True, True
@@ -140,10 +147,9 @@ def cheap_figures(args: argparse.Namespace, yardstick: Any, y: argparse.Namespac
         ))  # fmt: skip
 
 
-def compiled_training(args: argparse.Namespace) -> None:
+def compiled_training(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """Compiled training, each configuration in its own process, most needed first: the yardstick as the comparison
-    runs it (--compile, cuDNN benchmark off), the project as shipped (profiled, syncs counted), then the variants. With
-    `--budget-s`, a figure is skipped when less than `--figure-s` seconds are left and cut when the budget ends."""
+    runs it (--compile, cuDNN benchmark off), the project as shipped (profiled, syncs counted), then the variants."""
     size, batch = tuple(args.size), args.batch
     shapes = ["--size", *map(str, size), "--batch", str(batch), "--warmup", str(args.warmup)]
     shapes += ["--steps", str(args.steps), "--preset", args.preset]
@@ -166,7 +172,37 @@ def compiled_training(args: argparse.Namespace) -> None:
         ("ours_pretrain_strict_compiled", [*throughput, "pretrain"]),
         ("ours_finetune_strict_compiled", [*throughput, "finetune"]),
     ]  # fmt: skip
-    start = time.monotonic()
+    return figures
+
+
+# The shipped recipes' batches in rows (`coco_vg_r50.yaml`: 32 items of 2 captions; `vqa_r50.yaml`: 16 questions,
+# 2 an image), and the yardstick at the same rows per step (one image each), as in the fixed-size comparison.
+COCO_LIKE_ROWS = {"pretrain": 64, "finetune": 16}
+
+
+def coco_like_figures(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """The shipped paths on COCO-like batches (`train_throughput --coco-like`: the recipes' resize, padded shapes,
+    text multiple 8, compile with CUDA graphs, channels_last, bf16, 2 captions / questions an image, stem and layer1
+    frozen) and the compiled yardstick on random batches of the same sizes, each padded to its maximum
+    (`yardstick --coco-like`); in pairs, pre-training first, so a budget cut loses a whole ratio."""
+    k = args.coco_like_batches
+    rows = dict(zip(("pretrain", "finetune"), args.coco_like_rows, strict=True))
+    # Two cycles of warm-up (each shape compiled, then its CUDA graph recorded), two timed: every batch weighs one.
+    steps = ["--warmup", str(2 * k), "--steps", str(2 * k), "--mix-batches", str(k)]
+    ours = ["benchmarks.train_throughput", "--coco-like", "--compile", "--compile-mode", "reduce-overhead"]
+    ours += ["--captions-per-image", "2", "--frozen-stages", "1", "--preset", args.preset, *steps, "--mode"]
+    yardstick = ["benchmarks.yardstick", "--coco-like", "--compile", "--yardstick", args.yardstick]
+    yardstick += ["--coco-batches", str(k), "--warmup", str(args.warmup), "--steps", str(args.steps), "--mode"]
+    figures = []
+    for mode in ("pretrain", "finetune"):
+        figures.append((f"ours_{mode}_coco_like", [*ours, mode, "--batch", str(rows[mode])]))
+        figures.append(("yardstick_coco_like_compiled", [*yardstick, mode, "--batch", str(rows[mode])]))
+    return figures
+
+
+def run_budgeted(figures: list[tuple[str, list[str]]], args: argparse.Namespace, start: float) -> None:
+    """Each figure in its own process. With `--budget-s` (counted from `start`), a figure is skipped when less than
+    `--figure-s` seconds are left and cut when the budget ends."""
     for name, argv in figures:
         left = None if args.budget_s is None else args.budget_s - (time.monotonic() - start)
         if left is not None and left < args.figure_s:
@@ -205,8 +241,12 @@ def summary(device: str, args: argparse.Namespace) -> dict[str, Any]:
             ratio_vs_cudnn_benchmark_yardstick_finetune=ratio(
                 "ours_finetune_shipped_compiled", "yardstick_finetune_compiled_cudnn_benchmark"
             ),
+            ratio_coco_like_pretrain=ratio("ours_pretrain_coco_like", "yardstick_coco_like_compiled_pretrain"),
+            ratio_coco_like_finetune=ratio("ours_finetune_coco_like", "yardstick_coco_like_compiled_finetune"),
             shipped="pretrain: captions_per_image 2 (CNN once per image for both), cnn_frozen_stages 1; "
-            "finetune: cnn_frozen_stages 1; strict: one caption per image, every CNN stage trained",
+            "finetune: cnn_frozen_stages 1; strict: one caption per image, every CNN stage trained; coco_like: "
+            "the recipes' padded shapes, CUDA graphs, 2 captions / questions an image, against the compiled "
+            "yardstick on random batches of the same sizes padded to their maximum",
         )  # fmt: skip
     else:
         record.update(
@@ -238,9 +278,21 @@ def main() -> None:
     p.add_argument("--retrieval-only", action="store_true", help="only the compiled retrieval figures")
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget of the compiled figures")
     p.add_argument("--figure-s", type=float, default=90.0, help="seconds a compiled figure needs (with --budget-s)")
+    p.add_argument("--coco-like", action="store_true", help="only the COCO-like figures (compiled) and their ratios")
+    p.add_argument("--coco-like-batches", type=int, default=8, help="distinct COCO-like batches per figure")
+    p.add_argument(
+        "--coco-like-rows",
+        type=int,
+        nargs=2,
+        default=list(COCO_LIKE_ROWS.values()),
+        metavar=("PRETRAIN", "FINETUNE"),
+        help="rows per step of the COCO-like figures (the recipes')",
+    )
     args = p.parse_args()
     args.suite = args.suite or ("gpu" if args.device == "cuda" else "cpu")
     gpu = args.suite == "gpu"
+    if args.coco_like and not gpu:
+        p.error("--coco-like runs the compiled GPU figures: give --suite gpu on a GPU")
     args.size = args.size or ([800, 1344] if gpu else [96, 96])
     args.batch = args.batch or (16 if gpu else 2)
     log_to(args.out)
