@@ -96,11 +96,19 @@ def pad_images(
         if shape[0] < height or shape[1] < width:
             raise ValueError(f"pad_images: shape={shape} does not hold the batch's {height}x{width} images")
         height, width = shape
-    pixel_values = images[0].new_zeros((len(images), channels.pop(), height, width))
-    pixel_mask = torch.zeros((len(images), height, width), dtype=torch.bool, device=images[0].device)
+    # Channels-last like the resized images (torchvision keeps PIL's pixel order) and the trunk: the copies below
+    # are plain, not transposing; only the padding is zeroed.
+    first = images[0]
+    pixel_values = torch.empty(
+        (len(images), channels.pop(), height, width), dtype=first.dtype, device=first.device,
+        memory_format=torch.channels_last,
+    )  # fmt: skip
+    pixel_mask = torch.zeros((len(images), height, width), dtype=torch.bool, device=first.device)
     for i, image in enumerate(images):
         h, w = image.shape[1:]
         pixel_values[i, :, :h, :w] = image
+        pixel_values[i, :, h:].zero_()
+        pixel_values[i, :, :h, w:].zero_()
         pixel_mask[i, :h, :w] = True
     return pixel_values, pixel_mask
 
