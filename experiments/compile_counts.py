@@ -62,7 +62,8 @@ def run(corpus: Path, out: Path, epochs: int, fixed: bool) -> list[dict[str, Any
         "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
         "--trainer.callbacks+=experiments.compile_counts.CountGraphs",
     ])  # fmt: skip
-    (counter,) = [c for c in cli.trainer.callbacks if isinstance(c, CountGraphs)]
+    # By name: run as `-m`, this file is __main__ and the CLI's callback the class of experiments.compile_counts.
+    (counter,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "CountGraphs"]
     return counter.rows
 
 
