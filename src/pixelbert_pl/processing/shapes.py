@@ -2,7 +2,8 @@
 recorded for them hold for a whole real epoch.
 
 The paper's resize (short side 800, long side at most 1333, both rounded down to the CNN stride) gives a COCO epoch
-dozens of sizes, and a batch padded to its own maximum as many shapes again. Here every batch is padded to the
+many sizes (16 on the COCO-like mix of benchmarks/padding.py), and batches padded to their own maximum more shapes
+still (23 an epoch of VQA batches there). Here every batch is padded to the
 smallest shape of the set that holds it: a square S x S, and a landscape S x L and a portrait L x S for each long
 side L, S being the resize's short side and the capped long side always among the L. A batch mixing landscape and
 portrait images (the DataModules' bucketed samplers avoid them) takes the one square of the largest side.
