@@ -44,12 +44,14 @@ class CountGraphs(pl.Callback):
         })  # fmt: skip
 
 
-def run(corpus: Path, out: Path, epochs: int, fixed: bool) -> list[dict[str, Any]]:
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    shapes = ["--data.init_args.pad_long_sides", "[96]", "--data.init_args.text_pad_multiple", "24"] if fixed else []
-    sys.argv = ["pixelbert"]
-    cli = fit([
+# One padded shape set and one text width (texts padded to max_text_length: validation draws other captions each
+# epoch, whose width combinations a shorter multiple would leave to chance).
+FIXED_SHAPES = ["--data.init_args.pad_long_sides", "[96]", "--data.init_args.text_pad_multiple", "24"]
+
+
+def fit_args(corpus: Path, out: Path, epochs: int = 3) -> list[str]:
+    """`pixelbert fit` of the tiny preset, compiled, on `corpus` (`write_mixed_sizes`) at resize 64 / 128 / 16."""
+    return [
         "fit", "--model", "pixelbert_pl.tasks.PretrainTask", "--model.init_args.preset", "pixelbert_tiny",
         "--model.init_args.compile", "true",
         "--data", "pixelbert_pl.data.datamodules.PretrainDataModule",
@@ -57,11 +59,18 @@ def run(corpus: Path, out: Path, epochs: int, fixed: bool) -> list[dict[str, Any
         "--data.init_args.train_splits", "[train]", "--data.init_args.tokenizer", str(corpus / "vocab.txt"),
         "--data.init_args.image_min_size", "64", "--data.init_args.image_max_size", "128",
         "--data.init_args.size_divisor", "16", "--data.init_args.max_text_length", "24",
-        "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0", *shapes,
+        "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.max_epochs", str(epochs),
         "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
-        "--trainer.callbacks+=experiments.compile_counts.CountGraphs",
-    ])  # fmt: skip
+    ]  # fmt: skip
+
+
+def run(corpus: Path, out: Path, epochs: int, fixed: bool) -> list[dict[str, Any]]:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    sys.argv = ["pixelbert"]
+    callback = "--trainer.callbacks+=experiments.compile_counts.CountGraphs"
+    cli = fit([*fit_args(corpus, out, epochs), *(FIXED_SHAPES if fixed else []), callback])
     # By name: run as `-m`, this file is __main__ and the CLI's callback the class of experiments.compile_counts.
     (counter,) = [c for c in cli.trainer.callbacks if type(c).__name__ == "CountGraphs"]
     return counter.rows

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -155,6 +156,23 @@ def resume(
     expected, state = final_state(reference, steps), final_state(out, steps)
     differ = sum(not torch.equal(v, state[k]) for k, v in expected.items())
     return Resumed(differ, len(expected), NOT_RESUMABLE in said)
+
+
+def resume_with_data(
+    root: Path, tmp_path: Path, class_path: str, settings: dict[str, Any], steps: int, workers: int, source: str
+) -> Resumed:
+    """An uninterrupted run and one resumed from its `source` checkpoint, both with the recipe's data section
+    replaced by `class_path` with `settings` (init_args), in `tmp_path`."""
+    data = ["--data", json.dumps({"class_path": class_path, "init_args": settings})]
+    reference = tmp_path / "full"
+    uninterrupted(root, reference, workers, 1, steps=steps, data=data)
+    return resume(root, reference, tmp_path / "resumed", workers, 1, steps, source, data=data)
+
+
+def recipe_data(*keys: str) -> dict[str, Any]:
+    """These settings of the recipe's data section."""
+    settings = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]
+    return {k: settings[k] for k in keys}
 
 
 def main() -> None:

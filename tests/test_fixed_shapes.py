@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from experiments.compile_counts import FIXED_SHAPES, fit_args
 from PIL import Image
 
 from pixelbert_pl.cli import main
 from pixelbert_pl.processing import ProcessingConfig
 from pixelbert_pl.processing.shapes import PadShapes
 
-RESIZE = ["--data.init_args.image_min_size", "64", "--data.init_args.image_max_size", "128",
-          "--data.init_args.size_divisor", "16"]  # fmt: skip
+# fit_args's resize with FIXED_SHAPES's long side.
 MIXED = ProcessingConfig(image_min_size=64, image_max_size=128, size_divisor=16, pad_long_sides=(96,))
 
 
@@ -38,18 +38,8 @@ def eager_compile(monkeypatch):
 
 
 def _fit(root: Path, tmp_path: Path, *extra: str):  # type: ignore[no-untyped-def]
-    return main([
-        "fit", "--model", "pixelbert_pl.tasks.PretrainTask", "--model.init_args.preset", "pixelbert_tiny",
-        "--model.init_args.compile", "true",
-        "--data", "pixelbert_pl.data.datamodules.PretrainDataModule",
-        "--data.init_args.karpathy_file", str(root / "karpathy.json"), "--data.init_args.image_root", str(root),
-        "--data.init_args.train_splits", "[train]", "--data.init_args.tokenizer", str(root / "vocab.txt"),
-        "--data.init_args.max_text_length", "24", "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0", *RESIZE,
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.max_epochs", "3",
-        "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-        "--trainer.callbacks+=cli_callbacks.RecordShapes", *extra,
-    ])  # fmt: skip
+    """The run `experiments/compile_counts.py` makes (3 epochs), recording shapes and graph counts."""
+    return main([*fit_args(root, tmp_path), "--trainer.callbacks+=cli_callbacks.RecordShapes", *extra])
 
 
 def _recorder(cli):  # type: ignore[no-untyped-def]
@@ -62,10 +52,8 @@ def test_compilations_stop_after_the_first_epoch_with_fixed_shapes(
     mixed_shapes_root, tmp_path, eager_compile, monkeypatch
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["pixelbert"])
-    # Texts padded to max_text_length: one width, so every graph is one of the image shapes' (validation draws other
-    # captions each epoch, whose width combinations a shorter multiple would leave to chance; bounded all the same).
-    cli = _fit(mixed_shapes_root, tmp_path, "--data.init_args.pad_long_sides", "[96]",
-               "--data.init_args.text_pad_multiple", "24")  # fmt: skip
+    # `pad_long_sides [96]`, texts padded to max_text_length (why: FIXED_SHAPES): every graph an image shape's.
+    cli = _fit(mixed_shapes_root, tmp_path, *FIXED_SHAPES)
     record = _recorder(cli)
     shapes = PadShapes.from_config(MIXED)
     assert shapes is not None and record.image_shapes <= set(shapes.shapes)

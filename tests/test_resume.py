@@ -11,7 +11,16 @@ import torch
 
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.tasks import PretrainTask
-from resume_runs import CORPUS_IMAGES, SOURCES, final_state, resume, uninterrupted
+from resume_runs import (
+    BATCH_SIZE,
+    CORPUS_IMAGES,
+    SOURCES,
+    final_state,
+    recipe_data,
+    resume,
+    resume_with_data,
+    uninterrupted,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,45 +71,30 @@ def test_two_processes_with_workers_resume_exactly(resume_root, tmp_path, refere
 
 @pytest.mark.parametrize("source", ["mid_epoch", "epoch_end_step"])
 def test_a_run_streamed_from_shards_resumes_exactly(resume_root, tmp_path, source) -> None:
-    import json
-
-    import yaml
-
     from pixelbert_pl.data.shards import write_shards
     from pixelbert_pl.data.streaming import StreamingPretrainDataModule
-    from resume_runs import BATCH_SIZE, RECIPE
 
     shards = tmp_path / "shards"
     files = ShapesWorldDataModule(root=str(resume_root), num_workers=0)
     write_shards(list(files.split_records("fit")["train"]), shards, records_per_shard=2)  # 8 shards: 2 workers x 4
-    recipe = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]
-    settings = {k: recipe[k] for k in ("image_min_size", "image_max_size", "captions_per_image", "mlm_probability",
-                                       "mlm_word_probabilities", "seed")}  # fmt: skip
+    settings = recipe_data("image_min_size", "image_max_size", "captions_per_image", "mlm_probability",
+                           "mlm_word_probabilities", "seed")  # fmt: skip
     settings.update(shards=str(shards), tokenizer=str(resume_root / "vocab.txt"), max_text_length=24, val_split=None,
                     batch_size=BATCH_SIZE, num_workers=2)  # fmt: skip
     steps = len(StreamingPretrainDataModule(**settings).train_dataloader())
     assert steps == 12  # 16 images x 3 items over 2 workers' 4 shards each, in batches of 4
-    data = ["--data", json.dumps({"class_path": "pixelbert_pl.data.streaming.StreamingPretrainDataModule",
-                                  "init_args": settings})]  # fmt: skip
-    reference = tmp_path / "full"
-    uninterrupted(resume_root, reference, 2, 1, steps=steps, data=data)
-    result = resume(resume_root, reference, tmp_path / "resumed", 2, 1, steps, source, data=data)
+    class_path = "pixelbert_pl.data.streaming.StreamingPretrainDataModule"
+    result = resume_with_data(resume_root, tmp_path, class_path, settings, steps, 2, source)
     assert (result.differ, result.warned_not_resumable) == (0, False), result
 
 
 @pytest.mark.parametrize("source", ["mid_epoch", "epoch_end_step"])
 def test_a_bucketed_run_resumes_exactly(mixed_shapes_root, tmp_path, source) -> None:
     """Fixed padded shapes on images of 9 sizes: the bucketed sampler's position travels in the checkpoint too."""
-    import json
-
-    import yaml
-
     from pixelbert_pl.data.datamodules import PretrainDataModule
-    from resume_runs import BATCH_SIZE, RECIPE
 
-    recipe = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]
     root = mixed_shapes_root
-    settings = {k: recipe[k] for k in ("captions_per_image", "mlm_probability", "mlm_word_probabilities", "seed")}
+    settings = recipe_data("captions_per_image", "mlm_probability", "mlm_word_probabilities", "seed")
     settings.update(
         karpathy_file=str(root / "karpathy.json"), image_root=str(root), train_splits=["train"],
         tokenizer=str(root / "vocab.txt"), image_min_size=32, image_max_size=64, size_divisor=8,  # the recipe's grid
@@ -110,11 +104,8 @@ def test_a_bucketed_run_resumes_exactly(mixed_shapes_root, tmp_path, source) -> 
     module.setup("fit")
     steps = len(module.train_dataloader())
     assert steps % 2 == 0 and steps >= 4, steps
-    data = ["--data", json.dumps({"class_path": "pixelbert_pl.data.datamodules.PretrainDataModule",
-                                  "init_args": settings})]  # fmt: skip
-    reference = tmp_path / "full"
-    uninterrupted(root, reference, 2, 1, steps=steps, data=data)
-    result = resume(root, reference, tmp_path / "resumed", 2, 1, steps, source, data=data)
+    class_path = "pixelbert_pl.data.datamodules.PretrainDataModule"
+    result = resume_with_data(root, tmp_path, class_path, settings, steps, 2, source)
     assert (result.differ, result.warned_not_resumable) == (0, False), result
 
 

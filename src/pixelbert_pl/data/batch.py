@@ -58,8 +58,5 @@ class BatchPadding:
     def image_shape(self, sizes: list[tuple[int, int]]) -> tuple[int, int] | None:
         return None if self.shapes is None else self.shapes.covering(sizes)
 
-    def text_width(self, longest: int) -> int:
-        return -(-longest // self.text_multiple) * self.text_multiple
-
 
 NO_PADDING = BatchPadding()
