@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ import yaml
 
 from pixelbert_pl import Predictor
 from pixelbert_pl.cli import main
+from pixelbert_pl.harness import demo
 from pixelbert_pl.harness.shapes import caption_is_true
 from pixelbert_pl.tasks import PretrainTask
 
@@ -146,3 +149,21 @@ def test_the_task_refuses_labels_in_another_order(shapes_ve: Path, shapes_root: 
                 "--data.init_args.num_workers", "0",
             ]
         )  # fmt: skip
+
+
+def test_the_docs_start_from_the_checkpoint_the_demo_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The init_from that README and YAML name is the checkpoint `make demo` leaves for fine-tuning (issue 30, 8)."""
+    makefile = (EXAMPLE.parents[1] / "Makefile").read_text()
+    out = Path(re.search(r"^DEMO_OUT \?= (\S+)$", makefile, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    # demo.pretrain with training, scoring and plotting stubbed: only where it saves the weights is real.
+    trainer = SimpleNamespace(global_step=0, save_checkpoint=lambda *args, **kwargs: None)
+    cli = SimpleNamespace(model=None, datamodule=None, trainer=trainer)
+    monkeypatch.setattr(demo, "_cli", lambda args, run=True: cli)
+    monkeypatch.setattr(demo, "evaluate", lambda task, data: {})
+    monkeypatch.setattr(demo, "save_attention_map", lambda task, data, path: None)
+    monkeypatch.setattr(demo, "grounding", lambda task, data: {})
+    monkeypatch.chdir(tmp_path)
+    _, checkpoint = demo.pretrain(out)
+    for doc in (EXAMPLE / "README.md", EXAMPLE / "ve_shapes.yaml"):
+        named = re.findall(r"init_from[ :]\s*(\S+\.ckpt)", doc.read_text(encoding="utf-8"))
+        assert named and set(named) == {checkpoint}, (doc.name, named, checkpoint)

@@ -294,7 +294,8 @@ def test_visual_genome_regions_become_captions(tmp_path: Path) -> None:
 
 def test_missing_images_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     region_file, image_data_file, dirs = _visual_genome(tmp_path, skip_files=(3, 4))
-    with pytest.raises(FileNotFoundError, match=r"2 of 5 images from .*region_descriptions\.json.*VG_100K_2.*3\.jpg"):
+    message = r"2 of 5 images \(referenced by 2 records\) from .*region_descriptions\.json.*VG_100K_2.*3\.jpg"
+    with pytest.raises(FileNotFoundError, match=message):
         read_visual_genome(region_file, image_data_file, dirs)
     with caplog.at_level(logging.WARNING, logger="pixelbert_pl.data.captions"):
         records = read_visual_genome(region_file, image_data_file, dirs, allow_missing=True)

@@ -150,7 +150,8 @@ def test_bad_arguments_fail_before_reading(snli_ve_root: Path) -> None:
 def test_missing_images_fail_or_are_skipped(snli_ve_root: Path) -> None:
     (snli_ve_root / "flickr30k-images" / KIDS).unlink()
     path, images = snli_ve_root / "snli_ve_train.jsonl", snli_ve_root / "flickr30k-images"
-    with pytest.raises(FileNotFoundError, match=rf"1 of 4 images from .*snli_ve_train\.jsonl.*{KIDS}"):
+    message = rf"1 of 2 images \(referenced by 1 example\) from .*snli_ve_train\.jsonl.*{KIDS}"
+    with pytest.raises(FileNotFoundError, match=message):
         read_image_text_jsonl(path, SNLI_VE_LABELS, images)
     kept = read_image_text_jsonl(path, SNLI_VE_LABELS, images, allow_missing=True)
     assert [r.label for r in kept] == [1, 2, 0]

@@ -97,7 +97,8 @@ def test_invalid_json_and_missing_images(nlvr2_root: Path) -> None:
     with pytest.raises(AnnotationError, match=r"train\.json: invalid JSON at line 1"):
         read_nlvr2(path, nlvr2_root / "images")
     (nlvr2_root / "images" / "dev" / "dev-850-1-img1.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 of 3 .*dev\.json.*dev-850-1-img1\.png"):
+    message = r"1 of 6 images \(referenced by 1 example\) from .*dev\.json.*dev-850-1-img1\.png"
+    with pytest.raises(FileNotFoundError, match=message):
         read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images")
     kept = read_nlvr2(nlvr2_root / "data" / "dev.json", nlvr2_root / "images", allow_missing=True)
     assert [r.identifier for r in kept] == ["dev-850-0-0", "dev-3-2-1"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,23 @@ def _rewrite(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
+
+
+def test_a_missing_image_counts_and_names_its_file_once(vqa_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Image 9 with four questions gone: one image of three, named once, four questions (issue 30, item 8)."""
+    extra = [{"image_id": 9, "question": f"Extra question {i}?", "question_id": 9010 + i} for i in range(2)]
+    _rewrite(vqa_root / TRAIN_Q, lambda d: d["questions"].extend(extra))
+    image = vqa_root / "train2014" / "COCO_train2014_000000000009.jpg"
+    image.unlink()
+    message = rf"1 of 3 images \(referenced by 4 questions\) from .*{TRAIN_Q}"
+    with pytest.raises(FileNotFoundError, match=message) as error:
+        read_vqa(vqa_root / TRAIN_Q, image_root=vqa_root)
+    assert str(error.value).count(image.name) == 1
+    with caplog.at_level(logging.WARNING, logger="pixelbert_pl.data.captions"):
+        kept = read_vqa(vqa_root / TRAIN_Q, image_root=vqa_root, allow_missing=True)
+    assert [r.question_id for r in kept] == [25000, 30000]
+    assert "1 of 3 images (referenced by 4 questions)" in caplog.text and caplog.text.count(image.name) == 1
+    assert "Skipping those 4 questions" in caplog.text
 
 
 def test_missing_annotation_names_the_file_and_question(vqa_root: Path) -> None:

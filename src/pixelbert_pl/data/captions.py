@@ -178,6 +178,10 @@ class DirectoryIndex:
         """The first of `paths` that is not a file in its directory, or None when all are."""
         return next((str(p) for p in paths if not self.has(Path(p))), None)
 
+    def absent(self, *paths: PathLike) -> tuple[str, ...]:
+        """Those of `paths` that are not files in their directories."""
+        return tuple(str(p) for p in paths if not self.has(Path(p)))
+
 
 def absolute_path(path: PathLike) -> Path:
     return Path(os.path.abspath(Path(path).expanduser()))
@@ -185,26 +189,36 @@ def absolute_path(path: PathLike) -> Path:
 
 def drop_missing(
     records: list[RecordT],
-    missing: Sequence[str | None],
+    missing: Sequence[str | Sequence[str] | None],
     source: Path,
     searched: Iterable[Path],
     allow_missing: bool,
+    *,
+    images: Sequence[Sequence[str]] | None = None,
+    noun: str = "record",
 ) -> list[RecordT]:
-    """`records` whose image files all exist, where `missing[i]` is record i's first absent file (None: none is).
+    """`records` whose image files all exist, where `missing[i]` is record i's absent file or files (None: none is).
 
-    Raises FileNotFoundError naming the first absent files, unless `allow_missing` (then a warning counts them)."""
-    absent = [path for path in missing if path is not None]
+    `images[i]` are all of record i's image files (default: each record has one image of its own), so that the
+    message counts and names distinct files however many records (`noun`, e.g. "question") share one. Raises
+    FileNotFoundError naming the first absent files, unless `allow_missing` (then a warning counts them)."""
+    absent_of = [(m,) if isinstance(m, str) else tuple(m or ()) for m in missing]
+    absent = list(dict.fromkeys(path for paths in absent_of for path in paths))  # distinct, in record order
     if not absent:
         return records
+    total = len(records) if images is None else len({path for paths in images for path in paths})
+    hit = sum(1 for paths in absent_of if paths)
     where = ", ".join(sorted({str(d) for d in searched}))
-    message = f"{len(absent)} of {len(records)} images from {source} have no file (looked in {where}); first: "
-    message += ", ".join(absent[:5])
+    message = (
+        f"{len(absent)} of {total} images (referenced by {hit} {noun}{'s' * (hit != 1)}) from {source} have no file "
+        f"(looked in {where}); first: " + ", ".join(absent[:5])
+    )
     if not allow_missing:
         # The DataModules pass their own `allow_missing` argument down here, so a config can say it too.
         raise FileNotFoundError(message + ". Pass allow_missing=True (a config: data.init_args.allow_missing: true) "
                                 "to skip them, with a warning.")  # fmt: skip
-    logger.warning("%s. Skipping them (allow_missing=True).", message)
-    return [r for r, path in zip(records, missing, strict=True) if path is None]
+    logger.warning("%s. Skipping those %d %s%s (allow_missing=True).", message, hit, noun, "s" * (hit != 1))
+    return [r for r, paths in zip(records, absent_of, strict=True) if not paths]
 
 
 def _clean(captions: Iterable[str]) -> list[str]:

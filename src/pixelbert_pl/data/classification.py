@@ -141,7 +141,9 @@ def read_image_text_jsonl(
         )
     directories = DirectoryIndex()
     missing = [directories.first_missing(r.image_path) for r in records]
-    return drop_missing(records, missing, ann.path, {Path(r.image_path).parent for r in records}, allow_missing)
+    searched = {Path(r.image_path).parent for r in records}
+    images = [(r.image_path,) for r in records]  # SNLI-VE has several hypotheses per premise image
+    return drop_missing(records, missing, ann.path, searched, allow_missing, images=images, noun="example")
 
 
 class ImageTextClassificationDataset(RecordDataset):

@@ -81,8 +81,10 @@ def read_nlvr2(
         identifiers.add(record.identifier, number)
     _check_labels(ann, [number for number, _ in lines], records, labelled)
     index = DirectoryIndex()
-    missing = [index.first_missing(r.left_path, r.right_path) for r in records]
-    return drop_missing(records, missing, ann.path, {Path(r.left_path).parent for r in records}, allow_missing)
+    missing = [index.absent(r.left_path, r.right_path) for r in records]
+    searched = {Path(r.left_path).parent for r in records}
+    images = [(r.left_path, r.right_path) for r in records]  # examples of one set share their images
+    return drop_missing(records, missing, ann.path, searched, allow_missing, images=images, noun="example")
 
 
 def _check_labels(ann: AnnotationFile, numbers: list[int], records: list[NLVR2Record], labelled: bool | None) -> None:

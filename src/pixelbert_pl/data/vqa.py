@@ -115,7 +115,9 @@ def read_vqa(
     questions = list(records.values())
     index = DirectoryIndex()
     missing = [index.first_missing(r.image_path) for r in questions]
-    return drop_missing(questions, missing, ann.path, {Path(r.image_path).parent for r in questions}, allow_missing)
+    searched = {Path(r.image_path).parent for r in questions}
+    images = [(r.image_path,) for r in questions]  # many questions share an image: count and name each file once
+    return drop_missing(questions, missing, ann.path, searched, allow_missing, images=images, noun="question")
 
 
 def _annotate(records: dict[int, VQARecord], annotations_file: PathLike, questions_file: Path) -> None:
