@@ -148,3 +148,123 @@ def test_from_pretrained_runs_no_code_a_config_names(vqa, tmp_path) -> None:
         (directory / "config.json").write_text(json.dumps({**config, **change}))
         with pytest.raises(ValueError, match=message):
             Predictor.from_pretrained(directory)
+
+
+@pytest.fixture
+def nothing_else_is_read(monkeypatch) -> None:
+    """Every way a config could reach past the export's files (the Hub, a BERT checkpoint, a pickled weights file)
+    raises."""
+    import huggingface_hub
+    import transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"loading an export read something else: {args} {kwargs}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    monkeypatch.setattr(transformers.BertConfig, "from_pretrained", refuse)
+    monkeypatch.setattr(transformers.BertModel, "from_pretrained", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("text_encoder", "someone/evil-bert"), ("visual_weights", "{tmp}/planted.pt")]
+)
+def test_an_export_loads_only_its_own_files(vqa, tmp_path, nothing_else_is_read, field, value) -> None:
+    """A config.json naming a Hub BERT, a weights file or another tokenizer loads the directory's weights and
+    tokenizer and reads none of those."""
+    import json
+
+    from pixelbert_pl import PixelBertModel
+
+    dm, task, predictor = vqa
+    records = dm.records("val")[:3]
+    images, questions = [r.image_path for r in records], [r.question for r in records]
+    directory = predictor.save_pretrained(tmp_path / "saved")
+    expected = Predictor.from_pretrained(directory).answer(images, questions, top_k=2)
+    (tmp_path / "planted.pt").write_bytes(b"\x80\x02 not a weights file")
+    config = json.loads((directory / "config.json").read_text())
+    config["model"][field] = value.format(tmp=tmp_path)
+    config["processing"]["tokenizer"] = str(tmp_path / "no_such_tokenizer")
+    (directory / "config.json").write_text(json.dumps(config))
+
+    loaded = Predictor.from_pretrained(directory)
+    assert loaded.answer(images, questions, top_k=2) == expected
+    assert loaded.processing.tokenizer == str(directory)
+    model = PixelBertModel.from_pretrained(directory)
+    assert model.config.text_encoder is None and model.config.visual_weights is None
+    assert all(torch.equal(v, task.model.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_an_export_without_tokenizer_files_is_refused(vqa, tmp_path, shapes_root) -> None:
+    """A tokenizer the config names is not a stand-in for the directory's own files."""
+    import json
+
+    _, _, predictor = vqa
+    directory = predictor.save_pretrained(tmp_path / "saved")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (directory / name).unlink(missing_ok=True)
+    config = json.loads((directory / "config.json").read_text())
+    config["processing"]["tokenizer"] = _vocab(shapes_root)
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FileNotFoundError, match=rf"{directory}: no tokenizer files"):
+        Predictor.from_pretrained(directory)
+
+
+def test_one_image_or_one_caption_is_one_item_for_rank(shapes_root, tmp_path) -> None:
+    dm, _, predictor = _untrained(RetrievalTask, ShapesWorldRetrievalDataModule, shapes_root, tmp_path)
+    records = dm.records("val")[:3]
+    paths, captions = [r.image_path for r in records], [r.captions[0] for r in records]
+    scores = predictor.rank(paths, captions)
+    pil = Image.open(paths[0]).convert("RGB")
+    as_tensor = torch.from_numpy(__import__("numpy").asarray(pil)).permute(2, 0, 1).contiguous()
+    for one in (str(paths[0]), Path(paths[0]), pil, as_tensor, as_tensor.float() / 255):
+        row = predictor.rank(one, captions)
+        assert row.shape == (1, 3), type(one)
+        assert_close_scaled(row, predictor.rank([one], captions), FLOAT32)
+        assert_close_scaled(row, scores[:1], FLOAT32)
+    column = predictor.rank(paths, captions[1])
+    assert column.shape == (3, 1)
+    assert_close_scaled(column, predictor.rank(paths, [captions[1]]), FLOAT32)
+    assert_close_scaled(column, scores[:, 1:2], FLOAT32)
+    # A batch tensor (n, 3, h, w) is n images.
+    assert predictor.rank(torch.stack([as_tensor, as_tensor]), captions).shape == (2, 3)
+
+
+def test_one_question_goes_with_every_image(vqa) -> None:
+    dm, _, predictor = vqa
+    records = dm.records("val")[:2]
+    question = records[0].question
+    answers = predictor.answer([r.image_path for r in records], question)
+    alone = [predictor.answer(r.image_path, question) for r in records]
+    assert [a for a, _ in answers] == [a for a, _ in alone]
+    assert_close_scaled(torch.tensor([p for _, p in answers]), torch.tensor([p for _, p in alone]), FLOAT32)
+    with pytest.raises(ValueError, match=r"lists of different lengths \{'image': 2, 'question': 3\}"):
+        predictor.answer([r.image_path for r in records], [question] * 3)
+
+
+def test_top_k_beyond_the_answers_names_their_number(vqa) -> None:
+    dm, task, predictor = vqa
+    record = dm.records("val")[0]
+    answers = len(task.answer_vocab)
+    for top_k in (10**6, 0):
+        with pytest.raises(ValueError, match=rf"top_k={top_k}: expected 1\.\.{answers}"):
+            predictor.answer(record.image_path, record.question, top_k=top_k)
+    assert len(predictor.answer(record.image_path, record.question, top_k=answers)) == answers
+
+
+def test_tensors_that_are_no_image_are_refused_by_name(vqa, shapes_root, tmp_path) -> None:
+    """NaN or inf pixels (not read as black) and channels-last tensors, named by their place in the call."""
+    dm, _, predictor = vqa
+    record = dm.records("val")[0]
+    good = torch.rand(3, 48, 48)
+    nan, inf = good.clone(), good.clone()
+    nan[0, 0, 0], inf[1, 2, 3] = float("nan"), float("inf")
+    with pytest.raises(ValueError, match=r"^image: a torch.float32 tensor \(3, 48, 48\) with 1 NaN or infinite"):
+        predictor.answer(nan, record.question)
+    with pytest.raises(ValueError, match=r"^image\[1\]: .* 1 NaN or infinite"):
+        predictor.answer([good, inf], [record.question, record.question])
+    with pytest.raises(ValueError, match=r"^image: a tensor of shape \(48, 48, 3\); expected one image \(3, h, w\)"):
+        predictor.image(good.permute(1, 2, 0))
+    _, _, ranker = _untrained(RetrievalTask, ShapesWorldRetrievalDataModule, shapes_root, tmp_path)
+    with pytest.raises(ValueError, match=r"^images\[2\]: .* NaN"):
+        ranker.rank([good, good, nan], ["a red circle"])

@@ -8,7 +8,8 @@
 
 Images may be paths, PIL images or tensors (uint8 (3, h, w), or float in [0, 1]); they go through the resize the
 model was trained with, and the batches go through the same collate functions and task forwards as training, so a
-prediction here is what validation computes. Lists give lists; one input gives one result.
+prediction here is what validation computes. Lists (and (n, 3, h, w) tensors) give lists; one input, a path or a
+caption included, is one item and gives one result.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ class Predictor:
         cls, name_or_dir: str | os.PathLike[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
     ) -> Predictor:
         """A directory written by `save_pretrained` (or the `pixelbert-export` command), or a Hub repo id. Its
-        `config.json` names a registered task (never imported from the file) and plain constructor arguments."""
+        `config.json` names a registered task (never imported from the file) and plain constructor arguments. Only
+        the directory's files are read: weight sources and a tokenizer its config names are ignored."""
         directory = pretrained.resolve_directory(name_or_dir)
         document = pretrained.read_config(directory)
         source = str(directory / pretrained.CONFIG_NAME)
@@ -120,6 +122,11 @@ class Predictor:
         task_args = document.get("task_args", {})
         if not isinstance(task_args, dict) or (refused := sorted(set(task_args) & _BUILD_ARGS)):
             raise ValueError(f"{source}: task_args may not set {refused if isinstance(task_args, dict) else task_args}")
+        if not pretrained.has_tokenizer(directory):
+            raise FileNotFoundError(
+                f"{directory}: no tokenizer files (vocab.txt or tokenizer.json); an export carries its own and reads "
+                "no other: write it with Predictor.save_pretrained or pixelbert-export"
+            )
         model = PixelBertModel.from_pretrained(directory)
         task = build_task(task_cls, model.config.to_dict(), model.processing, task_args)
         heads = pretrained.load_tensors(directory / HEADS_NAME)
@@ -129,7 +136,8 @@ class Predictor:
         if [k for k in missing if k != "mlm_head.decoder.weight"]:
             raise ValueError(f"{directory}: {HEADS_NAME} or {pretrained.WEIGHTS_NAME} lacks {missing[:5]}")
         task.load_state_dict(weights, strict=False)
-        return cls(task, load_tokenizer(model.processing.tokenizer or directory), device, dtype)
+        # The directory's own files, whatever tokenizer its config names: loading reads nothing else.
+        return cls(task, load_tokenizer(directory), device, dtype)
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """config.json (+ the task's registered name and its arguments), model.safetensors, heads.safetensors and
@@ -144,14 +152,26 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------ inputs
 
-    def image(self, image: ImageInput) -> torch.Tensor:
-        """One image, resized as in training: (3, h, w) uint8."""
+    def image(self, image: ImageInput, name: str = "image") -> torch.Tensor:
+        """One image, resized as in training: (3, h, w) uint8. `name` is what errors call it."""
         if isinstance(image, torch.Tensor):
+            if image.dim() != 3 or image.shape[0] not in (1, 3):
+                raise ValueError(
+                    f"{name}: a tensor of shape {tuple(image.shape)}; expected one image (3, h, w), channels first "
+                    "(a batch goes as a list or an (n, 3, h, w) tensor)"
+                )
             if image.is_floating_point():
+                if not (finite := torch.isfinite(image)).all():
+                    raise ValueError(
+                        f"{name}: a {image.dtype} tensor {tuple(image.shape)} with {int((~finite).sum())} NaN or "
+                        "infinite values; expected pixels in [0, 1] (or uint8 0-255): check what produced it"
+                    )
                 image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
             image = cast(Image.Image, F.to_pil_image(image.cpu()))  # torchvision leaves its return unannotated
-        elif not isinstance(image, Image.Image):
+        elif isinstance(image, str | os.PathLike):
             image = load_image(image)
+        elif not isinstance(image, Image.Image):
+            raise TypeError(f"{name}: a {type(image).__name__}; expected a path, a PIL image or a (3, h, w) tensor")
         return self.transform(image)
 
     def token_ids(self, text: str) -> list[int]:
@@ -172,15 +192,18 @@ class Predictor:
         """VQA: (answer, probability), or the `top_k` best as a list, per question (one image per question)."""
         if not isinstance(self.task, VQATask):
             raise TypeError(f"answer() needs a VQA model; this one is a {type(self.task).__name__}")
-        images, questions, single = _pairs(image, question)
-        items: list[dict[str, Any]] = [
-            {"pixel_values": self.image(im), "image_key": str(i), "input_ids": self.token_ids(q), "targets": {},
-             "answers": [], "answer_type": None, "question_id": i}
-            for i, (im, q) in enumerate(zip(images, questions, strict=True))
-        ]  # fmt: skip
-        batch = self._to_device(
-            collate_vqa(items, len(self.task.answer_vocab), self.tokenizer.pad_token_id, self.padding)
+        answers = len(self.task.answer_vocab)
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= answers:
+            raise ValueError(f"top_k={top_k!r}: expected 1..{answers}, the number of answers this model knows")
+        (images, questions), single = _rows(
+            image=_image_list(image, "image"), question=_text_list(question, "question")
         )
+        items: list[dict[str, Any]] = [
+            {"pixel_values": self.image(im, label), "image_key": str(i), "input_ids": self.token_ids(q),
+             "targets": {}, "answers": [], "answer_type": None, "question_id": i}
+            for i, ((label, im), q) in enumerate(zip(images, questions, strict=True))
+        ]  # fmt: skip
+        batch = self._to_device(collate_vqa(items, answers, self.tokenizer.pad_token_id, self.padding))
         with self._autocast():
             probabilities = self.task(batch).float().sigmoid()  # trained with binary cross-entropy
         scores, labels = probabilities.topk(top_k, dim=-1)
@@ -199,7 +222,7 @@ class Predictor:
             raise TypeError(
                 f"match() needs a model with an ITM head (pre-training); this is {type(self.task).__name__}"
             )
-        images, captions, single = _pairs(image, caption)
+        (images, captions), single = _rows(image=_image_list(image, "image"), caption=_text_list(caption, "caption"))
         pixel_values, sizes = self._images(images)
         ids, mask = self._texts(captions)
         with self._autocast():
@@ -209,12 +232,14 @@ class Predictor:
         return values[0] if single else values
 
     @torch.inference_mode()
-    def rank(self, images: Sequence[ImageInput], captions: Sequence[str]) -> torch.Tensor:
+    def rank(self, images: ImageInput | Sequence[ImageInput], captions: str | Sequence[str]) -> torch.Tensor:
         """(images, captions) relevance scores, higher = better match: every image with every caption, as the
-        retrieval evaluation scores them (rank head; ITM log-odds for a pre-trained model)."""
-        pixel_values, sizes = self._images(list(images))
-        ids, mask = self._texts(list(captions))
-        texts = RetrievalTexts(ids, mask, torch.zeros(len(captions), dtype=torch.long))
+        retrieval evaluation scores them (rank head; ITM log-odds for a pre-trained model). One image or one
+        caption counts as one: (1, captions) or (images, 1) scores."""
+        pixel_values, sizes = self._images(_image_list(images, "images")[0])
+        texts_in = _text_list(captions, "captions")[0]
+        ids, mask = self._texts(texts_in)
+        texts = RetrievalTexts(ids, mask, torch.zeros(len(texts_in), dtype=torch.long))
         with self._autocast():
             pixels = self.task.model.encode_pixels(pixel_values, image_sizes=sizes)
             if isinstance(self.task, RetrievalTask):
@@ -229,12 +254,14 @@ class Predictor:
         """NLVR2: probability that the statement is true of the (left, right) image pair."""
         if not isinstance(self.task, NLVR2Task):
             raise TypeError(f"nlvr2() needs an NLVR2 model; this one is a {type(self.task).__name__}")
-        lefts, statements, single = _pairs(left, statement)
-        rights, _, _ = _pairs(right, statement)
+        (lefts, rights, statements), single = _rows(
+            left=_image_list(left, "left"), right=_image_list(right, "right"),
+            statement=_text_list(statement, "statement"),
+        )  # fmt: skip
         items = [
-            {"left": self.image(a), "right": self.image(b), "input_ids": self.token_ids(s), "label": -1,
-             "identifier": str(i)}
-            for i, (a, b, s) in enumerate(zip(lefts, rights, statements, strict=True))
+            {"left": self.image(a, a_label), "right": self.image(b, b_label), "input_ids": self.token_ids(s),
+             "label": -1, "identifier": str(i)}
+            for i, ((a_label, a), (b_label, b), s) in enumerate(zip(lefts, rights, statements, strict=True))
         ]  # fmt: skip
         batch = self._to_device(collate_nlvr2(items, self.tokenizer.pad_token_id, self.padding))
         with self._autocast():
@@ -244,8 +271,8 @@ class Predictor:
 
     # ---------------------------------------------------------------------------------- helpers
 
-    def _images(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        resized = [self.image(im) for im in images]
+    def _images(self, images: Sequence[tuple[str, ImageInput]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        resized = [self.image(im, label) for label, im in images]
         sizes = real_sizes(resized)
         return pad_images(resized, shape=self.padding.image_shape(sizes))[0].to(self.device), sizes
 
@@ -287,14 +314,46 @@ def _checkpoint_task(path: Any, class_path: str | None, state: dict[str, Any]) -
     return found[0]
 
 
-def _pairs(first: Any, texts: str | Sequence[str]) -> tuple[list[Any], list[str], bool]:
-    """(inputs, texts, single) with one input per text; a single text takes a single input."""
+def _image_list(images: Any, name: str) -> tuple[list[tuple[str, ImageInput]], bool]:
+    """([(label for errors, image)], single): one path, PIL image or (3, h, w) tensor is one image, never a
+    sequence of characters or rows; a list, a tuple or an (n, 3, h, w) tensor is a batch."""
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        items = list(images)
+    elif isinstance(images, str | os.PathLike | Image.Image | torch.Tensor):
+        return [(name, images)], True
+    elif isinstance(images, list | tuple):
+        items = list(images)
+    else:
+        raise TypeError(
+            f"{name}: a {type(images).__name__}; expected a path, a PIL image, a (3, h, w) tensor or a list of them"
+        )
+    if not items:
+        raise ValueError(f"{name}: no images; give at least one")
+    return [(f"{name}[{i}]", image) for i, image in enumerate(items)], False
+
+
+def _text_list(texts: Any, name: str) -> tuple[list[str], bool]:
+    """(texts, single): one string is one text, never a sequence of characters."""
     if isinstance(texts, str):
-        return [first], [texts], True
-    firsts = list(first) if isinstance(first, list | tuple) else [first] * len(texts)
-    if len(firsts) != len(texts):
-        raise ValueError(f"{len(firsts)} images for {len(texts)} texts: give one image per text")
-    return firsts, list(texts), False
+        return [texts], True
+    if not isinstance(texts, list | tuple) or not texts:
+        raise ValueError(f"{name}: {texts!r:.80}; expected a string or a non-empty list of strings")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}]: a {type(text).__name__}; expected a string")
+    return list(texts), False
+
+
+def _rows(**columns: tuple[list[Any], bool]) -> tuple[list[list[Any]], bool]:
+    """Each (items, single) column as one list, row by row, and whether every column was a single input: a single
+    input goes with every row; lists must be as long as each other."""
+    lengths = {name: len(items) for name, (items, single) in columns.items() if not single}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            f"lists of different lengths {lengths}: give one item per row, or a single item (not a list) for all"
+        )
+    n = next(iter(lengths.values()), 1)
+    return [items * n if single else items for items, single in columns.values()], not lengths
 
 
 def _plain(value: Any) -> Any:

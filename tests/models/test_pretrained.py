@@ -41,3 +41,33 @@ def test_a_directory_without_config_is_refused(tmp_path) -> None:
         PixelBertModel.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a directory"):
         PixelBertModel.from_pretrained(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize(
+    "field, value", [("text_encoder", "someone/evil-bert"), ("visual_weights", "{tmp}/planted.pt")]
+)
+def test_weight_sources_in_the_config_are_not_loaded(tmp_path, shapes_root, monkeypatch, field, value) -> None:
+    """model.safetensors holds every weight: a config.json naming a Hub BERT or a local weights file loads the same
+    model and reads neither."""
+    import transformers
+
+    model = create_model("pixelbert_tiny").eval()
+    model.save_pretrained(tmp_path / "export", tokenizer=load_tokenizer(shapes_root / "vocab.txt"))
+    (tmp_path / "planted.pt").write_bytes(b"\x80\x02 not a weights file")
+    document = json.loads((tmp_path / "export" / "config.json").read_text())
+    document["model"][field] = value.format(tmp=tmp_path)
+    (tmp_path / "export" / "config.json").write_text(json.dumps(document))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"from_pretrained read something besides the export: {args}")
+
+    for owner in (transformers.BertConfig, transformers.BertModel):
+        monkeypatch.setattr(owner, "from_pretrained", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    loaded = PixelBertModel.from_pretrained(tmp_path / "export").eval()
+    assert loaded.config == model.config
+    ids, images = torch.tensor([[2, 7, 9, 3]]), torch.randint(0, 256, (1, 3, 64, 96), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(
+            loaded(ids, pixel_values=images).sequence_output, model(ids, pixel_values=images).sequence_output
+        )

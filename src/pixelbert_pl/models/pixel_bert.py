@@ -133,9 +133,13 @@ class PixelBertModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike[str]) -> PixelBertModel:
-        """A model from a `save_pretrained` directory or a Hugging Face Hub repo id holding one (strict load)."""
+        """A model from a `save_pretrained` directory or a Hugging Face Hub repo id holding one (strict load). Only the
+        directory's files are read: a text encoder or trunk weights its config names are not loaded, and its
+        `processing.tokenizer` is the directory when it holds the tokenizer's files."""
         directory = pretrained.resolve_directory(name_or_dir)
         config, processing = pretrained.read_model_config(directory)
+        # model.safetensors replaces every weight, so a named source would only be a download or a file read.
+        config = config.replace(text_encoder=None, visual_weights=None)
         if pretrained.has_tokenizer(directory):
             processing = processing.replace(tokenizer=str(directory))
         model = cls(config, processing)
