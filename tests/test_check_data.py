@@ -63,3 +63,70 @@ def test_a_config_without_data_is_refused(tmp_path, capsys) -> None:
     config.write_text("model:\n  class_path: pixelbert_pl.tasks.PretrainTask\n")
     assert main(["--config", str(config)]) == 2
     assert "no `data:` section" in capsys.readouterr().err
+
+
+STREAMING = Path(__file__).resolve().parents[1] / "lightning_configs" / "pretrain" / "streaming_r50.yaml"
+
+
+def _write_shards(corpus: Path) -> Path:
+    from pixelbert_pl.data.shards import write_shards
+    from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
+
+    out = corpus / "shards"
+    for split, records in ShapesWorldDataModule(root=str(corpus), num_workers=0).split_records("fit").items():
+        write_shards(list(records), out, split=split, records_per_shard=5)
+    return out
+
+
+def _check_shards(corpus: Path, shards: Path, *extra: str) -> int:
+    tokenizer = str(corpus / "vocab.txt")
+    return main(["--config", str(STREAMING), "--data.init_args.shards", str(shards), "--data.init_args.tokenizer",
+                 tokenizer, "--workers", "1", *extra])  # fmt: skip
+
+
+def test_a_streaming_recipe_scans_every_shard_its_index_lists(corpus, capsys) -> None:
+    shards = _write_shards(corpus)
+    assert _check_shards(corpus, shards) == 0
+    from pixelbert_pl.data.shards import read_shard_index
+
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:3]}
+    for split in ("train", "val"):
+        index, images = read_shard_index(str(shards), split), str(len(_split_images(corpus, split)))
+        # records, images, unreadable, fraction, texts: every caption of every shard
+        assert rows[split][:5] == [images, images, "0", "0.00%", str(index.num_pairs)]
+        assert f"{split}: {len(index.shards)} shard(s), each readable and as {index.url} lists it" in out
+
+
+def test_a_truncated_shard_fails_the_scan_naming_it_and_its_index(corpus, capsys) -> None:
+    shards = _write_shards(corpus)
+    shard = shards / "val-00000-of-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:200])
+    assert _check_shards(corpus, shards) == 2
+    err = capsys.readouterr().err
+    assert f"{shard} (listed in {shards / 'val.index.json'}): cannot be read" in err
+    assert "write the split again with pixelbert-make-shards" in err
+
+
+def test_an_index_listing_other_image_sizes_fails_the_scan_naming_both(corpus, capsys) -> None:
+    import json
+
+    shards = _write_shards(corpus)
+    index = json.loads((shards / "train.index.json").read_text())
+    height, width = index["shards"][1]["image_sizes"][2]
+    index["shards"][1]["image_sizes"][2] = [width + 1, height]
+    (shards / "train.index.json").write_text(json.dumps(index))
+    assert _check_shards(corpus, shards) == 2
+    err = capsys.readouterr().err
+    assert f"{shards / 'train-00001-of-'}" in err and f"(listed in {shards / 'train.index.json'})" in err
+    assert f"is {[height, width]} (height, width), but the index lists shards[1].image_sizes[2] = [{width + 1}, " in err
+
+
+def test_unreadable_images_inside_shards_are_listed_by_shard_and_judged_against_the_fraction(corpus, capsys) -> None:
+    broken = Path(_split_images(corpus, "train")[0])
+    broken.write_bytes(broken.read_bytes()[:60])
+    shards = _write_shards(corpus)
+    assert _check_shards(corpus, shards) == 1  # 1 of the training images > 1%
+    out = capsys.readouterr().out
+    assert "train: unreadable images by reason" in out and f".parquet: {broken}" in out
+    assert _check_shards(corpus, shards, "--data.init_args.max_skipped_fraction", "0.5") == 0

@@ -3,17 +3,20 @@
 Reads the `data:` section of a LightningCLI config (the same YAML `pixelbert fit` takes, with the same
 `--data.init_args.*` overrides), builds the DataModule, reads every split the stage uses, decodes every image
 exactly as training would, and tokenises every text. It prints how many records, images and texts each split has,
-which images it cannot read, grouped by reason with an example each, and the empty and over-long texts.
+which images it cannot read, grouped by reason with an example each, and the empty and over-long texts. A streaming
+recipe's shards are read each as training reads it and checked against their index (rows, caption counts, image
+sizes); their images are the bytes inside the shards.
 
 Exit status: 0 when the run would go through; 1 when the training split's unreadable fraction is above the data
 module's `max_skipped_fraction` (training would stop there) or an evaluation split has any unreadable image
 (evaluation never substitutes); 2 when the corpus cannot be read at all (a malformed annotation file, missing
-images, ...), with the reader's error naming the file.
+images, an unreadable shard or one its index does not describe, ...), with the reader's error naming the file.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -21,11 +24,14 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pixelbert_pl.data.images import DEFAULT_MAX_PIXELS, UnreadableImageError, load_image
+
+if TYPE_CHECKING:
+    from pixelbert_pl.data.shards import ShardIndex
 
 _TEXT_FIELDS = ("captions", "question", "sentence", "text")
 
@@ -65,10 +71,11 @@ def record_texts(record: Any) -> list[str]:
     return texts
 
 
-def check_image(path: str) -> tuple[str, str | None]:
-    """(path, None) when `load_image` decodes it, else (path, the reason)."""
+def check_image(path: str, data: bytes | None = None) -> tuple[str, str | None]:
+    """(path, None) when `load_image` decodes it (or its file bytes `data`, read from a shard), else (path, the
+    reason)."""
     try:
-        load_image(path, DEFAULT_MAX_PIXELS)
+        load_image(path, DEFAULT_MAX_PIXELS, data=data)
     except UnreadableImageError as err:
         return path, err.reason or str(err)
     return path, None
@@ -80,17 +87,53 @@ def reason_kind(reason: str) -> str:
     return reason.split(":")[0]
 
 
+def text_counts(texts: Sequence[str], tokenizer: Any, max_text_length: int) -> dict[str, int]:
+    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]] if texts else []
+    return {
+        "texts": len(texts), "empty_texts": sum(not t.strip() for t in texts),
+        "truncated_texts": sum(n > max_text_length for n in lengths),
+    }  # fmt: skip
+
+
 def scan_split(records: Sequence[Any], tokenizer: Any, max_text_length: int, workers: int) -> dict[str, Any]:
     paths = sorted({p for r in records for p in record_images(r)})
-    texts = [t for r in records for t in record_texts(r)]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         results: Iterable[tuple[str, str | None]] = pool.imap_unordered(check_image, paths, chunksize=32)
         bad = {path: reason for path, reason in results if reason is not None}
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]] if texts else []
-    return {
-        "records": len(records), "images": len(paths), "unreadable": bad, "texts": len(texts),
-        "empty_texts": sum(not t.strip() for t in texts), "truncated_texts": sum(n > max_text_length for n in lengths),
-    }  # fmt: skip
+    texts = text_counts([t for r in records for t in record_texts(r)], tokenizer, max_text_length)
+    return {"records": len(records), "images": len(paths), "unreadable": bad, **texts}
+
+
+def scan_shard(index: ShardIndex, shard: int) -> tuple[int, list[str], dict[str, str]]:
+    """Shard `shard` of `index` read as training reads it and checked against the index (`ShardError` naming it
+    where it cannot be read or differs): its row count, its texts and its unreadable images, as `shard: path`."""
+    from pixelbert_pl.data.streaming import read_listed_shard
+
+    records, images = read_listed_shard(index, shard, check_sizes=True)
+    checked = (check_image(r.image_path, images[r.image_path]) for r in records)
+    bad = {f"{index.shards[shard].file}: {path}": reason for path, reason in checked if reason is not None}
+    return len(records), [t for r in records for t in record_texts(r)], bad
+
+
+def scan_shards(index: ShardIndex, tokenizer: Any, max_text_length: int, workers: int) -> dict[str, Any]:
+    """`scan_split` for a streaming split: every shard its `ShardIndex` lists, a shard a task."""
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        shards = list(pool.imap(functools.partial(scan_shard, index), range(len(index.shards))))
+    rows, bad = sum(n for n, _, _ in shards), {k: v for _, _, b in shards for k, v in b.items()}
+    texts = text_counts([t for _, shard_texts, _ in shards for t in shard_texts], tokenizer, max_text_length)
+    return {"records": rows, "images": rows, "unreadable": bad, **texts, "shards": len(shards), "index": index.url}
+
+
+def scan_corpus(datamodule: Any, stage: str, workers: int) -> dict[str, dict[str, Any]]:
+    """The scan of every split `stage` reads, by split name: a streaming recipe's shards, else its records."""
+    from pixelbert_pl.data.streaming import StreamingPretrainDataModule
+
+    tokenizer, max_text_length = datamodule.tokenizer, datamodule.processing.max_text_length
+    if isinstance(datamodule, StreamingPretrainDataModule):
+        indexes = datamodule.split_indexes(stage)
+        return {split: scan_shards(index, tokenizer, max_text_length, workers) for split, index in indexes.items()}
+    splits = datamodule.split_records(stage)
+    return {split: scan_split(records, tokenizer, max_text_length, workers) for split, records in splits.items()}
 
 
 def report(results: dict[str, dict[str, Any]], max_fraction: float) -> int:
@@ -103,6 +146,9 @@ def report(results: dict[str, dict[str, Any]], max_fraction: float) -> int:
               f"{r['texts']:>8} {r['empty_texts']:>6} {r['truncated_texts']:>9}")  # fmt: skip
         if (split == "train" and fraction > max_fraction) or (split != "train" and r["unreadable"]):
             status = 1
+    for split, r in results.items():
+        if "index" in r:
+            print(f"{split}: {r['shards']} shard(s), each readable and as {r['index']} lists it")
     for split, r in results.items():
         if not r["unreadable"]:
             continue
@@ -130,16 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, overrides = p.parse_known_args(argv)
     try:
         datamodule = build_datamodule(args.config, overrides)
-        splits = datamodule.split_records(args.stage)
+        results = scan_corpus(datamodule, args.stage, args.workers)
     except (OSError, ValueError, KeyError, TypeError) as err:
         print(f"pixelbert-check-data: cannot read the corpus: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
-    options = datamodule.options
-    results = {
-        split: scan_split(records, datamodule.tokenizer, datamodule.processing.max_text_length, args.workers)
-        for split, records in splits.items()
-    }
-    return report(results, options.max_skipped_fraction)
+    return report(results, datamodule.options.max_skipped_fraction)
 
 
 def console() -> None:

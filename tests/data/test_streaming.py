@@ -229,3 +229,63 @@ def test_bucketed_streaming_needs_an_index_with_image_sizes(mixed_shards, mixed_
     (old / "train.index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match=r"no image sizes.*pixelbert-make-shards"):
         _bucketed(old, mixed_shapes_root).train_dataloader()
+
+
+def _copy(shards: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(shards, tmp_path / "shards"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "random bytes", "missing"])
+def test_a_damaged_or_missing_shard_is_named_with_what_was_expected(shards, tmp_path, damage) -> None:
+    index = read_shard_index(str(_copy(shards, tmp_path)))
+    shard = Path(index.urls()[3])
+    data = shard.read_bytes()
+    if damage == "missing":
+        shard.unlink()
+    else:
+        shard.write_bytes(
+            {
+                "truncated": data[: len(data) // 2],
+                "empty": b"",
+                "random bytes": np.random.default_rng(0).bytes(len(data)),
+            }[damage]
+        )
+    with pytest.raises(ValueError, match="expected a Parquet shard of columns image_id, source") as err:
+        read_shard(str(shard))
+    assert str(shard) in str(err.value) and "pixelbert-make-shards" in str(err.value)
+
+
+def test_a_truncated_shard_read_in_a_loader_worker_is_named_in_the_main_process(shards, shapes_root, tmp_path) -> None:
+    copy = _copy(shards, tmp_path)
+    shard = Path(read_shard_index(str(copy)).urls()[5])
+    shard.write_bytes(shard.read_bytes()[:-100])  # a copy cut short
+    data = _data(copy, shapes_root, num_workers=2)
+    with pytest.raises(ValueError, match="DataLoader worker") as err:
+        list(data.train_dataloader())
+    assert f"{shard} (listed in {copy / 'train.index.json'}): cannot be read (ArrowInvalid" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        (lambda s: s.update(records=5, caption_counts=s["caption_counts"][:5], image_sizes=s["image_sizes"][:5]),
+         "6 rows, but the index lists shards[2].records = 5"),
+        (lambda s: s["caption_counts"].__setitem__(1, 4), "row 1 has 5 captions, but the index lists "
+         "shards[2].caption_counts[1] = 4"),
+    ],
+    ids=["records", "caption_counts"],
+)  # fmt: skip
+def test_an_index_that_disagrees_with_its_shard_names_both(shards, shapes_root, tmp_path, change, found) -> None:
+    import json
+
+    copy = _copy(shards, tmp_path)
+    index = copy / "train.index.json"
+    info = json.loads(index.read_text())
+    change(info["shards"][2])
+    index.write_text(json.dumps(info))
+    with pytest.raises(ValueError) as err:
+        list(_data(copy, shapes_root).train_dataloader())
+    assert f"{copy / 'train-00002-of-00008.parquet'} (listed in {index}): {found}" in str(err.value)
+    assert "write the split again with pixelbert-make-shards" in str(err.value)

@@ -19,7 +19,7 @@ import os
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,18 @@ class ShardIndexError(ValueError):
     """A shard index that does not match its format; the message names the file and the field."""
 
 
+class ShardError(ValueError):
+    """A shard that cannot be read, or whose rows are not what its index lists; the message names the shard, the
+    index listing it, what was expected and the fix."""
+
+
+def shard_error(url: str, index_url: str | None, found: str, expected: str) -> ShardError:
+    """The `ShardError` for shard `url` (listed in `index_url`): what was `found` there, what was `expected`."""
+    listed = f" (listed in {index_url})" if index_url else ""
+    # One message argument: a DataLoader worker's error is re-raised in the main process as `type(err)(message)`.
+    return ShardError(f"{url}{listed}: {found}; expected {expected}: write the split again with pixelbert-make-shards")
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     file: str  # relative to the index's folder
@@ -74,6 +86,11 @@ class ShardIndex:
     root: str  # the folder or URL prefix holding the index and its shards
     split: str
     shards: tuple[ShardInfo, ...]
+
+    @property
+    def url(self) -> str:
+        """The index file's own path or URL."""
+        return _index_url(self.root, self.split)
 
     def urls(self) -> list[str]:
         """Each shard's path or URL, in order: what `datasets.load_dataset("parquet", data_files=...)` takes."""
@@ -93,6 +110,10 @@ class ShardIndex:
 
 def _index_name(split: str) -> str:
     return f"{split}.index.json"
+
+
+def _index_url(root: str, split: str) -> str:
+    return f"{root}/{_index_name(split)}"
 
 
 def _image_bytes(record: ImageCaptions) -> bytes:
@@ -187,7 +208,7 @@ def read_shard_index(location: str, split: str = "train") -> ShardIndex:
     """The index `write_shards` wrote into `location` (a folder, `file://...` or an object-store URL, read through
     fsspec), checked against its format."""
     root = location.rstrip("/") if "://" in location else location
-    url = f"{root}/{_index_name(split)}"
+    url = _index_url(root, split)
     try:
         with fsspec.open(url, "r", encoding="utf-8") as f:
             data = json.load(f)
@@ -225,6 +246,39 @@ def read_shard_index(location: str, split: str = "train") -> ShardIndex:
             )
         shards.append(ShardInfo(file, records, tuple(counts), tuple((h, w) for h, w in sizes)))
     return ShardIndex(root, split, tuple(shards))
+
+
+def _mismatches(
+    info: ShardInfo, where: str, records: Sequence[ImageCaptions], images: Mapping[str, bytes] | None
+) -> Iterator[str]:
+    if len(records) != info.records:
+        yield f"{len(records)} rows, but the index lists {where}.records = {info.records}"
+        return
+    for row, (record, count) in enumerate(zip(records, info.caption_counts, strict=True)):
+        if len(record.captions) != count:
+            yield (
+                f"row {row} has {len(record.captions)} captions, but the index lists {where}.caption_counts[{row}] "
+                f"= {count}"
+            )
+    if images is None or not info.image_sizes:  # sizes are checked only where the caller has read the images
+        return
+    for row, (record, size) in enumerate(zip(records, info.image_sizes, strict=True)):
+        if (found := _size(record.image_path, images[record.image_path])) != size:
+            yield (
+                f"row {row}'s image ({record.image_path}) is {list(found)} (height, width), but the index lists "
+                f"{where}.image_sizes[{row}] = {list(size)}"
+            )
+
+
+def check_shard(
+    index: ShardIndex, shard: int, records: Sequence[ImageCaptions], images: Mapping[str, bytes] | None = None
+) -> None:
+    """Raise `ShardError`, naming the shard and `index`, where shard `shard`'s rows (`records`, as read) are not what
+    the index lists: their number, each row's caption count and, given the image bytes `images` (by `image_path`)
+    and an index that records image sizes, each image's size."""
+    found = next(_mismatches(index.shards[shard], f"shards[{shard}]", records, images), None)
+    if found is not None:
+        raise shard_error(index.urls()[shard], index.url, found, "the rows the index lists (one run writes both)")
 
 
 def _tsv_lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -44,26 +44,53 @@ from pixelbert_pl.data.pretraining import (
 )
 from pixelbert_pl.data.quality import SkipCounter
 from pixelbert_pl.data.samplers import bucket_batch_count, cut_bucket_batches
-from pixelbert_pl.data.shards import ShardIndex, ShardInfo, read_shard_index
+from pixelbert_pl.data.shards import (
+    SHARD_COLUMNS,
+    ShardIndex,
+    ShardInfo,
+    check_shard,
+    read_shard_index,
+    shard_error,
+)
 from pixelbert_pl.processing import ImageTransform, resize_shape
 from pixelbert_pl.processing.shapes import PadShapes
 
 _SHARD_ORDER_STREAM = 2  # the last key of the shard-order shuffle, so its stream is no item's or shard's
 
 
-def read_shard(url: str) -> tuple[list[ImageCaptions], dict[str, bytes]]:
-    """A shard's records, in row order, and each image's file bytes by `image_path`, read by `datasets`."""
+def read_shard(url: str, index_url: str | None = None) -> tuple[list[ImageCaptions], dict[str, bytes]]:
+    """A shard's records, in row order, and each image's file bytes by `image_path`, read by `datasets`; a file that
+    is missing or not such a shard (cut short, empty, other columns) raises `ShardError` naming it and `index_url`,
+    the index listing it."""
     import datasets
+    import pyarrow as pa
 
-    stream = datasets.load_dataset("parquet", data_files=[url], streaming=True, split="train")
     records: list[ImageCaptions] = []
     images: dict[str, bytes] = {}
-    for rows in stream.iter(batch_size=256):  # `iter` reads the one shard whatever worker calls it
-        for image_id, source, captions, image, path in zip(
-            rows["image_id"], rows["source"], rows["captions"], rows["image"], rows["image_path"], strict=True
-        ):
-            records.append(ImageCaptions(image_id, path, list(captions), source))
-            images[path] = image
+    try:
+        stream = datasets.load_dataset("parquet", data_files=[url], streaming=True, split="train")
+        for rows in stream.iter(batch_size=256):  # `iter` reads the one shard whatever worker calls it
+            for image_id, source, captions, image, path in zip(
+                rows["image_id"], rows["source"], rows["captions"], rows["image"], rows["image_path"], strict=True
+            ):
+                records.append(ImageCaptions(image_id, path, list(captions), source))
+                images[path] = image
+    # Arrow's and fsspec's errors name no file (ArrowInvalid: "Parquet magic bytes not found in footer").
+    except (pa.ArrowException, OSError, ValueError, KeyError, TypeError) as err:
+        raise shard_error(
+            url, index_url, f"cannot be read ({type(err).__name__}: {err})",
+            f"a Parquet shard of columns {', '.join(SHARD_COLUMNS)}",
+        ) from err  # fmt: skip
+    return records, images
+
+
+def read_listed_shard(
+    index: ShardIndex, shard: int, check_sizes: bool = False
+) -> tuple[list[ImageCaptions], dict[str, bytes]]:
+    """Shard `shard` of `index` (`read_shard`), checked against what the index lists (`check_shard`; the image sizes
+    too with `check_sizes`, which reads every image's header)."""
+    records, images = read_shard(index.urls()[shard], index.url)
+    check_shard(index, shard, records, images if check_sizes else None)
     return records, images
 
 
@@ -210,10 +237,8 @@ class ShardStream(IterableDataset):
 
     def shard_dataset(self, shard: int) -> ShardCaptionDataset:
         s = self.settings
-        records, images = read_shard(self.index.urls()[shard])
+        records, images = read_listed_shard(self.index, shard)
         info = self.index.shards[shard]
-        if [len(r.captions) for r in records] != list(info.caption_counts):
-            raise ValueError(f"{self.index.urls()[shard]}: its rows' caption counts differ from the index's")
         dataset = ShardCaptionDataset(
             images, sum(self.items_per_shard[:shard]), records, s.transform, s.tokenizer, s.max_text_length,
             s.captions_per_image, s.mlm_probability,
@@ -361,13 +386,20 @@ class StreamingPretrainDataModule(PixelBertDataModule):
         self.add_options(locals())
         self.indexes: dict[str, ShardIndex] = {}
 
-    def setup(self, stage: str | None = None) -> None:
+    def _splits(self, stage: str | None) -> list[str]:
         h = self.options
         splits = [h.train_split] if stage in (None, "fit") else []
-        splits += [h.val_split] if h.val_split is not None and stage in (None, "fit", "validate") else []
-        for split in splits:
+        return splits + ([h.val_split] if h.val_split is not None and stage in (None, "fit", "validate") else [])
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in self._splits(stage):
             if split not in self.indexes:
-                self.indexes[split] = read_shard_index(h.shards, split)
+                self.indexes[split] = read_shard_index(self.options.shards, split)
+
+    def split_indexes(self, stage: str = "fit") -> dict[str, ShardIndex]:
+        """The shard index of every split `stage` reads, by split name (what `pixelbert-check-data` scans)."""
+        self.setup(stage)
+        return {split: self.indexes[split] for split in self._splits(stage)}
 
     def stream(self, split: str, train: bool) -> ShardStream:
         h = self.options
