@@ -43,3 +43,24 @@ class RecordShapes(pl.Callback):
         import torch._dynamo
 
         self.graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+
+
+class SignalAt(pl.Callback):
+    """Send `signum` before training step `step` (global step), to this process or, with `group`, to its whole
+    process group (DataLoader workers and DDP ranks included), as a scheduler pre-empting the job does."""
+
+    def __init__(self, step: int, signum: int = 15, group: bool = False) -> None:
+        self.step, self.signum, self.group = step, signum, group
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        import os
+
+        if trainer.global_step == self.step and trainer.is_global_zero:
+            if self.group:
+                os.killpg(os.getpgrp(), self.signum)
+            else:
+                os.kill(os.getpid(), self.signum)
+
+
+class Payload:
+    """Stands for anything a malicious checkpoint could pickle to run code on load."""

@@ -208,3 +208,42 @@ def test_nlvr2_predict_writes_the_test_p_predictions_file_from_the_best_checkpoi
     lines = out.read_text().splitlines()
     assert [line.split(",")[0] for line in lines] == sorted(NLVR2_TEST1)
     assert all(line.split(",")[1] in {"True", "False"} for line in lines)
+
+
+def _checkpoint_naming(task_path: str, shapes_root: Path, out: Path) -> Path:
+    """A real `pixelbert fit` checkpoint of the demo's VQA recipe whose hyper-parameters name `task_path`."""
+    import torch
+
+    from pixelbert_pl.tasks.base import load_checkpoint
+    from vqa_runs import vqa_args
+
+    main(["fit", *vqa_args(shapes_root, out, max_steps=1)])
+    checkpoint = load_checkpoint(out / "vqa" / "checkpoints" / "last.ckpt")
+    checkpoint["hyper_parameters"]["_class_path"] = task_path
+    path = out / f"{task_path}.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+def test_ckpt_path_imports_nothing_a_checkpoint_names(shapes_root, tmp_path, capsys, subcommand) -> None:
+    """LightningCLI copied the file's `_class_path` into the model config: `this.Zen` printed the Zen of Python
+    under `fit`, and a BoringModel took the recipe's task's place under `validate`."""
+    from vqa_runs import vqa_args
+
+    sys.modules.pop("this", None)
+    for planted in ("this.Zen", "pytorch_lightning.demos.boring_classes.BoringModel"):
+        path = _checkpoint_naming(planted, shapes_root, tmp_path / planted)
+        with pytest.raises(ValueError, match=rf"checkpoint holds a {planted}, the configuration builds a .*VQATask"):
+            main([subcommand, *vqa_args(shapes_root, tmp_path / "runs", "--ckpt_path", str(path))])
+    assert "this" not in sys.modules and "Beautiful is better than ugly" not in capsys.readouterr().out
+
+
+def test_ckpt_path_uses_the_configuration_and_warns_about_differences(shapes_root, tmp_path, caplog) -> None:
+    from vqa_runs import vqa_args
+
+    path = _checkpoint_naming("pixelbert_pl.tasks.vqa.VQATask", shapes_root, tmp_path / "trained")
+    lr = ["--model.init_args.optimizer.lr", "0.123"]
+    cli = main(["validate", *vqa_args(shapes_root, tmp_path / "runs", *lr, "--ckpt_path", str(path))])
+    assert cli.model.optimizer_config.lr == 0.123  # the command line wins over the file's hyper-parameters
+    assert "the configuration's ['optimizer'] differ from the checkpoint's hyper-parameters" in caplog.text

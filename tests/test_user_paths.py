@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,26 +16,8 @@ from numerics import FLOAT32, assert_close_scaled
 from pixelbert_pl import Predictor
 from pixelbert_pl.cli import main
 from pixelbert_pl.harness.datamodules import ShapesWorldVQADataModule
-from pixelbert_pl.harness.demo import CONFIGS
 from pixelbert_pl.metrics.vqa import vqa_accuracy
-
-VQA = CONFIGS / "vqa_shapes.yaml"
-IMAGE_SIZE = 48  # the data's, not the recipe's (64): what a checkpoint must carry to predict
-
-
-def _vqa_args(root: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--config", str(VQA),
-        "--data.init_args.root", str(root),
-        "--data.init_args.image_min_size", str(IMAGE_SIZE), "--data.init_args.image_max_size", str(IMAGE_SIZE),
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--trainer.max_steps", "6",
-        "--trainer.val_check_interval", "3",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.logger.init_args.save_dir", str(out),
-        *extra,
-    ]  # fmt: skip
+from vqa_runs import IMAGE_SIZE, vqa_args
 
 
 @pytest.fixture(autouse=True)
@@ -56,9 +37,9 @@ def trained(shapes_root, tmp_path_factory) -> dict[str, object]:
     ]  # fmt: skip
     try:
         with pytest.raises(RuntimeError, match="crashed before step 4"):
-            main(["fit", *_vqa_args(shapes_root, out, "--trainer.callbacks", json.dumps(callbacks))])
+            main(["fit", *vqa_args(shapes_root, out, "--trainer.callbacks", json.dumps(callbacks))])
         steps = "--trainer.callbacks+=cli_callbacks.RecordSteps"
-        resumed = main(["fit", *_vqa_args(shapes_root, out, steps, "--ckpt_path", "last")])
+        resumed = main(["fit", *vqa_args(shapes_root, out, steps, "--ckpt_path", "last")])
     finally:
         sys.argv = sys_argv
     (recorder,) = [c for c in resumed.trainer.callbacks if type(c).__name__ == "RecordSteps"]
@@ -86,7 +67,7 @@ def test_best_ckpt_is_kept_by_the_tasks_monitor(trained) -> None:
 
 def test_ckpt_path_last_with_no_checkpoint_is_an_error(shapes_root, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"--ckpt_path last: no last\*\.ckpt in .*vqa/checkpoints"):
-        main(["fit", *_vqa_args(shapes_root, tmp_path / "elsewhere", "--ckpt_path", "last")])
+        main(["fit", *vqa_args(shapes_root, tmp_path / "elsewhere", "--ckpt_path", "last")])
 
 
 def test_export_and_predictors_give_what_validate_computes(trained, shapes_root, tmp_path) -> None:
@@ -98,7 +79,7 @@ def test_export_and_predictors_give_what_validate_computes(trained, shapes_root,
     assert done.returncode == 0, done.stderr[-3000:]
     assert "exported VQATask" in done.stdout
 
-    validated = main(["validate", *_vqa_args(shapes_root, tmp_path / "validate", "--ckpt_path", str(last))])
+    validated = main(["validate", *vqa_args(shapes_root, tmp_path / "validate", "--ckpt_path", str(last))])
     accuracy = float(validated.trainer.callback_metrics["val/vqa_accuracy_overall"])
 
     records = ShapesWorldVQADataModule(root=str(shapes_root), num_workers=0).records("val")

@@ -10,20 +10,33 @@
   own writer stages the file in the system temporary folder and moves it, which across file systems is a copy into
   the final name.
 - `BestCheckpoint`: `best.ckpt`, the checkpoint with the best value of the task's `monitor` (and `mode`).
+- `FinalCheckpoint`: `last.ckpt` is the model at the last step of every run that ends: by max_steps / max_epochs /
+  early stopping (Lightning 2.6 saves "last" at the end only if it never saved one before), or by SIGTERM / Ctrl-C,
+  which save at the end of the current step and exit with 128 + the signal's number (143, 130).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger(__name__)
+# SLURM pre-empts (and `scancel`s) a job with SIGTERM, then SIGKILL after its grace time; Ctrl-C is SIGINT.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -44,10 +57,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(temporary, path)
         except BaseException as error:
             temporary.unlink(missing_ok=True)
-            if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-                message = f"no space left to write checkpoint {path}; the file there before is intact"
-                raise OSError(error.errno, message) from error
+            if _caused_by(error, errno.ENOSPC):
+                message = f"no space left (ENOSPC) to write checkpoint {path}; the file there before is intact"
+                raise OSError(errno.ENOSPC, message) from error
             raise
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Local files through `load_torch_file`: errors name the file, and nothing in it runs (`--ckpt_path`)."""
+        if weights_only is False or not _is_local_file_protocol(path):
+            return super().load_checkpoint(path, map_location, weights_only)
+        from pixelbert_pl.tasks.base import load_checkpoint  # here: the tasks' callbacks import this module
+
+        return load_checkpoint(path, "ckpt_path")
+
+
+def _caused_by(error: BaseException | None, code: int) -> bool:
+    """Whether an OSError with errno `code` is in `error`'s chain: torch's zip writer wraps a failed write in a
+    RuntimeError ("unexpected pos ...") that names no errno."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno == code:
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def use_atomic_checkpoints(trainer: pl.Trainer) -> None:
@@ -113,3 +146,109 @@ class BestCheckpoint(ModelCheckpoint):
             # The worst possible value, as ModelCheckpoint's constructor sets it for a given mode.
             self.kth_value = torch.tensor(torch.inf if self.mode == "min" else -torch.inf)
         super().setup(trainer, pl_module, stage)
+
+
+class SignalStop(SIGTERMException):
+    """A run stopped by a signal after saving `last.ckpt`. The exit status is 128 + the signal's number, as a shell
+    reports a process that signal ended, so a scheduler records the job as stopped, not completed. A subclass of
+    Lightning's `SIGTERMException`, so callbacks written for that see it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def save_last_checkpoints(trainer: pl.Trainer, always: bool = False) -> list[str]:
+    """Save "last" through every ModelCheckpoint with `save_last` whose last save is not at this step; with
+    `always`, a run with none of those still gets `last.ckpt` in its first ModelCheckpoint's folder. Returns the
+    paths written (every rank calls this: a save is collective)."""
+    callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+    keeping = [c for c in callbacks if c.save_last]
+    written = []
+    for callback in keeping:
+        if callback._last_global_step_saved != trainer.global_step or not callback.last_model_path:
+            callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
+        written.append(callback.last_model_path)
+    if always and not keeping and callbacks and callbacks[0].dirpath:
+        path = os.path.join(callbacks[0].dirpath, ModelCheckpoint.CHECKPOINT_NAME_LAST + ModelCheckpoint.FILE_EXTENSION)
+        trainer.save_checkpoint(path)
+        written.append(path)
+    return written
+
+
+class FinalCheckpoint(pl.Callback):
+    """`last.ckpt` at the last step of every run that ends, and a clean stop on SIGTERM or Ctrl-C.
+
+    - A normal end (max_steps, max_epochs, early stopping): "last" is saved again when the last save was at an
+      earlier step; Lightning 2.6 saves it at the end only if it never saved one, so up to `every_n_train_steps - 1`
+      steps were in no file.
+    - SIGTERM or SIGINT: the current step finishes (an optimizer step: never mid-accumulation), "last" is saved,
+      and `SignalStop` ends the run with status 143 or 130. A second Ctrl-C stops at once, unsaved.
+
+    Lightning's own SIGTERM handling is replaced while training runs: its stop exits 0, it acts on the signal at
+    different steps on different ranks, and in DDP it broadcasts from inside the signal handler. Here each rank
+    records the signal, and the ranks agree after every optimizer step (one all-reduce of one number, as Lightning's
+    own per-step broadcast costs) so that all of them save the same step. `fast_dev_run` saves nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._step_at_start = -1
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After Lightning registered its handlers (just before the loop), so these replace them; Lightning's
+        # teardown restores the handlers from before the run.
+        self.signum = None
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, self._receive)
+
+    def _receive(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, as Ctrl-C usually does
+        if self.signum is None:
+            self.signum = signum
+            again = " (Ctrl-C again to stop at once, unsaved)" if signum == signal.SIGINT else ""
+            log.warning("received %s: saving last.ckpt after this step, then stopping%s",
+                        signal.Signals(signum).name, again)  # fmt: skip
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        self._step_at_start = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self._step_at_start:
+            return  # gradients still accumulating: a checkpoint now would lose them
+        signum = self._agreed(trainer, pl_module)
+        if signum:
+            self._stop(trainer, signum)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set by Lightning's debugging connector
+            save_last_checkpoints(trainer)
+        if self.signum:  # it came during the last validation: the run is saved, but was asked to stop
+            raise SignalStop(self.signum)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and not isinstance(exception, SignalStop):
+            exception.code = 128 + signal.SIGTERM  # Lightning's own stop (before training started) exits 0
+
+    def _agreed(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
+        local = self.signum or 0
+        if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+            return local
+        flag = torch.tensor([local], device=pl_module.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def _stop(self, trainer: pl.Trainer, signum: int) -> None:
+        self.signum = signum
+        if trainer.fast_dev_run:  # type: ignore[attr-defined]  # set by Lightning's debugging connector
+            raise SignalStop(signum)
+        written = save_last_checkpoints(trainer, always=True)
+        if trainer.is_global_zero:
+            where = ", ".join(written) or "nowhere: the run has no ModelCheckpoint"
+            log.warning("stopped by %s at step %d; saved %s (continue with --ckpt_path last)",
+                        signal.Signals(signum).name, trainer.global_step, where)  # fmt: skip
+        raise SignalStop(signum)

@@ -9,6 +9,7 @@ are disjoint with no padding duplicates.
 from __future__ import annotations
 
 import functools
+import signal
 import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict
@@ -93,6 +94,14 @@ class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
 def _arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
     """A constructor's own arguments from its `locals()`."""
     return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__", "kwargs")}
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers' `worker_init_fn`: SIGTERM sent to the whole process group (as schedulers do) and Ctrl-C
+    would kill the workers, and the main process would then fail on their death instead of finishing its step and
+    saving; the main process alone acts on them (`checkpoints.FinalCheckpoint`) and ends its workers when it exits."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class PixelBertDataModule(pl.LightningDataModule):
@@ -236,6 +245,7 @@ class PixelBertDataModule(pl.LightningDataModule):
             # Each new iterator draws its workers' base seed from this generator, not from torch's global one, so
             # starting an epoch (or a resumed run's first one) leaves the RNG that dropout uses untouched.
             generator=torch.Generator().manual_seed(h.seed),
+            worker_init_fn=ignore_stop_signals,
         )
 
 

@@ -35,7 +35,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from pixelbert_pl.models import create_model
-from pixelbert_pl.models.weights import read_weights, weights_name
+from pixelbert_pl.models.weights import load_torch_file, read_weights, weights_name
 from pixelbert_pl.processing import ProcessingConfig, split_processing, tokenizer_files
 from pixelbert_pl.tasks.callbacks import task_callbacks
 from pixelbert_pl.tasks.optim import AdamWSGD, OptimizerConfig, build_param_groups, warmup_step_decay
@@ -60,12 +60,15 @@ class Evaluator(Protocol):
     def compute(self, stage: str) -> dict[str, float]: ...
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A Lightning checkpoint (or torch state_dict file) loaded with `weights_only=True`: nothing in the file can
-    run code. The one non-tensor type our checkpoints pickle, the optimiser config in the hyper-parameters, is
-    allowed by name."""
-    with torch.serialization.safe_globals([OptimizerConfig]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+def load_checkpoint(path: str | os.PathLike[str], setting: str = "checkpoint") -> dict[str, Any]:
+    """A Lightning checkpoint loaded with `weights_only=True`: nothing in the file can run code. The one non-tensor
+    type our checkpoints pickled, the optimiser config in the hyper-parameters, is allowed by name. Errors name the
+    file (`setting`: the option that named it)."""
+    checkpoint = load_torch_file(path, setting, allowed=[OptimizerConfig])
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{setting}={str(path)!r} holds no 'state_dict': expected a checkpoint `pixelbert fit` "
+                         "wrote (a bare state_dict or an export serves init_from instead)")  # fmt: skip
+    return checkpoint
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

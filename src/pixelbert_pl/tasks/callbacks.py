@@ -3,7 +3,9 @@
 
 - `RNGStateCheckpoint`: every rank's torch generators in the checkpoint, restored on resume;
 - `NonFiniteStepReport`: optimizer steps that `AdamWSGD` skipped for non-finite gradients, with their samples;
-- `SkippedSamplesLog`: unreadable training samples the DataModule replaced, per epoch.
+- `SkippedSamplesLog`: unreadable training samples the DataModule replaced, per epoch;
+- `FinalCheckpoint` (`checkpoints.py`): `last.ckpt` at the last step of every run that ends, SIGTERM and Ctrl-C
+  included.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
+
+from pixelbert_pl.checkpoints import FinalCheckpoint
 
 log = logging.getLogger(__name__)
 RNG_KEY = "rng_states"  # the checkpoint key; fixed, as existing checkpoints hold their states under it
@@ -133,4 +137,4 @@ class SkippedSamplesLog(pl.Callback):
 
 
 def task_callbacks() -> list[pl.Callback]:
-    return [RNGStateCheckpoint(), NonFiniteStepReport(), SkippedSamplesLog()]
+    return [RNGStateCheckpoint(), NonFiniteStepReport(), SkippedSamplesLog(), FinalCheckpoint()]
