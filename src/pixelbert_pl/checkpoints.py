@@ -32,6 +32,7 @@ import torch.distributed as dist
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,12 @@ def save_last_checkpoints(trainer: pl.Trainer, always: bool = False) -> list[str
 class FinalCheckpoint(pl.Callback):
     """`last.ckpt` at the last step of every run that ends, and a clean stop on SIGTERM or Ctrl-C.
 
-    - A normal end (max_steps, max_epochs, early stopping): "last" is saved again when the last save was at an
-      earlier step; Lightning 2.6 saves it at the end only if it never saved one, so up to `every_n_train_steps - 1`
-      steps were in no file.
+    - A normal end: "last" is saved at the step that ends the run, when the last save was at an earlier one;
+      Lightning 2.6 saves it at the end only if it never saved one, so up to `every_n_train_steps - 1` steps were in
+      no file. It is saved where that step is known to end the run (max_steps reached, the last batch of max_epochs,
+      early stopping's decision at validation's end), not at `on_train_end`: by then Lightning has marked the epoch
+      completed, and a run resumed from there would start the next epoch, skipping the rest of this one.
+      `on_train_end` saves what is left (max_time, a callback's stop), with that caveat.
     - SIGTERM or SIGINT: the current step finishes (an optimizer step: never mid-accumulation), "last" is saved,
       and `SignalStop` ends the run with status 143 or 130. A second Ctrl-C stops at once, unsaved.
 
@@ -223,12 +227,26 @@ class FinalCheckpoint(pl.Callback):
         signum = self._agreed(trainer, pl_module)
         if signum:
             self._stop(trainer, signum)
+        max_epochs = trainer.max_epochs or -1
+        last_epoch = max_epochs > 0 and trainer.current_epoch + 1 >= max_epochs and trainer.is_last_batch
+        if (0 < trainer.max_steps <= trainer.global_step) or last_epoch:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Early stopping decides in its own on_validation_end, which runs before this one (Lightning calls the
+        # configured callbacks before the task's).
+        if trainer.should_stop and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set by Lightning's debugging connector
-            save_last_checkpoints(trainer)
+        self._save(trainer)
         if self.signum:  # it came during the last validation: the run is saved, but was asked to stop
             raise SignalStop(self.signum)
+
+    @staticmethod
+    def _save(trainer: pl.Trainer) -> None:
+        if not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set by Lightning's debugging connector
+            save_last_checkpoints(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and not isinstance(exception, SignalStop):

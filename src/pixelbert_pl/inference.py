@@ -43,7 +43,6 @@ from pixelbert_pl.tasks.base import CHECKPOINT_KEY, load_checkpoint
 from pixelbert_pl.tasks.registry import task_name
 
 ImageInput = str | os.PathLike[str] | Image.Image | torch.Tensor
-HEADS_NAME = "heads.safetensors"
 # Arguments that rebuild the network or say where its weights came from: the saved config and files replace them,
 # so loading reads no other file and downloads nothing.
 _BUILD_ARGS = {"preset", "text_encoder", "visual_weights", "vocab_size", "model_overrides", "processing", "optimizer",
@@ -129,12 +128,12 @@ class Predictor:
             )
         model = PixelBertModel.from_pretrained(directory)
         task = build_task(task_cls, model.config.to_dict(), model.processing, task_args)
-        heads = pretrained.load_tensors(directory / HEADS_NAME)
+        heads = pretrained.load_tensors(directory / pretrained.HEADS_NAME)
         weights = {**{f"model.{k}": v for k, v in model.state_dict().items()}, **heads}
         # Tied to the word embeddings (restored by the tie) or metric state: nothing the files need to hold.
         missing = [k for k in task.state_dict() if k not in weights and not k.startswith("metrics.")]
         if [k for k in missing if k != "mlm_head.decoder.weight"]:
-            raise ValueError(f"{directory}: {HEADS_NAME} or {pretrained.WEIGHTS_NAME} lacks {missing[:5]}")
+            raise ValueError(f"{directory}: {pretrained.HEADS_NAME} or {pretrained.WEIGHTS_NAME} lacks {missing[:5]}")
         task.load_state_dict(weights, strict=False)
         # The directory's own files, whatever tokenizer its config names: loading reads nothing else.
         return cls(task, load_tokenizer(directory), device, dtype)
@@ -147,7 +146,7 @@ class Predictor:
             directory, self.tokenizer, extra_config={"task": task_name(type(self.task)), "task_args": hparams}
         )
         heads = {k: v for k, v in self.task.state_dict().items() if not k.startswith(("model.", "metrics."))}
-        pretrained.save_tensors(heads, directory / HEADS_NAME)
+        pretrained.save_tensors(heads, directory / pretrained.HEADS_NAME)
         return directory
 
     # ------------------------------------------------------------------------------------ inputs

@@ -80,3 +80,44 @@ def test_a_torchvision_weights_enum_is_accepted_and_checked_against_the_backbone
     assert task.hparams["visual_weights"] == "ResNet50_Weights.IMAGENET1K_V2"  # plain text in checkpoints
     with pytest.raises(ValueError, match="are not weights of backbone 'resnet50'"):
         create_model("pixelbert_r50", visual_weights=ResNet101_Weights.IMAGENET1K_V2, num_hidden_layers=1)
+
+
+def _fit_checkpoint(task: PretrainTask, path) -> None:  # type: ignore[no-untyped-def]
+    """A checkpoint as `pixelbert fit` writes it: weights, and the model config under the "pixelbert" key."""
+    torch.save({"state_dict": task.state_dict(), "pixelbert": {"config": task.model.config.to_dict()}}, path)
+
+
+def test_init_from_a_different_backbone_names_the_config_fields_that_differ(tmp_path) -> None:
+    other = PretrainTask(preset="pixelbert_tiny", model_overrides={"hidden_size": 64, "intermediate_size": 128})
+    _fit_checkpoint(other, tmp_path / "other.ckpt")
+    fewer = PretrainTask(preset="pixelbert_tiny", model_overrides={"num_hidden_layers": 1})
+    _fit_checkpoint(fewer, tmp_path / "fewer.ckpt")
+    with pytest.raises(ValueError, match=r"differ in \{'hidden_size': \{'init_from': 64, 'this task': 128\}, "
+                                         r"'intermediate_size': \{'init_from': 128, 'this task': 256\}\}"):  # fmt: skip
+        PretrainTask(preset="pixelbert_tiny", init_from=str(tmp_path / "other.ckpt"))
+    with pytest.raises(ValueError, match=r"lacks \d+ backbone tensors.*'num_hidden_layers': \{'init_from': 1, "):
+        PretrainTask(preset="pixelbert_tiny", init_from=str(tmp_path / "fewer.ckpt"))
+
+
+def test_init_from_an_export_directory(tmp_path) -> None:
+    """`init_from` refused an export directory with FileNotFoundError on a folder that exists."""
+    from pixelbert_pl import Predictor
+    from pixelbert_pl.processing import write_wordpiece_vocab
+    from pixelbert_pl.processing.tokenizer import load_tokenizer
+
+    vocab = write_wordpiece_vocab(["a red circle left of a blue square"], tmp_path / "vocab.txt")
+    tokenizer = load_tokenizer(vocab)
+    source = PretrainTask(preset="pixelbert_tiny", vocab_size=tokenizer.vocab_size)
+    exported = Predictor(source, tokenizer).save_pretrained(tmp_path / "exported")
+    started = PretrainTask(preset="pixelbert_tiny", vocab_size=tokenizer.vocab_size, init_from=str(exported))
+    theirs = source.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in started.state_dict().items() if not k.startswith("metrics."))
+
+
+def test_a_directory_given_as_a_checkpoint_points_at_from_pretrained(tmp_path) -> None:
+    from pixelbert_pl import Predictor
+
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / "config.json").write_text("{}")
+    with pytest.raises(IsADirectoryError, match=r"is a directory \(an export: Predictor.from_pretrained reads it\)"):
+        Predictor.from_checkpoint(tmp_path / "exported")

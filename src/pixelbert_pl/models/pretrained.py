@@ -21,6 +21,7 @@ from pixelbert_pl.processing import ProcessingConfig, split_processing
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+HEADS_NAME = "heads.safetensors"  # a task's heads beside the model, in an export of a task
 FORMAT = "pixelbert_pl"
 
 

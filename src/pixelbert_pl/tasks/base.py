@@ -34,7 +34,7 @@ from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 from torchmetrics import Metric
 
-from pixelbert_pl.models import create_model
+from pixelbert_pl.models import create_model, pretrained
 from pixelbert_pl.models.weights import load_torch_file, read_weights, weights_name
 from pixelbert_pl.processing import ProcessingConfig, split_processing, tokenizer_files
 from pixelbert_pl.tasks.callbacks import task_callbacks
@@ -72,8 +72,29 @@ def load_checkpoint(path: str | os.PathLike[str], setting: str = "checkpoint") -
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The weights `init_from` names: a Lightning `.ckpt`, a `.safetensors` file or a plain torch state_dict."""
+    """The weights `init_from` names: a Lightning `.ckpt`, an export directory (`pixelbert-export`,
+    `save_pretrained`), a `.safetensors` file or a plain torch state_dict."""
+    directory = Path(path).expanduser()
+    if directory.is_dir() and (directory / pretrained.WEIGHTS_NAME).is_file():
+        state = {f"model.{k}": v for k, v in pretrained.load_tensors(directory / pretrained.WEIGHTS_NAME).items()}
+        if (directory / pretrained.HEADS_NAME).is_file():
+            state.update(pretrained.load_tensors(directory / pretrained.HEADS_NAME))
+        return state
     return read_weights(path, "init_from", allowed=[OptimizerConfig])
+
+
+def source_config(path: str | Path) -> dict[str, Any] | None:
+    """The architecture (`PixelBertConfig` fields) a checkpoint or an export was trained with, if it says."""
+    directory = Path(path).expanduser()
+    if directory.is_dir():
+        return split_processing(pretrained.read_config(directory)["model"])[0]
+    saved = load_torch_file(path, "init_from", allowed=[OptimizerConfig])
+    config = saved.get(CHECKPOINT_KEY, {}).get("config") if isinstance(saved, dict) else None
+    return split_processing(config)[0] if isinstance(config, dict) else None
+
+
+def _plain_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 class PixelBertTask(pl.LightningModule):
@@ -300,12 +321,14 @@ class PixelBertTask(pl.LightningModule):
         own = {k: v for k, v in self.state_dict().items() if k.startswith("model.")}
         missing = sorted(set(own) - set(backbone))
         if missing:
-            raise ValueError(f"init_from={str(path)!r} lacks {len(missing)} backbone tensors, e.g. {missing[:3]}")
+            raise ValueError(f"init_from={str(path)!r} lacks {len(missing)} backbone tensors, e.g. {missing[:3]}"
+                             f"{self._config_differences(path)}")  # fmt: skip
         for key, value in own.items():
             if value.shape != backbone[key].shape:
                 raise ValueError(
                     f"init_from={str(path)!r}: {key} has shape {tuple(backbone[key].shape)}, this task's model "
-                    f"{tuple(value.shape)}; use the same preset, model_overrides and tokenizer as pre-training"
+                    f"{tuple(value.shape)}{self._config_differences(path)}; use the same preset, model_overrides and "
+                    "tokenizer as pre-training"
                 )
         self.load_state_dict({k: backbone[k] for k in own}, strict=False)
         heads = self.init_heads_from(state)
@@ -317,6 +340,17 @@ class PixelBertTask(pl.LightningModule):
                 "init_from %s: nothing in it fits %s's %s, which start from random weights (the checkpoint's heads: "
                 "%s; a pre-training checkpoint is expected)", path, type(self).__name__, missing_heads, theirs,
             )  # fmt: skip
+
+    def _config_differences(self, path: str | Path) -> str:
+        """The architecture fields in which `path`'s model and this task's differ, for an error message."""
+        theirs = source_config(path)
+        if theirs is None:
+            return " (it records no model config to compare)"
+        ours = self.model.config.to_dict()
+        weights = ("text_encoder", "visual_weights")  # where weights came from, not the architecture
+        differ = {k: {"init_from": v, "this task": ours[k]} for k, v in theirs.items()
+                  if k in ours and k not in weights and _plain_value(v) != _plain_value(ours[k])}  # fmt: skip
+        return f"; the model configs differ in {differ}" if differ else ""
 
     # ----------------------------------------------------------------------------------------- template
 
