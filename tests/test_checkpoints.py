@@ -95,6 +95,7 @@ def test_a_real_full_device_is_named_enospc(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("ending", "flags", "expected_step"),
     [("max_steps off the save interval", ["--trainer.max_steps", "6"], 6),
+     ("max_steps on the save interval", ["--trainer.max_steps", "5"], 5),
      ("max_epochs", ["--trainer.max_steps", "-1", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "7"],
       7)],
 )  # fmt: skip
@@ -106,6 +107,8 @@ def test_last_ckpt_holds_the_last_step_of_a_run_that_ends(shapes_root, tmp_path,
     assert cli.trainer.global_step == expected_step
     last = load_checkpoint(tmp_path / "vqa" / "checkpoints" / "last.ckpt")
     assert last["global_step"] == expected_step
+    numbered = tmp_path / "vqa" / "checkpoints" / f"epoch=0-step={expected_step}.ckpt"
+    assert numbered.is_file() == (expected_step % 5 == 0)  # the save every 5 steps still writes its own
     model = cli.model.state_dict()
     assert all(torch.equal(v, model[k]) for k, v in last["state_dict"].items())
 

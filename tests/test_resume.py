@@ -1,6 +1,7 @@
 """Exact resume through `pixelbert fit` (tests/resume_runs.py): a run resumed with `--ckpt_path` from a mid-epoch,
 an epoch's last step or an epoch-end-hook checkpoint ends with the tensors of an uninterrupted run, with 0 or 2
-workers, in 1 or 2 processes; and resuming runs no code from the file."""
+workers, in 1 or 2 processes; a run stopped by SIGTERM to its process group or by kill -9 continues exactly with
+`--ckpt_path last`; and resuming runs no code from the file."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,10 @@ from pixelbert_pl.tasks import PretrainTask
 from resume_runs import (
     BATCH_SIZE,
     CORPUS_IMAGES,
+    ENDINGS,
     SOURCES,
+    end_and_resume,
+    ending_reference,
     final_state,
     recipe_data,
     resume,
@@ -45,6 +49,28 @@ def references(resume_root, tmp_path_factory) -> Callable[[int, int], tuple[Path
         return made[devices, workers]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def ending_reference_run(resume_root, tmp_path_factory) -> tuple[Path, int]:
+    """The uninterrupted run the ending runs compare with (1 process, 2 workers, a checkpoint every step)."""
+    out = tmp_path_factory.mktemp("ending_full")
+    return out, ending_reference(resume_root, out, 2, 1)
+
+
+@pytest.mark.parametrize("ending", ["SIGTERM to the process group", "kill -9"])
+def test_a_stopped_run_continues_exactly_with_ckpt_path_last(resume_root, tmp_path, ending_reference_run, ending):
+    """SIGTERM to the group (the workers too) exited 0 or 1 with nothing saved; after kill -9 the run's lock stays
+    and `--ckpt_path last` must take it over."""
+    reference, steps = ending_reference_run
+    ended = end_and_resume(resume_root, reference, tmp_path / "stopped", steps, ending, 2, 1)
+    assert (ended.exit_code, ended.resumed_exit_code) == (ENDINGS[ending][1], 0), ended.said[-3000:]
+    assert ended.stopped_at == (8 if ending.startswith("SIGTERM") else 5)  # step 7 finished / the save before it
+    assert (ended.last_differs, ended.differ) == (0, 0), ended
+    assert ("which is no longer running" in ended.said) == (ending == "kill -9")
+    # What a user reads: where the run went, and none of Lightning's advertisements or deprecation noise.
+    assert f"checkpoints: {tmp_path / 'stopped' / 'pretrain' / 'checkpoints'}" in ended.said
+    assert "Tip:" not in ended.said and "LeafSpec" not in ended.said
 
 
 @pytest.mark.parametrize("source", list(SOURCES))

@@ -159,14 +159,19 @@ class SignalStop(SIGTERMException):
         self.signum = signum
 
 
-def save_last_checkpoints(trainer: pl.Trainer, always: bool = False) -> list[str]:
+def save_last_checkpoints(trainer: pl.Trainer, always: bool = False, unless_due: bool = False) -> list[str]:
     """Save "last" through every ModelCheckpoint with `save_last` whose last save is not at this step; with
-    `always`, a run with none of those still gets `last.ckpt` in its first ModelCheckpoint's folder. Returns the
+    `always`, a run with none of those still gets `last.ckpt` in its first ModelCheckpoint's folder; with
+    `unless_due` (called from `on_train_batch_end`), not through those that save at this step's batch end
+    themselves, which run next (saving here first would make them skip their numbered checkpoint). Returns the
     paths written (every rank calls this: a save is collective)."""
     callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
     keeping = [c for c in callbacks if c.save_last]
     written = []
     for callback in keeping:
+        every = callback._every_n_train_steps
+        if unless_due and every > 0 and trainer.global_step % every == 0:
+            continue
         if callback._last_global_step_saved != trainer.global_step or not callback.last_model_path:
             callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))
         written.append(callback.last_model_path)
@@ -230,7 +235,7 @@ class FinalCheckpoint(pl.Callback):
         max_epochs = trainer.max_epochs or -1
         last_epoch = max_epochs > 0 and trainer.current_epoch + 1 >= max_epochs and trainer.is_last_batch
         if (0 < trainer.max_steps <= trainer.global_step) or last_epoch:
-            self._save(trainer)
+            self._save(trainer, unless_due=True)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Early stopping decides in its own on_validation_end, which runs before this one (Lightning calls the
@@ -244,9 +249,9 @@ class FinalCheckpoint(pl.Callback):
             raise SignalStop(self.signum)
 
     @staticmethod
-    def _save(trainer: pl.Trainer) -> None:
+    def _save(trainer: pl.Trainer, unless_due: bool = False) -> None:
         if not trainer.fast_dev_run:  # type: ignore[attr-defined]  # set by Lightning's debugging connector
-            save_last_checkpoints(trainer)
+            save_last_checkpoints(trainer, unless_due=unless_due)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and not isinstance(exception, SignalStop):
