@@ -247,3 +247,20 @@ def test_ckpt_path_uses_the_configuration_and_warns_about_differences(shapes_roo
     cli = main(["validate", *vqa_args(shapes_root, tmp_path / "runs", *lr, "--ckpt_path", str(path))])
     assert cli.model.optimizer_config.lr == 0.123  # the command line wins over the file's hyper-parameters
     assert "the configuration's ['optimizer'] differ from the checkpoint's hyper-parameters" in caplog.text
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_log_folder(shapes_root, tmp_path) -> None:
+    """Each failed attempt left an empty `version_N` beside the runs that had logs."""
+    import json
+
+    from vqa_runs import vqa_args
+
+    crash = ["--trainer.callbacks+=cli_callbacks.CrashAt", "--trainer.callbacks.step", "0"]
+    with pytest.raises(RuntimeError, match="crashed before step 0"):
+        main(["fit", *vqa_args(shapes_root, tmp_path, *crash)])
+    assert not list((tmp_path / "vqa").glob("version_*"))
+    later = [{"class_path": "cli_callbacks.CrashAt", "init_args": {"step": 4}}]
+    with pytest.raises(RuntimeError, match="crashed before step 4"):
+        main(["fit", *vqa_args(shapes_root, tmp_path, "--trainer.callbacks", json.dumps(later))])
+    (kept,) = (tmp_path / "vqa").glob("version_*")  # a run that trained keeps its logs
+    assert (kept / "metrics.csv").is_file()
