@@ -79,7 +79,7 @@ def test_init_from_copies_the_backbone_and_rejects_another_geometry(data, pretra
             answer_vocab=["a"],
             init_from=str(pretrain_checkpoint),
         )
-    with pytest.raises(FileNotFoundError, match="no such weights or checkpoint file"):
+    with pytest.raises(FileNotFoundError, match=r"init_from='missing\.ckpt': no such checkpoint or weights file"):
         VQATask(preset="pixelbert_tiny", answer_vocab=["a"], init_from="missing.ckpt")
 
 
