@@ -71,3 +71,14 @@ def test_weight_sources_in_the_config_are_not_loaded(tmp_path, shapes_root, monk
         assert torch.equal(
             loaded(ids, pixel_values=images).sequence_output, model(ids, pixel_values=images).sequence_output
         )
+
+
+@pytest.mark.parametrize("damaged", ["config.json", "model.safetensors"])
+def test_a_damaged_export_file_is_named(tmp_path, damaged) -> None:
+    """json's and safetensors' own errors named no file ("Error while deserializing header: ...")."""
+    create_model("pixelbert_tiny").save_pretrained(tmp_path / "export")
+    path = tmp_path / "export" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    expected = "not JSON" if damaged == "config.json" else "not a readable safetensors file"
+    with pytest.raises(ValueError, match=rf"{path}: {expected} .*again"):
+        PixelBertModel.from_pretrained(tmp_path / "export")

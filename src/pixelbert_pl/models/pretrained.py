@@ -57,7 +57,11 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (a save_pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors' own error type, which names no file
+        raise ValueError(f"{path}: not a readable safetensors file ({error}); truncated or not written by "
+                         "save_pretrained: export or download it again") from error  # fmt: skip
 
 
 def write_config(directory: Path, model_config: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
@@ -71,8 +75,13 @@ def read_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: no {CONFIG_NAME}; expected a directory written by save_pretrained")
-    document = json.loads(path.read_text())
-    if document.get("format") != FORMAT or "model" not in document:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path}: not JSON ({error}); expected the config save_pretrained writes: export or download it again"
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT or "model" not in document:
         raise ValueError(f"{path}: not a pixelbert_pl config (expected format={FORMAT!r} and a 'model' entry)")
     return document
 
