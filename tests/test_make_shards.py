@@ -75,3 +75,13 @@ def test_a_tsv_becomes_a_train_split_and_a_bad_line_exits_2(tmp_path, capsys) ->
     with pytest.raises(SystemExit) as exit_:  # overrides belong to --config only
         main(["--tsv", str(tsv), "--image-root", str(tmp_path), "--out", str(out), "--data.init_args.x", "1"])
     assert exit_.value.code == 2
+
+
+def test_the_streaming_recipe_is_refused_naming_the_recipe_to_give(tmp_path, capsys) -> None:
+    """It ended in a NotImplementedError traceback: the streaming recipe reads shards, it has no records to write."""
+    recipe = Path(__file__).resolve().parents[1] / "lightning_configs" / "pretrain" / "streaming_r50.yaml"
+    (tmp_path / "shards").mkdir()
+    code = main(["--config", str(recipe), "--out", str(tmp_path / "out"), "--data.init_args.shards",
+                 str(tmp_path / "shards")])  # fmt: skip
+    assert code == 2
+    assert "reads shards, not annotation files: give pixelbert-make-shards the recipe" in capsys.readouterr().err

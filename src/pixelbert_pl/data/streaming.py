@@ -396,6 +396,12 @@ class StreamingPretrainDataModule(PixelBertDataModule):
             if split not in self.indexes:
                 self.indexes[split] = read_shard_index(self.options.shards, split)
 
+    def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
+        raise ValueError(
+            f"{type(self).__name__} reads shards, not annotation files: give pixelbert-make-shards the recipe that "
+            "reads the files (e.g. lightning_configs/pretrain/coco_vg_r50.yaml); pixelbert-check-data scans shards"
+        )
+
     def split_indexes(self, stage: str = "fit") -> dict[str, ShardIndex]:
         """The shard index of every split `stage` reads, by split name (what `pixelbert-check-data` scans)."""
         self.setup(stage)
