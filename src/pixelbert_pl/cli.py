@@ -33,6 +33,7 @@ import pixelbert_pl.data.datamodules
 import pixelbert_pl.data.downstream
 import pixelbert_pl.tasks  # noqa: F401
 from pixelbert_pl.checkpoints import last_checkpoints, use_atomic_checkpoints, use_run_checkpoint_dir
+from pixelbert_pl.processing.config import plain
 from pixelbert_pl.run_lock import RunLock
 from pixelbert_pl.tasks.base import load_checkpoint
 from pixelbert_pl.tasks.registry import get_task
@@ -100,7 +101,7 @@ class PixelBertCLI(LightningCLI):
         given = configured.get("init_args")
         given = given.as_dict() if given is not None else {}
         differ = sorted(k for k, v in given.items() if v is not None and k in hparams and k not in _LINKED_FROM_DATA
-                        and _plain(hparams[k]) != _plain(v))  # fmt: skip
+                        and plain(hparams[k]) != plain(v))  # fmt: skip
         if differ:
             log.warning("--ckpt_path %s: the configuration's %s differ from the checkpoint's hyper-parameters; the "
                         "configuration's are used", path, differ)  # fmt: skip
@@ -193,17 +194,6 @@ def _same_task(saved: str, configured: str) -> bool:
         return get_task(saved) is cls
     except ValueError:
         return False
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists and mappings as dicts, as a checkpoint's hyper-parameters and a parsed config hold them."""
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if hasattr(value, "as_dict"):
-        value = value.as_dict()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def console() -> None:

@@ -37,6 +37,7 @@ from pixelbert_pl.processing import (
     split_processing,
     tokenizer_from_files,
 )
+from pixelbert_pl.processing.config import plain
 from pixelbert_pl.processing.shapes import PadShapes
 from pixelbert_pl.tasks import NLVR2Task, PixelBertTask, PretrainTask, RetrievalTask, VQATask, get_task
 from pixelbert_pl.tasks.base import CHECKPOINT_KEY, load_checkpoint
@@ -141,7 +142,7 @@ class Predictor:
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
         """config.json (+ the task's registered name and its arguments), model.safetensors, heads.safetensors and
         the tokenizer."""
-        hparams = {k: _plain(v) for k, v in self.task.hparams.items() if k not in _BUILD_ARGS and not k.startswith("_")}
+        hparams = {k: plain(v) for k, v in self.task.hparams.items() if k not in _BUILD_ARGS and not k.startswith("_")}
         directory = self.task.model.save_pretrained(
             directory, self.tokenizer, extra_config={"task": task_name(type(self.task)), "task_args": hparams}
         )
@@ -353,9 +354,3 @@ def _rows(**columns: tuple[list[Any], bool]) -> tuple[list[list[Any]], bool]:
         )
     n = next(iter(lengths.values()), 1)
     return [items * n if single else items for items, single in columns.values()], not lengths
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    return value

@@ -105,3 +105,15 @@ def _three(values: Any, name: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise ValueError(f"ProcessingConfig.{name}={list(values)}: expected one value per RGB channel")
     return values  # type: ignore[return-value]
+
+
+def plain(value: Any) -> Any:
+    """A config value as JSON, YAML and a checkpoint's hyper-parameters hold it: tuples as lists, mappings (a parsed
+    config's namespaces included) as dicts, at any depth; so two spellings of one setting compare equal."""
+    if isinstance(value, tuple | list):
+        return [plain(v) for v in value]
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    return value

@@ -37,6 +37,7 @@ from torchmetrics import Metric
 from pixelbert_pl.models import create_model, pretrained
 from pixelbert_pl.models.weights import load_torch_file, read_weights, weights_name
 from pixelbert_pl.processing import ProcessingConfig, split_processing, tokenizer_files
+from pixelbert_pl.processing.config import plain
 from pixelbert_pl.tasks.callbacks import task_callbacks
 from pixelbert_pl.tasks.optim import AdamWSGD, OptimizerConfig, build_param_groups, warmup_step_decay
 
@@ -91,10 +92,6 @@ def source_config(path: str | Path) -> dict[str, Any] | None:
     saved = load_torch_file(path, "init_from", allowed=[OptimizerConfig])
     config = saved.get(CHECKPOINT_KEY, {}).get("config") if isinstance(saved, dict) else None
     return split_processing(config)[0] if isinstance(config, dict) else None
-
-
-def _plain_value(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 class PixelBertTask(pl.LightningModule):
@@ -349,7 +346,7 @@ class PixelBertTask(pl.LightningModule):
         ours = self.model.config.to_dict()
         weights = ("text_encoder", "visual_weights")  # where weights came from, not the architecture
         differ = {k: {"init_from": v, "this task": ours[k]} for k, v in theirs.items()
-                  if k in ours and k not in weights and _plain_value(v) != _plain_value(ours[k])}  # fmt: skip
+                  if k in ours and k not in weights and plain(v) != plain(ours[k])}  # fmt: skip
         return f"; the model configs differ in {differ}" if differ else ""
 
     # ----------------------------------------------------------------------------------------- template
