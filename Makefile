@@ -14,12 +14,13 @@ DEMO_OUT ?= demo-output
 PIP := $(PY) -m pip install -q --retries 10 --timeout 60
 RETRY3 = for attempt in 1 2 3; do $(1) && break; test $$attempt = 3 && exit 1; sleep 20; done
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(call RETRY3,$(PIP) --upgrade pip)
-	# torch first and pinned, so a local wheel cache can serve it and the package install finds it satisfied.
-	$(call RETRY3,$(PIP) --resume-retries 20 torch==2.14.1 torchvision==0.29.1)
-	$(call RETRY3,$(PIP) --resume-retries 20 -e '.[test]')
+	# torch first, at constraints.txt's versions, so a local wheel cache can serve it and the package install finds
+	# it satisfied.
+	$(call RETRY3,$(PIP) --resume-retries 20 -c constraints.txt torch torchvision)
+	$(call RETRY3,$(PIP) --resume-retries 20 -c constraints.txt -e '.[test]')
 	touch $(STAMP)
 
 install: $(STAMP)
