@@ -268,3 +268,20 @@ def test_tensors_that_are_no_image_are_refused_by_name(vqa, shapes_root, tmp_pat
     _, _, ranker = _untrained(RetrievalTask, ShapesWorldRetrievalDataModule, shapes_root, tmp_path)
     with pytest.raises(ValueError, match=r"^images\[2\]: .* NaN"):
         ranker.rank([good, good, nan], ["a red circle"])
+
+
+def test_one_image_asked_several_questions_goes_through_the_cnn_once(vqa) -> None:
+    dm, _, predictor = vqa
+    records = dm.records("val")[:3]
+    image, questions = records[0].image_path, [r.question for r in records]
+    seen: list[int] = []
+    trunk = predictor.task.model.visual.trunk
+    hook = trunk.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    try:
+        answers = predictor.answer(image, questions)
+    finally:
+        hook.remove()
+    assert sum(seen) == 1  # one image row, shared by the three questions
+    alone = [predictor.answer(image, q) for q in questions]
+    assert [a for a, _ in answers] == [a for a, _ in alone]
+    assert_close_scaled(torch.tensor([p for _, p in answers]), torch.tensor([p for _, p in alone]), FLOAT32)

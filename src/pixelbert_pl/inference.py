@@ -198,10 +198,12 @@ class Predictor:
         (images, questions), single = _rows(
             image=_image_list(image, "image"), question=_text_list(question, "question")
         )
+        # Keyed by label: one image asked several questions is resized once and goes through the CNN once.
+        resized = {label: self.image(im, label) for label, im in images}
         items: list[dict[str, Any]] = [
-            {"pixel_values": self.image(im, label), "image_key": str(i), "input_ids": self.token_ids(q),
-             "targets": {}, "answers": [], "answer_type": None, "question_id": i}
-            for i, ((label, im), q) in enumerate(zip(images, questions, strict=True))
+            {"pixel_values": resized[label], "image_key": label, "input_ids": self.token_ids(q), "targets": {},
+             "answers": [], "answer_type": None, "question_id": i}
+            for i, ((label, _), q) in enumerate(zip(images, questions, strict=True))
         ]  # fmt: skip
         batch = self._to_device(collate_vqa(items, answers, self.tokenizer.pad_token_id, self.padding))
         with self._autocast():
