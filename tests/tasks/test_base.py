@@ -121,3 +121,14 @@ def test_a_directory_given_as_a_checkpoint_points_at_from_pretrained(tmp_path) -
     (tmp_path / "exported" / "config.json").write_text("{}")
     with pytest.raises(IsADirectoryError, match=r"is a directory \(an export: Predictor.from_pretrained reads it\)"):
         Predictor.from_checkpoint(tmp_path / "exported")
+
+
+def test_init_from_a_safetensors_file_of_another_backbone_names_the_tensor(tmp_path) -> None:
+    """A safetensors file records no model config: the error is still the shape's, not a failed look for one."""
+    from safetensors.torch import save_file
+
+    other = PretrainTask(preset="pixelbert_tiny", model_overrides={"hidden_size": 64, "intermediate_size": 128})
+    path = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items() if "decoder" not in k}, str(path))
+    with pytest.raises(ValueError, match=r"has shape \(.*64.*\) .*\(it records no model config to compare\)"):
+        PretrainTask(preset="pixelbert_tiny", init_from=str(path))

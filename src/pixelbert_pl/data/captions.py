@@ -176,7 +176,7 @@ class DirectoryIndex:
 
     def first_missing(self, *paths: PathLike) -> str | None:
         """The first of `paths` that is not a file in its directory, or None when all are."""
-        return next((str(p) for p in paths if not self.has(Path(p))), None)
+        return next(iter(self.absent(*paths)), None)
 
     def absent(self, *paths: PathLike) -> tuple[str, ...]:
         """Those of `paths` that are not files in their directories."""

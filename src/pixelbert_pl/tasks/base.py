@@ -89,6 +89,8 @@ def source_config(path: str | Path) -> dict[str, Any] | None:
     directory = Path(path).expanduser()
     if directory.is_dir():
         return split_processing(pretrained.read_config(directory)["model"])[0]
+    if directory.suffix == ".safetensors":
+        return None  # tensors only
     saved = load_torch_file(path, "init_from", allowed=[OptimizerConfig])
     config = saved.get(CHECKPOINT_KEY, {}).get("config") if isinstance(saved, dict) else None
     return split_processing(config)[0] if isinstance(config, dict) else None
