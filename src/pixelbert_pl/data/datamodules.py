@@ -9,7 +9,6 @@ are disjoint with no padding duplicates.
 from __future__ import annotations
 
 import functools
-import signal
 import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict
@@ -39,6 +38,7 @@ from pixelbert_pl.data.captions import (
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, RecordDataset, collate_pretrain
 from pixelbert_pl.data.quality import SkipCounter
 from pixelbert_pl.data.samplers import BucketedEpochKeyedSampler, GroupedEpochKeyedSampler, item_buckets
+from pixelbert_pl.data.workers import stop_safe_worker_init
 from pixelbert_pl.processing import PROCESSING_FIELDS, ImageTransform, ProcessingConfig, load_tokenizer
 from pixelbert_pl.processing.shapes import PadShapes
 
@@ -94,14 +94,6 @@ class ArrowRecords(Sequence[RecordT], Generic[RecordT]):
 def _arguments(frame_locals: dict[str, Any]) -> dict[str, Any]:
     """A constructor's own arguments from its `locals()`."""
     return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__", "kwargs")}
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers' `worker_init_fn`: SIGTERM sent to the whole process group (as schedulers do) and Ctrl-C
-    would kill the workers, and the main process would then fail on their death instead of finishing its step and
-    saving; the main process alone acts on them (`checkpoints.FinalCheckpoint`) and ends its workers when it exits."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class PixelBertDataModule(pl.LightningDataModule):
@@ -245,7 +237,7 @@ class PixelBertDataModule(pl.LightningDataModule):
             # Each new iterator draws its workers' base seed from this generator, not from torch's global one, so
             # starting an epoch (or a resumed run's first one) leaves the RNG that dropout uses untouched.
             generator=torch.Generator().manual_seed(h.seed),
-            worker_init_fn=ignore_stop_signals,
+            worker_init_fn=stop_safe_worker_init(),
         )
 
 

@@ -32,7 +32,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.datamodules import PixelBertDataModule, ignore_stop_signals
+from pixelbert_pl.data.datamodules import PixelBertDataModule
 from pixelbert_pl.data.images import load_image
 from pixelbert_pl.data.pretraining import (
     CaptionPairIndex,
@@ -52,6 +52,7 @@ from pixelbert_pl.data.shards import (
     read_shard_index,
     shard_error,
 )
+from pixelbert_pl.data.workers import stop_safe_worker_init
 from pixelbert_pl.processing import ImageTransform, resize_shape
 from pixelbert_pl.processing.shapes import PadShapes
 
@@ -431,7 +432,7 @@ class StreamingPretrainDataModule(PixelBertDataModule):
             pin_memory=torch.cuda.is_available(),
             # Worker base seeds from here, not torch's global RNG: starting an epoch leaves dropout's RNG as it was.
             generator=torch.Generator().manual_seed(h.seed),
-            worker_init_fn=ignore_stop_signals,
+            worker_init_fn=stop_safe_worker_init(),
         )  # fmt: skip
 
     def train_dataloader(self) -> EpochStreamLoader:
