@@ -38,10 +38,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import bucketed_batches, coco_like_sizes, emit, environment, recipe_processing, resized_sizes
 from pixelbert_pl.data.datamodules import PixelBertDataModule, PretrainDataModule
-from pixelbert_pl.data.images import image_size, load_image, pad_images, real_sizes
 from pixelbert_pl.data.shards import write_shards
 from pixelbert_pl.data.streaming import StreamingPretrainDataModule
 from pixelbert_pl.processing import ImageTransform
+from pixelbert_pl.processing.images import image_size, load_image
+from pixelbert_pl.processing.padding import pad_images, real_sizes
 from pixelbert_pl.processing.shapes import PadShapes
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import emit, environment, peak_gib, reset_peak, synchronize
-from pixelbert_pl.data.retrieval import RetrievalTexts
+from pixelbert_pl.processing.batches import RetrievalTexts
 from pixelbert_pl.tasks import RetrievalTask
 
 

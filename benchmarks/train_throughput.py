@@ -51,11 +51,10 @@ from benchmarks.common import (
     resized_sizes,
     synchronize,
 )
-from pixelbert_pl.data.images import pad_images
-from pixelbert_pl.data.pretraining import IGNORE_INDEX, PretrainBatch
-from pixelbert_pl.data.vqa import VQABatch
 from pixelbert_pl.models import preset_processing
 from pixelbert_pl.processing import ProcessingConfig
+from pixelbert_pl.processing.batches import IGNORE_INDEX, PretrainBatch, VQABatch
+from pixelbert_pl.processing.padding import pad_images
 from pixelbert_pl.processing.shapes import PadShapes
 from pixelbert_pl.tasks import OptimizerConfig, PixelBertTask, PretrainTask, VQATask
 

@@ -64,10 +64,10 @@ def test_the_rules_see_imports_inside_functions_and_relative_ones(tmp_path: Path
     package = tmp_path / "pixelbert_pl"
     source = package / "models" / "probe.py"
     source.parent.mkdir(parents=True)
-    source.write_text("def f():\n    from pixelbert_pl import harness\n    import pixelbert_pl.data.images\n"
+    source.write_text("def f():\n    from pixelbert_pl import harness\n    import pixelbert_pl.processing.images\n"
                       "    from ..tasks import base\n")  # fmt: skip
     assert [name for _, name in imports(source, package)] == [
-        "pixelbert_pl", "pixelbert_pl.harness", "pixelbert_pl.data.images", "pixelbert_pl.tasks",
+        "pixelbert_pl", "pixelbert_pl.harness", "pixelbert_pl.processing.images", "pixelbert_pl.tasks",
         "pixelbert_pl.tasks.base",
     ]  # fmt: skip
 

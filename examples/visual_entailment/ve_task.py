@@ -16,8 +16,9 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.wrappers import ClasswiseWrapper
 
-from pixelbert_pl.data.classification import SNLI_VE_LABELS, UNLABELLED, ImageTextClassificationBatch
+from pixelbert_pl.data.classification import SNLI_VE_LABELS, UNLABELLED
 from pixelbert_pl.models import ClassificationHead
+from pixelbert_pl.processing.batches import ImageTextClassificationBatch
 from pixelbert_pl.tasks import PixelBertTask, register_task
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pixelbert_pl.data.images import DEFAULT_MAX_PIXELS, UnreadableImageError, load_image
+from pixelbert_pl.processing.images import DEFAULT_MAX_PIXELS, UnreadableImageError, load_image
 
 if TYPE_CHECKING:
     from pixelbert_pl.data.shards import ShardIndex

@@ -24,11 +24,6 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
-from pixelbert_pl.data.batch import BatchPadding
-from pixelbert_pl.data.images import load_image, pad_images, real_sizes
-from pixelbert_pl.data.nlvr2 import collate_nlvr2
-from pixelbert_pl.data.retrieval import RetrievalTexts
-from pixelbert_pl.data.vqa import collate_vqa
 from pixelbert_pl.models import PixelBertModel, pretrained
 from pixelbert_pl.processing import (
     ImageTransform,
@@ -37,7 +32,10 @@ from pixelbert_pl.processing import (
     split_processing,
     tokenizer_from_files,
 )
+from pixelbert_pl.processing.batches import RetrievalTexts, collate_nlvr2, collate_vqa
 from pixelbert_pl.processing.config import plain
+from pixelbert_pl.processing.images import load_image
+from pixelbert_pl.processing.padding import BatchPadding, pad_images, real_sizes
 from pixelbert_pl.processing.shapes import PadShapes
 from pixelbert_pl.tasks import NLVR2Task, PixelBertTask, PretrainTask, RetrievalTask, VQATask, get_task
 from pixelbert_pl.tasks.base import CHECKPOINT_KEY, load_checkpoint

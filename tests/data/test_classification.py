@@ -16,13 +16,12 @@ from corpora import LANDSCAPE, PORTRAIT, write_image
 from pixelbert_pl.data.captions import AnnotationError
 from pixelbert_pl.data.classification import (
     SNLI_VE_LABELS,
-    ImageTextClassificationBatch,
     ImageTextClassificationDataModule,
     ImageTextClassificationDataset,
-    collate_image_text,
     read_image_text_jsonl,
 )
 from pixelbert_pl.processing import ImageTransform, load_tokenizer, write_wordpiece_vocab
+from pixelbert_pl.processing.batches import ImageTextClassificationBatch, collate_image_text
 
 SMALL = {"image_min_size": 32, "image_max_size": 64, "size_divisor": 8, "num_workers": 0}
 

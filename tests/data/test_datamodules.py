@@ -8,9 +8,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pixelbert_pl.data.datamodules import PretrainDataModule
-from pixelbert_pl.data.images import load_image
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.models.visual import image_sizes_from_mask
+from pixelbert_pl.processing.images import load_image
 
 
 def _coco_vg(root, minilm_path: str, **kwargs) -> PretrainDataModule:

@@ -14,10 +14,8 @@ from jsonargparse import ArgumentParser
 from corpora import VQA_TEST_DEV, VQA_TRAIN, VQA_VAL
 from pixelbert_pl.data.captions import AnnotationError
 from pixelbert_pl.data.downstream import NLVR2DataModule, RetrievalDataModule, VQADataModule
-from pixelbert_pl.data.nlvr2 import NLVR2Batch
-from pixelbert_pl.data.retrieval import RetrievalImageBatch, RetrievalTrainBatch
-from pixelbert_pl.data.vqa import VQABatch
 from pixelbert_pl.harness.datamodules import ShapesWorldVQADataModule
+from pixelbert_pl.processing.batches import NLVR2Batch, RetrievalImageBatch, RetrievalTrainBatch, VQABatch
 
 SMALL = {"image_min_size": 32, "image_max_size": 64, "size_divisor": 8, "num_workers": 0}
 

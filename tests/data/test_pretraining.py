@@ -5,14 +5,9 @@ import pytest
 import torch
 
 from pixelbert_pl.data.captions import ImageCaptions, read_karpathy
-from pixelbert_pl.data.pretraining import (
-    IGNORE_INDEX,
-    CaptionPretrainDataset,
-    EpochKeyedSampler,
-    collate_pretrain,
-    matched_rows,
-)
+from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, matched_rows
 from pixelbert_pl.processing import ImageTransform, load_tokenizer
+from pixelbert_pl.processing.batches import IGNORE_INDEX, collate_pretrain
 
 
 @pytest.fixture

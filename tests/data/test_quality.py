@@ -11,10 +11,10 @@ import pytorch_lightning as pl
 import torch
 
 import pixelbert_pl.data.pretraining
-from pixelbert_pl.data.images import UnreadableImageError, load_image
 from pixelbert_pl.data.quality import SkipCounter, TooManyBadSamplesError
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
+from pixelbert_pl.processing.images import UnreadableImageError, load_image
 
 
 @pytest.fixture

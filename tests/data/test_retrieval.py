@@ -11,16 +11,14 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from corpora import FLICKR, LANDSCAPE, PORTRAIT
 from pixelbert_pl.data.captions import ImageCaptions, read_karpathy
-from pixelbert_pl.data.retrieval import (
+from pixelbert_pl.data.retrieval import RetrievalImageDataset, RetrievalTrainDataset, retrieval_texts
+from pixelbert_pl.processing import ImageTransform, load_tokenizer
+from pixelbert_pl.processing.batches import (
     RetrievalImageBatch,
-    RetrievalImageDataset,
     RetrievalTrainBatch,
-    RetrievalTrainDataset,
     collate_retrieval_images,
     collate_retrieval_train,
-    retrieval_texts,
 )
-from pixelbert_pl.processing import ImageTransform, load_tokenizer
 
 TRANSFORM = ImageTransform(32, 64, size_divisor=8)
 

@@ -13,10 +13,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pixelbert_pl.data.pretraining import IGNORE_INDEX, CaptionPairIndex
+from pixelbert_pl.data.pretraining import CaptionPairIndex
 from pixelbert_pl.data.shards import read_shard_index, write_shards
 from pixelbert_pl.data.streaming import StreamingPretrainDataModule, read_shard
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
+from pixelbert_pl.processing.batches import IGNORE_INDEX
 
 RECORDS_PER_SHARD = 6  # 48 training images: 8 shards of 30 pairs each (5 captions an image)
 
@@ -191,7 +192,7 @@ def _bucketed(shards: Path, root: Path, num_workers: int = 0) -> StreamingPretra
 def test_a_bucketed_stream_serves_batches_of_one_shape_and_resumes_exactly(
     mixed_shards, mixed_shapes_root, workers
 ) -> None:
-    from pixelbert_pl.data.images import image_size
+    from pixelbert_pl.processing.images import image_size
     from pixelbert_pl.processing.shapes import PadShapes
 
     index = read_shard_index(str(mixed_shards))

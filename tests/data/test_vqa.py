@@ -12,8 +12,9 @@ from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from corpora import LANDSCAPE, PORTRAIT, VQA_TRAIN
 from pixelbert_pl.data.captions import AnnotationError
-from pixelbert_pl.data.vqa import VQABatch, VQADataset, VQARecord, collate_vqa, read_vqa
+from pixelbert_pl.data.vqa import VQADataset, VQARecord, read_vqa
 from pixelbert_pl.processing import ImageTransform, load_tokenizer
+from pixelbert_pl.processing.batches import VQABatch, collate_vqa
 
 TRAIN_Q = "v2_OpenEnded_mscoco_train2014_questions.json"
 TRAIN_A = "v2_mscoco_train2014_annotations.json"

@@ -7,8 +7,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from pixelbert_pl.data.pretraining import IGNORE_INDEX
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
+from pixelbert_pl.processing.batches import IGNORE_INDEX
 from pixelbert_pl.tasks import PretrainTask
 from pixelbert_pl.tasks.callbacks import NonFiniteStepReport
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from numerics import FLOAT32, FLOAT32_DEEP, assert_close_scaled, assert_grads_close
-from pixelbert_pl.data.pretraining import IGNORE_INDEX
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
+from pixelbert_pl.processing.batches import IGNORE_INDEX
 from pixelbert_pl.tasks import PretrainTask
 
 

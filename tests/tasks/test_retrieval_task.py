@@ -113,8 +113,8 @@ def test_two_process_evaluation_equals_one_process(task, data, shapes_root, tmp_
 def test_score_matrix_scores_each_pair_as_alone_without_padding(task) -> None:
     """Mixed image sizes and caption lengths: every score is the pair's score computed alone (its image at its own
     size, its caption unpadded), and no forward pass carries a padded pixel token or a fully padded text column."""
-    from pixelbert_pl.data.images import pad_images
-    from pixelbert_pl.data.retrieval import RetrievalTexts
+    from pixelbert_pl.processing.batches import RetrievalTexts
+    from pixelbert_pl.processing.padding import pad_images
 
     torch.manual_seed(0)
     task.eval()
@@ -191,9 +191,9 @@ def test_rerank_rescores_each_images_and_each_texts_top_k_exactly(task, data) ->
 def test_coarse_scores_read_pooled_tokens_of_each_image_alone(task) -> None:
     """The coarse stage's passes carry each image's own grid pooled (no padding of larger images in the batch),
     a score does not depend on the batch, and pool 1 is the exact score."""
-    from pixelbert_pl.data.images import pad_images
-    from pixelbert_pl.data.retrieval import RetrievalTexts
     from pixelbert_pl.models.visual import pool_pixel_tokens
+    from pixelbert_pl.processing.batches import RetrievalTexts
+    from pixelbert_pl.processing.padding import pad_images
 
     torch.manual_seed(0)
     task.eval()

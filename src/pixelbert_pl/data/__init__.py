@@ -1,5 +1,1 @@
-"""Data: one image loader, corpus readers in their published formats, samples and DataModules."""
-
-from pixelbert_pl.data.images import UnreadableImageError, load_image, pad_images
-
-__all__ = ["UnreadableImageError", "load_image", "pad_images"]
+"""Data: corpus readers in their published formats, samples, samplers and DataModules."""

@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
-from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
 from pixelbert_pl.data.datamodules import ArrowRecords
 from pixelbert_pl.data.downstream import SplitDataModule
-from pixelbert_pl.data.pretraining import RecordDataset, collate_image_texts, split_key
+from pixelbert_pl.data.pretraining import RecordDataset, split_key
+from pixelbert_pl.processing.batches import collate_image_text
 
 SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
 SNLI_VE_IMAGE_PATTERN = "{Flikr30kID}"
@@ -49,19 +48,6 @@ class ImageTextRecord:
     text: str
     label: int
     label_name: str
-
-
-@dataclass
-class ImageTextClassificationBatch(PinnableBatch):
-    pixel_values: torch.Tensor  # (n, 3, H, W), one row per distinct image of the batch
-    pixel_mask: torch.Tensor  # (n, H, W) bool
-    input_ids: torch.Tensor  # (b, t) [CLS] text [SEP], padded
-    attention_mask: torch.Tensor  # (b, t) bool
-    image_index: torch.Tensor  # (b,) row of pixel_values each text is about
-    labels: torch.Tensor  # (b,) long class index, UNLABELLED (-1) for unlabelled rows
-    label_names: list[str]  # (b,) each row's label as written in the file, "" when unlabelled
-    example_ids: list[str]  # (b,) each row's id_field (SNLI-VE: pairID)
-    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 def check_labels(labels: Sequence[str], owner: str) -> list[str]:
@@ -160,18 +146,6 @@ class ImageTextClassificationDataset(RecordDataset):
             "label_name": record.label_name,
             "example_id": record.example_id,
         }
-
-
-def collate_image_text(
-    items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
-) -> ImageTextClassificationBatch:
-    """Texts about the same image share one row of `pixel_values` (SNLI-VE has several hypotheses per image)."""
-    return ImageTextClassificationBatch(
-        **collate_image_texts(items, pad_token_id, padding),
-        labels=torch.tensor([item["label"] for item in items], dtype=torch.long),
-        label_names=[item["label_name"] for item in items],
-        example_ids=[item["example_id"] for item in items],
-    )
 
 
 class ImageTextClassificationDataModule(SplitDataModule):

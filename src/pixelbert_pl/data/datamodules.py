@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader, Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
-from pixelbert_pl.data.batch import BatchPadding
 from pixelbert_pl.data.captions import (
     EVAL_SPLITS,
     PRETRAIN_SPLITS,
@@ -35,11 +34,13 @@ from pixelbert_pl.data.captions import (
     read_visual_genome,
     to_hf_dataset,
 )
-from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, RecordDataset, collate_pretrain
+from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSampler, RecordDataset
 from pixelbert_pl.data.quality import SkipCounter
 from pixelbert_pl.data.samplers import BucketedEpochKeyedSampler, GroupedEpochKeyedSampler, item_buckets
 from pixelbert_pl.data.workers import stop_safe_worker_init
 from pixelbert_pl.processing import PROCESSING_FIELDS, ImageTransform, ProcessingConfig, load_tokenizer
+from pixelbert_pl.processing.batches import collate_pretrain
+from pixelbert_pl.processing.padding import BatchPadding
 from pixelbert_pl.processing.shapes import PadShapes
 
 RecordT = TypeVar("RecordT")

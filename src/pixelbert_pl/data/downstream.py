@@ -18,17 +18,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from pixelbert_pl.data.captions import PRETRAIN_SPLITS, AnnotationFile, read_karpathy, to_hf_dataset
 from pixelbert_pl.data.datamodules import ArrowRecords, PixelBertDataModule
-from pixelbert_pl.data.nlvr2 import NLVR2Dataset, collate_nlvr2, read_nlvr2
-from pixelbert_pl.data.retrieval import (
-    RetrievalImageDataset,
+from pixelbert_pl.data.nlvr2 import NLVR2Dataset, read_nlvr2
+from pixelbert_pl.data.retrieval import RetrievalImageDataset, RetrievalTrainDataset, retrieval_texts
+from pixelbert_pl.data.vqa import ANNOTATIONS_FORMAT, COCO_IMAGE_PATTERN, VQADataset, read_vqa
+from pixelbert_pl.metrics import build_answer_vocab
+from pixelbert_pl.processing.batches import (
     RetrievalTexts,
-    RetrievalTrainDataset,
+    collate_nlvr2,
     collate_retrieval_images,
     collate_retrieval_train,
-    retrieval_texts,
+    collate_vqa,
 )
-from pixelbert_pl.data.vqa import ANNOTATIONS_FORMAT, COCO_IMAGE_PATTERN, VQADataset, collate_vqa, read_vqa
-from pixelbert_pl.metrics import build_answer_vocab
 
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 

@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import (
     AnnotationFile,
     DirectoryIndex,
@@ -31,8 +28,7 @@ from pixelbert_pl.data.captions import (
     absolute_path,
     drop_missing,
 )
-from pixelbert_pl.data.images import real_sizes
-from pixelbert_pl.data.pretraining import RecordDataset, pad_batch_images, pad_texts, split_key
+from pixelbert_pl.data.pretraining import RecordDataset, split_key
 
 NLVR2_FORMAT = (
     'NLVR2 JSON lines: {"identifier": "<split>-<set>-<pair>-<sentence>", "sentence", "label": "True"|"False", '
@@ -50,17 +46,6 @@ class NLVR2Record:
     label: bool | None
     left_path: str
     right_path: str
-
-
-@dataclass
-class NLVR2Batch(PinnableBatch):
-    pixel_values: torch.Tensor  # (2b, 3, H, W): example i's left image at 2i, its right image at 2i + 1
-    pixel_mask: torch.Tensor  # (2b, H, W) bool
-    input_ids: torch.Tensor  # (b, t)
-    attention_mask: torch.Tensor  # (b, t) bool
-    labels: torch.Tensor  # (b,) long: 1 True, 0 False, -1 unlabelled
-    identifiers: list[str]
-    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 def read_nlvr2(
@@ -144,18 +129,3 @@ class NLVR2Dataset(RecordDataset):
             "label": -1 if record.label is None else int(record.label),
             "identifier": record.identifier,
         }
-
-
-def collate_nlvr2(items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING) -> NLVR2Batch:
-    images = [image for item in items for image in (item["left"], item["right"])]
-    pixel_values, pixel_mask = pad_batch_images(images, padding)
-    input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id, padding.text_multiple)
-    return NLVR2Batch(
-        pixel_values=pixel_values,
-        pixel_mask=pixel_mask,
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        labels=torch.tensor([item["label"] for item in items], dtype=torch.long),
-        identifiers=[item["identifier"] for item in items],
-        image_sizes=real_sizes(images),
-    )

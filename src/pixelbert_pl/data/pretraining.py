@@ -6,8 +6,8 @@ any batch, on any rank, in any worker, and after a resume. The sampler hands the
 each index, so workers need no shared state.
 
 The downstream datasets (vqa.py, nlvr2.py, retrieval.py, classification.py) build on the pieces defined here:
-`RecordDataset`, `EpochKeyedSampler` and its keys (`split_key`, `sample_rng`), `other_image_captions`, `pad_texts`
-and `collate_image_texts`.
+`RecordDataset`, `EpochKeyedSampler` and its keys (`split_key`, `sample_rng`) and `other_image_captions`; their
+batches and collates are `processing/batches.py`'s.
 
 An epoch of pre-training is every (image, caption) pair, as in the paper and ViLT (`CaptionPairIndex`): an item is
 one image with some of its captions, so the CNN runs once for all of them.
@@ -18,7 +18,6 @@ Shapes: n images, r = n * captions_per_image text rows, t tokens.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Literal, cast
 
@@ -28,13 +27,11 @@ from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
-from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.images import UnreadableImageError, load_image, pad_images, real_sizes
 from pixelbert_pl.data.quality import SkipCounter, TooManyBadSamplesError
 from pixelbert_pl.processing import ImageTransform
-
-IGNORE_INDEX = -100
+from pixelbert_pl.processing.batches import IGNORE_INDEX
+from pixelbert_pl.processing.images import UnreadableImageError, load_image
 
 
 def sample_rng(*key: int) -> np.random.Generator:
@@ -129,21 +126,6 @@ class CaptionPairIndex:
             return record, [rank]
         order = sample_rng(seed, epoch, record, _CAPTION_ORDER_STREAM).permutation(count)
         return record, [int(order[(rank * k + i) % count]) for i in range(k)]
-
-
-@dataclass
-class PretrainBatch(PinnableBatch):
-    pixel_values: torch.Tensor  # (n, 3, H, W)
-    pixel_mask: torch.Tensor  # (n, H, W) bool
-    input_ids: torch.Tensor  # (r, t), MLM-masked
-    attention_mask: torch.Tensor  # (r, t)
-    mlm_labels: torch.Tensor  # (r, t), IGNORE_INDEX except masked positions of matched pairs
-    itm_labels: torch.Tensor  # (r,) 1 = the caption describes the image
-    image_index: torch.Tensor  # (r,) image of each row
-    pixel_sample_seeds: list[int]  # (r,) host ints: the draw happens on the host (see PixelBertModel.sample_pixels)
-    sample_ids: torch.Tensor  # (n,) dataset item of each image (a `CaptionPairIndex` item in pre-training)
-    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
-    num_masked: int | None = None  # m, the MLM targets in mlm_labels, known on the host (see PretrainTask)
 
 
 class EpochKeyedSampler(DistributedSampler):
@@ -454,86 +436,3 @@ class CaptionPretrainDataset(RecordDataset):
             token = int(rng.integers(len(self.tokenizer)))
             if token not in self.special_ids:
                 return token
-
-
-def pad_token_rows(rows: list[list[int]], value: int, multiple: int = 1) -> torch.Tensor:
-    """Rows padded at the right with `value` to the longest, rounded up to a multiple of `multiple`."""
-    width = -(-max(len(r) for r in rows) // multiple) * multiple
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def pad_texts(rows: list[list[int]], pad_token_id: int, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows padded at the right: (input_ids (r, t) long, attention_mask (r, t) bool, True on real tokens)."""
-    mask = pad_token_rows([[1] * len(r) for r in rows], 0, multiple).bool()
-    return pad_token_rows(rows, pad_token_id, multiple), mask
-
-
-def pad_batch_images(images: list[torch.Tensor], padding: BatchPadding) -> tuple[torch.Tensor, torch.Tensor]:
-    """`pad_images` to the shape `padding` gives these images (their maximum without fixed shapes)."""
-    return pad_images(images, shape=padding.image_shape(real_sizes(images)))
-
-
-def collate_image_texts(
-    items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
-) -> dict[str, Any]:
-    """The image and text fields of a batch of (image, text) items whose texts may share an image (several
-    questions or statements about one): items with the same `image_key` get one row of `pixel_values`, in
-    first-seen order, so the CNN runs once per image. Each item holds "pixel_values", "image_key", "input_ids".
-
-    Returns pixel_values (n, 3, H, W), pixel_mask (n, H, W), image_sizes (n host (h, w) pairs), image_index (b,)
-    long (each text's image row), and
-    input_ids, attention_mask (b, t) as `pad_texts` pads them; `padding` says to which shapes."""
-    rows: dict[str, int] = {}
-    images: list[torch.Tensor] = []
-    for item in items:
-        if item["image_key"] not in rows:
-            rows[item["image_key"]] = len(images)
-            images.append(item["pixel_values"])
-    sizes = real_sizes(images)
-    shape = padding.image_shape(sizes)
-    blanks = -len(images) % padding.image_multiple
-    if blanks:  # image rows no text reads, so the CNN's batch takes few sizes (`BatchPadding.image_multiple`)
-        blank_shape = shape or (max(h for h, _ in sizes), max(w for _, w in sizes))
-        images += [images[0].new_zeros((images[0].shape[0], *blank_shape))] * blanks
-    pixel_values, pixel_mask = pad_images(images, shape=shape)
-    input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id, padding.text_multiple)
-    return {
-        "pixel_values": pixel_values,
-        "pixel_mask": pixel_mask,
-        "image_sizes": real_sizes(images),
-        "image_index": torch.tensor([rows[item["image_key"]] for item in items], dtype=torch.long),
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-    }
-
-
-def collate_pretrain(
-    items: list[dict[str, object]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
-) -> PretrainBatch:
-    """Images in item order; text rows sorted by length (stable), each row's fields moved with it, so that the
-    transformer's length buckets (`text_length_buckets`) are runs of consecutive rows and need no gather."""
-    images: list[torch.Tensor] = [item["pixel_values"] for item in items]  # type: ignore[misc]
-    pixel_values, pixel_mask = pad_batch_images(images, padding)
-    rows = [
-        (ids, labels, matched, image, seed)
-        for image, item in enumerate(items)
-        for ids, labels, matched, seed in zip(
-            item["input_ids"], item["mlm_labels"], item["itm_labels"], item["pixel_sample_seeds"], strict=True
-        )  # type: ignore[call-overload]
-    ]
-    rows.sort(key=lambda row: len(row[0]))
-    ids, labels, matched, image_index, seeds = (list(column) for column in zip(*rows, strict=True))
-    k = padding.text_multiple
-    return PretrainBatch(
-        pixel_values=pixel_values,
-        pixel_mask=pixel_mask,
-        input_ids=pad_token_rows(ids, pad_token_id, k),
-        attention_mask=pad_token_rows([[1] * len(r) for r in ids], 0, k),
-        mlm_labels=pad_token_rows(labels, IGNORE_INDEX, k),
-        num_masked=sum(label != IGNORE_INDEX for row in labels for label in row),
-        itm_labels=torch.tensor(matched),
-        image_index=torch.tensor(image_index),
-        pixel_sample_seeds=seeds,
-        sample_ids=torch.tensor([item["sample_id"] for item in items]),
-        image_sizes=real_sizes(images),
-    )

@@ -15,7 +15,6 @@ Shapes: n images, k negatives, g = 1 + k texts per image, T texts in the split, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -24,49 +23,16 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.images import load_image, real_sizes
-from pixelbert_pl.data.pretraining import (
-    CaptionPairIndex,
-    RecordDataset,
-    other_image_captions,
-    pad_batch_images,
-    pad_texts,
-    sample_rng,
-    split_key,
-)
+from pixelbert_pl.data.pretraining import CaptionPairIndex, RecordDataset, other_image_captions, sample_rng, split_key
 from pixelbert_pl.processing import ImageTransform
+from pixelbert_pl.processing.batches import RetrievalTexts
+from pixelbert_pl.processing.images import load_image
+from pixelbert_pl.processing.padding import pad_texts
 
 # Draws of other images' captions before a negative is declared impossible; only a corpus whose images nearly all
 # share their captions runs out.
 _NEGATIVE_DRAWS = 1000
-
-
-@dataclass
-class RetrievalTrainBatch(PinnableBatch):
-    pixel_values: torch.Tensor  # (n, 3, H, W)
-    pixel_mask: torch.Tensor  # (n, H, W) bool
-    input_ids: torch.Tensor  # (n * g, t): image i's rows are i*g .. i*g + g - 1, the positive first
-    attention_mask: torch.Tensor  # (n * g, t) bool
-    image_index: torch.Tensor  # (n * g,) image of each row
-    group_size: int  # g = 1 + k
-    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
-
-
-@dataclass
-class RetrievalImageBatch(PinnableBatch):
-    pixel_values: torch.Tensor  # (n, 3, H, W)
-    pixel_mask: torch.Tensor  # (n, H, W) bool
-    image_positions: torch.Tensor  # (n,) positions in the split's image list
-    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
-
-
-@dataclass
-class RetrievalTexts:
-    input_ids: torch.Tensor  # (T, t)
-    attention_mask: torch.Tensor  # (T, t) bool
-    text_to_image: torch.Tensor  # (T,) position of each text's image in the split's image list
 
 
 class RetrievalTrainDataset(RecordDataset):
@@ -120,25 +86,6 @@ class RetrievalTrainDataset(RecordDataset):
         return {"pixel_values": self.image(record.image_path), "input_ids": self.token_ids(texts)}
 
 
-def collate_retrieval_train(
-    items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
-) -> RetrievalTrainBatch:
-    images = [item["pixel_values"] for item in items]
-    pixel_values, pixel_mask = pad_batch_images(images, padding)
-    group_size = len(items[0]["input_ids"])
-    rows = [row for item in items for row in item["input_ids"]]
-    input_ids, attention_mask = pad_texts(rows, pad_token_id, padding.text_multiple)
-    return RetrievalTrainBatch(
-        pixel_values=pixel_values,
-        pixel_mask=pixel_mask,
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        image_index=torch.arange(len(items)).repeat_interleave(group_size),
-        group_size=group_size,
-        image_sizes=real_sizes(images),
-    )
-
-
 class RetrievalImageDataset(Dataset):
     """Item = one image of the split and its position in `records`, which is what `text_to_image` refers to."""
 
@@ -152,15 +99,6 @@ class RetrievalImageDataset(Dataset):
     def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
         position = split_key(key)[1]
         return {"pixel_values": self.transform(load_image(self.records[position].image_path)), "position": position}
-
-
-def collate_retrieval_images(items: list[dict[str, Any]], padding: BatchPadding = NO_PADDING) -> RetrievalImageBatch:
-    images = [item["pixel_values"] for item in items]
-    pixel_values, pixel_mask = pad_batch_images(images, padding)
-    positions = torch.tensor([item["position"] for item in items], dtype=torch.long)
-    return RetrievalImageBatch(
-        pixel_values=pixel_values, pixel_mask=pixel_mask, image_positions=positions, image_sizes=real_sizes(images)
-    )
 
 
 def retrieval_texts(

@@ -19,9 +19,9 @@ from typing import TypeVar
 
 import torch
 
-from pixelbert_pl.data.images import UnreadableImageError, image_size
 from pixelbert_pl.data.pretraining import EpochKeyedSampler, RecordDataset
 from pixelbert_pl.processing import ProcessingConfig, resize_shape
+from pixelbert_pl.processing.images import UnreadableImageError, image_size
 from pixelbert_pl.processing.shapes import PadShapes
 
 T = TypeVar("T")

@@ -36,7 +36,7 @@ from pixelbert_pl.data.captions import (
     absolute_path,
     drop_missing,
 )
-from pixelbert_pl.data.images import UnreadableImageError, image_size
+from pixelbert_pl.processing.images import UnreadableImageError, image_size
 
 logger = logging.getLogger(__name__)
 

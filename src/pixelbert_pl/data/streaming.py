@@ -33,15 +33,7 @@ from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import ImageCaptions
 from pixelbert_pl.data.datamodules import PixelBertDataModule
-from pixelbert_pl.data.images import load_image
-from pixelbert_pl.data.pretraining import (
-    CaptionPairIndex,
-    CaptionPretrainDataset,
-    PretrainBatch,
-    collate_pretrain,
-    matched_rows,
-    sample_rng,
-)
+from pixelbert_pl.data.pretraining import CaptionPairIndex, CaptionPretrainDataset, matched_rows, sample_rng
 from pixelbert_pl.data.quality import SkipCounter
 from pixelbert_pl.data.samplers import bucket_batch_count, cut_bucket_batches
 from pixelbert_pl.data.shards import (
@@ -54,6 +46,8 @@ from pixelbert_pl.data.shards import (
 )
 from pixelbert_pl.data.workers import stop_safe_worker_init
 from pixelbert_pl.processing import ImageTransform, resize_shape
+from pixelbert_pl.processing.batches import PretrainBatch, collate_pretrain
+from pixelbert_pl.processing.images import load_image
 from pixelbert_pl.processing.shapes import PadShapes
 
 _SHARD_ORDER_STREAM = 2  # the last key of the shard-order shuffle, so its stream is no item's or shard's

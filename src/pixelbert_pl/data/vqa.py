@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
-from pixelbert_pl.data.batch import NO_PADDING, BatchPadding, PinnableBatch
 from pixelbert_pl.data.captions import (
     AnnotationError,
     AnnotationFile,
@@ -24,7 +22,7 @@ from pixelbert_pl.data.captions import (
     absolute_path,
     drop_missing,
 )
-from pixelbert_pl.data.pretraining import RecordDataset, collate_image_texts, split_key
+from pixelbert_pl.data.pretraining import RecordDataset, split_key
 from pixelbert_pl.metrics import vqa_soft_targets
 from pixelbert_pl.processing import ImageTransform
 
@@ -50,20 +48,6 @@ class VQARecord:
     answers: list[str]
     answer_type: str | None
     multiple_choice_answer: str | None
-
-
-@dataclass
-class VQABatch(PinnableBatch):
-    pixel_values: torch.Tensor  # (n, 3, H, W), one row per distinct image
-    pixel_mask: torch.Tensor  # (n, H, W) bool
-    input_ids: torch.Tensor  # (b, t) [CLS] question [SEP], padded
-    attention_mask: torch.Tensor  # (b, t) bool
-    image_index: torch.Tensor  # (b,) row of pixel_values each question is about
-    targets: torch.Tensor  # (b, a) soft scores; all-zero rows for unannotated questions
-    question_ids: torch.Tensor  # (b,)
-    answers: list[list[str]]  # raw human answers per question, [] when unannotated
-    answer_types: list[str | None]
-    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 def _image_name(pattern: str, data_subtype: str, image_id: int) -> str:
@@ -185,20 +169,3 @@ class VQADataset(RecordDataset):
             "answer_type": record.answer_type,
             "question_id": record.question_id,
         }
-
-
-def collate_vqa(
-    items: list[dict[str, Any]], num_answers: int, pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
-) -> VQABatch:
-    """Questions about the same image (same `image_key`) share one row of `pixel_values`, in first-seen order."""
-    targets = torch.zeros(len(items), num_answers)
-    for row, item in enumerate(items):
-        for label, score in item["targets"].items():
-            targets[row, label] = score
-    return VQABatch(
-        **collate_image_texts(items, pad_token_id, padding),
-        targets=targets,
-        question_ids=torch.tensor([item["question_id"] for item in items], dtype=torch.long),
-        answers=[item["answers"] for item in items],
-        answer_types=[item["answer_type"] for item in items],
-    )

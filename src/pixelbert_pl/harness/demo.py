@@ -28,12 +28,13 @@ from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import read_karpathy
 from pixelbert_pl.data.downstream import VQADataModule
-from pixelbert_pl.data.images import load_image, pad_images
-from pixelbert_pl.data.pretraining import CaptionPretrainDataset, pad_token_rows, sample_rng
+from pixelbert_pl.data.pretraining import CaptionPretrainDataset, sample_rng
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.harness.shapes import COLOURS, SHAPES
 from pixelbert_pl.models.pixel_bert import PixelBertOutput
 from pixelbert_pl.processing import ImageTransform
+from pixelbert_pl.processing.images import load_image
+from pixelbert_pl.processing.padding import pad_images, pad_token_rows
 from pixelbert_pl.tasks.base import load_checkpoint
 from pixelbert_pl.tasks.pretrain import PretrainTask
 

@@ -22,10 +22,10 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.captions import read_karpathy
-from pixelbert_pl.data.images import load_image
 from pixelbert_pl.harness.shapes import COLOURS, SHAPES, Scene, ShapeObject
 from pixelbert_pl.models.pixel_bert import PixelBertModel
 from pixelbert_pl.processing import ImageTransform
+from pixelbert_pl.processing.images import load_image
 from pixelbert_pl.visualize import text_attention_layers
 
 

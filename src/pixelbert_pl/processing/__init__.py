@@ -9,7 +9,14 @@ from pixelbert_pl.processing.config import (
     ProcessingConfig,
     split_processing,
 )
-from pixelbert_pl.processing.images import ImageTransform, normalize_pixels, resize_shape, to_rgb
+from pixelbert_pl.processing.images import (
+    ImageTransform,
+    UnreadableImageError,
+    load_image,
+    normalize_pixels,
+    resize_shape,
+    to_rgb,
+)
 from pixelbert_pl.processing.tokenizer import (
     TOKENIZER_FILES,
     basic_split,
@@ -26,7 +33,9 @@ __all__ = [
     "TOKENIZER_FILES",
     "ImageTransform",
     "ProcessingConfig",
+    "UnreadableImageError",
     "basic_split",
+    "load_image",
     "load_tokenizer",
     "normalize_pixels",
     "resize_shape",

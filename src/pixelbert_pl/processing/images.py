@@ -1,16 +1,21 @@
-"""Image preprocessing: any Pillow image to RGB, the paper's resize (short side 800, long side <= 1333, multiples
-of the CNN stride) and per-channel normalisation, the same wherever it runs (DataModules, `Predictor`, the model).
+"""Image preprocessing: robust decoding (sizes read from headers), any Pillow image to RGB, the paper's resize
+(short side 800, long side <= 1333, multiples of the CNN stride) and per-channel normalisation, the same wherever
+it runs (DataModules, `Predictor`, the model).
 
-Conventions: sizes are (height, width); pixel tensors are (3, h, w), uint8 or float32 after normalisation.
+Conventions: sizes are (height, width); pixel tensors are (3, h, w), uint8 or float32 after normalisation; padding
+(`padding.py`) goes at the bottom/right, so the real pixels of image i are `pixel_values[i, :, :h, :w]` and
+`pixel_mask[i]` is True exactly there (docs/prior_art.md L1, L2).
 """
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
 
 import torch
 import torchvision.transforms.v2.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.transforms import InterpolationMode
 
 from pixelbert_pl.processing.config import IMAGENET_MEAN, IMAGENET_STD, ProcessingConfig
@@ -18,6 +23,64 @@ from pixelbert_pl.processing.config import IMAGENET_MEAN, IMAGENET_STD, Processi
 # Transparent pixels keep arbitrary colour values (often black); web images are drawn on white pages.
 _BACKGROUND = (255, 255, 255)
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+# Pillow's own default limit; images above it are decompression bombs or scans no caption dataset needs.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class UnreadableImageError(ValueError):
+    """An image file that cannot be decoded into RGB pixels. A ValueError so callers can treat it as bad data."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str | None = None) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        # One-argument construction must keep working: DataLoader re-raises worker errors as `type(err)(message)`.
+        super().__init__(self.path if reason is None else f"cannot read image {self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str | None]]:
+        return type(self), (self.path, self.reason)
+
+
+def load_image(
+    path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS, data: bytes | None = None
+) -> Image.Image:
+    """Decode `path` (or the file's bytes `data`, read from a shard; errors still name `path`) into an upright RGB
+    image, or raise `UnreadableImageError` naming the path.
+
+    The format is sniffed from the content, never the extension (NLVR2 ships JPEGs named `.png`).
+    """
+    try:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
+            # `size` comes from the header, so oversized images are refused before any pixel is decoded.
+            pixels = image.width * image.height
+            if pixels > max_pixels:
+                raise UnreadableImageError(path, f"{image.width}x{image.height} = {pixels} pixels > {max_pixels}")
+            # Decode now, while the error can still name the file; a lazy decode would fail later in a worker
+            # or, with LOAD_TRUNCATED_IMAGES, silently pad the missing rows with grey.
+            image.load()
+            return to_rgb(ImageOps.exif_transpose(image))
+    except UnreadableImageError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise UnreadableImageError(path, f"decompression bomb: {err}") from err
+    except Exception as err:
+        # Pillow's plugins raise a zoo of types on malformed data (OSError, SyntaxError, struct.error, ...).
+        raise UnreadableImageError(path, f"{type(err).__name__}: {err}") from err
+
+
+def image_size(path: str | os.PathLike[str], data: bytes | None = None) -> tuple[int, int]:
+    """The (height, width) `load_image` would return, read from the header and EXIF orientation alone (no pixel is
+    decoded): what the bucketed samplers need of every image before an epoch starts."""
+    try:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
+            width, height = image.size
+            # EXIF orientations 5-8 are the transposes and 90-degree turns: exif_transpose swaps the sides.
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                width, height = height, width
+    except Exception as err:
+        raise UnreadableImageError(path, f"{type(err).__name__}: {err}") from err
+    return height, width
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from pixelbert_pl.data.nlvr2 import NLVR2Batch
 from pixelbert_pl.metrics import DeviceMean, NLVR2Metric
 from pixelbert_pl.models import NLVR2Head
+from pixelbert_pl.processing.batches import NLVR2Batch
 from pixelbert_pl.tasks.base import PixelBertTask
 from pixelbert_pl.tasks.writers import ShardedResultWriter
 

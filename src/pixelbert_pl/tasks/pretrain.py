@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from pixelbert_pl.data.pretraining import IGNORE_INDEX, PretrainBatch
 from pixelbert_pl.metrics import DeviceMean
 from pixelbert_pl.models import ITMHead, MLMHead
+from pixelbert_pl.processing.batches import IGNORE_INDEX, PretrainBatch
 from pixelbert_pl.tasks.base import PixelBertTask
 
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pixelbert_pl.data.retrieval import RetrievalImageBatch, RetrievalTexts
 from pixelbert_pl.distributed import gather_lists
 from pixelbert_pl.metrics import coco_1k_recall, rerank_candidates, rerank_scores, retrieval_recall
 from pixelbert_pl.models.visual import PixelTokens
+from pixelbert_pl.processing.batches import RetrievalImageBatch, RetrievalTexts
 
 if TYPE_CHECKING:
     from pixelbert_pl.tasks.retrieval import RetrievalTask

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pixelbert_pl.data.retrieval import RetrievalTexts, RetrievalTrainBatch
 from pixelbert_pl.models import ITMHead, RankHead
 from pixelbert_pl.models.visual import PixelTokens, crop_pixel_tokens, pool_pixel_tokens
+from pixelbert_pl.processing.batches import RetrievalTexts, RetrievalTrainBatch
 from pixelbert_pl.tasks.base import PixelBertTask
 from pixelbert_pl.tasks.optim import OptimizerConfig
 from pixelbert_pl.tasks.ranking import RetrievalEvaluator

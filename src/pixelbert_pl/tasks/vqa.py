@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from pixelbert_pl.data.vqa import VQABatch
 from pixelbert_pl.metrics import DeviceMean, VQAAccuracy
 from pixelbert_pl.models import VQAHead
+from pixelbert_pl.processing.batches import VQABatch
 from pixelbert_pl.tasks.base import PixelBertTask
 from pixelbert_pl.tasks.writers import ShardedResultWriter
 

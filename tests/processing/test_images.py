@@ -1,4 +1,4 @@
-"""Tests for `pixelbert_pl.data.images`; every image fixture is generated under tmp_path."""
+"""Tests for `pixelbert_pl.processing.images`; every image fixture is generated under tmp_path."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pixelbert_pl.data.images import UnreadableImageError, image_size, load_image, pad_images
+from pixelbert_pl.processing.images import UnreadableImageError, image_size, load_image
+from pixelbert_pl.processing.padding import pad_images
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -146,7 +147,7 @@ def test_error_survives_pickling_and_one_argument_construction() -> None:
 
 
 def test_batches_pin_their_tensors_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pixelbert_pl.data.vqa import VQABatch
+    from pixelbert_pl.processing.batches import VQABatch
 
     # Pinning needs a CUDA driver; what is checked here is which fields get pinned and that nothing else changes.
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self + 0.5 if self.is_floating_point() else self + 1)
@@ -165,7 +166,7 @@ def test_batches_pin_their_tensors_only(monkeypatch: pytest.MonkeyPatch) -> None
 def test_lightning_moves_a_batch_by_its_tensor_fields() -> None:
     from lightning_fabric.utilities.apply_func import _TransferableDataType, move_data_to_device
 
-    from pixelbert_pl.data.pretraining import PretrainBatch
+    from pixelbert_pl.processing.batches import PretrainBatch
 
     batch = PretrainBatch(
         pixel_values=torch.zeros(1, 3, 4, 4), pixel_mask=torch.ones(1, 4, 4, dtype=torch.bool),
@@ -231,9 +232,9 @@ def test_pad_images_to_a_given_shape_keeps_each_image_top_left() -> None:
         pad_images(images, shape=(64, 48))
 
 
-def test_public_names_are_importable_from_the_data_package(tmp_path) -> None:
-    import pixelbert_pl.data as data
+def test_public_names_are_importable_from_the_processing_package(tmp_path) -> None:
+    import pixelbert_pl.processing as processing
 
-    with pytest.raises(data.UnreadableImageError, match=r"nothing\.jpg"):
-        data.load_image(tmp_path / "nothing.jpg")
-    assert issubclass(data.UnreadableImageError, ValueError)
+    with pytest.raises(processing.UnreadableImageError, match=r"nothing\.jpg"):
+        processing.load_image(tmp_path / "nothing.jpg")
+    assert issubclass(processing.UnreadableImageError, ValueError)
