@@ -1,11 +1,13 @@
 """`make demo`'s driver on a tiny budget: trains, scores, writes results.json with metrics beside chance."""
 
 import json
+import math
 import sys
 
 import yaml
 
 from pixelbert_pl.harness import demo
+from pixelbert_pl.metrics import ANSWER_TYPES
 
 TINY_PRETRAIN = [
     "--trainer.max_steps", "3",
@@ -54,6 +56,8 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     vqa, scratch, nlvr2, retrieval = (results[k] for k in ("vqa", "vqa_from_scratch", "nlvr2", "retrieval"))
     for r in (vqa, scratch):
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 < r["majority_baseline"] < 1.0 and r["train_steps"] == 2
+        per_type = [r[f"accuracy_{t}"] for t in ANSWER_TYPES]
+        assert all(math.isnan(v) or 0.0 <= v <= 1.0 for v in per_type)  # NaN: a type with no val question
     assert 0.0 <= nlvr2["accuracy"] <= 1.0 and 0.0 <= nlvr2["consistency"] <= nlvr2["accuracy"]
     # NLVR2 starts from the VQA fine-tuning's weights, the others from pre-training's (or none).
     assert [results[k]["init_from"] for k in ("vqa", "vqa_from_scratch", "nlvr2", "retrieval")] == [
@@ -64,8 +68,9 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     ]
     (nlvr2_config,) = (out / "nlvr2").glob("version_*/config.yaml")
     assert f"init_from: {out / 'vqa.ckpt'}" in nlvr2_config.read_text()
-    assert {"i2t_r1", "t2i_r1", "chance_r1"} <= set(retrieval) and 0.0 <= retrieval["i2t_r1"] <= 100.0
-    assert retrieval["chance_r1"] == 100 / 4  # 40 images: 4 in val
+    assert {"i2t_r1", "t2i_r1", "chance_r1"} <= set(retrieval)
+    assert all(0.0 <= retrieval[k] <= 1.0 for k in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"))  # fractions, not %
+    assert retrieval["chance_r1"] == 1 / 4  # 40 images: 4 in val
     printed = capsys.readouterr().out
     assert "val ITM accuracy" in printed and "chance" in printed and "VQA (from scratch)" in printed
     assert "NLVR2 (from VQA fine-tuning)" in printed

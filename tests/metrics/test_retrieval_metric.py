@@ -24,14 +24,14 @@ def test_recall_two_texts_per_image() -> None:
     # t4 0.5 vs 0.3, 0.2 -> 0; t5 0.1 vs 0.4, 0.3 -> 2.
     got = retrieval_recall(scores, t2i, ks=(1, 2, 3, 5))
     expected = {
-        "i2t_r1": 100 / 3,
-        "i2t_r2": 100 / 3,
-        "i2t_r3": 200 / 3,
-        "i2t_r5": 100.0,
-        "t2i_r1": 100 / 6,
-        "t2i_r2": 300 / 6,
-        "t2i_r3": 100.0,
-        "t2i_r5": 100.0,
+        "i2t_r1": 1 / 3,
+        "i2t_r2": 1 / 3,
+        "i2t_r3": 2 / 3,
+        "i2t_r5": 1.0,
+        "t2i_r1": 1 / 6,
+        "t2i_r2": 3 / 6,
+        "t2i_r3": 1.0,
+        "t2i_r5": 1.0,
     }
     assert got == pytest.approx(expected)
 
@@ -50,18 +50,18 @@ def test_recall_five_texts_per_image_default_ks() -> None:
     got = retrieval_recall(scores, torch.tensor(t2i))
     assert set(got) == {"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"}
     assert got == pytest.approx(
-        {"i2t_r1": 50.0, "i2t_r5": 100.0, "i2t_r10": 100.0, "t2i_r1": 60.0, "t2i_r5": 100.0, "t2i_r10": 100.0}
+        {"i2t_r1": 0.5, "i2t_r5": 1.0, "i2t_r10": 1.0, "t2i_r1": 0.6, "t2i_r5": 1.0, "t2i_r10": 1.0}
     )
 
 
 def test_ties_count_against_the_ground_truth() -> None:
     # Constant scores: every positive ties with a wrong candidate, which is ranked ahead of it.
     flat = retrieval_recall(torch.full((2, 2), 0.5), [0, 1], ks=(1, 2))
-    assert flat == {"i2t_r1": 0.0, "i2t_r2": 100.0, "t2i_r1": 0.0, "t2i_r2": 100.0}
+    assert flat == {"i2t_r1": 0.0, "i2t_r2": 1.0, "t2i_r1": 0.0, "t2i_r2": 1.0}
     # Two texts of image 0 tied at its best score do not push each other down; a tied wrong text does.
     t2i = [0, 0, 1]
-    assert retrieval_recall(torch.tensor([[0.7, 0.7, 0.6], [0.0, 0.0, 1.0]]), t2i, ks=(1,))["i2t_r1"] == 100.0
-    assert retrieval_recall(torch.tensor([[0.7, 0.7, 0.7], [0.0, 0.0, 1.0]]), t2i, ks=(1,))["i2t_r1"] == 50.0
+    assert retrieval_recall(torch.tensor([[0.7, 0.7, 0.6], [0.0, 0.0, 1.0]]), t2i, ks=(1,))["i2t_r1"] == 1.0
+    assert retrieval_recall(torch.tensor([[0.7, 0.7, 0.7], [0.0, 0.0, 1.0]]), t2i, ks=(1,))["i2t_r1"] == 0.5
 
 
 def _reference_ranks(scores: torch.Tensor, t2i: torch.Tensor) -> tuple[list[int], list[int]]:
@@ -84,8 +84,8 @@ def test_matches_a_sorting_reference_with_many_ties(dtype: torch.dtype, monkeypa
     scores = torch.randint(0, 4, (7, 20), generator=gen).to(dtype)  # 4 distinct values: ties everywhere
     i2t_ranks, t2i_ranks = _reference_ranks(scores, t2i)
     ks = (1, 2, 3, 5, 10)
-    expected = {f"i2t_r{k}": 100 * sum(r < k for r in i2t_ranks) / 7 for k in ks}
-    expected.update({f"t2i_r{k}": 100 * sum(r < k for r in t2i_ranks) / 20 for k in ks})
+    expected = {f"i2t_r{k}": sum(r < k for r in i2t_ranks) / 7 for k in ks}
+    expected.update({f"t2i_r{k}": sum(r < k for r in t2i_ranks) / 20 for k in ks})
     assert retrieval_recall(scores, t2i, ks=ks) == pytest.approx(expected)
 
 
@@ -99,11 +99,11 @@ def _two_fold_matrix() -> tuple[torch.Tensor, list[int]]:
 
 def test_coco_1k_averages_recall_over_folds() -> None:
     scores, t2i = _two_fold_matrix()
-    # Fold A: image ranks [0 (0.9 top), 1 (0.8 above own best 0.6)] -> i2t R@1 50, R@2 100;
-    #   text ranks [0, 1 (0.1 tie with 0.1), 0, 0] -> t2i R@1 75, R@2 100.
-    # Fold B: image ranks [2 (0.9, 0.8 above own best 0.2), 0] -> i2t R@1 50, R@2 50, R@3 100;
-    #   text ranks [1, 1, 1, 1] (0.3 > 0.1, 0.4 > 0.2, 0.9 > 0.7, 0.8 > 0.1) -> t2i R@1 0, R@2 100.
-    expected = {"i2t_r1": 50.0, "i2t_r2": 75.0, "i2t_r3": 100.0, "t2i_r1": 37.5, "t2i_r2": 100.0, "t2i_r3": 100.0}
+    # Fold A: image ranks [0 (0.9 top), 1 (0.8 above own best 0.6)] -> i2t R@1 0.5, R@2 1;
+    #   text ranks [0, 1 (0.1 tie with 0.1), 0, 0] -> t2i R@1 0.75, R@2 1.
+    # Fold B: image ranks [2 (0.9, 0.8 above own best 0.2), 0] -> i2t R@1 0.5, R@2 0.5, R@3 1;
+    #   text ranks [1, 1, 1, 1] (0.3 > 0.1, 0.4 > 0.2, 0.9 > 0.7, 0.8 > 0.1) -> t2i R@1 0, R@2 1.
+    expected = {"i2t_r1": 0.5, "i2t_r2": 0.75, "i2t_r3": 1.0, "t2i_r1": 0.375, "t2i_r2": 1.0, "t2i_r3": 1.0}
     assert coco_1k_recall(scores, t2i, ks=(1, 2, 3), folds=2) == pytest.approx(expected)
     # Over all 4 images, the 4 cross-fold texts at 9.0 push every positive below R@3.
     assert retrieval_recall(scores, t2i, ks=(3,))["i2t_r3"] == 0.0
@@ -122,8 +122,8 @@ def test_coco_1k_five_folds_of_consecutive_images() -> None:
     scores = torch.eye(10)
     scores[:2, :2] = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     got = coco_1k_recall(scores, list(range(10)), ks=(1,), folds=5)
-    # Fold 0: 0 % both ways; folds 1-4: 100 % -> mean 80 %.
-    assert got == pytest.approx({"i2t_r1": 80.0, "t2i_r1": 80.0})
+    # Fold 0: 0 both ways; folds 1-4: 1 -> mean 0.8.
+    assert got == pytest.approx({"i2t_r1": 0.8, "t2i_r1": 0.8})
 
 
 @pytest.mark.parametrize(

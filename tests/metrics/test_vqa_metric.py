@@ -174,9 +174,9 @@ def test_vqa_accuracy_metric_per_answer_type_and_out_of_vocabulary() -> None:
     metric.update(["no", "yes"], [oov, ["no"] * 3 + ["yes"] * 7], ["other", "yes/no"])
     result = metric.compute()
     # Scores: yes/no 1.0 and 1.0, number 0.6, other 0.0 -> overall (1 + 0.6 + 0 + 1) / 4.
-    assert result["overall"].item() == pytest.approx(100 * 2.6 / 4)
-    assert result["yes/no"].item() == pytest.approx(100.0)
-    assert result["number"].item() == pytest.approx(60.0)
+    assert result["overall"].item() == pytest.approx(2.6 / 4)
+    assert result["yes/no"].item() == pytest.approx(1.0)
+    assert result["number"].item() == pytest.approx(0.6)
     assert result["other"].item() == pytest.approx(0.0)
     assert metric.total_count.item() == 4
 
@@ -185,7 +185,7 @@ def test_vqa_accuracy_metric_without_answer_types_and_empty_types() -> None:
     metric = VQAAccuracy()
     metric.update(["cat"], [["cat"] + ["dog"] * 9])
     result = metric.compute()
-    assert result["overall"].item() == pytest.approx(30.0)
+    assert result["overall"].item() == pytest.approx(0.3)
     assert all(math.isnan(result[t].item()) for t in ("yes/no", "number", "other"))
 
 
@@ -231,7 +231,7 @@ def test_vqa_accuracy_metric_sums_across_ddp_processes(tmp_path) -> None:
     single = VQAAccuracy()
     single.update([q[0] for q in QUESTIONS], [q[1] for q in QUESTIONS], [q[2] for q in QUESTIONS])
     expected = {k: v.item() for k, v in single.compute().items()}
-    # Hand check: scores 1, 0.6, 0.3, 0, 0.9 -> overall 56; yes/no 50, number 75, other 30.
-    assert expected == pytest.approx({"overall": 56.0, "yes/no": 50.0, "number": 75.0, "other": 30.0})
+    # Hand check: scores 1, 0.6, 0.3, 0, 0.9 -> overall 0.56; yes/no 0.5, number 0.75, other 0.3.
+    assert expected == pytest.approx({"overall": 0.56, "yes/no": 0.5, "number": 0.75, "other": 0.3})
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == pytest.approx(expected)

@@ -53,7 +53,7 @@ def test_accuracy_counts_every_question_with_the_official_rule(task, data) -> No
     from pixelbert_pl.metrics import vqa_accuracy
 
     expected = sum(vqa_accuracy(task.decode(logits[i : i + 1])[0], batch.answers[i]) for i in range(len(answer)))
-    assert metric.compute()["overall"].item() == pytest.approx(100 * expected / len(answer))
+    assert metric.compute()["overall"].item() == pytest.approx(expected / len(answer))
     assert int(metric.total_count) == len(answer)
 
 

@@ -334,7 +334,7 @@ def finetune(
     `pretrained` checkpoint, random weights of the same architecture ("scratch"), or the checkpoint another stage
     left in `stage_checkpoints` (pre-training's when that stage did not run). The stage's own weights are saved to
     `<out>/<name>.ckpt` and added to `stage_checkpoints`. Returns the metrics as results.json reports them, and
-    `init_from`: which weights it started from."""
+    `init_from`: which weights it started from. Every score is a fraction in [0, 1], as the metrics log it."""
     config, source = FINETUNES[name]
     stage_checkpoints = {} if stage_checkpoints is None else stage_checkpoints
     if source == "scratch":
@@ -363,14 +363,14 @@ def finetune(
     m = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
     result: dict[str, object]
     if name.startswith("vqa"):
-        result = {"accuracy": m["val/vqa_accuracy_overall"] / 100}
-        result.update({f"accuracy_{t}": m[f"val/vqa_accuracy_{t}"] / 100 for t in ("yes/no", "number", "other")})
+        result = {"accuracy": m["val/vqa_accuracy_overall"]}
+        result.update({f"accuracy_{t}": m[f"val/vqa_accuracy_{t}"] for t in ("yes/no", "number", "other")})
         result["majority_baseline"] = vqa_majority_baseline(cli.datamodule)
     elif name == "nlvr2":
         result = {"accuracy": m["val/nlvr2_accuracy"], "consistency": m["val/nlvr2_consistency"], "chance": 0.5}
     else:
         result = {k.removeprefix("val/"): v for k, v in m.items() if "_r" in k}
-        result["chance_r1"] = 100 / len(cli.datamodule.val_texts.text_to_image.unique())  # one image of N
+        result["chance_r1"] = 1 / len(cli.datamodule.val_texts.text_to_image.unique())  # one image of N
     if any(origin == name for _, origin in FINETUNES.values()):  # a later stage starts from these weights
         stage_checkpoints[name] = str(out / f"{name}.ckpt")
         cli.trainer.save_checkpoint(stage_checkpoints[name], weights_only=True)
@@ -453,7 +453,7 @@ def format_table(results: dict[str, object]) -> str:
         for key in ("i2t_r1", "i2t_r5", "t2i_r1", "t2i_r5"):
             downstream.append(
                 (
-                    f"val retrieval {key.replace('_r', ' R@')} (%)",
+                    f"val retrieval {key.replace('_r', ' R@')}",
                     r[key],
                     r["chance_r1"] if key.endswith("r1") else None,
                     "chance",

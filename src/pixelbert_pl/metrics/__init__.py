@@ -1,4 +1,7 @@
-"""Official evaluation metrics of the downstream tasks: VQA v2 accuracy, NLVR2 accuracy/consistency, recall@K."""
+"""Official evaluation metrics of the downstream tasks: VQA v2 accuracy, NLVR2 accuracy/consistency, recall@K.
+
+Every metric is a fraction in [0, 1], never percent (the papers' tables are in percent: divide them by 100).
+"""
 
 from pixelbert_pl.metrics.mean import DeviceMean
 from pixelbert_pl.metrics.nlvr2 import NLVR2Metric, nlvr2_accuracy, nlvr2_consistency, nlvr2_group_key

@@ -2,8 +2,9 @@
 
 Ties are broken pessimistically: a ground-truth item ranks behind every wrong item with an equal score. A model
 whose scores collapse to a constant therefore gets (near) zero recall, instead of whatever an argsort's tie order
-happens to give. The rank of a positive is the number of wrong candidates scoring at least as high; R@K counts
-ranks < K. Nothing of size (images x texts) beyond the input is allocated: comparisons run over slices.
+happens to give. The rank of a positive is the number of wrong candidates scoring at least as high; R@K is the
+fraction in [0, 1] of ranks < K (papers report it in percent). Nothing of size (images x texts) beyond the input is
+allocated: comparisons run over slices.
 """
 
 from __future__ import annotations
@@ -73,13 +74,13 @@ def _ranks(scores: torch.Tensor, t2i: torch.Tensor) -> tuple[torch.Tensor, torch
 
 
 def _recalls(i2t_rank: torch.Tensor, t2i_rank: torch.Tensor, ks: Sequence[int]) -> dict[str, float]:
-    out = {f"i2t_r{k}": 100.0 * (i2t_rank < k).double().mean().item() for k in ks}
-    out.update({f"t2i_r{k}": 100.0 * (t2i_rank < k).double().mean().item() for k in ks})
+    out = {f"i2t_r{k}": (i2t_rank < k).double().mean().item() for k in ks}
+    out.update({f"t2i_r{k}": (t2i_rank < k).double().mean().item() for k in ks})
     return out
 
 
 def retrieval_recall(scores: Any, text_to_image: Any, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Recall@K in percent, both directions, over all images and texts of `scores`.
+    """Recall@K as a fraction in [0, 1], both directions, over all images and texts of `scores`.
 
     Args:
         scores: (images, texts) tensor (or array), higher = more relevant; any real dtype, fp16 included.

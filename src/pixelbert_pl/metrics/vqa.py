@@ -164,7 +164,7 @@ def vqa_soft_targets(answers: Sequence[str], answer_to_index: Mapping[str, int])
 
 
 class VQAAccuracy(Metric):
-    """Official VQA accuracy in percent, overall and per answer type, summed across processes under DDP.
+    """Official VQA accuracy as a fraction in [0, 1], overall and per answer type, summed over processes under DDP.
 
     Every question updated counts, including those whose answers are all outside the answer vocabulary (they
     score 0 unless the prediction matches anyway). `compute()` returns {"overall", "yes/no", "number", "other"};
@@ -183,7 +183,7 @@ class VQAAccuracy(Metric):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # float64 so that a running sum over ~2e5 questions (VQA val) keeps the 2 reported decimals exact.
+        # float64 so that a running sum over ~2e5 questions (VQA val) keeps the official 2 decimals of percent exact.
         self.add_state("total_score", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total_count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         n = len(ANSWER_TYPES)
@@ -218,8 +218,8 @@ class VQAAccuracy(Metric):
         self.type_count += torch.tensor(type_count, dtype=torch.long, device=self.type_count.device)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Mean accuracy x 100 (the official script then rounds to 2 decimals)."""
-        result = {"overall": 100 * self.total_score / self.total_count}
-        per_type = 100 * self.type_score / self.type_count
+        """Mean accuracy as a fraction in [0, 1]; the official script reports round(100 x it, 2), in percent."""
+        result = {"overall": self.total_score / self.total_count}
+        per_type = self.type_score / self.type_count
         result.update({name: per_type[k] for k, name in enumerate(ANSWER_TYPES)})
         return result

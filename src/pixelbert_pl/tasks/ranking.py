@@ -84,8 +84,9 @@ class RetrievalEvaluator:
         return positions, scores
 
     def compute(self, stage: str) -> dict[str, float]:
-        """R@K (and `rsum` with "full") over the images scored this epoch (all of the split, unless
-        `limit_*_batches` cut it short) and the texts of those images; {} when nothing was scored."""
+        """R@K as fractions in [0, 1] (and with "full" `rsum`, the sum of the six, in [0, 6]) over the images
+        scored this epoch (all of the split, unless `limit_*_batches` cut it short) and the texts of those images;
+        {} when nothing was scored."""
         if not self._scores:
             return {}
         positions, scores = self.gather_scores()
