@@ -39,16 +39,16 @@ VARIANTS: dict[str, list[str] | None] = {
     "mlm_itm": [],
 }
 HELDOUT = ("red triangle", "blue circle", "green square")
-# table column -> (run record key, as a percentage)
+# table column -> run record key; every value is a fraction in [0, 1], as the metrics log it
 COLUMNS = {
-    "VQA acc": ("vqa_accuracy", True),
-    "NLVR2 acc": ("nlvr2_accuracy", True),
-    "i2t R@1": ("retrieval_i2t_r1", False),
-    "t2i R@1": ("retrieval_t2i_r1", False),
-    "ITM acc (val)": ("val_itm_accuracy", True),
-    "ITM acc (held-out)": ("test_heldout_itm_accuracy", True),
-    "MLM col+shape (val)": ("val_mlm_attribute_accuracy", True),
-    "MLM col+shape (held-out)": ("test_heldout_mlm_attribute_accuracy", True),
+    "VQA acc": "vqa_accuracy",
+    "NLVR2 acc": "nlvr2_accuracy",
+    "i2t R@1": "retrieval_i2t_r1",
+    "t2i R@1": "retrieval_t2i_r1",
+    "ITM acc (val)": "val_itm_accuracy",
+    "ITM acc (held-out)": "test_heldout_itm_accuracy",
+    "MLM col+shape (val)": "val_mlm_attribute_accuracy",
+    "MLM col+shape (held-out)": "test_heldout_mlm_attribute_accuracy",
 }
 
 
@@ -102,13 +102,13 @@ def table(runs: list[dict[str, Any]]) -> str:
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
     for variant in VARIANTS:
         cells = []
-        for key, percent in COLUMNS.values():
-            values = [r[key] * (100 if percent else 1) for r in runs if r["variant"] == variant and key in r]
+        for key in COLUMNS.values():
+            values = [r[key] for r in runs if r["variant"] == variant and key in r]
             if not values:
                 cells.append("n/a")
             else:
-                spread = f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
-                cells.append(f"{statistics.mean(values):.1f}{spread} (n={len(values)})")
+                spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+                cells.append(f"{statistics.mean(values):.3f}{spread} (n={len(values)})")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -126,22 +126,22 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     bar = group / (len(VARIANTS) + 1)
     draw.line([(margin, height - margin), (width - margin, height - margin)], fill="black")
     for c, name in enumerate(columns):
-        key, percent = COLUMNS[name]
+        key = COLUMNS[name]
         draw.text((margin + c * group + bar, height - margin + 8), name, fill="black")
         for v, variant in enumerate(VARIANTS):
-            values = [r[key] * (100 if percent else 1) for r in runs if r["variant"] == variant and key in r]
+            values = [r[key] for r in runs if r["variant"] == variant and key in r]
             if not values:
                 continue
             mean, spread = statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
             x0 = margin + c * group + (v + 0.5) * bar
-            top = height - margin - mean / 100 * (height - 2 * margin)
+            top = height - margin - mean * (height - 2 * margin)
             draw.rectangle([x0, top, x0 + bar * 0.9, height - margin], fill=colours[v])
-            whisker = spread / 100 * (height - 2 * margin)
+            whisker = spread * (height - 2 * margin)
             draw.line([(x0 + bar * 0.45, top - whisker), (x0 + bar * 0.45, top + whisker)], fill="black")
     for v, variant in enumerate(VARIANTS):
         draw.rectangle([margin + v * 170, 10, margin + v * 170 + 12, 22], fill=colours[v])
         draw.text((margin + v * 170 + 16, 10), variant, fill="black")
-    draw.text((5, margin), "100", fill="black")
+    draw.text((5, margin), "1", fill="black")
     draw.text((5, height - margin - 10), "0", fill="black")
     image.save(path)
 
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = "" if len(runs) >= planned else f" PARTIAL: {len(runs)} of {planned} runs; rerun the command to finish."
     (out / "table.md").write_text(
         f"{table(runs)}\n\nCommand: `{command}`; commit {commit or 'unknown'}; {time.strftime('%Y-%m-%d')}; "
-        f"held-out combinations: {', '.join(HELDOUT)}. Accuracies in %, R@1 in %; mean ± std over seeds "
+        f"held-out combinations: {', '.join(HELDOUT)}. Every value a fraction in [0, 1]; mean ± std over seeds "
         f"({', '.join(str(s) for s in sorted({r['seed'] for r in runs}))}).{status}\n"
     )
     plot(runs, out / "ablation.png")
