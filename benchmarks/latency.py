@@ -39,7 +39,7 @@ def measure_latency(
 
     def answer_logits(pixel_values: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=tuned):
-            return task.vqa_head(task.model(input_ids, pixel_values=pixel_values).cls_output)
+            return task.net.vqa_head(task.model(input_ids, pixel_values=pixel_values).cls_output)
 
     call: Callable[[], Any]
     with torch.inference_mode():

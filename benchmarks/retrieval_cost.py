@@ -68,7 +68,7 @@ def measure_retrieval(
     def run_batch() -> torch.Tensor:
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
             pixels = task.model.encode_pixels(pixel_values, image_sizes=image_sizes)
-            return task.score_matrix(pixels, on_device, lengths, image_sizes, coarse)
+            return task.net.score_matrix(pixels, on_device, lengths, image_sizes, coarse)
 
     warm = time.perf_counter()
     run_batch()  # warm-up: cuDNN / cuBLAS heuristics, and the compilation when --compile
@@ -120,11 +120,11 @@ def measure_exact_stage(
     with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
         pixels = task.model.encode_pixels(pixel_values, image_sizes=image_sizes)
         rows = torch.arange(n).repeat_interleave(per_image)
-        task.score_pairs(pixels, texts, rows, picks[0].flatten(), lengths, image_sizes)  # warm-up (new shapes)
+        task.net.score_pairs(pixels, texts, rows, picks[0].flatten(), lengths, image_sizes)  # warm-up (new shapes)
         synchronize(device)
         start = time.perf_counter()
         for chosen in picks:
-            task.score_pairs(pixels, texts, rows, chosen.flatten(), lengths, image_sizes)
+            task.net.score_pairs(pixels, texts, rows, chosen.flatten(), lengths, image_sizes)
         synchronize(device)
     wall = time.perf_counter() - start
     pairs = batches * n * per_image

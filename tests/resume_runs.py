@@ -124,7 +124,7 @@ def checkpoints(out: Path) -> Path:
 
 
 def final_state(out: Path, steps: int) -> dict[str, torch.Tensor]:
-    from pixelbert_pl.tasks.base import load_checkpoint
+    from pixelbert_pl.models.checkpoint_reader import load_checkpoint
 
     (path,) = checkpoints(out).glob(f"*-step={2 * steps}.ckpt")
     return load_checkpoint(path)["state_dict"]
@@ -248,7 +248,7 @@ def end_and_resume(
     root: Path, reference: Path, out: Path, steps: int, ending: str, workers: int, devices: int
 ) -> Ended:
     """Stop a run as `ending` says, then continue it with `--ckpt_path last` to the uninterrupted run's end."""
-    from pixelbert_pl.tasks.base import load_checkpoint
+    from pixelbert_pl.models.checkpoint_reader import load_checkpoint
 
     how, _ = ENDINGS[ending]
     flags, callbacks = how(steps)

@@ -16,7 +16,7 @@ import torch
 
 from pixelbert_pl.checkpoints import AtomicCheckpointIO
 from pixelbert_pl.cli import main
-from pixelbert_pl.tasks.base import load_checkpoint
+from pixelbert_pl.models.checkpoint_reader import load_checkpoint
 from vqa_runs import VQA, vqa_args
 
 SAVE_LAST_EVERY_5 = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",

@@ -61,6 +61,8 @@ def _data_args(config: Path, roots: dict[str, Path], minilm_path: str) -> list[s
             "--data.init_args.val_file", str(nlvr2 / "data" / "dev.json"),
             "--data.init_args.image_root", str(nlvr2 / "images"),
         ]  # fmt: skip
+    if "ImageTextClassificationDataModule" in text:
+        return [*offline, *_snli_ve_files(roots["flickr"])]
     if "RetrievalDataModule" in text:
         flickr = roots["flickr"]
         return [
@@ -90,6 +92,27 @@ def _data_args(config: Path, roots: dict[str, Path], minilm_path: str) -> list[s
     return [*offline, *corpus]
 
 
+def _snli_ve_files(flickr: Path) -> list[str]:
+    """SNLI-VE's jsonl layout over the Flickr30K fixture's images: each image's captions as statements, the labels
+    in turn."""
+    import json
+
+    labels = ("entailment", "neutral", "contradiction")
+    images = json.loads((flickr / "dataset_flickr30k.json").read_text())["images"]
+    rows = [
+        {"Flikr30kID": image["filename"], "sentence2": sentence["raw"], "gold_label": labels[k % 3],
+         "pairID": f"{image['filename']}#{k}"}
+        for image in images for k, sentence in enumerate(image["sentences"])
+    ]  # fmt: skip
+    paths = {split: Path.cwd() / f"snli_ve_{split}.jsonl" for split in ("train", "dev")}
+    for split, path in paths.items():
+        path.write_text("".join(json.dumps(r) + "\n" for i, r in enumerate(rows) if (i % 4 == 0) == (split == "dev")))
+    return [
+        "--data.init_args.train_file", str(paths["train"]), "--data.init_args.val_file", str(paths["dev"]),
+        "--data.init_args.image_root", str(flickr / "flickr30k-images"),
+    ]  # fmt: skip
+
+
 @pytest.fixture(autouse=True)
 def _no_pytest_argv(monkeypatch) -> None:
     monkeypatch.setattr(sys, "argv", ["pixelbert"])  # LightningCLI warns when given args beside a real argv
@@ -97,7 +120,7 @@ def _no_pytest_argv(monkeypatch) -> None:
 
 def test_there_are_recipes() -> None:
     folders = {p.parent.name for p in RECIPES if p.is_relative_to(CONFIGS)}
-    assert folders >= {"pretrain", "vqa", "nlvr2", "retrieval"}
+    assert folders >= {"pretrain", "vqa", "nlvr2", "retrieval", "classification"}
     demos = {p.name for p in RECIPES if p.is_relative_to(DEMO_CONFIGS)}
     assert demos == {f"{name}_shapes.yaml" for name in ("pretrain", "vqa", "nlvr2", "retrieval")} | {
         "pretrain_shapes_warmup.yaml"
@@ -214,7 +237,7 @@ def _checkpoint_naming(task_path: str, shapes_root: Path, out: Path) -> Path:
     """A real `pixelbert fit` checkpoint of the demo's VQA recipe whose hyper-parameters name `task_path`."""
     import torch
 
-    from pixelbert_pl.tasks.base import load_checkpoint
+    from pixelbert_pl.models.checkpoint_reader import load_checkpoint
     from vqa_runs import vqa_args
 
     main(["fit", *vqa_args(shapes_root, out, max_steps=1)])

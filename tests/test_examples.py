@@ -1,5 +1,5 @@
 """The worked example of a new benchmark (examples/visual_entailment): its data are balanced and true to the scenes,
-and its task, a subclass outside the package, runs through the real CLI from its YAML."""
+and the package's classification task runs it through the real CLI from its YAML alone."""
 
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ from pixelbert_pl import Predictor
 from pixelbert_pl.cli import main
 from pixelbert_pl.harness import demo
 from pixelbert_pl.harness.shapes import caption_is_true
-from pixelbert_pl.tasks import PretrainTask
+from pixelbert_pl.models import PixelBertForImageTextClassification
+from pixelbert_pl.tasks import ImageTextClassificationTask, PretrainTask
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "visual_entailment"
 
 
 @pytest.fixture
 def example_path(monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The example folder importable, as `PYTHONPATH=examples/visual_entailment` makes it."""
+    """The example folder importable (its data generator, make_shapes_ve.py)."""
     monkeypatch.syspath_prepend(str(EXAMPLE))
     monkeypatch.setattr(sys, "argv", ["pixelbert"])  # LightningCLI warns when given args beside a real argv
     return EXAMPLE
@@ -105,7 +106,7 @@ def test_the_example_trains_through_the_cli(shapes_ve: Path, shapes_root: Path, 
         run=False,
     )  # fmt: skip
     task = cli.model
-    assert type(task).__name__ == "VisualEntailmentTask" and type(task).__module__ == "ve_task"
+    assert isinstance(task, ImageTextClassificationTask) and task.labels == ["entailment", "neutral", "contradiction"]
     assert task.model.config.vocab_size == cli.datamodule.vocab_size == vocab_size  # linked from the data
     for name, weight in pretrained.model.state_dict().items():
         assert torch.equal(task.model.state_dict()[name], weight), name
@@ -126,29 +127,31 @@ def test_the_example_trains_through_the_cli(shapes_ve: Path, shapes_root: Path, 
     assert missing == []
     assert all(torch.isfinite(p.grad).all() for p in task.parameters() if p.grad is not None)
 
-    # The registered subclass comes back from a checkpoint by name, with its own arguments and weights.
+    # The task model comes back from a checkpoint by its registered name, with its labels and weights.
     saved = tmp_path / "ve.ckpt"
     cli.trainer.save_checkpoint(saved)
-    loaded = Predictor.from_checkpoint(saved).task
-    assert type(loaded) is type(task) and loaded.labels == task.labels
-    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in task.state_dict().items())
+    loaded = Predictor.from_checkpoint(saved).model
+    assert isinstance(loaded, PixelBertForImageTextClassification) and loaded.labels == task.labels
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in task.net.state_dict().items())
 
 
-def test_the_task_refuses_labels_in_another_order(shapes_ve: Path, shapes_root: Path, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.chdir(tmp_path)
+def test_the_task_refuses_labels_in_another_order(shapes_ve: Path, shapes_root: Path) -> None:
+    """The CLI links the task's labels from the data; a notebook's Trainer gets a check instead."""
+    import pytorch_lightning as pl
+
+    from pixelbert_pl.data.classification import ImageTextClassificationDataModule
+
+    data = ImageTextClassificationDataModule(
+        train_file=str(shapes_ve / "ve_train.jsonl"), val_file=str(shapes_ve / "ve_dev.jsonl"),
+        image_root=str(shapes_root / "images"), tokenizer=str(shapes_root / "vocab.txt"), num_workers=0,
+        labels=["entailment", "neutral", "contradiction"], image_min_size=64, image_max_size=64,
+    )  # fmt: skip
+    task = ImageTextClassificationTask(
+        labels=["neutral", "entailment", "contradiction"], preset="pixelbert_tiny", vocab_size=data.vocab_size
+    )
+    trainer = pl.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False)
     with pytest.raises(ValueError, match=r"model labels \['neutral', 'entailment', 'contradiction'\] differ"):
-        main(
-            [
-                "fit", "--config", str(EXAMPLE / "ve_shapes.yaml"),
-                "--trainer.fast_dev_run", "1",
-                "--model.init_args.labels", "[neutral, entailment, contradiction]",
-                "--data.init_args.train_file", str(shapes_ve / "ve_train.jsonl"),
-                "--data.init_args.val_file", str(shapes_ve / "ve_dev.jsonl"),
-                "--data.init_args.image_root", str(shapes_root / "images"),
-                "--data.init_args.tokenizer", str(shapes_root / "vocab.txt"),
-                "--data.init_args.num_workers", "0",
-            ]
-        )  # fmt: skip
+        trainer.fit(task, datamodule=data)
 
 
 def test_the_docs_start_from_the_checkpoint_the_demo_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

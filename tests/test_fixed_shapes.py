@@ -95,10 +95,10 @@ def test_checkpoints_and_exports_carry_the_padded_shapes_to_serving(mixed_shapes
         assert opened.size == (112, 64)
     scores = []
     for predictor in predictors:
-        assert predictor.padding.shapes == PadShapes.from_config(MIXED)
-        assert predictor.task.model.visual.padded_trunk
+        assert predictor.processor.padding.shapes == PadShapes.from_config(MIXED)
+        assert predictor.model.model.visual.padded_trunk
         scores.append(predictor.match([image, image], ["a red circle", "a blue square"]))
     assert scores[0] == pytest.approx(scores[1], abs=1e-6)
-    predictors[0].task.model.visual.padded_trunk = False  # each real size alone: the CNN sees no padding
+    predictors[0].model.model.visual.padded_trunk = False  # each real size alone: the CNN sees no padding
     cropped = predictors[0].match([image, image], ["a red circle", "a blue square"])
     assert cropped != pytest.approx(scores[0], abs=1e-6)

@@ -23,7 +23,10 @@ def _vocab(root: Path) -> str:
 
 
 def _checkpoint(task, path: Path) -> Path:
-    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}, path)
+    """What `Trainer.save_checkpoint` writes of a task: its weights, hyper-parameters and `on_save_checkpoint`'s."""
+    checkpoint = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}
+    task.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
     return path
 
 
@@ -71,7 +74,7 @@ def test_save_pretrained_and_export_round_trip(vqa, tmp_path, shapes_root) -> No
     assert {p.name for p in (tmp_path / "saved").iterdir()} >= {"config.json", "model.safetensors", "heads.safetensors"}
     loaded = Predictor.from_pretrained(tmp_path / "saved")
     assert loaded.answer(images, questions, top_k=2) == expected
-    assert loaded.task.answer_vocab == task.answer_vocab and loaded.task.model.config == task.model.config
+    assert loaded.model.answer_vocab == task.answer_vocab and loaded.model.model.config == task.model.config
     assert loaded.processing == predictor.processing.replace(tokenizer=loaded.processing.tokenizer)
 
     checkpoint = _checkpoint(task, tmp_path / "task.ckpt")
@@ -137,15 +140,18 @@ def test_from_pretrained_runs_no_code_a_config_names(vqa, tmp_path) -> None:
     _, _, predictor = vqa
     directory = predictor.save_pretrained(tmp_path / "saved")
     config = json.loads((directory / "config.json").read_text())
-    assert config["task"] == "VQATask"
+    assert config["task_model"] == "PixelBertForQuestionAnswering"
     (tmp_path / "hubconf.py").write_text("raise SystemExit('planted code ran')\n")
-    for change, message in (
-        ({"task": "torch.hub.load", "task_args": {"repo_or_dir": str(tmp_path), "model": "x", "source": "local"}},
-         "task 'torch.hub.load' is not a registered task"),
-        ({"task_args": {**config["task_args"], "init_from": str(tmp_path / "other.ckpt")}},
-         r"task_args may not set \['init_from'\]"),
+    planted = {"repo_or_dir": str(tmp_path), "model": "x", "source": "local"}
+    legacy = {k: v for k, v in config.items() if k != "task_model"}  # an export of the Lightning task's name
+    for document, message in (
+        ({**config, "task_model": "torch.hub.load", "task_args": planted},
+         "task model 'torch.hub.load' is not registered"),
+        ({**legacy, "task": "torch.hub.load", "task_args": planted}, "written for the task 'torch.hub.load'"),
+        ({**config, "task_args": {**config["task_args"], "init_from": str(tmp_path / "other.ckpt")}},
+         r"task_args \['answer_vocab', 'init_from'\] do not fit PixelBertForQuestionAnswering"),
     ):  # fmt: skip
-        (directory / "config.json").write_text(json.dumps({**config, **change}))
+        (directory / "config.json").write_text(json.dumps(document))
         with pytest.raises(ValueError, match=message):
             Predictor.from_pretrained(directory)
 
@@ -264,7 +270,7 @@ def test_tensors_that_are_no_image_are_refused_by_name(vqa, shapes_root, tmp_pat
     with pytest.raises(ValueError, match=r"^image\[1\]: .* 1 NaN or infinite"):
         predictor.answer([good, inf], [record.question, record.question])
     with pytest.raises(ValueError, match=r"^image: a tensor of shape \(48, 48, 3\); expected one image \(3, h, w\)"):
-        predictor.image(good.permute(1, 2, 0))
+        predictor.processor.image(good.permute(1, 2, 0))
     _, _, ranker = _untrained(RetrievalTask, ShapesWorldRetrievalDataModule, shapes_root, tmp_path)
     with pytest.raises(ValueError, match=r"^images\[2\]: .* NaN"):
         ranker.rank([good, good, nan], ["a red circle"])
@@ -275,7 +281,7 @@ def test_one_image_asked_several_questions_goes_through_the_cnn_once(vqa) -> Non
     records = dm.records("val")[:3]
     image, questions = records[0].image_path, [r.question for r in records]
     seen: list[int] = []
-    trunk = predictor.task.model.visual.trunk
+    trunk = predictor.model.model.visual.trunk
     hook = trunk.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
     try:
         answers = predictor.answer(image, questions)

@@ -57,7 +57,7 @@ def test_fit_ckpt_path_last_continues_the_stopped_run(trained) -> None:
 
 
 def test_best_ckpt_is_kept_by_the_tasks_monitor(trained) -> None:
-    from pixelbert_pl.tasks.base import load_checkpoint
+    from pixelbert_pl.models.checkpoint_reader import load_checkpoint
 
     states = load_checkpoint(trained["folder"] / "best.ckpt")["callbacks"]
     (best,) = [v for k, v in states.items() if k.startswith("BestCheckpoint")]
@@ -77,7 +77,7 @@ def test_export_and_predictors_give_what_validate_computes(trained, shapes_root,
     done = subprocess.run([sys.executable, "-m", "pixelbert_pl.export", str(last), str(exported)],
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "exported VQATask" in done.stdout
+    assert "exported PixelBertForQuestionAnswering" in done.stdout
 
     validated = main(["validate", *vqa_args(shapes_root, tmp_path / "validate", "--ckpt_path", str(last))])
     accuracy = float(validated.trainer.callback_metrics["val/vqa_accuracy_overall"])
@@ -86,7 +86,7 @@ def test_export_and_predictors_give_what_validate_computes(trained, shapes_root,
     images, questions = [r.image_path for r in records], [r.question for r in records]
     from_checkpoint = Predictor.from_checkpoint(last)  # no tokenizer, no data module: the checkpoint suffices
     from_pretrained = Predictor.from_pretrained(exported)
-    assert from_checkpoint.transform.min_size == from_pretrained.transform.min_size == IMAGE_SIZE
+    assert from_checkpoint.processor.transform.min_size == from_pretrained.processor.transform.min_size == IMAGE_SIZE
     predicted = from_checkpoint.answer(images, questions)
     assert from_pretrained.answer(images, questions) == predicted
     answers = [a for a, _ in predicted]
@@ -99,37 +99,38 @@ def test_export_and_predictors_give_what_validate_computes(trained, shapes_root,
     assert_close_scaled(torch.tensor([p for _, p in predicted]), best, FLOAT32)  # batched as validation is, or not
 
 
-def test_a_checkpoint_names_a_registered_task_and_runs_no_code(trained, tmp_path) -> None:
-    from pixelbert_pl.tasks.base import load_checkpoint
+def test_a_checkpoint_names_a_registered_task_model_and_runs_no_code(trained, tmp_path) -> None:
+    from pixelbert_pl.models.checkpoint_reader import load_checkpoint
 
     checkpoint = load_checkpoint(trained["folder"] / "last.ckpt")
     assert checkpoint["hyper_parameters"]["_class_path"] == "pixelbert_pl.tasks.VQATask"
-    checkpoint["hyper_parameters"]["_class_path"] = "torch.hub.load"  # would run a planted hubconf.py if imported
+    assert checkpoint["pixelbert"]["task_model"] == "PixelBertForQuestionAnswering"
     planted = tmp_path / "planted.ckpt"
+    checkpoint["pixelbert"]["task_model"] = "torch.hub.load"  # would run a planted hubconf.py if imported
     torch.save(checkpoint, planted)
-    with pytest.raises(ValueError, match=r"task 'torch.hub.load' is not a registered task"):
+    with pytest.raises(ValueError, match=r"task model 'torch.hub.load' is not registered"):
+        Predictor.from_checkpoint(planted)
+    del checkpoint["pixelbert"]["task_model"]  # the layout before task models: the Lightning task's name is read
+    checkpoint["hyper_parameters"]["_class_path"] = "torch.hub.load"
+    torch.save(checkpoint, planted)
+    with pytest.raises(ValueError, match=r"written for the task 'torch.hub.load'"):
         Predictor.from_checkpoint(planted)
 
 
-def _as_written_before_processing_moved(checkpoint: dict) -> dict:
-    """The layout of checkpoints from when `PixelBertConfig` held the preprocessing fields: one config dict, the
-    task's hyper-parameters with the image sizes in `model_overrides`, and no "processing" entry."""
-    saved = checkpoint["pixelbert"]
-    processing = saved.pop("processing")
-    saved["config"].update(
-        processing, image_mean=tuple(processing["image_mean"]), image_std=tuple(processing["image_std"])
-    )
-    hparams = checkpoint["hyper_parameters"]
-    hparams.pop("processing")
-    hparams["model_overrides"] = {**(hparams.get("model_overrides") or {}), "image_min_size": IMAGE_SIZE,
-                                  "image_max_size": IMAGE_SIZE}  # fmt: skip
+def _as_written_before_task_models(checkpoint: dict) -> dict:
+    """`models/layouts.py`'s layout 1: the Lightning task held the backbone and heads itself (no `net.` prefix), and
+    its checkpoint named no task model."""
+    checkpoint["state_dict"] = {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()}
+    for key in ("task_model", "task_args"):
+        del checkpoint["pixelbert"][key]
     return checkpoint
 
 
-def test_checkpoints_and_exports_from_before_processing_moved_still_predict(trained, shapes_root, tmp_path) -> None:
+def test_checkpoints_and_exports_from_before_task_models_still_predict(trained, shapes_root, tmp_path) -> None:
+    """Each of the older layouts `models/layouts.py` lists, written from today's files as that version wrote them."""
     from pixelbert_pl.models import pretrained
-    from pixelbert_pl.tasks import VQATask
-    from pixelbert_pl.tasks.base import load_checkpoint
+    from pixelbert_pl.models.checkpoint_reader import load_checkpoint
+    from pixelbert_pl.processing.processor import PROCESSOR_NAME
 
     last = trained["folder"] / "last.ckpt"
     records = ShapesWorldVQADataModule(root=str(shapes_root), num_workers=0).records("val")[:6]
@@ -138,16 +139,20 @@ def test_checkpoints_and_exports_from_before_processing_moved_still_predict(trai
     expected = current.answer(images, questions)
 
     old = tmp_path / "old.ckpt"
-    torch.save(_as_written_before_processing_moved(load_checkpoint(last)), old)
-    loaded = Predictor.from_checkpoint(old)
-    assert loaded.processing == current.processing and loaded.processing.image_min_size == IMAGE_SIZE
-    assert loaded.answer(images, questions) == expected
-    hparams = {k: v for k, v in load_checkpoint(old)["hyper_parameters"].items() if not k.startswith("_")}
-    task = VQATask(**hparams)  # what the old hyper-parameters alone rebuild: the sizes become processing
-    assert task.model.processing.image_min_size == IMAGE_SIZE and "image_min_size" not in task.hparams.model_overrides
+    torch.save(_as_written_before_task_models(load_checkpoint(last)), old)
+    assert not any(k.startswith("net.") for k in load_checkpoint(old)["state_dict"])
+    assert Predictor.from_checkpoint(old).answer(images, questions) == expected
+    # Lightning loads it too (`--ckpt_path`): PixelBertTask.on_load_checkpoint moves the weights under `net.`.
+    validated = main(["validate", *vqa_args(shapes_root, tmp_path / "validate", "--ckpt_path", str(old))])
+    again = main(["validate", *vqa_args(shapes_root, tmp_path / "again", "--ckpt_path", str(last))])
+    metric = "val/vqa_accuracy_overall"
+    assert float(validated.trainer.callback_metrics[metric]) == float(again.trainer.callback_metrics[metric])
 
     exported = current.save_pretrained(tmp_path / "exported")
     document = json.loads((exported / pretrained.CONFIG_NAME).read_text())
-    document["model"].update(document.pop("processing"))  # an export's config.json of that time
+    document["task"] = "VQATask"  # layout 2: an export of that time named the Lightning task, and no processor file
+    document["task_args"] = {"answer_vocab": document["task_args"]["answer_vocab"], "hard_negatives": 3}
+    del document["task_model"]
     (exported / pretrained.CONFIG_NAME).write_text(json.dumps(document))
+    (exported / PROCESSOR_NAME).unlink()
     assert Predictor.from_pretrained(exported).answer(images, questions) == expected

@@ -1,5 +1,7 @@
 """pixelbert-pl: Pixel-BERT (Huang et al. 2020, arXiv 2004.00849) as PyTorch Lightning modules."""
 
+# No Lightning below: loading and serving a model needs the base install only (Lightning is the `train` extra).
+from pixelbert_pl.inference import Predictor
 from pixelbert_pl.models import (
     PixelBertConfig,
     PixelBertModel,
@@ -9,23 +11,16 @@ from pixelbert_pl.models import (
     list_models,
 )
 from pixelbert_pl.processing import ProcessingConfig, load_tokenizer
+from pixelbert_pl.processing.processor import PixelBertProcessor
 
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> object:
-    # `pixelbert_pl.Predictor` loads the tasks (and Lightning) only when asked for: `import pixelbert_pl` stays light.
-    if name == "Predictor":
-        from pixelbert_pl.inference import Predictor
-
-        return Predictor
-    raise AttributeError(f"module 'pixelbert_pl' has no attribute {name!r}")
 
 
 __all__ = [
     "PixelBertConfig",
     "PixelBertModel",
     "PixelBertOutput",
+    "PixelBertProcessor",
     "Predictor",
     "ProcessingConfig",
     "__version__",

@@ -35,6 +35,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from pixelbert_pl.models.checkpoint_reader import CHECKPOINT_KEY, load_checkpoint
+from pixelbert_pl.processing import tokenizer_files
+
 log = logging.getLogger(__name__)
 # SLURM pre-empts (and `scancel`s) a job with SIGTERM, then SIGKILL after its grace time; Ctrl-C is SIGINT.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -67,8 +70,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Local files through `load_torch_file`: errors name the file, and nothing in it runs (`--ckpt_path`)."""
         if weights_only is False or not _is_local_file_protocol(path):
             return super().load_checkpoint(path, map_location, weights_only)
-        from pixelbert_pl.tasks.base import load_checkpoint  # here: the tasks' callbacks import this module
-
         return load_checkpoint(path, "ckpt_path")
 
 
@@ -275,3 +276,18 @@ class FinalCheckpoint(pl.Callback):
             log.warning("stopped by %s at step %d; saved %s (continue with --ckpt_path last)",
                         signal.Signals(signum).name, trainer.global_step, where)  # fmt: skip
         raise SignalStop(signum)
+
+
+def save_task_model_entry(task: Any, checkpoint: dict[str, Any]) -> None:
+    """A task's `on_save_checkpoint`: the model config, processing, tokenizer files and task model (registered name
+    and arguments) as plain data under `CHECKPOINT_KEY`, so that `Predictor.from_checkpoint` and `pixelbert-export`
+    rebuild the model offline, with no Lightning, no data module and no weights to download."""
+    net, model = task.net, task.net.model
+    entry = {"config": model.config.to_dict(), "processing": model.processing.to_dict(),
+             "task_model": type(net).__name__, "task_args": net.task_args()}  # fmt: skip
+    tokenizer = getattr(task, "_tokenizer", None)
+    if tokenizer is not None:
+        if getattr(task, "_tokenizer_files", None) is None:
+            task._tokenizer_files = tokenizer_files(tokenizer)  # once: a tokenizer does not change during a run
+        entry["tokenizer_files"] = task._tokenizer_files
+    checkpoint[CHECKPOINT_KEY] = entry

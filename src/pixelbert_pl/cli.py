@@ -33,9 +33,9 @@ import pixelbert_pl.data.datamodules
 import pixelbert_pl.data.downstream
 import pixelbert_pl.tasks  # noqa: F401
 from pixelbert_pl.checkpoints import last_checkpoints, use_atomic_checkpoints, use_run_checkpoint_dir
+from pixelbert_pl.models.checkpoint_reader import load_checkpoint
 from pixelbert_pl.processing.config import plain
 from pixelbert_pl.run_lock import RunLock
-from pixelbert_pl.tasks.base import load_checkpoint
 from pixelbert_pl.tasks.registry import get_task
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class _NoTips(logging.Filter):
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
 # The task's arguments the DataModule sets (`add_arguments_to_parser`).
-_LINKED_FROM_DATA = ("vocab_size", "processing", "answer_vocab")
+_LINKED_FROM_DATA = ("vocab_size", "processing", "answer_vocab", "labels")
 # Names a saved `ckpt_path` can have that Lightning resolves itself, in the run's folders.
 _RESOLVED_BY_LIGHTNING = ("last", "best", "hpc", "registry")
 
@@ -59,8 +59,8 @@ class PixelBertCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         # The tokenizer (a data setting) decides the embedding table's size. The one description of the inputs
         # (resize, normalisation, tokenizer, text length): the DataModule builds it from its arguments, and the task,
-        # its checkpoints and exports carry the same object. The answer classes come from the training annotations;
-        # jsonargparse skips a link for data modules and tasks without it.
+        # its checkpoints and exports carry the same object. The answer classes (VQA) and class names
+        # (classification) come from the data; jsonargparse skips a link for data modules and tasks without it.
         for name in _LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 

@@ -19,8 +19,8 @@ def pretrain_checkpoint(shapes_root: Path, tmp_path_factory: pytest.TempPathFact
     vocab = ShapesWorldDataModule(root=str(shapes_root)).vocab_size
     task = PretrainTask(preset="pixelbert_tiny", vocab_size=vocab)
     with torch.no_grad():
-        task.itm_head.fc.weight.copy_(torch.arange(2 * 128, dtype=torch.float32).view(2, 128) / 100)
-        task.itm_head.fc.bias.copy_(torch.tensor([0.5, 2.0]))
+        task.net.itm_head.fc.weight.copy_(torch.arange(2 * 128, dtype=torch.float32).view(2, 128) / 100)
+        task.net.itm_head.fc.bias.copy_(torch.tensor([0.5, 2.0]))
     path = tmp_path_factory.mktemp("ckpt") / "pretrain.ckpt"
     torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}, path)
     return path

@@ -7,8 +7,8 @@ import pickle
 import pytest
 import torch
 
+from pixelbert_pl.models.checkpoint_reader import load_checkpoint, read_state_dict
 from pixelbert_pl.tasks import OptimizerConfig, PretrainTask
-from pixelbert_pl.tasks.base import load_checkpoint, read_state_dict
 
 
 class Payload:
@@ -22,7 +22,7 @@ def test_checkpoints_load_weights_only_and_rebuild_the_task(tmp_path) -> None:
     loaded = load_checkpoint(path)
     assert OptimizerConfig(**loaded["hyper_parameters"]["optimizer"]) == OptimizerConfig(lr=3e-4)
     assert PretrainTask(**loaded["hyper_parameters"]).optimizer_config.lr == 3e-4  # load_from_checkpoint does this
-    assert set(read_state_dict(path)) == set(task.state_dict())
+    assert set(read_state_dict(path)) == set(task.net.state_dict())  # the task model's names
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": Payload()}, evil)
     with pytest.raises(pickle.UnpicklingError):
@@ -101,14 +101,15 @@ def test_init_from_a_different_backbone_names_the_config_fields_that_differ(tmp_
 
 def test_init_from_an_export_directory(tmp_path) -> None:
     """`init_from` refused an export directory with FileNotFoundError on a folder that exists."""
-    from pixelbert_pl import Predictor
+    from pixelbert_pl import PixelBertProcessor, Predictor
     from pixelbert_pl.processing import write_wordpiece_vocab
     from pixelbert_pl.processing.tokenizer import load_tokenizer
 
     vocab = write_wordpiece_vocab(["a red circle left of a blue square"], tmp_path / "vocab.txt")
     tokenizer = load_tokenizer(vocab)
     source = PretrainTask(preset="pixelbert_tiny", vocab_size=tokenizer.vocab_size)
-    exported = Predictor(source, tokenizer).save_pretrained(tmp_path / "exported")
+    processor = PixelBertProcessor(source.model.processing, tokenizer)
+    exported = Predictor(source.net, processor).save_pretrained(tmp_path / "exported")
     started = PretrainTask(preset="pixelbert_tiny", vocab_size=tokenizer.vocab_size, init_from=str(exported))
     theirs = source.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in started.state_dict().items() if not k.startswith("metrics."))

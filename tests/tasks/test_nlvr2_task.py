@@ -75,6 +75,7 @@ def test_predict_writes_the_official_test_p_predictions_file(task, data, tmp_pat
     out = tmp_path / "results" / "nlvr2_test-P.csv"
     trainer = pl.Trainer(
         accelerator="cpu", logger=False, callbacks=[NLVR2ResultWriter(str(out))], enable_progress_bar=False,
+        default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.predict(task, datamodule=data, return_predictions=False)
     lines = out.read_text().splitlines()

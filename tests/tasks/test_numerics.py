@@ -80,7 +80,7 @@ def test_a_non_finite_step_changes_no_weight_and_is_reported(data, tmp_path, cap
     forward = task.forward
 
     def poisoned(batch, sample=None):
-        result = forward(batch, sample)
+        result = forward(batch, sample=sample)
         if task.training and task.global_step == 1:
             result["itm_logits"] = result["itm_logits"] * float("nan")
         return result

@@ -40,7 +40,7 @@ def test_mlm_loss_is_finite_with_no_masked_token(task, data) -> None:
 
 def test_loss_weights_are_multipliers_and_zero_removes_the_head(data) -> None:
     itm_only = PretrainTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, mlm_weight=0.0)
-    assert itm_only.mlm_head is None and itm_only.itm_head is not None
+    assert itm_only.net.mlm_head is None and itm_only.net.itm_head is not None
     batch = next(iter(data.train_dataloader()))
     assert set(itm_only.losses(batch)) == {"loss", "itm"}
     with pytest.raises(ValueError, match="not both 0"):
@@ -70,7 +70,7 @@ def test_sampling_only_in_training_and_validation_is_deterministic(task, data) -
 
 
 def test_masked_positions_with_a_host_count_match_nonzero() -> None:
-    from pixelbert_pl.tasks.pretrain import masked_positions
+    from pixelbert_pl.models.pretraining import masked_positions
 
     masked = torch.rand(5, 9, generator=torch.Generator().manual_seed(0)) < 0.3
     expected = masked.flatten().nonzero().squeeze(1)

@@ -15,6 +15,7 @@ from task_helpers import SMALL, all_parameters_have_gradients
 from numerics import FLOAT16, FLOAT32, assert_close_scaled
 from pixelbert_pl.harness.datamodules import ShapesWorldRetrievalDataModule
 from pixelbert_pl.metrics import rerank_candidates, retrieval_recall
+from pixelbert_pl.models.layouts import task_model_state
 from pixelbert_pl.tasks import RetrievalTask
 
 
@@ -44,7 +45,9 @@ def test_loss_keeps_the_positive_and_the_highest_scoring_negatives(task, data) -
     batch = next(iter(data.train_dataloader()))
     with torch.no_grad():
         pixels = task.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
-        every = task.score(pixels, batch.input_ids, batch.attention_mask, batch.image_index).view(-1, batch.group_size)
+        every = task.net.score(pixels, batch.input_ids, batch.attention_mask, batch.image_index).view(
+            -1, batch.group_size
+        )
         kept = task(batch)
     assert_close_scaled(kept[:, 0], every[:, 0], FLOAT32)
     expected = every[:, 1:].topk(2, dim=1).values
@@ -53,9 +56,9 @@ def test_loss_keeps_the_positive_and_the_highest_scoring_negatives(task, data) -
 
 def test_rank_head_starts_from_the_itm_head(data, pretrain_checkpoint) -> None:
     task = RetrievalTask(preset="pixelbert_tiny", vocab_size=data.vocab_size, init_from=str(pretrain_checkpoint))
-    itm = torch.load(pretrain_checkpoint, weights_only=False)["state_dict"]
-    assert torch.allclose(task.rank_head.fc.weight[0], itm["itm_head.fc.weight"][1] - itm["itm_head.fc.weight"][0])
-    assert task.rank_head.fc.bias.item() == pytest.approx(1.5)
+    itm = task_model_state(torch.load(pretrain_checkpoint, weights_only=False)["state_dict"])
+    assert torch.allclose(task.net.rank_head.fc.weight[0], itm["itm_head.fc.weight"][1] - itm["itm_head.fc.weight"][0])
+    assert task.net.rank_head.fc.bias.item() == pytest.approx(1.5)
 
 
 def _evaluate(task: RetrievalTask, data: ShapesWorldRetrievalDataModule) -> dict[str, float]:
@@ -79,7 +82,7 @@ def test_exhaustive_recall_equals_the_metric_on_the_full_matrix(task, data) -> N
             pixels = task.model.encode_pixels(batch.pixel_values, batch.pixel_mask)
             for i in range(len(batch.image_positions)):
                 n = texts.input_ids.shape[0]
-                one = task.score(pixels, texts.input_ids, texts.attention_mask, torch.full((n,), i))
+                one = task.net.score(pixels, texts.input_ids, texts.attention_mask, torch.full((n,), i))
                 rows.append(one.half().float())
     assert len(rows) == len(images)
     expected = retrieval_recall(torch.stack(rows), texts.text_to_image)
@@ -118,7 +121,7 @@ def test_score_matrix_scores_each_pair_as_alone_without_padding(task) -> None:
 
     torch.manual_seed(0)
     task.eval()
-    task.eval_chunk = 8
+    task.net.eval_chunk = 8
     sizes = [(64, 48), (48, 64), (64, 64), (64, 48), (32, 48)]
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in sizes]
     lengths = torch.tensor([5, 3, 9, 4, 7, 3, 12])
@@ -128,7 +131,7 @@ def test_score_matrix_scores_each_pair_as_alone_without_padding(task) -> None:
     grids = [task.model.visual.token_grid(h, w) for h, w in sizes]
 
     seen: list[tuple[tuple[int, int], int, int]] = []  # (token grid, masked pixel tokens, text columns) of each pass
-    score = task.score
+    score = task.net.score
 
     def recording(pixels, input_ids, mask, index):
         assert pixels.tokens.shape[1] == pixels.grid[0] * pixels.grid[1]
@@ -136,17 +139,17 @@ def test_score_matrix_scores_each_pair_as_alone_without_padding(task) -> None:
         assert bool(mask[:, -1].any())  # the chunk is cut after its longest text
         return score(pixels, input_ids, mask, index)
 
-    task.score = recording
+    task.net.score = recording
     with torch.no_grad():
         pixels = task.model.encode_pixels(pixel_values, pixel_mask, sizes)
-        matrix = task.score_matrix(pixels, texts, lengths, sizes)
-        del task.score
+        matrix = task.net.score_matrix(pixels, texts, lengths, sizes)
+        del task.net.score
         expected = torch.empty(matrix.shape)
         for i, image in enumerate(images):
             alone = task.model.encode_pixels(image[None])
             for j, n in enumerate(lengths.tolist()):
                 row = torch.zeros(1, dtype=torch.long)
-                expected[i, j] = task.score(alone, ids[j : j + 1, :n], texts.attention_mask[j : j + 1, :n], row)[0]
+                expected[i, j] = task.net.score(alone, ids[j : j + 1, :n], texts.attention_mask[j : j + 1, :n], row)[0]
     assert_close_scaled(matrix.float(), expected.half().float(), FLOAT16)  # the fp16 matrix's own rounding
     assert matrix.shape == (5, 7) and matrix.dtype == torch.float16
     assert all(masked == 0 for _, masked, _ in seen)
@@ -203,27 +206,27 @@ def test_coarse_scores_read_pooled_tokens_of_each_image_alone(task) -> None:
     texts = RetrievalTexts(ids, torch.ones_like(ids, dtype=torch.bool), torch.zeros(4, dtype=torch.long))
     grids = [task.model.visual.token_grid(h, w) for h, w in sizes]
     seen: list[tuple[int, int]] = []
-    score = task.score
+    score = task.net.score
 
     def recording(pixels, input_ids, mask, index):
         seen.append(pixels.grid)
         assert bool(pixels.mask.all())
         return score(pixels, input_ids, mask, index)
 
-    task.score = recording
+    task.net.score = recording
     with torch.no_grad():
         pixel_values, pixel_mask = pad_images(images)
         pixels = task.model.encode_pixels(pixel_values, pixel_mask, sizes)
-        coarse = task.score_matrix(pixels, texts, None, sizes, pool=2)
+        coarse = task.net.score_matrix(pixels, texts, None, sizes, pool=2)
         assert len(set(grids)) == 3 and sorted(seen) == sorted((-(-h // 2), -(-w // 2)) for h, w in grids)
-        del task.score
+        del task.net.score
         expected = torch.empty(coarse.shape)
         for i, image in enumerate(images):
             alone = pool_pixel_tokens(task.model.encode_pixels(image[None]), 2)
-            expected[i] = task.score(alone, ids, texts.attention_mask, torch.zeros(4, dtype=torch.long))
+            expected[i] = task.net.score(alone, ids, texts.attention_mask, torch.zeros(4, dtype=torch.long))
         assert_close_scaled(coarse.float(), expected.half().float(), FLOAT16)
-        exact = task.score_matrix(pixels, texts, None, sizes)
-        torch.testing.assert_close(task.score_matrix(pixels, texts, None, sizes, pool=1), exact)
+        exact = task.net.score_matrix(pixels, texts, None, sizes)
+        torch.testing.assert_close(task.net.score_matrix(pixels, texts, None, sizes, pool=1), exact)
     assert (coarse.float() - exact.float()).abs().max() > 1e-3
 
 
@@ -245,16 +248,16 @@ def test_two_stage_evaluation_through_the_trainer(task, data) -> None:
     assert logged == {k: pytest.approx(v) for k, v in expected.items()}
     assert task.evaluator._pixels == [] and task.evaluator._scores == []
     autocast: list[bool] = []
-    score_pairs = task.score_pairs
+    score_pairs = task.net.score_pairs
 
     def recording(*args, **kwargs):
         autocast.append(torch.is_autocast_enabled("cpu"))
         return score_pairs(*args, **kwargs)
 
-    task.score_pairs = recording
+    task.net.score_pairs = recording
     validate("bf16-mixed")
     assert autocast and all(autocast)  # coarse stage in the steps, exact stage at the epoch's end
-    del task.score_pairs
+    del task.net.score_pairs
     task.trainer = SimpleNamespace(datamodule=data, sanity_checking=True)  # Lightning's sanity check: no recall
     task.on_validation_epoch_start()
     task.validation_step(next(iter(data.val_dataloader())), 0)

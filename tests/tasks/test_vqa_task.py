@@ -9,6 +9,7 @@ import torch
 from task_helpers import SMALL, all_parameters_have_gradients
 
 from pixelbert_pl.harness.datamodules import ShapesWorldVQADataModule
+from pixelbert_pl.models.layouts import task_model_state
 from pixelbert_pl.tasks import VQAResultWriter, VQATask
 
 
@@ -52,7 +53,7 @@ def test_accuracy_counts_every_question_with_the_official_rule(task, data) -> No
     task.update_metrics(task.stage_metrics("val"), logits, batch)
     from pixelbert_pl.metrics import vqa_accuracy
 
-    expected = sum(vqa_accuracy(task.decode(logits[i : i + 1])[0], batch.answers[i]) for i in range(len(answer)))
+    expected = sum(vqa_accuracy(task.net.decode(logits[i : i + 1])[0], batch.answers[i]) for i in range(len(answer)))
     assert metric.compute()["overall"].item() == pytest.approx(expected / len(answer))
     assert int(metric.total_count) == len(answer)
 
@@ -69,7 +70,7 @@ def test_init_from_copies_the_backbone_and_rejects_another_geometry(data, pretra
         preset="pixelbert_tiny", vocab_size=data.vocab_size, answer_vocab=data.answer_vocab,
         init_from=str(pretrain_checkpoint),
     )  # fmt: skip
-    saved = torch.load(pretrain_checkpoint, weights_only=False)["state_dict"]
+    saved = task_model_state(torch.load(pretrain_checkpoint, weights_only=False)["state_dict"])
     for key, value in task.model.state_dict().items():
         assert torch.equal(value, saved[f"model.{key}"]), key
     with pytest.raises(ValueError, match="word_embeddings"):
@@ -89,10 +90,14 @@ def test_predict_writes_the_evalai_file(task, data, tmp_path) -> None:
     out = tmp_path / "results" / "vqa_test-dev.json"
     trainer = pl.Trainer(
         accelerator="cpu", logger=False, callbacks=[VQAResultWriter(str(out))], enable_progress_bar=False,
-        limit_predict_batches=2,
+        limit_predict_batches=2, default_root_dir=tmp_path,
     )  # fmt: skip
     trainer.predict(task, datamodule=data, return_predictions=False)
     rows = json.loads(out.read_text())
+    # Beside the submission file, every task's default: JSON lines in the run's folder (no logger: the root dir).
+    lines = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["answer"]) for r in lines] == [(r["question_id"], r["answer"]) for r in rows]
+    assert all(0 <= r["score"] <= 1 for r in lines)
     assert rows and all(set(r) == {"question_id", "answer"} for r in rows)
     assert all(isinstance(r["question_id"], int) and r["answer"] in task.answer_vocab for r in rows)
     assert len({r["question_id"] for r in rows}) == len(rows) == 2 * SMALL["batch_size"]

@@ -11,7 +11,7 @@ import sys
 import time
 
 from pixelbert_pl.harness.demo import CONFIGS, _cli
-from pixelbert_pl.tasks.base import load_checkpoint
+from pixelbert_pl.models.checkpoint_reader import load_checkpoint
 
 pretrained, out, root = sys.argv[1:4]
 hparams = load_checkpoint(pretrained)["hyper_parameters"]

@@ -45,7 +45,7 @@ def matrix(stage: str, pool: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     with torch.inference_mode():
         for batch in loader(stage):
             pixels = task.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
-            rows.append(task.score_matrix(pixels, texts, lengths, batch.image_sizes, pool))
+            rows.append(task.net.score_matrix(pixels, texts, lengths, batch.image_sizes, pool))
     return torch.cat(rows).float(), texts.text_to_image, time.perf_counter() - start
 
 

@@ -29,11 +29,10 @@ from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike,
 from pixelbert_pl.data.datamodules import ArrowRecords
 from pixelbert_pl.data.downstream import SplitDataModule
 from pixelbert_pl.data.pretraining import RecordDataset, split_key
-from pixelbert_pl.processing.batches import collate_image_text
+from pixelbert_pl.processing.batches import UNLABELLED, check_labels, collate_image_text
 
 SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
 SNLI_VE_IMAGE_PATTERN = "{Flikr30kID}"
-UNLABELLED = -1
 # The DataModule's arguments that it hands on to `read_image_text_jsonl` unchanged.
 _READER_OPTIONS = ("image_pattern", "text_field", "label_field", "id_field", "allow_missing")
 
@@ -48,14 +47,6 @@ class ImageTextRecord:
     text: str
     label: int
     label_name: str
-
-
-def check_labels(labels: Sequence[str], owner: str) -> list[str]:
-    """`labels` as a list, checked to be distinct non-empty strings (index = class)."""
-    names = list(labels)
-    if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
-        raise ValueError(f"{owner}: labels={names!r}; expected distinct class names, index = class")
-    return names
 
 
 def _pattern_fields(image_pattern: str) -> list[str]:

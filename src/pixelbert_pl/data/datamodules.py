@@ -368,3 +368,7 @@ class PretrainDataModule(PixelBertDataModule):
     def val_dataloader(self) -> DataLoader:
         collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
         return self.loader(self.dataset(self.val_records, train=False), collate, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The validation pairs, matched and not (`pixelbert predict` gives each its ITM probability)."""
+        return self.val_dataloader()

@@ -31,11 +31,11 @@ from pixelbert_pl.data.downstream import VQADataModule
 from pixelbert_pl.data.pretraining import CaptionPretrainDataset, sample_rng
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.harness.shapes import COLOURS, SHAPES
+from pixelbert_pl.models.checkpoint_reader import load_checkpoint
 from pixelbert_pl.models.pixel_bert import PixelBertOutput
 from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.processing.images import load_image
 from pixelbert_pl.processing.padding import pad_images, pad_token_rows
-from pixelbert_pl.tasks.base import load_checkpoint
 from pixelbert_pl.tasks.pretrain import PretrainTask
 
 # Package data, so that an installed copy finds them as well as a checkout does.
@@ -90,8 +90,8 @@ class ShapesEvaluator:
     def itm_match_probability(self, captions: Sequence[str], image_index: Sequence[int]) -> torch.Tensor:
         rows = self.tokenizer(list(captions), truncation=True, max_length=self.model.processing.max_text_length)
         outs = self._forward(rows["input_ids"], list(image_index))
-        assert self.task.itm_head is not None  # evaluate() scores ITM only for a task with the head
-        return torch.cat([self.task.itm_head(o.cls_output).softmax(-1)[:, 1] for o in outs])
+        assert self.task.net.itm_head is not None  # evaluate() scores ITM only for a task with the head
+        return torch.cat([self.task.net.itm_head(o.cls_output).softmax(-1)[:, 1] for o in outs])
 
     def itm_accuracy(self, dataset: CaptionPretrainDataset) -> float:
         """Every caption of each image, plus as many negatives drawn exactly as the training data draws them."""
@@ -154,13 +154,13 @@ class ShapesEvaluator:
                     positions.append(pos)
                     kinds.append(kind)
         correct_all, start = [], 0
-        assert self.task.mlm_head is not None  # evaluate() scores MLM only for a task with the head
+        assert self.task.net.mlm_head is not None  # evaluate() scores MLM only for a task with the head
         for out in self._forward(rows, index):
             assert out.text_output is not None  # _forward leaves the model's default outputs="all"
             n = out.text_output.shape[0]
             at = torch.tensor(positions[start : start + n])
             hidden = out.text_output[torch.arange(n), at]
-            predicted = self.task.mlm_head(hidden).argmax(-1)
+            predicted = self.task.net.mlm_head(hidden).argmax(-1)
             correct_all.append(predicted == torch.tensor(targets[start : start + n]))
             start += n
         correct = torch.cat(correct_all).float()
@@ -179,7 +179,7 @@ def evaluate(task: PretrainTask, data: ShapesWorldDataModule, split: str = "val"
     data.setup("validate")
     evaluator = ShapesEvaluator(task, data.root, data.transform, data.tokenizer, split)
     scores: dict[str, object] = {}
-    if task.itm_head is not None:
+    if task.net.itm_head is not None:
         records = data.val_records if split == "val" else read_karpathy(data.root / "karpathy.json", data.root, [split])
         scores.update(
             itm_accuracy=evaluator.itm_accuracy(data.dataset(records)),
@@ -187,7 +187,7 @@ def evaluate(task: PretrainTask, data: ShapesWorldDataModule, split: str = "val"
             itm_hard_negative_accuracy=evaluator.hard_negative_accuracy(),
             itm_hard_negative_chance=0.5,
         )
-    if task.mlm_head is not None:
+    if task.net.mlm_head is not None:
         mlm = evaluator.mlm_attribute_accuracy()
         scores.update(
             mlm_attribute_accuracy=mlm["accuracy"],

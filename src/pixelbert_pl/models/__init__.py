@@ -1,8 +1,19 @@
-"""Pure-PyTorch Pixel-BERT (no Lightning): config and presets, the model, its heads."""
+"""Pure-PyTorch Pixel-BERT (no Lightning): config and presets, the backbone, its heads and the task models."""
 
+from pixelbert_pl.models.classification import PixelBertForImageTextClassification
 from pixelbert_pl.models.config import PixelBertConfig, get_config, list_models, preset_processing, register_preset
 from pixelbert_pl.models.heads import ClassificationHead, ITMHead, MLMHead, NLVR2Head, RankHead, VQAHead
+from pixelbert_pl.models.nlvr2 import PixelBertForNLVR2
 from pixelbert_pl.models.pixel_bert import PixelBertModel, PixelBertOutput
+from pixelbert_pl.models.pretraining import PixelBertForPreTraining
+from pixelbert_pl.models.question_answering import PixelBertForQuestionAnswering
+from pixelbert_pl.models.retrieval import PixelBertForImageTextRetrieval
+from pixelbert_pl.models.task_model import (
+    PixelBertTaskModel,
+    get_task_model,
+    list_task_models,
+    register_task_model,
+)
 from pixelbert_pl.models.visual import PixelEncoder, PixelTokens
 from pixelbert_pl.processing import ProcessingConfig
 
@@ -22,15 +33,24 @@ __all__ = [
     "MLMHead",
     "NLVR2Head",
     "PixelBertConfig",
+    "PixelBertForImageTextClassification",
+    "PixelBertForImageTextRetrieval",
+    "PixelBertForNLVR2",
+    "PixelBertForPreTraining",
+    "PixelBertForQuestionAnswering",
     "PixelBertModel",
     "PixelBertOutput",
+    "PixelBertTaskModel",
     "PixelEncoder",
     "PixelTokens",
     "RankHead",
     "VQAHead",
     "create_model",
     "get_config",
+    "get_task_model",
     "list_models",
+    "list_task_models",
     "preset_processing",
     "register_preset",
+    "register_task_model",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from pixelbert_pl.models.config import PixelBertConfig
+from pixelbert_pl.models.layouts import legacy_task
 from pixelbert_pl.processing import ProcessingConfig, split_processing
 
 CONFIG_NAME = "config.json"
@@ -100,3 +101,18 @@ def read_model_config(directory: Path) -> tuple[PixelBertConfig, ProcessingConfi
 
 def has_tokenizer(directory: Path) -> bool:
     return (directory / "vocab.txt").is_file() or (directory / "tokenizer.json").is_file()
+
+
+def read_task(directory: Path) -> tuple[str, dict[str, Any]]:
+    """(registered task model name, its arguments) that a task export's config.json records; exports of the
+    Lightning task's name are `layouts.py`'s layout 2."""
+    document = read_config(directory)
+    source = str(directory / CONFIG_NAME)
+    task_args = document.get("task_args", {})
+    if not isinstance(task_args, dict):
+        raise ValueError(f"{source}: 'task_args' is {type(task_args).__name__}; expected an object")
+    if "task_model" in document:
+        return str(document["task_model"]), task_args
+    if "task" in document:
+        return legacy_task(str(document["task"]), task_args, source)
+    raise ValueError(f"{source}: holds a bare model (no 'task_model'); export a task's checkpoint")

@@ -15,7 +15,7 @@ Shapes: n distinct images, b texts (rows), t tokens, a answer classes, g texts p
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,7 @@ class PinnableBatch:
 
 
 IGNORE_INDEX = -100
+UNLABELLED = -1  # the label of a row without one (a hidden test split)
 
 
 @dataclass
@@ -245,17 +246,31 @@ def collate_retrieval_images(items: list[dict[str, Any]], padding: BatchPadding 
     )
 
 
+def check_labels(labels: Sequence[str], owner: str) -> list[str]:
+    """`labels` as a list, checked to be distinct non-empty strings (index = class)."""
+    names = list(labels)
+    if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{owner}: labels={names!r}; expected distinct class names, index = class")
+    return names
+
+
 @dataclass
-class ImageTextClassificationBatch(PinnableBatch):
+class ImageTextBatch(PinnableBatch):
+    """(image, text) rows whose texts may share images: what `collate_image_texts` gives."""
+
     pixel_values: torch.Tensor  # (n, 3, H, W), one row per distinct image of the batch
     pixel_mask: torch.Tensor  # (n, H, W) bool
     input_ids: torch.Tensor  # (b, t) [CLS] text [SEP], padded
     attention_mask: torch.Tensor  # (b, t) bool
     image_index: torch.Tensor  # (b,) row of pixel_values each text is about
+    image_sizes: list[tuple[int, int]]  # (n,) real (h, w) of each image, host ints
+
+
+@dataclass
+class ImageTextClassificationBatch(ImageTextBatch):
     labels: torch.Tensor  # (b,) long class index, UNLABELLED (-1) for unlabelled rows
     label_names: list[str]  # (b,) each row's label as written in the file, "" when unlabelled
     example_ids: list[str]  # (b,) each row's id_field (SNLI-VE: pairID)
-    image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
 def collate_image_text(

@@ -5,7 +5,9 @@
 - `NonFiniteStepReport`: optimizer steps that `AdamWSGD` skipped for non-finite gradients, with their samples;
 - `SkippedSamplesLog`: unreadable training samples the DataModule replaced, per epoch;
 - `FinalCheckpoint` (`checkpoints.py`): `last.ckpt` at the last step of every run that ends, SIGTERM and Ctrl-C
-  included.
+  included;
+- `CudaGraphSteps`: each batch a new step for CUDA graphs, when the model runs under them;
+- `PredictionsWriter` (`tasks/writers.py`): `pixelbert predict`'s rows to a JSON-lines file.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import pytorch_lightning as pl
 import torch
 
 from pixelbert_pl.checkpoints import FinalCheckpoint
+from pixelbert_pl.models.compile import mark_cuda_graph_step
+from pixelbert_pl.tasks.writers import PredictionsWriter
 
 log = logging.getLogger(__name__)
 RNG_KEY = "rng_states"  # the checkpoint key; fixed, as existing checkpoints hold their states under it
@@ -136,5 +140,25 @@ class SkippedSamplesLog(pl.Callback):
         pl_module.log("train/skipped_samples", float(epoch_skips), reduce_fx="sum", sync_dist=True)
 
 
+class CudaGraphSteps(pl.Callback):
+    """Marks each batch a new CUDA-graph step for a task compiled in a CUDA-graph mode (`mark_cuda_graph_step`)."""
+
+    def _mark(self, pl_module: pl.LightningModule) -> None:
+        mark_cuda_graph_step(getattr(pl_module, "compiled", None))
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._mark(pl_module)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._mark(pl_module)
+
+    def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._mark(pl_module)
+
+    def on_predict_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self._mark(pl_module)
+
+
 def task_callbacks() -> list[pl.Callback]:
-    return [RNGStateCheckpoint(), NonFiniteStepReport(), SkippedSamplesLog(), FinalCheckpoint()]
+    return [RNGStateCheckpoint(), NonFiniteStepReport(), SkippedSamplesLog(), FinalCheckpoint(), CudaGraphSteps(),
+            PredictionsWriter()]  # fmt: skip

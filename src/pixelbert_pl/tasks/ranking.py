@@ -2,26 +2,25 @@
 every text, as `RetrievalTask`'s evaluator (see `PixelBertTask.configure_evaluator`).
 
 Each val / test batch is a batch of images: their pixel tokens are computed once and scored against every text
-of the split (`RetrievalTask.score_matrix`). At the epoch's end every rank's rows are gathered, in image order,
-and ranked into R@K; with `rerank_top_k` the scores are a coarse first stage that the candidates' exact scores
-then reorder (`RetrievalTask`'s docstring).
+of the split (`PixelBertForImageTextRetrieval.score_matrix`). At the epoch's end every rank's rows are gathered,
+in image order, and ranked into R@K; with `rerank_top_k` the scores are a coarse first stage that the
+candidates' exact scores then reorder (`RetrievalTask`'s docstring).
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
 from pixelbert_pl.distributed import gather_lists
 from pixelbert_pl.metrics import coco_1k_recall, rerank_candidates, rerank_scores, retrieval_recall
+from pixelbert_pl.models import PixelBertForImageTextRetrieval
 from pixelbert_pl.models.visual import PixelTokens
 from pixelbert_pl.processing.batches import RetrievalImageBatch, RetrievalTexts
-
-if TYPE_CHECKING:
-    from pixelbert_pl.tasks.retrieval import RetrievalTask
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +29,20 @@ class RetrievalEvaluator:
     """Accumulates an evaluation epoch's (images x texts) fp16 score rows and ranks them.
 
     Args:
-        task: the scorer (its `score_matrix` / `score_pairs`) and the way to the trainer's texts and precision.
+        net: the scorer (its `score_matrix` / `score_pairs`).
+        split_texts: a stage's ("val", "test") texts.
+        step_context: a stage's autocast, as its steps run (reranking happens at the epoch's end, outside them).
         protocols: "full" and / or "coco_1k" (see `RetrievalTask`).
         rerank_top_k, coarse_pool: two-stage evaluation (None: exhaustive).
     """
 
     def __init__(
-        self, task: RetrievalTask, protocols: tuple[str, ...], rerank_top_k: int | None, coarse_pool: int
-    ) -> None:
-        self.task, self.protocols, self.rerank_top_k, self.coarse_pool = task, protocols, rerank_top_k, coarse_pool
+        self, net: PixelBertForImageTextRetrieval, split_texts: Callable[[str], RetrievalTexts],
+        step_context: Callable[[str], AbstractContextManager[Any]], protocols: tuple[str, ...],
+        rerank_top_k: int | None, coarse_pool: int,
+    ) -> None:  # fmt: skip
+        self.net, self.split_texts, self.step_context = net, split_texts, step_context
+        self.protocols, self.rerank_top_k, self.coarse_pool = protocols, rerank_top_k, coarse_pool
         self.reset()
 
     def reset(self) -> None:
@@ -47,19 +51,10 @@ class RetrievalEvaluator:
         self._text_lengths: torch.Tensor | None = None  # their real lengths, on the host
         self._pixels: list[tuple[torch.Tensor, PixelTokens, Any]] = []  # (positions, tokens, sizes), for reranking
 
-    def eval_texts(self, stage: str) -> RetrievalTexts:
-        """The split's texts; the data module provides `val_texts` / `test_texts`."""
-        datamodule = self.task.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
-        texts = getattr(datamodule, f"{stage}_texts", None)
-        if texts is None:
-            raise AttributeError(f"{type(datamodule).__name__} has no {stage}_texts: RetrievalTask needs the texts")
-        return texts
-
     def update(self, batch: RetrievalImageBatch, stage: str) -> None:
-        task = self.task
-        pixels = task.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
+        pixels = self.net.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
         if self._texts is None:  # the split's texts go to the device once per epoch, not once per image batch
-            texts = self.eval_texts(stage)
+            texts = self.split_texts(stage)
             device = pixels.tokens.device
             self._text_lengths = texts.attention_mask.cpu().sum(dim=1)
             self._texts = RetrievalTexts(
@@ -67,9 +62,9 @@ class RetrievalEvaluator:
             )
         positions = batch.image_positions.cpu()
         if self.rerank_top_k is None:
-            scores = task.score_matrix(pixels, self._texts, self._text_lengths, batch.image_sizes)
+            scores = self.net.score_matrix(pixels, self._texts, self._text_lengths, batch.image_sizes)
         else:  # the coarse stage; the pixel tokens wait on the device for the exact one at the epoch's end
-            scores = task.score_matrix(pixels, self._texts, self._text_lengths, batch.image_sizes, self.coarse_pool)
+            scores = self.net.score_matrix(pixels, self._texts, self._text_lengths, batch.image_sizes, self.coarse_pool)
             self._pixels.append((positions, pixels, batch.image_sizes))
         self._scores.append((positions, scores))
 
@@ -90,7 +85,7 @@ class RetrievalEvaluator:
         if not self._scores:
             return {}
         positions, scores = self.gather_scores()
-        t2i = self.eval_texts(stage).text_to_image.cpu()
+        t2i = self.split_texts(stage).text_to_image.cpu()
         texts = torch.isin(t2i, positions)
         if not texts.all():
             log.warning("retrieval %s: %d of the split's images scored; recall is over those", stage, len(positions))
@@ -111,14 +106,12 @@ class RetrievalEvaluator:
         each rank its own images (their tokens kept from the steps), then ranked above the rest (`rerank_scores`)."""
         assert self.rerank_top_k is not None and self._texts is not None
         chosen = rerank_candidates(coarse, self.rerank_top_k)
-        plugin = getattr(self.task.trainer, "precision_plugin", None)
-        context = getattr(plugin, f"{stage}_step_context", nullcontext)
         mine = []
-        with context(), torch.no_grad():  # the steps' autocast; epoch-end hooks run outside it
+        with self.step_context(stage), torch.no_grad():  # the steps' autocast; epoch-end hooks run outside it
             for batch_positions, pixels, sizes in self._pixels:
                 rows = torch.searchsorted(positions, batch_positions)
                 images, cols = chosen[rows].nonzero(as_tuple=True)
-                exact = self.task.score_pairs(pixels, self._texts, images, columns[cols], self._text_lengths, sizes)
+                exact = self.net.score_pairs(pixels, self._texts, images, columns[cols], self._text_lengths, sizes)
                 mine.append((rows[images], cols, exact))
         parts = gather_lists(mine)
         rows, cols, exact = (torch.cat([p[i] for p in parts]) for i in range(3))

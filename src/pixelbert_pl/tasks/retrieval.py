@@ -1,15 +1,10 @@
-"""`RetrievalTask`: image-text retrieval as cross-encoder ranking (paper Sec. 4.3; protocols in docs/paper_facts.md).
+"""`RetrievalTask`: image-text retrieval fine-tuning and R@K evaluation (paper Sec. 4.3; protocols in
+docs/paper_facts.md) around `PixelBertForImageTextRetrieval`. The CNN is frozen by default
+(`optimizer.cnn_optimizer: frozen`), as in the paper.
 
-Training: each image with its positive caption and k random negatives (k = 20 in the paper) is scored by a rank
-head on [CLS]; softmax cross-entropy over the positive and the `hard_negatives` highest-scoring negatives (the
-paper's "5 negatives with the highest loss"). The negatives are first scored without gradients, so only the kept
-rows pay for a backward pass. The CNN is frozen by default (`optimizer.cnn_optimizer: frozen`), as in the paper.
-
-Evaluation is exhaustive by default (the paper's protocol): every image of the split against every text, each
-image's pixel tokens computed once and reused for all its pairs, pairs scored `eval_chunk` at a time into an fp16
-(images x texts) matrix, with as little padding as the texts' lengths and the images' sizes allow (`score_matrix`).
-Under DDP each rank scores its own images (the data module's sampler repeats none) and every rank gathers the
-matrix.
+Evaluation is exhaustive by default (the paper's protocol): every image of the split against every text, pairs
+scored `eval_chunk` at a time into an fp16 (images x texts) matrix. Under DDP each rank scores its own images (the
+data module's sampler repeats none) and every rank gathers the matrix.
 
 `rerank_top_k=k` makes it two-stage, for speed: every pair is first scored with its image's pixel tokens averaged
 over `coarse_pool` x `coarse_pool` blocks (a quarter of the tokens at 2), then each image's k best texts and each
@@ -21,20 +16,27 @@ Report which protocol gave a number. The evaluation epoch itself is `RetrievalEv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol, runtime_checkable
 
-import torch
-import torch.nn.functional as F
-
-from pixelbert_pl.models import ITMHead, RankHead
-from pixelbert_pl.models.visual import PixelTokens, crop_pixel_tokens, pool_pixel_tokens
-from pixelbert_pl.processing.batches import RetrievalTexts, RetrievalTrainBatch
+from pixelbert_pl.models import PixelBertForImageTextRetrieval, PixelBertModel
+from pixelbert_pl.processing.batches import RetrievalImageBatch, RetrievalTexts
 from pixelbert_pl.tasks.base import PixelBertTask
 from pixelbert_pl.tasks.optim import OptimizerConfig
 from pixelbert_pl.tasks.ranking import RetrievalEvaluator
 
 PROTOCOLS = ("full", "coco_1k")
+
+
+@runtime_checkable
+class RetrievalData(Protocol):
+    """What retrieval evaluation and prediction read from the DataModule besides the images: each split's texts."""
+
+    @property
+    def val_texts(self) -> RetrievalTexts: ...
+
+    @property
+    def test_texts(self) -> RetrievalTexts: ...
 
 
 class RetrievalTask(PixelBertTask):
@@ -49,13 +51,14 @@ class RetrievalTask(PixelBertTask):
             image's pixel tokens on the device until the epoch ends. Candidates are chosen over the whole scored
             split, also for "coco_1k".
         coarse_pool: the block side over which the coarse stage of `rerank_top_k` averages pixel tokens.
+        predict_top_k: texts listed per image by `pixelbert predict`.
         **kwargs: `PixelBertTask` arguments; `optimizer` defaults to AdamW 1e-4 with the CNN frozen.
     """
 
     monitor = "val/rsum"
     mode = "max"
     evaluator_prog_bar = ("i2t_r1", "t2i_r1")
-    init_heads = ("rank_head",)  # from pre-training's ITM head
+    net: PixelBertForImageTextRetrieval
 
     def __init__(
         self,
@@ -64,133 +67,54 @@ class RetrievalTask(PixelBertTask):
         protocols: tuple[str, ...] = ("full",),
         rerank_top_k: int | None = None,
         coarse_pool: int = 2,
+        predict_top_k: int = 5,
         **kwargs: Any,
     ) -> None:
         unknown = set(protocols) - set(PROTOCOLS)
         if unknown:
             raise ValueError(f"protocols={list(protocols)}: unknown {sorted(unknown)}; expected among {PROTOCOLS}")
-        if hard_negatives is not None and hard_negatives < 1:
-            raise ValueError(f"hard_negatives={hard_negatives}: expected >= 1 or None")
         if rerank_top_k is not None and rerank_top_k < 1:
             raise ValueError(f"rerank_top_k={rerank_top_k}: expected >= 1 or None (exhaustive)")
-        if coarse_pool < 1:
-            raise ValueError(f"coarse_pool={coarse_pool}: expected >= 1")
-        self.hard_negatives, self.eval_chunk = hard_negatives, eval_chunk
+        if coarse_pool < 1 or predict_top_k < 1:
+            raise ValueError(f"coarse_pool={coarse_pool}, predict_top_k={predict_top_k}: expected >= 1")
+        self.hard_negatives, self.eval_chunk, self.predict_top_k = hard_negatives, eval_chunk, predict_top_k
         self._evaluation = (tuple(protocols), rerank_top_k, coarse_pool)  # the evaluator's; it owns them after init
         kwargs.setdefault("optimizer", OptimizerConfig(cnn_optimizer="frozen", milestones=[0.6]))
         super().__init__(**kwargs)
 
-    def configure_heads(self) -> None:
-        self.rank_head = RankHead(self.model.config)
+    def build_task_model(self, backbone: PixelBertModel) -> PixelBertForImageTextRetrieval:
+        return PixelBertForImageTextRetrieval(backbone, self.hard_negatives, self.eval_chunk)
 
     def configure_evaluator(self) -> RetrievalEvaluator:
-        return RetrievalEvaluator(self, *self._evaluation)
+        return RetrievalEvaluator(self.net, self.split_texts, self.step_context, *self._evaluation)
 
-    def init_heads_from(self, state: dict[str, torch.Tensor]) -> list[str]:
-        copied = super().init_heads_from(state)
-        if not any(k.startswith("rank_head.") for k in copied) and "itm_head.fc.weight" in state:
-            itm = ITMHead(self.model.config)
-            itm.load_state_dict({"fc.weight": state["itm_head.fc.weight"], "fc.bias": state["itm_head.fc.bias"]})
-            self.rank_head.init_from_itm(itm)
-            copied.append("rank_head <- itm_head")
-        return copied
-
-    # ------------------------------------------------------------------------------------------- training
-
-    def score(self, pixels: PixelTokens, input_ids: torch.Tensor, mask: torch.Tensor, index: torch.Tensor) -> Any:
-        out = self.model(input_ids, mask, pixel_tokens=pixels, image_index=index, outputs="cls")
-        return self.rank_head(out.cls_output).float()
-
-    def forward(self, batch: RetrievalTrainBatch) -> torch.Tensor:
-        """(n, 1 + h) scores: the positive first, then the h hardest negatives of each image."""
-        n, g = batch.pixel_values.shape[0], batch.group_size
-        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
-        rows = torch.arange(n * g, device=batch.input_ids.device).view(n, g)
-        h = g - 1 if self.hard_negatives is None else min(self.hard_negatives, g - 1)
-        if h < g - 1:
-            with torch.no_grad():
-                negatives = rows[:, 1:].reshape(-1)
-                detached = PixelTokens(pixels.tokens.detach(), pixels.mask, pixels.grid, pixels.index)
-                scores = self.score(
-                    detached, batch.input_ids[negatives], batch.attention_mask[negatives],
-                    batch.image_index[negatives],
-                ).view(n, g - 1)  # fmt: skip
-            hardest = scores.topk(h, dim=1).indices + 1
-            rows = torch.cat([rows[:, :1], rows.gather(1, hardest)], dim=1)
-        keep = rows.reshape(-1)
-        scores = self.score(pixels, batch.input_ids[keep], batch.attention_mask[keep], batch.image_index[keep])
-        return scores.view(n, -1)
-
-    def compute_loss(self, outputs: torch.Tensor, batch: RetrievalTrainBatch) -> dict[str, torch.Tensor]:
-        target = torch.zeros(outputs.shape[0], dtype=torch.long, device=outputs.device)  # the positive is first
-        return {"rank": F.cross_entropy(outputs, target)}
+    def step_context(self, stage: str) -> AbstractContextManager[Any]:
+        """The autocast `stage`'s steps run under (the trainer's precision), for work done outside a step."""
+        plugin = getattr(self.trainer, "precision_plugin", None)
+        return getattr(plugin, f"{stage}_step_context", nullcontext)()
 
     def batch_size(self, batch: Any) -> int:
         return int(batch.pixel_values.shape[0])
 
-    # ----------------------------------------------------------------------------------------- evaluation
+    def split_texts(self, stage: str) -> RetrievalTexts:
+        """The texts of the split `stage` ("val"; "test", which `pixelbert predict` also reads) scores against."""
+        data = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
+        if not isinstance(data, RetrievalData):
+            raise TypeError(f"{type(data).__name__} has no val_texts / test_texts: RetrievalTask needs a split's texts")
+        return data.val_texts if stage == "val" else data.test_texts
 
-    @torch.no_grad()
-    def score_pairs(
-        self,
-        pixels: PixelTokens,
-        texts: RetrievalTexts,
-        images: torch.Tensor,
-        text_rows: torch.Tensor,
-        text_lengths: torch.Tensor | None = None,
-        image_sizes: Sequence[tuple[int, int]] | None = None,
-        pool: int = 1,
-    ) -> torch.Tensor:
-        """fp16 scores, on the CPU, of the pairs (image `images[i]` of `pixels`, text `text_rows[i]`), given as host
-        long tensors; `eval_chunk` pairs per forward pass.
-
-        Each pair costs a pass over its text and pixel tokens, padding included, so two host-side hints keep
-        padding out of the passes without changing any score (padded keys are masked): `text_lengths` (the real
-        tokens of each text) puts pairs of similar text length in one pass, cut after its longest text;
-        `image_sizes` (each image's real (h, w), as the batches carry them) scores images in groups of one token
-        grid, cropped to it, so that a 4:3 image batched with a 3:4 one does not carry the padding of their union
-        (31% more tokens at 800 x 1067). Neither hint reads the device back.
-
-        `pool` > 1 scores with each image's tokens averaged over `pool` x `pool` blocks of its grid
-        (`pool_pixel_tokens`, the coarse stage of `rerank_top_k`); 1 scores with all of them.
-        """
-        n, device = pixels.tokens.shape[0], pixels.tokens.device
-        if images.shape != text_rows.shape or images.ndim != 1:
-            raise ValueError(f"images {tuple(images.shape)}, text_rows {tuple(text_rows.shape)}: expected 1-D, equal")
-        width = texts.input_ids.shape[1]
-        lengths = torch.full((texts.input_ids.shape[0],), width) if text_lengths is None else text_lengths.cpu()
-        grids = [pixels.grid] * n if image_sizes is None else [self.model.visual.token_grid(*s) for s in image_sizes]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, grid in enumerate(grids):
-            groups.setdefault(grid, []).append(i)
-        out = torch.empty(images.shape[0], dtype=torch.float16, device=device)
-        for grid, members in groups.items():
-            m = len(members)
-            local = torch.full((n,), -1, dtype=torch.long)
-            local[members] = torch.arange(m)
-            pairs = (local[images] >= 0).nonzero().squeeze(1)
-            pairs = pairs[lengths[text_rows[pairs]].argsort(stable=True)]  # shortest texts first
-            widths = lengths[text_rows[pairs]].tolist()
-            part = pixels if m == n else pixels.select(torch.tensor(members).to(device))
-            part = pool_pixel_tokens(crop_pixel_tokens(part, grid), pool)
-            at, index, rows = (t.to(device) for t in (pairs, local[images[pairs]], text_rows[pairs]))
-            for start in range(0, len(pairs), self.eval_chunk):
-                stop = min(start + self.eval_chunk, len(pairs))
-                chunk, w = rows[start:stop], widths[stop - 1]
-                ids, mask = texts.input_ids[chunk, :w], texts.attention_mask[chunk, :w]
-                out[at[start:stop]] = self.score(part, ids, mask, index[start:stop]).to(out.dtype)
-        return out.cpu()  # one transfer per call; the gathered matrix lives on the CPU
-
-    def score_matrix(
-        self,
-        pixels: PixelTokens,
-        texts: RetrievalTexts,
-        text_lengths: torch.Tensor | None = None,
-        image_sizes: Sequence[tuple[int, int]] | None = None,
-        pool: int = 1,
-    ) -> torch.Tensor:
-        """(n images, T texts) fp16 scores of every pair (see `score_pairs` for the arguments)."""
-        n, num_texts = pixels.tokens.shape[0], texts.input_ids.shape[0]
-        images, text_rows = torch.arange(n).repeat_interleave(num_texts), torch.arange(num_texts).repeat(n)
-        scores = self.score_pairs(pixels, texts, images, text_rows, text_lengths, image_sizes, pool)
-        return scores.view(n, num_texts)
+    def predict_step(self, batch: RetrievalImageBatch, batch_idx: int) -> list[dict[str, Any]]:
+        """One row per image of the test split: {"id": its position in the split, "texts": its `predict_top_k`
+        best texts as [text position in the split's text list, score], best first}."""
+        texts = self.split_texts("test")
+        pixels = self.model.encode_pixels(batch.pixel_values, batch.pixel_mask, batch.image_sizes)
+        device = pixels.tokens.device
+        on_device = RetrievalTexts(texts.input_ids.to(device), texts.attention_mask.to(device), texts.text_to_image)
+        scores = self.net.score_matrix(pixels, on_device, texts.attention_mask.sum(dim=1), batch.image_sizes).float()
+        best, order = scores.topk(min(self.predict_top_k, scores.shape[1]), dim=1)
+        return [
+            {"id": position, "texts": [[t, s] for t, s in zip(row_order, row_best, strict=True)]}
+            for position, row_order, row_best in zip(
+                batch.image_positions.tolist(), order.tolist(), best.tolist(), strict=True
+            )
+        ]

@@ -1,0 +1,66 @@
+"""`ImageTextClassificationTask`: (image, text) -> one of a set of named classes, around
+`PixelBertForImageTextClassification`: visual entailment (SNLI-VE) or any benchmark of that shape, with the
+package's `ImageTextClassificationDataModule` for its JSON-lines files, and a YAML, not code
+(lightning_configs/classification/)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.wrappers import ClasswiseWrapper
+
+from pixelbert_pl.models import PixelBertForImageTextClassification, PixelBertModel
+from pixelbert_pl.processing.batches import UNLABELLED, ImageTextClassificationBatch
+from pixelbert_pl.tasks.base import PixelBertTask
+
+
+class ImageTextClassificationTask(PixelBertTask):
+    """Classification of (image, text) pairs from [CLS], trained with cross-entropy; logs `{stage}/accuracy` and
+    each class's `{stage}/class_accuracy_<label>`.
+
+    Args:
+        labels: the class names, index = class, in the data module's order (checked when a run starts; the CLI
+            links the data's).
+        **kwargs: `PixelBertTask` arguments (preset, model_overrides, optimizer, init_from, ...).
+    """
+
+    monitor = "val/accuracy"
+    mode = "max"
+    net: PixelBertForImageTextClassification
+
+    def __init__(self, labels: Sequence[str] = ("entailment", "neutral", "contradiction"), **kwargs: Any) -> None:
+        self.labels = list(labels)  # before super().__init__(), which calls build_task_model and configure_metrics
+        super().__init__(**kwargs)
+
+    def build_task_model(self, backbone: PixelBertModel) -> PixelBertForImageTextClassification:
+        return PixelBertForImageTextClassification(backbone, self.labels)
+
+    def configure_metrics(self) -> dict[str, Metric]:
+        n = len(self.labels)
+        return {
+            "accuracy": MulticlassAccuracy(n, average="micro", ignore_index=UNLABELLED),
+            # A dict metric: logged as {stage}/class_accuracy_<label>, e.g. val/class_accuracy_neutral.
+            "class": ClasswiseWrapper(
+                MulticlassAccuracy(n, average=None, ignore_index=UNLABELLED), self.labels, prefix="accuracy_"
+            ),
+        }
+
+    def update_metrics(
+        self, metrics: dict[str, Metric], outputs: torch.Tensor, batch: ImageTextClassificationBatch
+    ) -> None:
+        for metric in metrics.values():
+            metric.update(outputs, batch.labels)  # ignore_index skips unlabelled rows
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # Class i of the head must be class i of the data: another order would train without an error, and wrong.
+        data_labels = getattr(self.trainer.datamodule, "labels", None)  # type: ignore[attr-defined]
+        if data_labels is not None and list(data_labels) != self.labels:
+            raise ValueError(
+                f"model labels {self.labels} differ from data labels {list(data_labels)}: set model.init_args.labels "
+                "and data.init_args.labels to one list, in one order"
+            )
