@@ -75,3 +75,69 @@ def test_the_rules_see_imports_inside_functions_and_relative_ones(tmp_path: Path
 def test_every_module_belongs_to_the_library_or_the_harness() -> None:
     parts = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PACKAGE.glob("*") if p.name != "__pycache__"}
     assert parts - set(LIBRARY) - {"harness", "__init__", "__main__"} == set()
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (anywhere in the file, TYPE_CHECKING blocks included). `from a
+    import b` counts as `a.b` when that is a module, else `a`; a module's own parent packages are left out, as Python
+    imports them before it in any case."""
+    files = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        names = [name for _, name in imports(path, package)]
+        targets = set()
+        for name in names:
+            if name in files and not any(other.startswith(name + ".") and other in files for other in names):
+                targets.add(name)  # `from a import b` with b a module: `a.b` is the edge, not `a`
+        graph[module] = {t for t in targets if t != module and not module.startswith(t + ".")}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """A cycle works or breaks with import order, and hides a layering mistake (issue 32: tasks/ranking.py and
+    tasks/retrieval.py imported each other, one side under TYPE_CHECKING)."""
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_sees_a_type_checking_cycle(tmp_path: Path) -> None:
+    package = tmp_path / "pixelbert_pl"
+    (package / "tasks").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "tasks" / "__init__.py").write_text("")
+    (package / "tasks" / "a.py").write_text("from pixelbert_pl.tasks.b import B\n")
+    (package / "tasks" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pixelbert_pl.tasks.a import A\n"
+    )
+    assert cycles(import_graph(package)) == [["pixelbert_pl.tasks.a", "pixelbert_pl.tasks.b"]]

@@ -51,13 +51,13 @@ def test_init_from_another_tasks_checkpoint_warns_which_heads_start_random(tmp_p
     vqa = VQATask(preset="pixelbert_tiny", answer_vocab=["yes", "no"])
     path = tmp_path / "vqa.ckpt"
     torch.save({"state_dict": vqa.state_dict()}, path)
-    with caplog.at_level("WARNING", logger="pixelbert_pl.tasks.base"):
+    with caplog.at_level("WARNING", logger="pixelbert_pl.models.checkpoint_reader"):
         RetrievalTask(preset="pixelbert_tiny", init_from=str(path))
     assert "['rank_head'], which start from random weights" in caplog.text and "vqa_head" in caplog.text
     caplog.clear()
     pretrained = tmp_path / "pretrain.ckpt"
     torch.save({"state_dict": PretrainTask(preset="pixelbert_tiny").state_dict()}, pretrained)
-    with caplog.at_level("WARNING", logger="pixelbert_pl.tasks.base"):
+    with caplog.at_level("WARNING", logger="pixelbert_pl.models.checkpoint_reader"):
         RetrievalTask(preset="pixelbert_tiny", init_from=str(pretrained))  # the rank head from the ITM head
         VQATask(preset="pixelbert_tiny", answer_vocab=["yes"], init_from=str(pretrained))  # its head is always new
     assert "random weights" not in caplog.text
@@ -133,3 +133,21 @@ def test_init_from_a_safetensors_file_of_another_backbone_names_the_tensor(tmp_p
     save_file({k: v.contiguous() for k, v in other.state_dict().items() if "decoder" not in k}, str(path))
     with pytest.raises(ValueError, match=r"has shape \(.*64.*\) .*\(it records no model config to compare\)"):
         PretrainTask(preset="pixelbert_tiny", init_from=str(path))
+
+
+def test_a_task_configured_for_other_inputs_than_its_data_is_refused(shapes_root) -> None:
+    import pytorch_lightning as pl
+
+    from pixelbert_pl.harness.datamodules import ShapesWorldVQADataModule
+    from pixelbert_pl.processing import ProcessingConfig
+    from pixelbert_pl.tasks import VQATask
+
+    data = ShapesWorldVQADataModule(root=str(shapes_root), num_workers=0)
+    other = data.processing.replace(image_min_size=data.processing.image_min_size // 2)
+    assert isinstance(other, ProcessingConfig)
+    task = VQATask(preset="pixelbert_tiny", vocab_size=data.vocab_size, answer_vocab=data.answer_vocab,
+                   processing=other)  # fmt: skip
+    trainer = pl.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False)
+    names = r"VQATask's processing differs from ShapesWorldVQADataModule's in \{'image_min_size': \{'VQATask': \d+"
+    with pytest.raises(ValueError, match=names):
+        trainer.fit(task, datamodule=data)

@@ -18,13 +18,27 @@ from pixelbert_pl.models.visual import PixelEncoder, PixelTokens
 from pixelbert_pl.processing import ProcessingConfig
 
 
-def create_model(name: str, processing: ProcessingConfig | None = None, **overrides: object) -> PixelBertModel:
+def create_model(
+    name: str, processing: ProcessingConfig | None = None, vocab_size: int | None = None, text_length_buckets: int = 1,
+    **overrides: object,
+) -> PixelBertModel:  # fmt: skip
     """Build a preset by name, any `PixelBertConfig` field overridden; `processing` defaults to the preset's.
 
     `text_encoder` (HF name or local dir) loads BERT weights and takes the transformer's sizes from that
-    checkpoint; `visual_weights` (torchvision enum name or local state_dict path) loads the trunk.
+    checkpoint; `visual_weights` (torchvision enum name or local state_dict path) loads the trunk. `vocab_size` is
+    the tokenizer's: the model's (a text encoder's own included) must match it. `text_length_buckets`: the
+    transformer runs in up to this many groups of rows of similar text length (`models/buckets.py`).
     """
-    return PixelBertModel(get_config(name, **overrides), processing or preset_processing(name))
+    if text_length_buckets < 1:
+        raise ValueError(f"text_length_buckets={text_length_buckets}: expected >= 1 (1 = one transformer call)")
+    if vocab_size is not None and overrides.get("text_encoder") is None:
+        overrides["vocab_size"] = vocab_size
+    model = PixelBertModel(get_config(name, **overrides), processing or preset_processing(name))
+    if vocab_size is not None and model.config.vocab_size != vocab_size:
+        raise ValueError(f"vocab_size={vocab_size} (from the tokenizer) differs from text_encoder "
+                         f"{overrides.get('text_encoder')!r}'s {model.config.vocab_size}")  # fmt: skip
+    model.text_length_buckets = text_length_buckets
+    return model
 
 
 __all__ = [

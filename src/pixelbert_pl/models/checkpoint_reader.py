@@ -3,6 +3,7 @@ without running code from the files: `Predictor` and the tasks both read checkpo
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from pixelbert_pl.models.weights import load_torch_file, read_weights
 from pixelbert_pl.processing import split_processing
 from pixelbert_pl.processing.config import plain
 
+log = logging.getLogger(__name__)
 CHECKPOINT_KEY = "pixelbert"  # a checkpoint's model config, processing, tokenizer and task model (`PixelBertTask`)
 
 
@@ -53,10 +55,10 @@ def source_config(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     return split_processing(config)[0] if isinstance(config, dict) else None
 
 
-def init_from(net: PixelBertTaskModel, path: str | os.PathLike[str]) -> tuple[int, list[str], list[str]]:
+def init_from(net: PixelBertTaskModel, path: str | os.PathLike[str]) -> tuple[int, list[str]]:
     """Start `net` from another task model's weights: the whole backbone must be there with the same shapes (a
-    different tokenizer or preset is an error, not a silent partial load); heads follow `net.init_heads_from`.
-    Returns (backbone tensors loaded, heads copied, the heads the file holds)."""
+    different tokenizer or preset is an error, not a silent partial load); heads follow `net.init_heads_from`, and
+    a head of `net.init_heads` that none fits is warned about. Returns (backbone tensors loaded, heads copied)."""
     state = read_state_dict(path)
     backbone = {k: v for k, v in state.items() if k.startswith("model.")}
     own = {k: v for k, v in net.state_dict().items() if k.startswith("model.")}
@@ -72,8 +74,14 @@ def init_from(net: PixelBertTaskModel, path: str | os.PathLike[str]) -> tuple[in
                 "tokenizer as pre-training"
             )
     net.load_state_dict({k: backbone[k] for k in own}, strict=False)
-    theirs = sorted({k.split(".")[0] for k in state if not k.startswith("model.")})
-    return len(own), net.init_heads_from(state), theirs
+    heads = net.init_heads_from(state)
+    log.info("init_from %s: backbone (%d tensors) and heads %s", path, len(own), heads or "none")
+    copied = {name.split(".")[0].split(" ")[0] for name in heads}
+    if wanted := [h for h in net.init_heads if getattr(net, h, None) is not None and h not in copied]:
+        theirs = sorted({k.split(".")[0] for k in state if not k.startswith("model.")})
+        log.warning("init_from %s: nothing in it fits %s's %s, which start from random weights (its heads: %s; a "
+                    "pre-training checkpoint is expected)", path, type(net).__name__, wanted, theirs)  # fmt: skip
+    return len(own), heads
 
 
 def _config_differences(net: PixelBertTaskModel, path: str | os.PathLike[str]) -> str:

@@ -83,6 +83,16 @@ class ProcessingConfig:
             raise ValueError(f"{source}: unknown processing field(s) {unknown}; expected {list(PROCESSING_FIELDS)}")
         return cls(**values)
 
+    def check_same(self, other: ProcessingConfig, mine: str, theirs: str) -> None:
+        """Raise, naming the fields, where `other` (`theirs`'s) differs: a model fed other inputs than it was trained
+        or configured for gives wrong results without an error."""
+        if differ := self.differences(other):
+            raise ValueError(
+                f"{mine}'s processing differs from {theirs}'s in "
+                f"{ {k: {mine: a, theirs: b} for k, (a, b) in differ.items()} }: the model would be fed other inputs "
+                f"than it was trained or configured for; give {theirs} {mine}'s settings"
+            )
+
     def differences(self, other: ProcessingConfig) -> dict[str, tuple[Any, Any]]:
         """{field: (self's value, other's)} where the two differ."""
         mine, theirs = self.to_dict(), other.to_dict()

@@ -16,6 +16,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 from pixelbert_pl.models import PixelBertForImageTextClassification, PixelBertModel
 from pixelbert_pl.processing.batches import UNLABELLED, ImageTextClassificationBatch
 from pixelbert_pl.tasks.base import PixelBertTask
+from pixelbert_pl.tasks.protocols import LabelledData
 
 
 class ImageTextClassificationTask(PixelBertTask):
@@ -58,9 +59,9 @@ class ImageTextClassificationTask(PixelBertTask):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         # Class i of the head must be class i of the data: another order would train without an error, and wrong.
-        data_labels = getattr(self.trainer.datamodule, "labels", None)  # type: ignore[attr-defined]
-        if data_labels is not None and list(data_labels) != self.labels:
+        data = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
+        if isinstance(data, LabelledData) and list(data.labels) != self.labels:
             raise ValueError(
-                f"model labels {self.labels} differ from data labels {list(data_labels)}: set model.init_args.labels "
-                "and data.init_args.labels to one list, in one order"
+                f"model labels {self.labels} differ from data labels {list(data.labels)}: give the task the data's "
+                "labels, in their order (the CLI links them: leave model.init_args.labels out)"
             )

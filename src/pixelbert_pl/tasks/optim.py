@@ -181,3 +181,26 @@ def warmup_step_decay(optimizer: Optimizer, config: OptimizerConfig, total_steps
         return scale
 
     return LambdaLR(optimizer, factor)
+
+
+def frozen_cnn_modules(trunk: nn.Module, config: OptimizerConfig) -> list[nn.Module]:
+    """The whole trunk when `cnn_optimizer` is "frozen", else the stem and the first `cnn_frozen_stages` residual
+    stages (none by default)."""
+    if config.cnn_optimizer == "frozen":
+        return [trunk]
+    stages = config.cnn_frozen_stages
+    return list(trunk.children())[: 4 + stages] if stages else []
+
+
+def configure_optimizers(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], cnn_prefixes: tuple[str, ...], config: OptimizerConfig,
+    total_steps: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Lightning's `configure_optimizers` result: `AdamWSGD` over `build_param_groups` (it skips non-finite steps)
+    and the warm-up / step-decay schedule stepped every optimizer step, over `total_steps` (the trainer's
+    estimated_stepping_batches, which must be finite)."""
+    if not isinstance(total_steps, int) and not (isinstance(total_steps, float) and total_steps != float("inf")):
+        raise ValueError("the lr schedule needs a finite run: set trainer.max_steps or trainer.max_epochs")
+    optimizer = AdamWSGD(build_param_groups(named_parameters, cnn_prefixes, config), betas=config.betas)
+    scheduler = warmup_step_decay(optimizer, config, int(total_steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

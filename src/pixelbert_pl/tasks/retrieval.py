@@ -17,26 +17,16 @@ Report which protocol gave a number. The evaluation epoch itself is `RetrievalEv
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from pixelbert_pl.models import PixelBertForImageTextRetrieval, PixelBertModel
 from pixelbert_pl.processing.batches import RetrievalImageBatch, RetrievalTexts
 from pixelbert_pl.tasks.base import PixelBertTask
 from pixelbert_pl.tasks.optim import OptimizerConfig
+from pixelbert_pl.tasks.protocols import RetrievalData
 from pixelbert_pl.tasks.ranking import RetrievalEvaluator
 
 PROTOCOLS = ("full", "coco_1k")
-
-
-@runtime_checkable
-class RetrievalData(Protocol):
-    """What retrieval evaluation and prediction read from the DataModule besides the images: each split's texts."""
-
-    @property
-    def val_texts(self) -> RetrievalTexts: ...
-
-    @property
-    def test_texts(self) -> RetrievalTexts: ...
 
 
 class RetrievalTask(PixelBertTask):
