@@ -12,6 +12,8 @@ DEMO_OUT ?= demo-output
 
 # Registry connections can drop mid-download: pip retries and resumes, and each install step is tried three times.
 PIP := $(PY) -m pip install -q --retries 10 --timeout 60
+# A literal comma inside $(call ...), which splits its arguments at commas.
+COMMA := ,
 RETRY3 = for attempt in 1 2 3; do $(1) && break; test $$attempt = 3 && exit 1; sleep 20; done
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
@@ -20,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	# torch first, at constraints.txt's versions, so a local wheel cache can serve it and the package install finds
 	# it satisfied.
 	$(call RETRY3,$(PIP) --resume-retries 20 -c constraints.txt torch torchvision)
-	$(call RETRY3,$(PIP) --resume-retries 20 -c constraints.txt -e '.[test]')
+	$(call RETRY3,$(PIP) --resume-retries 20 -c constraints.txt -e '.[train$(COMMA)test]')
 	touch $(STAMP)
 
 install: $(STAMP)

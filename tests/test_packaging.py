@@ -25,3 +25,20 @@ def test_the_makefile_installs_with_the_constraints_it_names() -> None:
     assert installs and all("-c constraints.txt" in line for line in installs)
     ranges = {Requirement(r).name: Requirement(r).specifier for r in requires("pixelbert-pl") or []}
     assert all(ranges[r.name].contains(next(iter(r.specifier)).version) for r in constraints)  # the pins are allowed
+
+
+TRAINING_ONLY = ("pytorch-lightning", "lightning", "torchmetrics", "datasets", "torchdata", "tensorboard", "jsonargparse")
+
+
+def test_training_packages_are_the_train_extra_only() -> None:
+    """The installed distribution's METADATA (pip builds it from setup.cfg): serving needs none of these."""
+    by_name: dict[str, list[Requirement]] = {}
+    for line in requires("pixelbert-pl") or []:
+        requirement = Requirement(line)
+        by_name.setdefault(requirement.name, []).append(requirement)
+    for name in TRAINING_ONLY:
+        for requirement in by_name.get(name, []):
+            assert requirement.marker is not None and requirement.marker.evaluate({"extra": "train"}), requirement
+            assert not requirement.marker.evaluate({"extra": ""}), f"{requirement} is in the base install"
+    assert "pytorch-lightning" in by_name and "torch" in by_name
+    assert all(r.marker is None for r in by_name["torch"])
