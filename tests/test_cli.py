@@ -287,3 +287,30 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_log_folder(shapes_root
         main(["fit", *vqa_args(shapes_root, tmp_path, "--trainer.callbacks", json.dumps(later))])
     (kept,) = (tmp_path / "vqa").glob("version_*")  # a run that trained keeps its logs
     assert (kept / "metrics.csv").is_file()
+
+
+# What a row of `pixelbert predict`'s predictions.jsonl holds for each task (besides "id").
+PREDICTION_FIELDS = {
+    "pretrain": {"image", "match", "itm_label"},  # a row per (image, caption) pair, matched or a negative
+    "vqa": {"answer", "score"},
+    "nlvr2": {"prediction", "score"},
+    "retrieval": {"texts"},  # a row per test image: its best texts, [text position, score]
+}
+DEMO_RECIPES = [p for p in RECIPES if p.is_relative_to(DEMO_CONFIGS) and "warmup" not in p.name]
+
+
+@pytest.mark.parametrize("config", DEMO_RECIPES, ids=_recipe_id)
+def test_predict_writes_one_json_line_per_sample(config: Path, tmp_path, monkeypatch, shapes_root, capsys) -> None:
+    """`pixelbert predict` with nothing but the recipe: predictions went nowhere without a writer callback."""
+    import json
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    main(["predict", "--config", str(config), *ON_CPU, "--trainer.limit_predict_batches", "2",
+          "--data.init_args.root", str(shapes_root)])  # fmt: skip
+    printed = re.search(r"predictions: (\S+) \((\d+) rows\)", capsys.readouterr().out)
+    assert printed is not None and Path(printed.group(1)).is_relative_to(tmp_path)
+    rows = [json.loads(line) for line in Path(printed.group(1)).read_text().splitlines()]
+    task = config.name.removesuffix("_shapes.yaml")
+    assert rows and all(set(row) == {"id", *PREDICTION_FIELDS[task]} for row in rows)
+    assert len({json.dumps(row["id"]) for row in rows}) == len(rows) == int(printed.group(2))

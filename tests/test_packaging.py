@@ -27,7 +27,9 @@ def test_the_makefile_installs_with_the_constraints_it_names() -> None:
     assert all(ranges[r.name].contains(next(iter(r.specifier)).version) for r in constraints)  # the pins are allowed
 
 
-TRAINING_ONLY = ("pytorch-lightning", "lightning", "torchmetrics", "datasets", "torchdata", "tensorboard", "jsonargparse")
+TRAINING_ONLY = (
+    "pytorch-lightning", "lightning", "torchmetrics", "datasets", "torchdata", "tensorboard", "jsonargparse",
+)  # fmt: skip
 
 
 def test_training_packages_are_the_train_extra_only() -> None:

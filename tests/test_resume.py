@@ -160,5 +160,5 @@ def test_resume_runs_no_code_from_the_file_and_names_mismatched_keys(shapes_root
 
     with pytest.raises(pickle.UnpicklingError, match="Payload"):
         resume(evil)
-    with pytest.raises(RuntimeError, match=r"size mismatch for model\.bert\.embeddings\.word_embeddings\.weight"):
+    with pytest.raises(RuntimeError, match=r"size mismatch for net\.model\.bert\.embeddings\.word_embeddings\.weight"):
         resume(tmp_path / "small.ckpt")

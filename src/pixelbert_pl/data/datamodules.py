@@ -38,9 +38,10 @@ from pixelbert_pl.data.pretraining import CaptionPretrainDataset, EpochKeyedSamp
 from pixelbert_pl.data.quality import SkipCounter
 from pixelbert_pl.data.samplers import BucketedEpochKeyedSampler, GroupedEpochKeyedSampler, item_buckets
 from pixelbert_pl.data.workers import stop_safe_worker_init
-from pixelbert_pl.processing import PROCESSING_FIELDS, ImageTransform, ProcessingConfig, load_tokenizer
+from pixelbert_pl.processing import PROCESSING_FIELDS, ImageTransform, ProcessingConfig
 from pixelbert_pl.processing.batches import collate_pretrain
 from pixelbert_pl.processing.padding import BatchPadding
+from pixelbert_pl.processing.processor import PixelBertProcessor
 from pixelbert_pl.processing.shapes import PadShapes
 
 RecordT = TypeVar("RecordT")
@@ -161,18 +162,24 @@ class PixelBertDataModule(pl.LightningDataModule):
         vars(self.options).update({k: v for k, v in arguments.items() if k not in PROCESSING_FIELDS})
 
     @functools.cached_property
+    def processor(self) -> PixelBertProcessor:
+        """The tokenizer and the image transform, as `Predictor` gets them from a checkpoint or an export: training
+        and serving build inputs with one class (and batches with the collates of `processing/batches.py`)."""
+        return PixelBertProcessor.from_config(self.processing, self.options.text_pad_multiple)
+
+    @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        assert self.processing.tokenizer is not None  # built from __init__'s `tokenizer: str`
-        return load_tokenizer(self.processing.tokenizer)
+        return self.processor.tokenizer
 
     @property
     def vocab_size(self) -> int:
         """The tokenizer's size; the CLI links it to the model's `vocab_size`."""
         return len(self.tokenizer)
 
-    @functools.cached_property
+    @property
     def transform(self) -> ImageTransform:
-        return ImageTransform.from_config(self.processing, normalize=False)
+        """uint8 pixels resized as the model expects; the model normalises them on its device."""
+        return self.processor.transform
 
     def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
         """The records of every split `stage` reads, by split name (what `pixelbert-check-data` scans)."""
@@ -337,7 +344,7 @@ class PretrainDataModule(PixelBertDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not len(self.train_records) and stage in (None, "fit"):
             self.train_records = ArrowRecords(to_hf_dataset(self.read_records(self.options.train_splits, True)))
-        if not len(self.val_records) and stage in (None, "fit", "validate"):
+        if not len(self.val_records) and stage in (None, "fit", "validate", "predict"):
             val = self.read_records(self.options.val_splits, False)
             self.val_records = val[: self.options.max_val_images] if self.options.max_val_images else val
 

@@ -384,7 +384,8 @@ class StreamingPretrainDataModule(PixelBertDataModule):
     def _splits(self, stage: str | None) -> list[str]:
         h = self.options
         splits = [h.train_split] if stage in (None, "fit") else []
-        return splits + ([h.val_split] if h.val_split is not None and stage in (None, "fit", "validate") else [])
+        evaluated = h.val_split is not None and stage in (None, "fit", "validate", "predict")
+        return splits + ([h.val_split] if evaluated else [])
 
     def setup(self, stage: str | None = None) -> None:
         for split in self._splits(stage):
@@ -436,3 +437,7 @@ class StreamingPretrainDataModule(PixelBertDataModule):
         if self.options.val_split is None:
             return []
         return self._loader(self.stream(self.options.val_split, train=False))
+
+    def predict_dataloader(self) -> EpochStreamLoader | list[Any]:
+        """The validation pairs, matched and not (`pixelbert predict` gives each its ITM probability)."""
+        return self.val_dataloader()

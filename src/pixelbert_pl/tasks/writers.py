@@ -65,4 +65,4 @@ class PredictionsWriter(ShardedResultWriter):
 
     def write_rows(self, rows: list[dict[str, Any]]) -> None:
         self.output_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        print(f"predictions: {self.output_file} ({len(rows)} rows)", flush=True)
+        print(f"predictions: {self.output_file.absolute()} ({len(rows)} rows)", flush=True)
