@@ -138,6 +138,9 @@ class Predictor:
                 columns[name] = named.pop(name)
         if missing := [name for name in names if name not in columns]:
             raise TypeError(f"missing {missing}: {type(self.model).__name__} takes {list(names)}")
+        if unknown := sorted(set(named) - set(self.model.options)):
+            raise TypeError(f"{type(self.model).__name__} takes no option {unknown}; its inputs are {list(names)}, "
+                            f"its options {list(self.model.options)}")  # fmt: skip
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: expected an int >= 1")
         rows, single = _rows(**{n: _text_list(v, n) if n == "text" else _image_list(v, n) for n, v in columns.items()})

@@ -113,3 +113,12 @@ def test_a_config_that_names_an_unregistered_task_model_runs_nothing(processor, 
     with pytest.raises(TypeError, match=r"holds a PixelBertForNLVR2, not a PixelBertForPreTraining"):
         (directory / "config.json").write_text(json.dumps(config))
         PixelBertForPreTraining.from_pretrained(directory)
+
+
+def test_an_option_the_task_does_not_take_is_an_error_not_ignored(processor, shapes_root) -> None:
+    model = _model("classification", processor)
+    image, text = (column[0] for column in _inputs(model, shapes_root))
+    with pytest.raises(TypeError, match=r"takes no option \['top_k'\]; its inputs are \['image', 'text'\]"):
+        Predictor(model, processor).predict(image, text, top_k=2)
+    answers = Predictor(_model("question_answering", processor), processor).predict(image, text, top_k=2)
+    assert len(answers["answers"]) == 2

@@ -240,7 +240,7 @@ class PixelBertDataModule(pl.LightningDataModule):
             num_workers=h.num_workers,
             persistent_workers=h.num_workers > 0,
             collate_fn=collate_fn,
-            # Page-locked batches make Lightning's copy to the GPU asynchronous (see data/batch.py).
+            # Page-locked batches make Lightning's copy to the GPU asynchronous (see processing/batches.py).
             pin_memory=torch.cuda.is_available(),
             # Each new iterator draws its workers' base seed from this generator, not from torch's global one, so
             # starting an epoch (or a resumed run's first one) leaves the RNG that dropout uses untouched.

@@ -23,6 +23,8 @@ from pixelbert_pl.processing.padding import BatchPadding
 class PixelBertForQuestionAnswering(PixelBertTaskModel):
     """Args: answer_vocab: the answer strings, index = class (saved with the model, so predictions decode)."""
 
+    options = ("top_k",)
+
     def __init__(self, backbone: PixelBertModel, answer_vocab: Sequence[str]) -> None:
         super().__init__(backbone)
         if not answer_vocab:
@@ -58,9 +60,7 @@ class PixelBertForQuestionAnswering(PixelBertTaskModel):
     def postprocess(self, outputs: torch.Tensor, batch: VQABatch, **options: Any) -> list[dict[str, Any]]:
         """{"answer", "score"} per question (score: the answer's probability; trained with binary cross-entropy),
         and with the option `top_k` > 1 the k best as "answers": [[answer, score], ...]."""
-        top_k = options.pop("top_k", 1)
-        if options:
-            raise TypeError(f"unknown options {sorted(options)}; {type(self).__name__} takes top_k")
+        top_k = options.get("top_k", 1)
         scores, labels = outputs.float().sigmoid().topk(top_k, dim=-1)
         results = []
         for row_labels, row_scores in zip(labels.tolist(), scores.tolist(), strict=True):

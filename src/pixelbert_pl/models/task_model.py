@@ -38,9 +38,11 @@ class PixelBertTaskModel(nn.Module):
     Class attributes:
         inputs: what one sample holds, in order: "text" and one or more image inputs ("image"; NLVR2's "left",
             "right"). `Predictor.predict` takes them by these names.
+        options: the keyword options `postprocess` takes (VQA's "top_k"); `Predictor.predict` refuses others.
     """
 
     inputs: ClassVar[tuple[str, ...]] = ("image", "text")
+    options: ClassVar[tuple[str, ...]] = ()
     # Heads a checkpoint to start from should supply (retrieval's rank head from pre-training's ITM head): one that
     # supplies none of them is warned about, as they would start from random weights.
     init_heads: ClassVar[tuple[str, ...]] = ()
