@@ -50,7 +50,7 @@ class _NoTips(logging.Filter):
 
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
 # The task's arguments the DataModule sets (`add_arguments_to_parser`).
-_LINKED_FROM_DATA = ("vocab_size", "processing", "answer_vocab", "labels")
+_LINKED_FROM_DATA = ("vocab_size", "processing", "answer_vocab", "labels", "images_per_sample")
 # Names a saved `ckpt_path` can have that Lightning resolves itself, in the run's folders.
 _RESOLVED_BY_LIGHTNING = ("last", "best", "hpc", "registry")
 

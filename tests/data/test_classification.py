@@ -225,3 +225,42 @@ def test_cli_parses_the_datamodule(snli_ve_root: Path) -> None:
     )  # fmt: skip
     dm = parser.instantiate_classes(config).data
     assert dm.labels == list(SNLI_VE_LABELS) and dm.options.text_field == "sentence2" and dm.vocab_size > 5
+
+
+def test_two_images_a_sample_give_two_text_rows_each_and_train(snli_ve_root: Path) -> None:
+    """A statement about an image pair ("second_image_pattern"): each image's [CLS] with the text, side by side."""
+    import pytorch_lightning as pl
+
+    from pixelbert_pl.tasks import ImageTextClassificationTask
+
+    pairs = [{**row, "Other": KIDS if row["Flikr30kID"] == HORSE else HORSE} for row in TRAIN]
+    _write_jsonl(snli_ve_root / "pairs_train.jsonl", pairs)
+    _write_jsonl(snli_ve_root / "pairs_dev.jsonl", pairs[:2])
+    files = {"train_file": str(snli_ve_root / "pairs_train.jsonl"), "val_file": str(snli_ve_root / "pairs_dev.jsonl")}
+    dm = _module(snli_ve_root, **files, second_image_pattern="{Other}", batch_size=4)
+    assert dm.images_per_sample == 2
+    dm.setup("fit")
+    (batch,) = list(dm.train_dataloader())
+    assert batch.images_per_sample == 2 and batch.labels.shape == (4,) and batch.input_ids.shape[0] == 8
+    order = {r["pairID"]: r for r in pairs}
+    first = [order[i]["Flikr30kID"] for i in batch.example_ids]
+    assert batch.pixel_values.shape[0] == 2  # two distinct images, each encoded once for all its rows
+    horse_row = batch.image_index[[2 * k for k in range(4)]].tolist()  # each sample's first-image row
+    assert [first[k] == first[0] for k in range(4)] == [horse_row[k] == horse_row[0] for k in range(4)]
+    assert torch.equal(batch.input_ids[0::2], batch.input_ids[1::2])  # one text, once per image
+
+    task = ImageTextClassificationTask(labels=list(SNLI_VE_LABELS), images_per_sample=2, preset="pixelbert_tiny",
+                                       vocab_size=dm.vocab_size)  # fmt: skip
+    assert task.net.inputs == ("image", "second_image", "text")
+    task.train()
+    loss = task.losses(batch)["loss"]
+    loss.backward()
+    missing = [n for n, p in task.named_parameters() if p.requires_grad and p.grad is None]
+    assert torch.isfinite(loss) and missing == []
+    trainer = pl.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.fit(ImageTextClassificationTask(labels=list(SNLI_VE_LABELS), preset="pixelbert_tiny",
+                                            vocab_size=dm.vocab_size), datamodule=_module(snli_ve_root))  # fmt: skip
+    one_image = ImageTextClassificationTask(labels=list(SNLI_VE_LABELS), preset="pixelbert_tiny",
+                                            vocab_size=dm.vocab_size)  # fmt: skip
+    with pytest.raises(ValueError, match=r"a batch of 2 image\(s\) a sample for a model of 1"):
+        one_image(batch)

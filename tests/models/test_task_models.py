@@ -27,6 +27,7 @@ BUILDERS = {
     "nlvr2": lambda b: PixelBertForNLVR2(b),
     "retrieval": lambda b: PixelBertForImageTextRetrieval(b, hard_negatives=2),
     "classification": lambda b: PixelBertForImageTextClassification(b, ["entailment", "neutral", "contradiction"]),
+    "classification_pairs": lambda b: PixelBertForImageTextClassification(b, ["false", "true"], images_per_sample=2),
 }
 # What each task's postprocess gives per sample.
 FIELDS = {
@@ -35,6 +36,7 @@ FIELDS = {
     "nlvr2": {"prediction", "score"},
     "retrieval": {"score"},
     "classification": {"label", "score", "scores"},
+    "classification_pairs": {"label", "score", "scores"},
 }
 
 
@@ -78,7 +80,9 @@ def test_a_saved_task_model_loads_back_identical(name, processor, shapes_root, t
     assert after.processor.config == processor.config.replace(tokenizer=str(directory))
 
 
-@pytest.mark.parametrize("name", ["question_answering", "nlvr2", "classification", "pretraining"])
+@pytest.mark.parametrize(
+    "name", ["question_answering", "nlvr2", "classification", "classification_pairs", "pretraining"]
+)
 def test_every_parameter_of_a_task_model_gets_a_gradient(name, processor, shapes_root) -> None:
     model = _model(name, processor).train()
     inputs = _inputs(model, shapes_root)
@@ -90,7 +94,7 @@ def test_every_parameter_of_a_task_model_gets_a_gradient(name, processor, shapes
     batch = model.collate(items, processor.padding, processor.pad_token_id)
     if name == "question_answering":
         batch.targets[:, 1] = 1.0
-    elif name in ("nlvr2", "classification"):
+    elif name in ("nlvr2", "classification", "classification_pairs"):
         batch.labels.fill_(1)
     elif name == "pretraining":
         batch.mlm_labels[:, 1] = batch.input_ids[:, 1]

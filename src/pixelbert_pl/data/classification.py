@@ -34,7 +34,7 @@ from pixelbert_pl.processing.batches import UNLABELLED, check_labels, collate_im
 SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
 SNLI_VE_IMAGE_PATTERN = "{Flikr30kID}"
 # The DataModule's arguments that it hands on to `read_image_text_jsonl` unchanged.
-_READER_OPTIONS = ("image_pattern", "text_field", "label_field", "id_field", "allow_missing")
+_READER_OPTIONS = ("image_pattern", "second_image_pattern", "text_field", "label_field", "id_field", "allow_missing")
 
 
 @dataclass
@@ -47,6 +47,7 @@ class ImageTextRecord:
     text: str
     label: int
     label_name: str
+    second_image_path: str | None = None  # the second image of a two-image example (`second_image_pattern`)
 
 
 def _pattern_fields(image_pattern: str) -> list[str]:
@@ -67,6 +68,7 @@ def read_image_text_jsonl(
     image_root: PathLike | None = None,
     *,
     image_pattern: str = SNLI_VE_IMAGE_PATTERN,
+    second_image_pattern: str | None = None,
     text_field: str = "sentence2",
     label_field: str = "gold_label",
     id_field: str | None = "pairID",
@@ -75,16 +77,18 @@ def read_image_text_jsonl(
 ) -> list[ImageTextRecord]:
     """The examples of a JSON-lines file, in file order (defaults: SNLI-VE; see the module docstring).
 
-    An image's file is `image_root / image_pattern.format(**row)`; `image_root` defaults to the file's folder. A row
+    An image's file is `image_root / image_pattern.format(**row)` (and, for two-image examples, its second's
+    `second_image_pattern`'s); `image_root` defaults to the file's folder. A row
     without `label_field` is unlabelled unless `require_labels` (training and validation data), and a label that is
     not one of `labels` is an error naming the file and line. Without `id_field` an example's id is "<file>:<line>".
     A missing image file raises FileNotFoundError; `allow_missing` skips those examples instead (with a warning)."""
     class_names = check_labels(labels, "read_image_text_jsonl")
-    fields = _pattern_fields(image_pattern)
+    patterns = [image_pattern, *([second_image_pattern] if second_image_pattern is not None else [])]
+    fields = list(dict.fromkeys(f for pattern in patterns for f in _pattern_fields(pattern)))
     expected = (
         f'JSON lines: {{"{text_field}": str, "{label_field}": one of {class_names}'
         + "".join(f', "{f}"' for f in [*fields, *([id_field] if id_field else [])])
-        + f"}} per line, the image at image_root/{image_pattern}"
+        + f"}} per line, the image{'s' * (len(patterns) > 1)} at image_root/{' and '.join(patterns)}"
     )
     ann = AnnotationFile(jsonl_file, expected)
     root = absolute_path(image_root if image_root is not None else ann.path.parent)
@@ -94,10 +98,12 @@ def read_image_text_jsonl(
         where = f"line {number}"
         for name in fields:
             ann.field(entry, name, "int or str", where)
-        try:
-            image = image_pattern.format_map(entry)
-        except (KeyError, IndexError, AttributeError, ValueError) as e:
-            raise ann.error(where, f"cannot fill image_pattern {image_pattern!r} ({type(e).__name__}: {e})") from e
+        images = []
+        for option, pattern in zip(("image_pattern", "second_image_pattern"), patterns, strict=False):
+            try:
+                images.append(str(root / pattern.format_map(entry)))
+            except (KeyError, IndexError, AttributeError, ValueError) as e:
+                raise ann.error(where, f"cannot fill {option} {pattern!r} ({type(e).__name__}: {e})") from e
         text = ann.field(entry, text_field, "str", where).strip()
         if not text:
             raise ann.error(f"{where}.{text_field}", "is empty; a text of only [CLS] [SEP] says nothing")
@@ -110,26 +116,32 @@ def read_image_text_jsonl(
         records.append(
             ImageTextRecord(
                 example_id=str(example_id),
-                image_path=str(root / image),
+                image_path=images[0],
+                second_image_path=images[1] if len(images) > 1 else None,
                 text=text,
                 label=UNLABELLED if label_name is None else index_of[label_name],
                 label_name=label_name or "",
             )
         )
     directories = DirectoryIndex()
-    missing = [directories.first_missing(r.image_path) for r in records]
-    searched = {Path(r.image_path).parent for r in records}
-    images = [(r.image_path,) for r in records]  # SNLI-VE has several hypotheses per premise image
-    return drop_missing(records, missing, ann.path, searched, allow_missing, images=images, noun="example")
+    paths = [[p for p in (r.image_path, r.second_image_path) if p is not None] for r in records]
+    missing = [[m for p in ps if (m := directories.first_missing(p)) is not None] for ps in paths]
+    searched = {Path(p).parent for ps in paths for p in ps}
+    # SNLI-VE has several hypotheses per premise image: the count is of distinct files.
+    files = [tuple(ps) for ps in paths]
+    return drop_missing(records, missing, ann.path, searched, allow_missing, images=files, noun="example")
 
 
 class ImageTextClassificationDataset(RecordDataset):
     """Item = one `ImageTextRecord`: its image (decoded, resized, normalised) and the image path as the key that
     lets the collate share it among the texts about it, the text's token ids, the label and the id."""
 
+    def image_paths(self, record: ImageTextRecord) -> list[str]:
+        return [record.image_path, *([record.second_image_path] if record.second_image_path else [])]
+
     def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
         record = self.records[split_key(key)[1]]
-        return {
+        item = {
             "pixel_values": self.image(record.image_path),
             "image_key": record.image_path,
             "input_ids": self.token_ids([record.text])[0],
@@ -137,6 +149,11 @@ class ImageTextClassificationDataset(RecordDataset):
             "label_name": record.label_name,
             "example_id": record.example_id,
         }
+        if record.second_image_path is not None:
+            item.update(
+                second_pixel_values=self.image(record.second_image_path), second_image_key=record.second_image_path
+            )
+        return item
 
 
 class ImageTextClassificationDataModule(SplitDataModule):
@@ -150,6 +167,8 @@ class ImageTextClassificationDataModule(SplitDataModule):
         test_file: the rows `test_dataloader` and `predict_dataloader` serve; labels optional (-1 where absent).
         image_root: the folder `image_pattern` is relative to (SNLI-VE: flickr30k-images/); default: each file's.
         image_pattern: an example's image file, filled with its row's fields by name.
+        second_image_pattern: the second image's, for examples of two images (a statement about an image pair, as
+            NLVR2's); each image goes through the transformer with the text and the two [CLS] vectors are classified.
         text_field, label_field: the fields holding the text and the class name.
         id_field: the field that identifies an example (predictions carry it); None: "<file>:<line>".
         allow_missing: skip examples whose image file is missing (with a warning) instead of failing.
@@ -164,6 +183,7 @@ class ImageTextClassificationDataModule(SplitDataModule):
         test_file: str | None = None,
         image_root: str | None = None,
         image_pattern: str = SNLI_VE_IMAGE_PATTERN,
+        second_image_pattern: str | None = None,
         text_field: str = "sentence2",
         label_field: str = "gold_label",
         id_field: str | None = "pairID",
@@ -173,7 +193,14 @@ class ImageTextClassificationDataModule(SplitDataModule):
         super().__init__(**kwargs)
         self.add_options(locals())
         self.labels = check_labels(labels, type(self).__name__)
-        _pattern_fields(image_pattern)  # a bad pattern fails here, not at the first batch
+        for pattern in (image_pattern, second_image_pattern):  # a bad pattern fails here, not at the first batch
+            if pattern is not None:
+                _pattern_fields(pattern)
+
+    @property
+    def images_per_sample(self) -> int:
+        """1, or 2 with `second_image_pattern`; the CLI links it to the task's."""
+        return 1 if self.options.second_image_pattern is None else 2
 
     @property
     def num_classes(self) -> int:

@@ -47,17 +47,18 @@ class ITMHead(nn.Module):
 
 class ClassificationHead(nn.Module):
     """Classes from [CLS]: hidden -> 2 x hidden -> LayerNorm -> GELU -> classes (ViLT's VQA shape). The head of a
-    new single-image benchmark (visual entailment, ...) as much as VQA's."""
+    new benchmark (visual entailment, ...) as much as VQA's; with `inputs` > 1 it reads that many [CLS] vectors side
+    by side (a sample of two images)."""
 
-    def __init__(self, config: PixelBertConfig, num_classes: int) -> None:
+    def __init__(self, config: PixelBertConfig, num_classes: int, inputs: int = 1) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"{type(self).__name__}: {num_classes} classes, expected >= 1")
-        d = config.hidden_size
-        self.mlp = _mlp(d, 2 * d, num_classes, config.layer_norm_eps)
+        if num_classes < 1 or inputs < 1:
+            raise ValueError(f"{type(self).__name__}: {num_classes} classes, {inputs} inputs; expected >= 1")
+        d = inputs * config.hidden_size
+        self.mlp = _mlp(d, 2 * config.hidden_size, num_classes, config.layer_norm_eps)
 
     def forward(self, cls: torch.Tensor) -> torch.Tensor:
-        """(b, d) [CLS] vectors -> (b, num_classes) logits."""
+        """(b, inputs * d) [CLS] vectors -> (b, num_classes) logits."""
         return self.mlp(cls)
 
 

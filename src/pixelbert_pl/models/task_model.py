@@ -41,7 +41,7 @@ class PixelBertTaskModel(nn.Module):
         options: the keyword options `postprocess` takes (VQA's "top_k"); `Predictor.predict` refuses others.
     """
 
-    inputs: ClassVar[tuple[str, ...]] = ("image", "text")
+    inputs: tuple[str, ...] = ("image", "text")  # an instance may set its own (a model of two images a sample)
     options: ClassVar[tuple[str, ...]] = ()
     # Heads a checkpoint to start from should supply (retrieval's rank head from pre-training's ITM head): one that
     # supplies none of them is warned about, as they would start from random weights.

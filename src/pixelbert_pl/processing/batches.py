@@ -268,18 +268,30 @@ class ImageTextBatch(PinnableBatch):
 
 @dataclass
 class ImageTextClassificationBatch(ImageTextBatch):
-    labels: torch.Tensor  # (b,) long class index, UNLABELLED (-1) for unlabelled rows
-    label_names: list[str]  # (b,) each row's label as written in the file, "" when unlabelled
-    example_ids: list[str]  # (b,) each row's id_field (SNLI-VE: pairID)
+    """b samples of k = `images_per_sample` images each: k * b text rows, sample i's at k*i .. k*i + k - 1."""
+
+    labels: torch.Tensor  # (b,) long class index, UNLABELLED (-1) for unlabelled samples
+    label_names: list[str]  # (b,) each sample's label as written in the file, "" when unlabelled
+    example_ids: list[str]  # (b,) each sample's id_field (SNLI-VE: pairID)
+    images_per_sample: int = 1
 
 
 def collate_image_text(
     items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
 ) -> ImageTextClassificationBatch:
-    """Texts about the same image share one row of `pixel_values` (SNLI-VE has several hypotheses per image)."""
+    """Texts about the same image share one row of `pixel_values` (SNLI-VE has several hypotheses per image). Items
+    of two images ("second_pixel_values", "second_image_key") give two text rows each, the first image's then the
+    second's (NLVR2's pair setting)."""
+    pairs = "second_pixel_values" in items[0]
+    if any(("second_pixel_values" in item) != pairs for item in items):
+        raise ValueError("collate_image_text: a batch mixes one-image and two-image samples")
+    second = [{**item, "pixel_values": item["second_pixel_values"], "image_key": item["second_image_key"]}
+              for item in items] if pairs else []  # fmt: skip
+    rows = [row for k, item in enumerate(items) for row in ((item, second[k]) if pairs else (item,))]
     return ImageTextClassificationBatch(
-        **collate_image_texts(items, pad_token_id, padding),
+        **collate_image_texts(rows, pad_token_id, padding),
         labels=torch.tensor([item["label"] for item in items], dtype=torch.long),
         label_names=[item["label_name"] for item in items],
         example_ids=[item["example_id"] for item in items],
+        images_per_sample=2 if pairs else 1,
     )

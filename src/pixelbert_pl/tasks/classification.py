@@ -26,6 +26,7 @@ class ImageTextClassificationTask(PixelBertTask):
     Args:
         labels: the class names, index = class, in the data module's order (checked when a run starts; the CLI
             links the data's).
+        images_per_sample: 1, or 2 for statements about image pairs (the CLI links the data's).
         **kwargs: `PixelBertTask` arguments (preset, model_overrides, optimizer, init_from, ...).
     """
 
@@ -33,12 +34,19 @@ class ImageTextClassificationTask(PixelBertTask):
     mode = "max"
     net: PixelBertForImageTextClassification
 
-    def __init__(self, labels: Sequence[str] = ("entailment", "neutral", "contradiction"), **kwargs: Any) -> None:
-        self.labels = list(labels)  # before super().__init__(), which calls build_task_model and configure_metrics
+    def __init__(
+        self, labels: Sequence[str] = ("entailment", "neutral", "contradiction"), images_per_sample: int = 1,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
+        # Before super().__init__(), which calls build_task_model and configure_metrics.
+        self.labels, self.images_per_sample = list(labels), images_per_sample
         super().__init__(**kwargs)
 
     def build_task_model(self, backbone: PixelBertModel) -> PixelBertForImageTextClassification:
-        return PixelBertForImageTextClassification(backbone, self.labels)
+        return PixelBertForImageTextClassification(backbone, self.labels, self.images_per_sample)
+
+    def batch_size(self, batch: ImageTextClassificationBatch) -> int:
+        return int(batch.labels.shape[0])  # samples, not text rows (two a sample with two images)
 
     def configure_metrics(self) -> dict[str, Metric]:
         n = len(self.labels)
