@@ -272,7 +272,6 @@ class PretrainDataModule(PixelBertDataModule):
 
     def __init__(
         self,
-        tokenizer: str = "bert-base-uncased",
         karpathy_file: str | None = None,
         image_root: str | None = None,
         train_splits: Sequence[str] = PRETRAIN_SPLITS,
@@ -281,39 +280,16 @@ class PretrainDataModule(PixelBertDataModule):
         vg_image_data: str | None = None,
         vg_image_dirs: Sequence[str] = (),
         flickr30k_file: str | None = None,
-        image_min_size: int = 800,
-        image_max_size: int = 1333,
-        size_divisor: int = 32,
-        max_text_length: int = 40,
-        pad_long_sides: Sequence[int] = (),
-        text_pad_multiple: int = 1,
         captions_per_image: int = 2,
         mlm_probability: float = 0.15,
         mlm_word_probabilities: dict[str, float] | None = None,
-        batch_size: int = 32,
-        val_batch_size: int | None = None,
         max_val_images: int | None = None,
-        num_workers: int = 4,
-        seed: int = 0,
-        max_skipped_fraction: float = 0.01,
-        image_cache_mb: float = 0,
         allow_missing: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            tokenizer=tokenizer,
-            image_min_size=image_min_size,
-            image_max_size=image_max_size,
-            size_divisor=size_divisor,
-            max_text_length=max_text_length,
-            pad_long_sides=pad_long_sides,
-            text_pad_multiple=text_pad_multiple,
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            max_skipped_fraction=max_skipped_fraction,
-            image_cache_mb=image_cache_mb,
-        )
+        # The settings every DataModule shares (tokenizer, image sizes, batches) are `PixelBertDataModule`'s:
+        # jsonargparse follows **kwargs to its signature, so the CLI and YAMLs still see them by name.
+        super().__init__(**kwargs)
         self.add_options(locals())
         if karpathy_file is None and vg_regions is None:
             raise ValueError("PretrainDataModule needs a corpus: set karpathy_file and/or vg_regions")

@@ -354,30 +354,17 @@ class StreamingPretrainDataModule(PixelBertDataModule):
     def __init__(
         self,
         shards: str,
-        tokenizer: str = "bert-base-uncased",
         train_split: str = "train",
         val_split: str | None = "val",
-        image_min_size: int = 800,
-        image_max_size: int = 1333,
-        size_divisor: int = 32,
-        max_text_length: int = 40,
-        pad_long_sides: Sequence[int] = (),
-        text_pad_multiple: int = 1,
         captions_per_image: int = 2,
         mlm_probability: float = 0.15,
         mlm_word_probabilities: dict[str, float] | None = None,
-        batch_size: int = 32,
-        val_batch_size: int | None = None,
-        num_workers: int = 4,
-        seed: int = 0,
-        max_skipped_fraction: float = 0.01,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            tokenizer=tokenizer, image_min_size=image_min_size, image_max_size=image_max_size,
-            size_divisor=size_divisor, max_text_length=max_text_length, pad_long_sides=pad_long_sides,
-            text_pad_multiple=text_pad_multiple, batch_size=batch_size, val_batch_size=val_batch_size,
-            num_workers=num_workers, seed=seed, max_skipped_fraction=max_skipped_fraction,
-        )  # fmt: skip
+        if kwargs.get("image_cache_mb"):
+            raise ValueError("image_cache_mb: shards are read once an epoch, image by image; there is nothing to cache")
+        # The shared settings (tokenizer, image sizes, batches) are `PixelBertDataModule`'s, by name through **kwargs.
+        super().__init__(**kwargs)
         self.add_options(locals())
         self.indexes: dict[str, ShardIndex] = {}
 
