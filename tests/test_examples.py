@@ -133,6 +133,17 @@ def test_the_example_trains_through_the_cli(shapes_ve: Path, shapes_root: Path, 
     loaded = Predictor.from_checkpoint(saved).model
     assert isinstance(loaded, PixelBertForImageTextClassification) and loaded.labels == task.labels
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in task.net.state_dict().items())
+    # Served from the checkpoint, each dev statement gets the class validation's forward pass gives it.
+    task.eval()
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    with torch.no_grad():
+        expected = [task.labels[i] for i in task(batch).argmax(-1).tolist()]
+    rows = {r["pairID"]: r for r in _rows(shapes_ve / "ve_dev.jsonl")}
+    dev = [rows[i] for i in batch.example_ids]
+    served = Predictor.from_checkpoint(saved).predict(
+        [str(shapes_root / "images" / r["Flikr30kID"]) for r in dev], [r["sentence2"] for r in dev]
+    )
+    assert [r["label"] for r in served] == expected
 
 
 def test_the_task_refuses_labels_in_another_order(shapes_ve: Path, shapes_root: Path) -> None:
