@@ -4,6 +4,7 @@ exact versions this repo tests with live in constraints.txt, which the Makefile 
 from importlib.metadata import requires
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,3 +45,25 @@ def test_training_packages_are_the_train_extra_only() -> None:
             assert not requirement.marker.evaluate({"extra": ""}), f"{requirement} is in the base install"
     assert "pytorch-lightning" in by_name and "torch" in by_name
     assert all(r.marker is None for r in by_name["torch"])
+
+
+def test_the_built_wheel_pins_nothing_and_needs_lightning_only_for_training(tmp_path) -> None:
+    """What `pip install pixelbert-pl` reads: the wheel's own METADATA (built offline from this checkout)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools in the environment")
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    done = subprocess.run([*command, str(ROOT)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("pixelbert_pl-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    required = [Requirement(line.split(":", 1)[1].strip()) for line in metadata.splitlines()
+                if line.startswith("Requires-Dist:")]  # fmt: skip
+    assert required and not [r for r in required if any(s.operator in ("==", "===") for s in r.specifier)]
+    base = {r.name for r in required if r.marker is None}
+    assert base == {"torch", "torchvision", "transformers", "safetensors", "huggingface_hub", "pillow"}
+    lightning = [r for r in required if r.name == "pytorch-lightning"]
+    assert lightning and all(r.marker is not None and r.marker.evaluate({"extra": "train"}) for r in lightning)
