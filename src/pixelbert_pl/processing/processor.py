@@ -98,7 +98,7 @@ class PixelBertProcessor:
         directory = Path(directory).expanduser()
         path = directory / PROCESSOR_NAME
         if not path.is_file():
-            path = directory / _MODEL_CONFIG_NAME  # an export of an earlier version (see `SUPPORTED_LAYOUTS`)
+            path = directory / _MODEL_CONFIG_NAME  # an export of an earlier version (models/layouts.py, layout 2)
         document = _read_json(path)
         processing = document.get("processing") if isinstance(document, dict) else None
         if not isinstance(processing, dict):
