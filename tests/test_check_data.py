@@ -130,3 +130,30 @@ def test_unreadable_images_inside_shards_are_listed_by_shard_and_judged_against_
     out = capsys.readouterr().out
     assert "train: unreadable images by reason" in out and f".parquet: {broken}" in out
     assert _check_shards(corpus, shards, "--data.init_args.max_skipped_fraction", "0.5") == 0
+
+
+def test_a_lock_another_thread_holds_does_not_stall_the_shard_scan(corpus, capsys) -> None:
+    """CI hung here: a forked scan worker inherited tqdm's lock while `datasets`' monitor thread held it, and waited
+    for it forever. Workers now start from a fork server. A thread holds the lock for the whole scan."""
+    import threading
+
+    import tqdm
+
+    shards = _write_shards(corpus)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with tqdm.tqdm.get_lock():
+            held.set()
+            release.wait(300)
+
+    threading.Thread(target=hold, daemon=True).start()
+    assert held.wait(10)
+    result: list[int] = []
+    scan = threading.Thread(target=lambda: result.append(_check_shards(corpus, shards)), daemon=True)
+    try:
+        scan.start()
+        scan.join(240)
+    finally:
+        release.set()
+    assert result == [0], "the scan did not finish while another thread held tqdm's lock"

@@ -95,9 +95,18 @@ def text_counts(texts: Sequence[str], tokenizer: Any, max_text_length: int) -> d
     }  # fmt: skip
 
 
+def _pool(workers: int) -> Any:
+    """Worker processes started by a fork server, not forked from this process: a fork copies whatever lock another
+    thread holds at that moment (tqdm's monitor thread, which `datasets` starts), and a worker that needs it waits
+    forever. The server imports this module once; each worker is a fork of it."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context.Pool(workers)
+
+
 def scan_split(records: Sequence[Any], tokenizer: Any, max_text_length: int, workers: int) -> dict[str, Any]:
     paths = sorted({p for r in records for p in record_images(r)})
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with _pool(workers) as pool:
         results: Iterable[tuple[str, str | None]] = pool.imap_unordered(check_image, paths, chunksize=32)
         bad = {path: reason for path, reason in results if reason is not None}
     texts = text_counts([t for r in records for t in record_texts(r)], tokenizer, max_text_length)
@@ -117,7 +126,7 @@ def scan_shard(index: ShardIndex, shard: int) -> tuple[int, list[str], dict[str,
 
 def scan_shards(index: ShardIndex, tokenizer: Any, max_text_length: int, workers: int) -> dict[str, Any]:
     """`scan_split` for a streaming split: every shard its `ShardIndex` lists, a shard a task."""
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with _pool(workers) as pool:
         shards = list(pool.imap(functools.partial(scan_shard, index), range(len(index.shards))))
     rows, bad = sum(n for n, _, _ in shards), {k: v for _, _, b in shards for k, v in b.items()}
     texts = text_counts([t for _, shard_texts, _ in shards for t in shard_texts], tokenizer, max_text_length)
