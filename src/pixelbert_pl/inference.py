@@ -36,6 +36,7 @@ from pixelbert_pl.models import (
 )
 from pixelbert_pl.models.checkpoint_reader import CHECKPOINT_KEY, load_checkpoint
 from pixelbert_pl.models.layouts import legacy_task, task_model_state
+from pixelbert_pl.models.task_model import build_saved_task_model
 from pixelbert_pl.processing import ProcessingConfig, load_tokenizer, tokenizer_from_files
 from pixelbert_pl.processing.batches import RetrievalTexts
 from pixelbert_pl.processing.padding import pad_images, real_sizes
@@ -92,7 +93,8 @@ class Predictor:
             name, task_args = legacy_task(str(named), hparams, source)
         config = PixelBertConfig.from_dict(saved["config"]).replace(text_encoder=None, visual_weights=None)
         processing = ProcessingConfig.from_dict(saved["processing"], source)
-        model = _build(get_task_model(name, source), PixelBertModel(config, processing), task_args, source)
+        backbone = PixelBertModel(config, processing)
+        model = build_saved_task_model(get_task_model(name, source), backbone, task_args, source)
         model.load_state_dict(task_model_state(checkpoint["state_dict"]))
         if tokenizer is not None:
             loaded = load_tokenizer(tokenizer)
@@ -235,15 +237,6 @@ class Predictor:
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
-
-
-def _build(
-    model_cls: type[PixelBertTaskModel], backbone: PixelBertModel, task_args: dict[str, Any], source: str
-) -> PixelBertTaskModel:
-    try:
-        return model_cls(backbone, **task_args)
-    except TypeError as error:
-        raise ValueError(f"{source}: task_args {sorted(task_args)} do not fit {model_cls.__name__}: {error}") from None
 
 
 def _image_list(images: Any, name: str) -> tuple[list[tuple[str, ImageInput]], bool]:

@@ -106,12 +106,7 @@ class PixelBertTaskModel(nn.Module):
         if not issubclass(model_cls, cls):
             raise TypeError(f"{source}: holds a {model_cls.__name__}, not a {cls.__name__}")
         backbone = PixelBertModel.from_pretrained(directory)
-        try:
-            model = model_cls(backbone, **task_args)
-        except TypeError as error:
-            raise ValueError(
-                f"{source}: task_args {sorted(task_args)} do not fit {model_cls.__name__}: {error}"
-            ) from None
+        model = build_saved_task_model(model_cls, backbone, task_args, source)
         heads = pretrained.load_tensors(directory / pretrained.HEADS_NAME)
         # Heads tied to the backbone (the MLM decoder to the word embeddings) are not in the file: tying restores them.
         tied = {k for k, v in model.state_dict().items() if not k.startswith("model.") and _shares_storage(v, backbone)}
@@ -120,6 +115,17 @@ class PixelBertTaskModel(nn.Module):
             raise ValueError(f"{directory / pretrained.HEADS_NAME}: lacks {missing[:5]}; export the model again")
         model.load_state_dict(heads, strict=False)
         return model.eval()
+
+
+def build_saved_task_model(
+    model_cls: type[PixelBertTaskModel], backbone: PixelBertModel, task_args: dict[str, Any], source: str
+) -> PixelBertTaskModel:
+    """`model_cls(backbone, **task_args)` with the arguments a file (`source`) holds: its constructor is the list of
+    what the file may set, and a mismatch names the file."""
+    try:
+        return model_cls(backbone, **task_args)
+    except TypeError as error:
+        raise ValueError(f"{source}: task_args {sorted(task_args)} do not fit {model_cls.__name__}: {error}") from None
 
 
 def _shares_storage(tensor: torch.Tensor, module: nn.Module) -> bool:
