@@ -44,6 +44,13 @@ def load_torch_file(path: str | os.PathLike[str], setting: str, allowed: Sequenc
             f"{setting}={str(path)!r} is truncated or not a torch checkpoint ({type(error).__name__}: "
             f"{str(error).split('. ')[0][:160]}): copy or download it again, or use another checkpoint"
         ) from error
+    except Exception as error:
+        if zipfile.is_zipfile(path):
+            raise
+        # Garbage that is not torch's zip goes to its legacy pickle reader, which fails in many ways (IndexError,
+        # KeyError, UnicodeDecodeError): none names the file.
+        raise ValueError(f"{setting}={str(path)!r} is not a torch checkpoint (not the zip archive torch.save "
+                         "writes): copy or download it again, or use another checkpoint") from error  # fmt: skip
 
 
 def read_weights(path: str | os.PathLike[str], setting: str, allowed: Sequence[type] = ()) -> dict[str, torch.Tensor]:
