@@ -1,11 +1,13 @@
-"""length_buckets: the grouping is optimal, covers every row once, and respects the bucket budget."""
+"""length_buckets: the grouping is optimal, covers every row once, and respects the bucket budget; run_grouped runs
+each group on its rows and gives the results back in the original row order."""
 
 import itertools
 import random
 
 import pytest
+import torch
 
-from pixelbert_pl.models.buckets import length_buckets
+from pixelbert_pl.models.buckets import group_rows, length_buckets, run_grouped
 
 
 def padded_tokens(groups, extra):
@@ -55,3 +57,48 @@ def test_bad_budget_is_refused() -> None:
     with pytest.raises(ValueError, match="max_buckets=0"):
         length_buckets([1, 2], 0)
     assert length_buckets([], 3) == []
+
+
+def test_group_rows_keeps_first_seen_key_order() -> None:
+    assert group_rows(["b", "a", "b", "c", "a"]) == {"b": [0, 2], "a": [1, 4], "c": [3]}
+    assert list(group_rows([(2, 1), (1, 2), (2, 1)])) == [(2, 1), (1, 2)]
+
+
+@pytest.mark.parametrize("keys", [[2, 0, 1, 2, 0, 0, 1], [0, 0, 1, 1, 2], [5, 5, 5]])
+def test_run_grouped_runs_each_group_alone_and_restores_row_order(keys) -> None:
+    x = torch.randn(len(keys), 4, requires_grad=True)
+    y = torch.arange(len(keys))
+    seen = []
+
+    def run(key, rows, ids):
+        seen.append((key, ids.tolist()))
+        return rows * (key + 1) + ids[:, None]
+
+    out = run_grouped(group_rows(keys).items(), run, x, y)
+    assert seen == [(key, rows) for key, rows in group_rows(keys).items()]  # each group its own rows, in order
+    expected = x * (torch.tensor(keys)[:, None] + 1) + y[:, None]
+    assert torch.equal(out, expected)
+    out.sum().backward()
+    assert torch.equal(x.grad, (torch.tensor(keys, dtype=x.dtype)[:, None] + 1).expand_as(x))
+
+
+def test_run_grouped_moves_nothing_when_rows_come_in_group_order(monkeypatch) -> None:
+    x = torch.randn(5, 3)
+    gathers = []
+    getitem = torch.Tensor.__getitem__
+
+    def recording(self, index):
+        if isinstance(index, torch.Tensor):
+            gathers.append(index.tolist())
+        return getitem(self, index)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", recording)
+    run_grouped([("a", [0, 1]), ("b", [2, 3, 4])], lambda key, rows: rows, x)
+    assert gathers == []
+    run_grouped([("a", [1, 3]), ("b", [0, 2, 4])], lambda key, rows: rows, x)
+    assert gathers == [[1, 3, 0, 2, 4], [2, 0, 3, 1, 4]]  # into group order once, and back by the inverse
+
+
+def test_run_grouped_refuses_groups_that_miss_or_repeat_a_row() -> None:
+    with pytest.raises(ValueError, match=r"each of 0\.\.2 once"):
+        run_grouped([("a", [0, 0]), ("b", [2])], lambda key, rows: rows, torch.zeros(3))

@@ -23,7 +23,7 @@ from transformers import BertConfig, BertModel, PreTrainedTokenizerBase
 from transformers.models.bert.modeling_bert import BertLayer
 
 from pixelbert_pl.models import pretrained
-from pixelbert_pl.models.buckets import length_buckets
+from pixelbert_pl.models.buckets import length_buckets, run_grouped
 from pixelbert_pl.models.config import PixelBertConfig
 from pixelbert_pl.models.visual import PixelEncoder, PixelTokens, sample_pixel_tokens
 from pixelbert_pl.processing import ProcessingConfig
@@ -272,24 +272,15 @@ class PixelBertModel(nn.Module):
     def _encode_by_length(self, hidden: torch.Tensor, keys: torch.Tensor, t: int, outputs: str) -> torch.Tensor:
         """`_encode` in groups of rows of similar text length, each trimmed after its last attended text position
         (padded keys are masked, so real positions are unchanged); the trimmed positions come back as zeros.
-
-        The rows are put in group order once and split into consecutive blocks: a gather per group would cost, in
-        the backward pass, a zero-filled copy of the whole batch per group. Rows that already come in group order
-        (`collate_pretrain` sorts them by length) are not moved at all."""
+        Rows that already come in group order (`collate_pretrain` sorts them by length) are not moved at all."""
         positions = torch.arange(1, t + 1, device=keys.device)
         # Last attended text position + 1 (never 0: [CLS] stays, the pooler reads it); one host sync.
         ends = (keys[:, :t] * positions).amax(dim=1).clamp(min=1).tolist()
         groups = length_buckets(ends, self.text_length_buckets, extra=hidden.shape[1] - t)
         if len(groups) == 1 and groups[0][1] == t:  # nothing to trim: one plain call, no gather or scatter
             return self._encode(hidden, keys, False, _query_rows(outputs, t))[0]
-        order = [row for rows, _ in groups for row in rows]
-        moved = order != list(range(len(order)))
-        if moved:
-            index = torch.tensor(order, device=hidden.device)
-            hidden, keys = hidden[index], keys[index]
-        sizes = [len(rows) for rows, _ in groups]
-        pieces = []
-        for part, part_keys, (_, width) in zip(hidden.split(sizes), keys.split(sizes), groups, strict=True):
+
+        def encode(width: int, part: torch.Tensor, part_keys: torch.Tensor) -> torch.Tensor:
             seq = self._encode(
                 torch.cat([part[:, :width], part[:, t:]], dim=1),
                 torch.cat([part_keys[:, :width], part_keys[:, t:]], dim=1),
@@ -297,16 +288,11 @@ class PixelBertModel(nn.Module):
                 _query_rows(outputs, width),
             )[0]
             if outputs == "cls":  # [CLS]'s row alone: nothing was trimmed from it
-                pieces.append(seq)
-                continue
+                return seq
             trimmed = seq.new_zeros(len(part), t - width, seq.shape[-1])
-            pieces.append(torch.cat([seq[:, :width], trimmed, seq[:, width:]], dim=1))
-        sequence = torch.cat(pieces)
-        if not moved:
-            return sequence
-        inverse = torch.empty(len(order), dtype=torch.long, device=hidden.device)
-        inverse[index] = torch.arange(len(order), device=hidden.device)
-        return sequence[inverse]
+            return torch.cat([seq[:, :width], trimmed, seq[:, width:]], dim=1)
+
+        return run_grouped([(width, rows) for rows, width in groups], encode, hidden, keys)
 
     def _encode(
         self, hidden: torch.Tensor, keys: torch.Tensor, output_attentions: bool, queries: int | None = None

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pixelbert_pl.models.buckets import group_rows
 from pixelbert_pl.models.heads import ITMHead, RankHead
 from pixelbert_pl.models.pixel_bert import PixelBertModel
 from pixelbert_pl.models.task_model import PixelBertTaskModel, image_text_items, register_task_model
@@ -123,9 +124,7 @@ class PixelBertForImageTextRetrieval(PixelBertTaskModel):
         width = texts.input_ids.shape[1]
         lengths = torch.full((texts.input_ids.shape[0],), width) if text_lengths is None else text_lengths.cpu()
         grids = [pixels.grid] * n if image_sizes is None else [self.model.visual.token_grid(*s) for s in image_sizes]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, grid in enumerate(grids):
-            groups.setdefault(grid, []).append(i)
+        groups = group_rows(grids)
         out = torch.empty(images.shape[0], dtype=torch.float16, device=device)
         for grid, members in groups.items():
             m = len(members)

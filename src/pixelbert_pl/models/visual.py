@@ -26,6 +26,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops import FrozenBatchNorm2d
 
+from pixelbert_pl.models.buckets import group_rows, run_grouped
 from pixelbert_pl.models.config import PixelBertConfig
 from pixelbert_pl.models.weights import read_weights
 from pixelbert_pl.processing import IMAGENET_MEAN, IMAGENET_STD, normalize_pixels
@@ -286,9 +287,7 @@ class PixelEncoder(nn.Module):
             sizes = [(height, width)] * b
         gh, gw = self.token_grid(height, width)
 
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, size in enumerate(sizes):
-            groups.setdefault(size, []).append(i)
+        groups = group_rows(sizes)
         if len(groups) == 1 and next(iter(groups)) == (height, width):
             grid = self._features(pixel_values)
             mask = torch.ones(b, gh * gw, dtype=torch.bool, device=device)
@@ -299,16 +298,13 @@ class PixelEncoder(nn.Module):
             grid = self._features(pixel_values * real[:, None].to(pixel_values.dtype))
             mask = self._token_mask(sizes, gh, gw, device)
         else:
-            parts, order = [], []
-            for (h, w), members in groups.items():
-                index = torch.tensor(members).to(device, non_blocking=True)
-                features = self._features(pixel_values[index, :, :h, :w])
+
+            def trunk(size: tuple[int, int], images: torch.Tensor) -> torch.Tensor:
+                features = self._features(images[:, :, : size[0], : size[1]])
                 # Zero-fill outside the real region; those tokens are masked out of attention below.
-                parts.append(F.pad(features, (0, gw - features.shape[-1], 0, gh - features.shape[-2])))
-                order.extend(members)
-            inverse = torch.empty(b, dtype=torch.long)
-            inverse[torch.tensor(order)] = torch.arange(b)
-            grid = torch.cat(parts)[inverse.to(device, non_blocking=True)]
+                return F.pad(features, (0, gw - features.shape[-1], 0, gh - features.shape[-2]))
+
+            grid = run_grouped(groups.items(), trunk, pixel_values)
             mask = self._token_mask(sizes, gh, gw, device)
 
         tokens = grid.flatten(2).transpose(1, 2) + self.semantic_embedding
