@@ -3,7 +3,7 @@
 import torch
 
 import pixelbert_pl
-from pixelbert_pl.models import ITMHead, MLMHead, NLVR2Head, RankHead, VQAHead
+from pixelbert_pl.models import ClassificationHead, ITMHead, MLMHead, NLVR2Head, RankHead
 
 
 def test_every_parameter_gets_a_gradient_through_every_head() -> None:
@@ -13,7 +13,7 @@ def test_every_parameter_gets_a_gradient_through_every_head() -> None:
         {
             "mlm": MLMHead(cfg, model.word_embeddings),
             "itm": ITMHead(cfg),
-            "vqa": VQAHead(cfg, num_answers=11),
+            "vqa": ClassificationHead(cfg, num_classes=11),
             "nlvr2": NLVR2Head(cfg),
             "rank": RankHead(cfg),
         }

@@ -2,7 +2,7 @@
 
 from pixelbert_pl.models.classification import PixelBertForImageTextClassification
 from pixelbert_pl.models.config import PixelBertConfig, get_config, list_models, preset_processing, register_preset
-from pixelbert_pl.models.heads import ClassificationHead, ITMHead, MLMHead, NLVR2Head, RankHead, VQAHead
+from pixelbert_pl.models.heads import ClassificationHead, ITMHead, MLMHead, NLVR2Head, RankHead
 from pixelbert_pl.models.nlvr2 import PixelBertForNLVR2
 from pixelbert_pl.models.pixel_bert import PixelBertModel, PixelBertOutput
 from pixelbert_pl.models.pretraining import PixelBertForPreTraining
@@ -58,7 +58,6 @@ __all__ = [
     "PixelEncoder",
     "PixelTokens",
     "RankHead",
-    "VQAHead",
     "create_model",
     "get_config",
     "get_task_model",

@@ -62,13 +62,6 @@ class ClassificationHead(nn.Module):
         return self.mlp(cls)
 
 
-class VQAHead(ClassificationHead):
-    """VQA answer classifier: a `ClassificationHead` over the answer vocabulary."""
-
-    def __init__(self, config: PixelBertConfig, num_answers: int) -> None:
-        super().__init__(config, num_answers)
-
-
 class NLVR2Head(nn.Module):
     """NLVR2 "pair" classifier over the concatenated [CLS] vectors of (left, text) and (right, text)."""
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pixelbert_pl.models.heads import VQAHead
+from pixelbert_pl.models.heads import ClassificationHead
 from pixelbert_pl.models.pixel_bert import PixelBertModel
 from pixelbert_pl.models.task_model import PixelBertTaskModel, image_text_items, register_task_model
 from pixelbert_pl.processing.batches import VQABatch, collate_vqa
@@ -30,7 +30,7 @@ class PixelBertForQuestionAnswering(PixelBertTaskModel):
         if not answer_vocab:
             raise ValueError(f"{type(self).__name__} needs answer_vocab (the CLI links it from data.answer_vocab)")
         self.answer_vocab = list(answer_vocab)
-        self.vqa_head = VQAHead(backbone.config, len(self.answer_vocab))
+        self.vqa_head = ClassificationHead(backbone.config, len(self.answer_vocab))
 
     def task_args(self) -> dict[str, Any]:
         return {"answer_vocab": self.answer_vocab}
