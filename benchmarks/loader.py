@@ -37,7 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import bucketed_batches, coco_like_sizes, emit, environment, recipe_processing, resized_sizes
-from pixelbert_pl.data.datamodules import PixelBertDataModule, PretrainDataModule
+from pixelbert_pl.data import PixelBertDataModule, PretrainDataModule
 from pixelbert_pl.data.shards import write_shards
 from pixelbert_pl.data.streaming import StreamingPretrainDataModule
 from pixelbert_pl.processing import ImageTransform

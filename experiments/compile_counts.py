@@ -54,7 +54,7 @@ def fit_args(corpus: Path, out: Path, epochs: int = 3) -> list[str]:
     return [
         "fit", "--model", "pixelbert_pl.tasks.PretrainTask", "--model.init_args.preset", "pixelbert_tiny",
         "--model.init_args.compile", "true",
-        "--data", "pixelbert_pl.data.datamodules.PretrainDataModule",
+        "--data", "pixelbert_pl.data.PretrainDataModule",
         "--data.init_args.karpathy_file", str(corpus / "karpathy.json"), "--data.init_args.image_root", str(corpus),
         "--data.init_args.train_splits", "[train]", "--data.init_args.tokenizer", str(corpus / "vocab.txt"),
         "--data.init_args.image_min_size", "64", "--data.init_args.image_max_size", "128",

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pixelbert_pl.data.datamodules import PretrainDataModule
+from pixelbert_pl.data import PretrainDataModule
 from pixelbert_pl.data.shards import read_shard_index
 from pixelbert_pl.make_shards import main
 
@@ -32,7 +32,7 @@ def _config(root: Path, tokenizer: str, tmp_path: Path) -> tuple[Path, dict]:
         "num_workers": 0,
     }
     path = tmp_path / "pretrain.yaml"
-    data = {"class_path": "pixelbert_pl.data.datamodules.PretrainDataModule", "init_args": init_args}
+    data = {"class_path": "pixelbert_pl.data.PretrainDataModule", "init_args": init_args}
     path.write_text(yaml.safe_dump({"data": data}))
     return path, init_args
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pixelbert_pl.data.pretraining import CaptionPairIndex, matched_rows
+from pixelbert_pl.data.pretraining import matched_rows
+from pixelbert_pl.data.records import CaptionPairIndex
 from pixelbert_pl.processing import ProcessingConfig
 from pixelbert_pl.processing.shapes import PadShapes
 

@@ -109,7 +109,7 @@ def test_a_run_streamed_from_shards_resumes_exactly(resume_root, tmp_path, sourc
                     batch_size=BATCH_SIZE, num_workers=2)  # fmt: skip
     steps = len(StreamingPretrainDataModule(**settings).train_dataloader())
     assert steps == 12  # 16 images x 3 items over 2 workers' 4 shards each, in batches of 4
-    class_path = "pixelbert_pl.data.streaming.StreamingPretrainDataModule"
+    class_path = "pixelbert_pl.data.StreamingPretrainDataModule"
     result = resume_with_data(resume_root, tmp_path, class_path, settings, steps, 2, source)
     assert (result.differ, result.warned_not_resumable) == (0, False), result
 
@@ -117,7 +117,7 @@ def test_a_run_streamed_from_shards_resumes_exactly(resume_root, tmp_path, sourc
 @pytest.mark.parametrize("source", ["mid_epoch", "epoch_end_step"])
 def test_a_bucketed_run_resumes_exactly(mixed_shapes_root, tmp_path, source) -> None:
     """Fixed padded shapes on images of 9 sizes: the bucketed sampler's position travels in the checkpoint too."""
-    from pixelbert_pl.data.datamodules import PretrainDataModule
+    from pixelbert_pl.data import PretrainDataModule
 
     root = mixed_shapes_root
     settings = recipe_data("captions_per_image", "mlm_probability", "mlm_word_probabilities", "seed")
@@ -130,7 +130,7 @@ def test_a_bucketed_run_resumes_exactly(mixed_shapes_root, tmp_path, source) -> 
     module.setup("fit")
     steps = len(module.train_dataloader())
     assert steps % 2 == 0 and steps >= 4, steps
-    class_path = "pixelbert_pl.data.datamodules.PretrainDataModule"
+    class_path = "pixelbert_pl.data.PretrainDataModule"
     result = resume_with_data(root, tmp_path, class_path, settings, steps, 2, source)
     assert (result.differ, result.warned_not_resumable) == (0, False), result
 

@@ -59,7 +59,7 @@ def user_task(shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                    "init_args": {"save_last": True}}]},
         "model": {"class_path": "shape_task.ShapePresenceTask",
                   "init_args": {"preset": "pixelbert_tiny", "optimizer": {"lr": 1e-3, "warmup_steps": 0}}},
-        "data": {"class_path": "pixelbert_pl.data.classification.ImageTextClassificationDataModule", "init_args": {
+        "data": {"class_path": "pixelbert_pl.data.ImageTextClassificationDataModule", "init_args": {
             "train_file": str(files["train"]), "val_file": str(files["val"]), "test_file": str(files["predict"]),
             "labels": ["absent", "once", "several"], "image_root": str(shapes_root / "images"),
             "image_pattern": "{image}", "text_field": "text", "label_field": "label", "id_field": "id",

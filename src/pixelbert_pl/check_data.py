@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, TypeError) as err:
         print(f"pixelbert-check-data: cannot read the corpus: {type(err).__name__}: {err}", file=sys.stderr)
         return 2
-    return report(results, datamodule.options.max_skipped_fraction)
+    return report(results, datamodule.max_skipped_fraction)
 
 
 def console() -> None:

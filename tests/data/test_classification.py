@@ -13,7 +13,7 @@ import torch
 from jsonargparse import ArgumentParser
 
 from corpora import LANDSCAPE, PORTRAIT, write_image
-from pixelbert_pl.data.captions import AnnotationError
+from pixelbert_pl.data.annotations import AnnotationError
 from pixelbert_pl.data.classification import (
     SNLI_VE_LABELS,
     ImageTextClassificationDataModule,
@@ -224,7 +224,7 @@ def test_cli_parses_the_datamodule(snli_ve_root: Path) -> None:
         ]
     )  # fmt: skip
     dm = parser.instantiate_classes(config).data
-    assert dm.labels == list(SNLI_VE_LABELS) and dm.options.text_field == "sentence2" and dm.vocab_size > 5
+    assert dm.labels == list(SNLI_VE_LABELS) and dm.reader_options["text_field"] == "sentence2" and dm.vocab_size > 5
 
 
 def test_two_images_a_sample_give_two_text_rows_each_and_train(snli_ve_root: Path) -> None:

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pixelbert_pl.data.datamodules import PretrainDataModule
+from pixelbert_pl.data import PretrainDataModule
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.models.visual import image_sizes_from_mask
 from pixelbert_pl.processing.images import load_image

@@ -12,8 +12,8 @@ import torch
 from jsonargparse import ArgumentParser
 
 from corpora import VQA_TEST_DEV, VQA_TRAIN, VQA_VAL
-from pixelbert_pl.data.captions import AnnotationError
-from pixelbert_pl.data.downstream import NLVR2DataModule, RetrievalDataModule, VQADataModule
+from pixelbert_pl.data import NLVR2DataModule, RetrievalDataModule, VQADataModule
+from pixelbert_pl.data.annotations import AnnotationError
 from pixelbert_pl.harness.datamodules import ShapesWorldVQADataModule
 from pixelbert_pl.processing.batches import NLVR2Batch, RetrievalImageBatch, RetrievalTrainBatch, VQABatch
 
@@ -99,11 +99,13 @@ def test_nlvr2_train_and_dev_must_be_labelled_a_test_file_need_not(nlvr2_root: P
 
 def test_vqa_empty_question_lists_name_the_argument(vqa_root: Path, minilm_path: str) -> None:
     """The recipes default to `[]`: a forgotten flag must be named, not fail as a missing column in `datasets`."""
-    given = _vqa(vqa_root, minilm_path).options
-    empty_train = VQADataModule([], [], given.val_questions, given.val_annotations, tokenizer=minilm_path, **SMALL)
+    (train_questions, train_annotations), (val_questions, val_annotations) = (
+        _vqa(vqa_root, minilm_path).files[split][0] for split in ("train", "val")
+    )
+    empty_train = VQADataModule([], [], [val_questions], [val_annotations], tokenizer=minilm_path, **SMALL)
     with pytest.raises(ValueError, match=r"train_questions and train_annotations are empty; expected VQA v2 questions"):
         empty_train.setup("fit")
-    empty_val = VQADataModule(given.train_questions, given.train_annotations, [], [], tokenizer=minilm_path, **SMALL)
+    empty_val = VQADataModule([train_questions], [train_annotations], [], [], tokenizer=minilm_path, **SMALL)
     with pytest.raises(ValueError, match=r"val_questions and val_annotations are empty"):
         empty_val.setup("fit")
     with pytest.raises(ValueError, match=r"val_questions and val_annotations are empty"):

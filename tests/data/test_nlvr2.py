@@ -10,7 +10,7 @@ import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from corpora import LANDSCAPE, NLVR2_DEV, NLVR2_TEST1, NLVR2_TRAIN, PORTRAIT
-from pixelbert_pl.data.captions import AnnotationError
+from pixelbert_pl.data.annotations import AnnotationError
 from pixelbert_pl.data.nlvr2 import NLVR2Dataset, NLVR2Record, read_nlvr2
 from pixelbert_pl.processing import ImageTransform, load_tokenizer
 from pixelbert_pl.processing.batches import NLVR2Batch, collate_nlvr2

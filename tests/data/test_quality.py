@@ -10,7 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-import pixelbert_pl.data.pretraining
+import pixelbert_pl.data.records
 from pixelbert_pl.data.quality import SkipCounter, TooManyBadSamplesError
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.harness.shapes import ShapesWorldConfig, generate
@@ -38,7 +38,7 @@ def decodes(monkeypatch) -> Counter[str]:
         counts[path] += 1
         return load_image(path, *args)
 
-    monkeypatch.setattr(pixelbert_pl.data.pretraining, "load_image", counting_load_image)
+    monkeypatch.setattr(pixelbert_pl.data.records, "load_image", counting_load_image)
     return counts
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
@@ -70,7 +69,7 @@ def test_no_possible_negative_is_an_error_not_a_false_negative(minilm_path: str)
     records = [ImageCaptions(f"x:{i}", f"/nowhere/{i}.jpg", ["the same caption"], "x") for i in range(3)]
     dataset = RetrievalTrainDataset(records, TRANSFORM, load_tokenizer(minilm_path), num_negatives=1)
     with pytest.raises(ValueError, match=r"image x:1 \(/nowhere/1\.jpg\): 1000 captions drawn .* all among its own"):
-        dataset.negative_caption(1, {"the same caption"}, np.random.default_rng(0))
+        dataset.load((0, 1))  # the negatives are drawn before the (absent) image is read
     with pytest.raises(ValueError, match="at least 2 images"):
         RetrievalTrainDataset(records[:1], TRANSFORM, dataset.tokenizer)
 

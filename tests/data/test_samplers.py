@@ -11,8 +11,7 @@ import pytest
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from pixelbert_pl.data.pretraining import EpochKeyedSampler
-from pixelbert_pl.data.samplers import BucketedEpochKeyedSampler, GroupedEpochKeyedSampler
+from pixelbert_pl.data.samplers import BucketedEpochKeyedSampler, EpochKeyedSampler, GroupedEpochKeyedSampler
 
 # 9 images with 1 to 5 questions each: 27 questions.
 KEYS = [image for image, count in enumerate([3, 5, 1, 4, 2, 5, 3, 2, 2]) for _ in range(count)]

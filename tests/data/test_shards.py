@@ -8,7 +8,8 @@ import datasets
 import pytest
 from PIL import Image
 
-from pixelbert_pl.data.captions import AnnotationError, ImageCaptions
+from pixelbert_pl.data.annotations import AnnotationError
+from pixelbert_pl.data.captions import ImageCaptions
 from pixelbert_pl.data.shards import (
     SHARD_COLUMNS,
     ShardIndexError,

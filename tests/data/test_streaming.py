@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pixelbert_pl.data.pretraining import CaptionPairIndex
+from pixelbert_pl.data.records import CaptionPairIndex
 from pixelbert_pl.data.shards import read_shard_index, write_shards
 from pixelbert_pl.data.streaming import StreamingPretrainDataModule, read_shard
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
@@ -169,7 +169,7 @@ def test_validation_streams_every_val_image_once(shards, shapes_root) -> None:
 
 @pytest.fixture(scope="module")
 def mixed_shards(mixed_shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pixelbert_pl.data.datamodules import PretrainDataModule
+    from pixelbert_pl.data import PretrainDataModule
 
     out = tmp_path_factory.mktemp("mixed_shards")
     files = PretrainDataModule(

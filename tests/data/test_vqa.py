@@ -11,7 +11,7 @@ import torch
 from lightning_fabric.utilities.apply_func import move_data_to_device
 
 from corpora import LANDSCAPE, PORTRAIT, VQA_TRAIN
-from pixelbert_pl.data.captions import AnnotationError
+from pixelbert_pl.data.annotations import AnnotationError
 from pixelbert_pl.data.vqa import VQADataset, VQARecord, read_vqa
 from pixelbert_pl.processing import ImageTransform, load_tokenizer
 from pixelbert_pl.processing.batches import VQABatch, collate_vqa

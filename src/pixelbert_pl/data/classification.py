@@ -25,16 +25,13 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from pixelbert_pl.data.captions import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
-from pixelbert_pl.data.datamodules import ArrowRecords
-from pixelbert_pl.data.downstream import SplitDataModule
-from pixelbert_pl.data.pretraining import RecordDataset, split_key
+from pixelbert_pl.data.annotations import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
+from pixelbert_pl.data.base import SplitDataModule
+from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
 from pixelbert_pl.processing.batches import UNLABELLED, check_labels, collate_image_text
 
 SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
 SNLI_VE_IMAGE_PATTERN = "{Flikr30kID}"
-# The DataModule's arguments that it hands on to `read_image_text_jsonl` unchanged.
-_READER_OPTIONS = ("image_pattern", "second_image_pattern", "text_field", "label_field", "id_field", "allow_missing")
 
 
 @dataclass
@@ -191,7 +188,13 @@ class ImageTextClassificationDataModule(SplitDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.add_options(locals())
+        self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.image_root = image_root
+        # What `read_image_text_jsonl` takes as is, by its own argument names.
+        self.reader_options: dict[str, Any] = dict(
+            image_pattern=image_pattern, second_image_pattern=second_image_pattern, text_field=text_field,
+            label_field=label_field, id_field=id_field, allow_missing=allow_missing,
+        )  # fmt: skip
         self.labels = check_labels(labels, type(self).__name__)
         for pattern in (image_pattern, second_image_pattern):  # a bad pattern fails here, not at the first batch
             if pattern is not None:
@@ -200,19 +203,19 @@ class ImageTextClassificationDataModule(SplitDataModule):
     @property
     def images_per_sample(self) -> int:
         """1, or 2 with `second_image_pattern`; the CLI links it to the task's."""
-        return 1 if self.options.second_image_pattern is None else 2
+        return 1 if self.reader_options["second_image_pattern"] is None else 2
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
 
     def read_split(self, split: str) -> Sequence[Any]:
-        h = self.options
-        path = getattr(h, f"{split}_file")
+        path = self.files[split]
         if path is None:
             raise ValueError(f"{type(self).__name__}: no test_file given, so there is nothing to test or predict")
-        fields = {name: getattr(h, name) for name in _READER_OPTIONS}
-        records = read_image_text_jsonl(path, self.labels, h.image_root, require_labels=split != "test", **fields)
+        records = read_image_text_jsonl(
+            path, self.labels, self.image_root, require_labels=split != "test", **self.reader_options
+        )
         return ArrowRecords.from_records(records)
 
     def dataset(self, split: str) -> Dataset:

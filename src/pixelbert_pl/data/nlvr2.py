@@ -16,11 +16,13 @@ images/ and dev/, test1/ beside it: read train with image_root=<root>/images and
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pixelbert_pl.data.captions import (
+from pixelbert_pl.data.annotations import (
     AnnotationFile,
     DirectoryIndex,
     PathLike,
@@ -28,7 +30,9 @@ from pixelbert_pl.data.captions import (
     absolute_path,
     drop_missing,
 )
-from pixelbert_pl.data.pretraining import RecordDataset, split_key
+from pixelbert_pl.data.base import SplitDataModule
+from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
+from pixelbert_pl.processing.batches import collate_nlvr2
 
 NLVR2_FORMAT = (
     'NLVR2 JSON lines: {"identifier": "<split>-<set>-<pair>-<sentence>", "sentence", "label": "True"|"False", '
@@ -129,3 +133,48 @@ class NLVR2Dataset(RecordDataset):
             "label": -1 if record.label is None else int(record.label),
             "identifier": record.identifier,
         }
+
+
+class NLVR2DataModule(SplitDataModule):
+    """NLVR2 in the "Pair" setting (docs/paper_facts.md §3.2): train, dev as "val", and test1 (or test2) as "test".
+
+    Args:
+        train_file, val_file, test_file: JSON-lines files (train.json, dev.json, test1.json).
+        image_root: the folder holding train/<directory>/, and dev/ and test1/ unless eval_image_root is given
+            (`read_nlvr2`). eval_image_root: the folder holding dev/ and test1/ (ViLT's layout keeps them beside
+            images/, which holds train/).
+        allow_missing: skip examples whose image file is missing (with a warning counting them) instead of failing;
+            this breaks their consistency groups.
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
+
+    Every line of train_file and val_file must have a label; test_file may have none (a hidden test split).
+    """
+
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str,
+        image_root: str,
+        test_file: str | None = None,
+        eval_image_root: str | None = None,
+        allow_missing: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.image_root, self.eval_image_root, self.allow_missing = image_root, eval_image_root, allow_missing
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        path = self.files[split]
+        if path is None:
+            raise ValueError("NLVR2DataModule: no test_file given, so there is nothing to test or predict")
+        root = self.image_root if split == "train" else self.eval_image_root or self.image_root
+        # Only a hidden test split may be unlabelled: an unlabelled training or dev example would count as neither.
+        labelled = True if split in ("train", "val") else None
+        return ArrowRecords.from_records(read_nlvr2(path, root, labelled=labelled, allow_missing=self.allow_missing))
+
+    def dataset(self, split: str) -> NLVR2Dataset:
+        return NLVR2Dataset(self.records(split), self.transform, self.tokenizer, self.processing.max_text_length)
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        return functools.partial(collate_nlvr2, pad_token_id=self.tokenizer.pad_token_id)

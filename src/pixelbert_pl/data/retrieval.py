@@ -14,25 +14,33 @@ Shapes: n images, k negatives, g = 1 + k texts per image, T texts in the split, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from itertools import islice
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.pretraining import CaptionPairIndex, RecordDataset, other_image_captions, sample_rng, split_key
+from pixelbert_pl.data.base import SplitDataModule
+from pixelbert_pl.data.captions import PRETRAIN_SPLITS, ImageCaptions, read_karpathy, to_hf_dataset
+from pixelbert_pl.data.records import (
+    ArrowRecords,
+    CaptionPairIndex,
+    RecordDataset,
+    negative_caption,
+    sample_rng,
+    split_key,
+)
 from pixelbert_pl.processing import ImageTransform
-from pixelbert_pl.processing.batches import RetrievalTexts
+from pixelbert_pl.processing.batches import (
+    RetrievalTexts,
+    collate_retrieval_images,
+    collate_retrieval_train,
+)
 from pixelbert_pl.processing.images import load_image
 from pixelbert_pl.processing.padding import pad_texts
-
-# Draws of other images' captions before a negative is declared impossible; only a corpus whose images nearly all
-# share their captions runs out.
-_NEGATIVE_DRAWS = 1000
 
 
 class RetrievalTrainDataset(RecordDataset):
@@ -64,17 +72,6 @@ class RetrievalTrainDataset(RecordDataset):
     def item_records(self) -> Sequence[int]:
         return self.pairs.item_records()
 
-    def negative_caption(self, index: int, own: set[str], rng: np.random.Generator) -> str:
-        draws = islice(other_image_captions(self.records, index, rng), _NEGATIVE_DRAWS)
-        caption = next((c for c in draws if c not in own), None)
-        if caption is None:
-            record = self.records[index]
-            raise ValueError(
-                f"image {record.image_id} ({record.image_path}): {_NEGATIVE_DRAWS} captions drawn from other images "
-                "were all among its own; the corpus has too few distinct captions for retrieval negatives"
-            )
-        return caption
-
     def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
         epoch, index = split_key(key)
         rng = sample_rng(self.seed, epoch, index)
@@ -82,7 +79,7 @@ class RetrievalTrainDataset(RecordDataset):
         record = self.records[record_index]
         own = set(record.captions)
         texts = [record.captions[caption]]
-        texts += [self.negative_caption(record_index, own, rng) for _ in range(self.num_negatives)]
+        texts += [negative_caption(self.records, record_index, own, rng) for _ in range(self.num_negatives)]
         return {"pixel_values": self.image(record.image_path), "input_ids": self.token_ids(texts)}
 
 
@@ -110,3 +107,78 @@ def retrieval_texts(
     encoded = tokenizer(texts, truncation=True, max_length=max_text_length)["input_ids"]
     input_ids, attention_mask = pad_texts(encoded, tokenizer.pad_token_id)
     return RetrievalTexts(input_ids, attention_mask, torch.tensor(owners, dtype=torch.long))
+
+
+class RetrievalDataModule(SplitDataModule):
+    """Image-text retrieval on a Karpathy split file (docs/paper_facts.md §3.3, §6.4).
+
+    Training batches are `RetrievalTrainBatch`es (each image-caption pair, every one once an epoch, with
+    `num_negatives` negative captions).
+    Validation and test batches are `RetrievalImageBatch`es over the split's images, each image on one
+    rank; every rank scores its images against all of the split's texts, `val_texts` / `test_texts`.
+
+    Args:
+        karpathy_file: dataset_coco.json or dataset_flickr30k.json.
+        image_root: COCO: the folder holding train2014/ and val2014/; Flickr30K: flickr30k-images/ itself.
+        train_splits: Karpathy splits to train on; Flickr30K has no "restval", so give ["train"] there.
+        val_split, test_split: the Karpathy splits evaluated (COCO-5K / Flickr30K-1K test: "test").
+        num_negatives: negative captions per image-caption pair (the paper's 20).
+        max_eval_images: evaluate on the first N images of a split (and their texts) only, for speed.
+        allow_missing: skip images whose file is missing (with a warning counting them) instead of failing; recall
+            over a smaller split is not comparable to published numbers.
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
+    """
+
+    def __init__(
+        self,
+        karpathy_file: str,
+        image_root: str | None = None,
+        train_splits: Sequence[str] = PRETRAIN_SPLITS,
+        val_split: str = "val",
+        test_split: str = "test",
+        num_negatives: int = 20,
+        max_eval_images: int | None = None,
+        allow_missing: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.karpathy_file, self.image_root, self.train_splits = karpathy_file, image_root, list(train_splits)
+        self.split_names = {"val": val_split, "test": test_split}
+        self.num_negatives, self.max_eval_images, self.allow_missing = num_negatives, max_eval_images, allow_missing
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        root = self.image_root or str(Path(self.karpathy_file).parent)
+        if split == "train":
+            train = read_karpathy(self.karpathy_file, root, self.train_splits, allow_missing=self.allow_missing)
+            return ArrowRecords(to_hf_dataset(train))
+        split_name = self.split_names[split]
+        return read_karpathy(self.karpathy_file, root, [split_name], allow_missing=self.allow_missing)[
+            : self.max_eval_images
+        ]
+
+    def dataset(self, split: str) -> Dataset:
+        if split == "train":
+            return RetrievalTrainDataset(
+                self.records(split),
+                self.transform,
+                self.tokenizer,
+                self.processing.max_text_length,
+                self.num_negatives,
+                self.seed,
+            )
+        return RetrievalImageDataset(self.records(split), self.transform)
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        if split == "train":
+            return functools.partial(collate_retrieval_train, pad_token_id=self.tokenizer.pad_token_id)
+        return collate_retrieval_images
+
+    @functools.cached_property
+    def val_texts(self) -> RetrievalTexts:
+        """All texts of the val split; `text_to_image` indexes the `image_positions` of the val batches."""
+        return retrieval_texts(self.records("val"), self.tokenizer, self.processing.max_text_length)
+
+    @functools.cached_property
+    def test_texts(self) -> RetrievalTexts:
+        """All texts of the test split; `text_to_image` indexes the `image_positions` of the test batches."""
+        return retrieval_texts(self.records("test"), self.tokenizer, self.processing.max_text_length)

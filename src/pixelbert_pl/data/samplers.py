@@ -1,4 +1,7 @@
-"""Training orders beyond `EpochKeyedSampler`'s shuffle. `GroupedEpochKeyedSampler`: samples of one group (the
+"""The samplers of every DataModule: they yield (epoch, index) keys, so a sample's randomness follows from its key.
+
+`EpochKeyedSampler`: DDP's shuffle with equal training shares and disjoint evaluation shares, stateful for exact
+mid-epoch resume. `GroupedEpochKeyedSampler`: samples of one group (the
 questions about one image) come `group_size` at a time, so that the collate, which gives each distinct image of a
 batch one row of pixels, runs the CNN once for the whole run of them. `BucketedEpochKeyedSampler`: batches of one
 padded-shape bucket (`processing/shapes.py`), so that compiled and CUDA graphs hold for the whole epoch.
@@ -13,19 +16,90 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import TypeVar
 
 import torch
+from torch.utils.data import DistributedSampler
 
-from pixelbert_pl.data.pretraining import EpochKeyedSampler, RecordDataset
+from pixelbert_pl.data.records import RecordDataset
 from pixelbert_pl.processing import ProcessingConfig, resize_shape
 from pixelbert_pl.processing.images import UnreadableImageError, image_size
 from pixelbert_pl.processing.shapes import PadShapes
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+
+class EpochKeyedSampler(DistributedSampler):
+    """A `DistributedSampler` that yields (epoch, index) keys.
+
+    Being a DistributedSampler, Lightning leaves it in place under DDP; it gives every rank the same number of
+    samples (drop_last drops the uneven tail, else the tail is padded by repetition). `unrepeated=True` (for
+    evaluation) gives each rank a disjoint share with no padding instead, so no sample is counted twice.
+
+    It is stateful (`state_dict` / `load_state_dict`: the epoch and the samples yielded): torchdata's
+    `StatefulDataLoader` snapshots that with each batch it hands over, workers' prefetch notwithstanding, and
+    Lightning keeps the snapshot in its checkpoints, so a resumed run goes on with the batch after the last one used.
+
+    `epoch_source` (the DataModules pass `trainer.current_epoch`) replaces the epoch `set_epoch` is given: Lightning
+    2.6 passes its count of processed epochs, which a resume from a checkpoint saved in `on_train_epoch_end` leaves
+    one ahead for the rest of the run (it replays that epoch's end), so every later epoch would be shuffled as the
+    next one.
+    """
+
+    def __init__(
+        self,
+        dataset: Sequence[object],
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        unrepeated: bool = False,
+        epoch_source: Callable[[], int] | None = None,
+    ) -> None:
+        super().__init__(
+            dataset,  # type: ignore[arg-type]  # DistributedSampler reads only len(dataset)
+            num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last,
+        )  # fmt: skip
+        self.unrepeated = unrepeated
+        if unrepeated:
+            self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.epoch_source = epoch_source
+        self.yielded = 0  # of the current iteration's samples, as the main process's iterator has drawn them
+        self._iterating: int | None = None  # the epoch being iterated, once an iteration has started
+        self._start = 0  # where the next iteration begins (set by load_state_dict)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(self.epoch_source() if self.epoch_source is not None else epoch)
+
+    def indices(self) -> Iterator[int]:
+        """This rank's indices for the current epoch, in order (subclasses change the order here)."""
+        if self.unrepeated:
+            return iter(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
+        return super().__iter__()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        start, self._start = self._start, 0
+        self.yielded, self._iterating = start, self.epoch
+        epoch = self.epoch
+        for index in islice(self.indices(), start, None):
+            self.yielded += 1
+            yield epoch, index
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch if self._iterating is None else self._iterating, "yielded": self.yielded}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        epoch, yielded = int(state["epoch"]), int(state["yielded"])
+        if yielded >= len(self):
+            # Saved at an epoch's last batch: the next iteration is the next epoch's (Lightning creates the resumed
+            # iterator, and workers prefetch from it, before it calls set_epoch).
+            epoch, yielded = epoch + 1, 0
+        self.epoch, self._start, self._iterating, self.yielded = epoch, yielded, None, yielded
 
 
 def grouped_runs(groups: Iterable[list[int]], k: int, generator: torch.Generator) -> list[list[int]]:

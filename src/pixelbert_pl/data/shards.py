@@ -28,14 +28,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pixelbert_pl.data.captions import (
-    AnnotationError,
-    DirectoryIndex,
-    ImageCaptions,
-    PathLike,
-    absolute_path,
-    drop_missing,
-)
+from pixelbert_pl.data.annotations import AnnotationError, DirectoryIndex, PathLike, absolute_path, drop_missing
+from pixelbert_pl.data.captions import ImageCaptions
 from pixelbert_pl.processing.images import UnreadableImageError, image_size
 
 logger = logging.getLogger(__name__)

@@ -32,10 +32,11 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
 
+from pixelbert_pl.data.base import PixelBertDataModule
 from pixelbert_pl.data.captions import ImageCaptions
-from pixelbert_pl.data.datamodules import PixelBertDataModule
-from pixelbert_pl.data.pretraining import CaptionPairIndex, CaptionPretrainDataset, matched_rows, sample_rng
+from pixelbert_pl.data.pretraining import CaptionPretrainDataset, matched_rows
 from pixelbert_pl.data.quality import SkipCounter
+from pixelbert_pl.data.records import CaptionPairIndex, sample_rng
 from pixelbert_pl.data.samplers import bucket_batch_count, cut_bucket_batches
 from pixelbert_pl.data.shards import (
     SHARD_COLUMNS,
@@ -366,19 +367,20 @@ class StreamingPretrainDataModule(PixelBertDataModule):
             warnings.warn("image_cache_mb is not used when streaming: shards are read once an epoch", stacklevel=2)
         # The shared settings (tokenizer, image sizes, batches) are `PixelBertDataModule`'s, by name through **kwargs.
         super().__init__(**kwargs)
-        self.add_options(locals())
+        self.shards, self.train_split, self.val_split = shards, train_split, val_split
+        self.captions_per_image, self.mlm_probability = captions_per_image, mlm_probability
+        self.mlm_word_probabilities = mlm_word_probabilities
         self.indexes: dict[str, ShardIndex] = {}
 
     def _splits(self, stage: str | None) -> list[str]:
-        h = self.options
-        splits = [h.train_split] if stage in (None, "fit") else []
-        evaluated = h.val_split is not None and stage in (None, "fit", "validate", "predict")
-        return splits + ([h.val_split] if evaluated else [])
+        splits = [self.train_split] if stage in (None, "fit") else []
+        val = self.val_split
+        return splits + ([val] if val is not None and stage in (None, "fit", "validate", "predict") else [])
 
     def setup(self, stage: str | None = None) -> None:
         for split in self._splits(stage):
             if split not in self.indexes:
-                self.indexes[split] = read_shard_index(self.options.shards, split)
+                self.indexes[split] = read_shard_index(self.shards, split)
 
     def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
         raise ValueError(
@@ -392,39 +394,37 @@ class StreamingPretrainDataModule(PixelBertDataModule):
         return {split: self.indexes[split] for split in self._splits(stage)}
 
     def stream(self, split: str, train: bool) -> ShardStream:
-        h = self.options
         self.setup("fit" if train else "validate")
         settings = StreamSettings(
-            self.transform, self.tokenizer, self.processing.max_text_length, h.captions_per_image,
-            h.mlm_probability, h.mlm_word_probabilities, h.seed,
+            self.transform, self.tokenizer, self.processing.max_text_length, self.captions_per_image,
+            self.mlm_probability, self.mlm_word_probabilities, self.seed,
         )  # fmt: skip
         world, rank = self._ranks()
         collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id, padding=self.padding)
-        batch = h.batch_size if train else h.val_batch_size or h.batch_size
+        batch = self.batch_size if train else self.val_batch_size
         return ShardStream(
-            self.indexes[split], settings, collate, batch, train, world, rank, h.num_workers,
+            self.indexes[split], settings, collate, batch, train, world, rank, self.num_workers,
             skip_counter=self.skip_counter if train else None, shapes=self.padding.shapes,
         )  # fmt: skip
 
     def _loader(self, stream: ShardStream) -> EpochStreamLoader:
-        h = self.options
         return EpochStreamLoader(
-            stream, self._current_epoch, batch_size=None, collate_fn=identity, num_workers=h.num_workers,
+            stream, self._current_epoch, batch_size=None, collate_fn=identity, num_workers=self.num_workers,
             # A fresh worker per epoch receives the epoch with its copy of the stream.
             persistent_workers=False,
             pin_memory=torch.cuda.is_available(),
             # Worker base seeds from here, not torch's global RNG: starting an epoch leaves dropout's RNG as it was.
-            generator=torch.Generator().manual_seed(h.seed),
+            generator=torch.Generator().manual_seed(self.seed),
             worker_init_fn=stop_safe_worker_init(),
         )  # fmt: skip
 
     def train_dataloader(self) -> EpochStreamLoader:
-        return self._loader(self.stream(self.options.train_split, train=True))
+        return self._loader(self.stream(self.train_split, train=True))
 
     def val_dataloader(self) -> EpochStreamLoader | list[Any]:
-        if self.options.val_split is None:
+        if self.val_split is None:
             return []
-        return self._loader(self.stream(self.options.val_split, train=False))
+        return self._loader(self.stream(self.val_split, train=False))
 
     def predict_dataloader(self) -> EpochStreamLoader | list[Any]:
         """The validation pairs, matched and not (`pixelbert predict` gives each its ITM probability)."""

@@ -6,14 +6,17 @@ Shapes: n distinct images, b questions, t tokens, a answer classes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import dataclasses
+import functools
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from pixelbert_pl.data.captions import (
+from pixelbert_pl.data.annotations import (
     AnnotationError,
     AnnotationFile,
     DirectoryIndex,
@@ -22,9 +25,11 @@ from pixelbert_pl.data.captions import (
     absolute_path,
     drop_missing,
 )
-from pixelbert_pl.data.pretraining import RecordDataset, split_key
-from pixelbert_pl.metrics import vqa_soft_targets
+from pixelbert_pl.data.base import SplitDataModule, as_list
+from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
+from pixelbert_pl.metrics import build_answer_vocab, vqa_soft_targets
 from pixelbert_pl.processing import ImageTransform
+from pixelbert_pl.processing.batches import collate_vqa
 
 # Where the official release puts images: train2014/COCO_train2014_000000000009.jpg. test-dev2015 questions are
 # about test2015 images, so their pattern must name the folder: "test2015/COCO_test2015_{image_id:012d}.jpg".
@@ -169,3 +174,146 @@ class VQADataset(RecordDataset):
             "answer_type": record.answer_type,
             "question_id": record.question_id,
         }
+
+
+class VQADataModule(SplitDataModule):
+    """VQA v2 as classification over `answer_vocab` with soft targets (docs/paper_facts.md §3.1, §6.2).
+
+    Args:
+        train_questions, train_annotations: questions files and their annotation files, pairwise, for training
+            (v2_OpenEnded_mscoco_train2014_questions.json, v2_mscoco_train2014_annotations.json; add val2014 for a
+            test-dev submission).
+        val_questions, val_annotations: the same for validation.
+        test_questions: the questions `predict_dataloader` serves (test-dev2015 or test2015: no annotations).
+        test_annotations: their annotations where there are any; `test_dataloader` needs them.
+        image_root: the folder holding train2014/, val2014/, test2015/ (default: each questions file's folder).
+        image_pattern: an image's file under image_root, filled with the questions file's `data_subtype` and the
+            `image_id` (`read_vqa`). test_image_pattern: the same for test_questions (default: image_pattern);
+            test-dev2015 questions are about test2015 images: "test2015/COCO_test2015_{image_id:012d}.jpg".
+        answer_vocab_annotations: annotation files whose `multiple_choice_answer`s make the answer classes;
+            default: the train and val questions read (train2014 + val2014 and min count 9 give the usual 3,129).
+        answer_min_count: questions an answer needs to become a class.
+        train_image_ids, val_image_ids, test_image_ids: keep only questions about these images.
+        questions_per_image: training batches hold the questions of an image this many at a time
+            (`GroupedEpochKeyedSampler`), so the CNN runs once for them; 2 halves the CNN's work per batch (VQA v2 has
+            5.4 questions per image). Every question is still seen once per epoch. Must divide batch_size.
+        allow_missing: skip questions whose image file is missing (with a warning counting them) instead of failing;
+            an accuracy over what is left is not the official one.
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`: tokenizer, image sizes, batches).
+    """
+
+    def __init__(
+        self,
+        train_questions: str | Sequence[str],
+        train_annotations: str | Sequence[str],
+        val_questions: str | Sequence[str],
+        val_annotations: str | Sequence[str],
+        test_questions: str | None = None,
+        test_annotations: str | None = None,
+        image_root: str | None = None,
+        image_pattern: str = COCO_IMAGE_PATTERN,
+        test_image_pattern: str | None = None,
+        answer_vocab_annotations: Sequence[str] | None = None,
+        answer_min_count: int = 9,
+        train_image_ids: Sequence[int] | None = None,
+        val_image_ids: Sequence[int] | None = None,
+        test_image_ids: Sequence[int] | None = None,
+        questions_per_image: int = 1,
+        allow_missing: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if questions_per_image < 1 or self.batch_size % questions_per_image:
+            raise ValueError(
+                f"questions_per_image={questions_per_image}: expected >= 1 and a divisor of "
+                f"batch_size={self.batch_size}"
+            )
+        if self.padding.shapes is not None and questions_per_image > 1:
+            # Pure runs give batch_size / questions_per_image images, a run of leftovers more: pad the count to a
+            # multiple of the former, so the CNN meets two batch sizes, not every count in between.
+            multiple = self.batch_size // questions_per_image
+            self.padding = dataclasses.replace(self.padding, image_multiple=multiple)
+        # (questions file, annotations file or None) per split.
+        self.files: dict[str, list[tuple[str, str | None]]] = {
+            "test": [(test_questions, test_annotations)] if test_questions is not None else []
+        }
+        for split, question_files, annotation_files in (
+            ("train", as_list(train_questions), as_list(train_annotations)),
+            ("val", as_list(val_questions), as_list(val_annotations)),
+        ):
+            if len(question_files) != len(annotation_files):
+                raise ValueError(
+                    f"{split}_questions has {len(question_files)} files and {split}_annotations "
+                    f"{len(annotation_files)}: expected one annotations file per questions file, in the same order"
+                )
+            self.files[split] = list(zip(question_files, annotation_files, strict=True))
+        self.test_questions, self.test_annotations = test_questions, test_annotations
+        self.image_root, self.image_pattern, self.test_image_pattern = image_root, image_pattern, test_image_pattern
+        self.answer_vocab_annotations = None if answer_vocab_annotations is None else as_list(answer_vocab_annotations)
+        self.answer_min_count = answer_min_count
+        self.image_ids = {"train": train_image_ids, "val": val_image_ids, "test": test_image_ids}
+        self.questions_per_image, self.allow_missing = questions_per_image, allow_missing
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        if split == "test" and self.test_questions is None:
+            raise ValueError("VQADataModule: no test_questions given, so there is nothing to test or predict")
+        pattern = (self.test_image_pattern or self.image_pattern) if split == "test" else self.image_pattern
+        ids = None if self.image_ids[split] is None else set(self.image_ids[split] or ())
+        files = self.files[split]
+        if not files:
+            # An empty list (the recipes' default) would only fail later, as a missing column deep in `datasets`.
+            raise ValueError(
+                f"VQADataModule: {split}_questions and {split}_annotations are empty; expected VQA v2 questions files "
+                f"and their annotation files, pairwise (e.g. v2_OpenEnded_mscoco_{split}2014_questions.json and "
+                f"v2_mscoco_{split}2014_annotations.json)"
+            )
+        return ArrowRecords.from_records(
+            [
+                r
+                for q, a in files
+                for r in read_vqa(q, a, self.image_root, pattern, ids, allow_missing=self.allow_missing)
+            ]
+        )
+
+    @functools.cached_property
+    def answer_vocab(self) -> list[str]:
+        """The answer classes: label i is `answer_vocab[i]`, most frequent first (`build_answer_vocab`)."""
+        if self.answer_vocab_annotations is None:
+            # Read from the Arrow columns: building 650K record objects only to count answers is slow.
+            columns = ["question_id", "multiple_choice_answer"]
+            tables = [self.records(split).table.select_columns(columns) for split in ("train", "val")]  # type: ignore[attr-defined]
+            entries = [row for table in tables for row in table.to_list()]
+        else:
+            entries = []
+            for path in self.answer_vocab_annotations:
+                ann = AnnotationFile(path, ANNOTATIONS_FORMAT)
+                entries += ann.field(ann.load("object"), "annotations", "list", "")
+        vocab = build_answer_vocab(entries, self.answer_min_count)
+        if not vocab:
+            raise ValueError(
+                f"no answer is the multiple_choice_answer of {self.answer_min_count}+ questions: lower answer_min_count"
+            )
+        return vocab
+
+    @property
+    def num_answers(self) -> int:
+        """How many answer classes (the CLI links `answer_vocab` itself to `VQATask`)."""
+        return len(self.answer_vocab)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_annotations is None:
+            raise ValueError("VQA test questions without annotations are scored by the evaluation server: predict them")
+        return super().test_dataloader()
+
+    def train_dataloader(self) -> DataLoader:
+        keys = [record.image_id for record in self.records("train")]
+        k = self.questions_per_image
+        return self.loader(self.dataset("train"), self.collate("train"), train=True, group_keys=keys, group_size=k)
+
+    def dataset(self, split: str) -> VQADataset:
+        return VQADataset(
+            self.records(split), self.transform, self.tokenizer, self.answer_vocab, self.processing.max_text_length
+        )
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        return functools.partial(collate_vqa, num_answers=self.num_answers, pad_token_id=self.tokenizer.pad_token_id)

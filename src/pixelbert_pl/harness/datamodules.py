@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pixelbert_pl.data import NLVR2DataModule, PretrainDataModule, RetrievalDataModule, VQADataModule
 from pixelbert_pl.data.captions import karpathy_coco_ids
-from pixelbert_pl.data.datamodules import PretrainDataModule
-from pixelbert_pl.data.downstream import NLVR2DataModule, RetrievalDataModule, VQADataModule
 
 
 class ShapesWorldCorpus:

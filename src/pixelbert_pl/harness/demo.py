@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from pixelbert_pl.data import VQADataModule
 from pixelbert_pl.data.captions import read_karpathy
-from pixelbert_pl.data.downstream import VQADataModule
-from pixelbert_pl.data.pretraining import CaptionPretrainDataset, sample_rng
+from pixelbert_pl.data.pretraining import CaptionPretrainDataset
+from pixelbert_pl.data.records import negative_caption, sample_rng
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.harness.shapes import COLOURS, SHAPES
 from pixelbert_pl.models.checkpoint_reader import load_checkpoint
@@ -99,7 +100,7 @@ class ShapesEvaluator:
         for i, record in enumerate(self.records):
             rng = sample_rng(dataset.seed, 0, i)
             own = set(record.captions)
-            negatives = [dataset.negative_caption(i, own, rng) for _ in record.captions]
+            negatives = [negative_caption(dataset.records, i, own, rng) for _ in record.captions]
             captions += [*record.captions, *negatives]
             labels += [1] * len(record.captions) + [0] * len(negatives)
             index += [i] * (len(record.captions) + len(negatives))
