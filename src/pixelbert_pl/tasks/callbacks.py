@@ -53,20 +53,41 @@ class RNGStateCheckpoint(pl.Callback):
         return cast(torch.Tensor, pl_module.all_gather(state.to(pl_module.device))).cpu()
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        rank, world = trainer.global_rank, trainer.world_size
-        for name, saved in (checkpoint.get(RNG_KEY) or {}).items():
-            if isinstance(saved, torch.Tensor) and saved.dim() == 1:
-                saved = saved.unsqueeze(0)  # written before states were kept per rank: one process's
-            if not isinstance(saved, torch.Tensor):
-                continue  # the CUDA states of every visible device, as older checkpoints held them
-            if saved.shape[0] != world:
-                log.warning("checkpoint RNG states are for %d processes, this run has %d: not restored",
-                            saved.shape[0], world)  # fmt: skip
-                return
-            if name == "torch":
-                torch.set_rng_state(saved[rank].clone())
-            elif name == "cuda" and torch.cuda.is_available():
-                torch.cuda.set_rng_state(saved[rank].clone(), pl_module.device)
+        """Restores this rank's row of each state; states of another layout or another world size are reported
+        and none is restored (the run goes on, its dropout drawn from the generators as they are)."""
+        saved = checkpoint.get(RNG_KEY)
+        if saved is None:
+            return
+        world = trainer.world_size
+        if not (
+            isinstance(saved, dict)
+            and "torch" in saved
+            and saved.keys() <= {"torch", "cuda"}
+            and all(isinstance(s, torch.Tensor) and s.dim() == 2 and s.dtype == torch.uint8 for s in saved.values())
+        ):
+            log.warning("checkpoint RNG states (%s) are not in the layout RNGStateCheckpoint writes ('torch' and "
+                        "optionally 'cuda', each a (processes, n) uint8 tensor): not restored, so dropout after the "
+                        "resume differs from an uninterrupted run", _describe(saved))  # fmt: skip
+            return
+        if any(s.shape[0] != world for s in saved.values()):
+            log.warning("checkpoint RNG states are for %d processes, this run has %d: not restored",
+                        saved["torch"].shape[0], world)  # fmt: skip
+            return
+        rank = trainer.global_rank
+        torch.set_rng_state(saved["torch"][rank].clone())
+        if "cuda" in saved and torch.cuda.is_available():
+            torch.cuda.set_rng_state(saved["cuda"][rank].clone(), pl_module.device)
+
+
+def _describe(saved: Any) -> str:
+    """A short account of a saved RNG entry for a warning: the types and shapes, never the state bytes."""
+    if not isinstance(saved, dict):
+        return type(saved).__name__
+    parts = {
+        name: f"{tuple(s.shape)} {s.dtype}" if isinstance(s, torch.Tensor) else type(s).__name__
+        for name, s in saved.items()
+    }
+    return str(parts)
 
 
 class NonFiniteStepReport(pl.Callback):
