@@ -29,6 +29,7 @@ from pixelbert_pl.data.annotations import AnnotationFile, DirectoryIndex, PathLi
 from pixelbert_pl.data.base import SplitDataModule
 from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
 from pixelbert_pl.processing.batches import UNLABELLED, check_labels, collate_image_text
+from pixelbert_pl.processing.items import ImageTextClassificationItem
 
 SNLI_VE_LABELS = ("entailment", "neutral", "contradiction")
 SNLI_VE_IMAGE_PATTERN = "{Flikr30kID}"
@@ -129,16 +130,16 @@ def read_image_text_jsonl(
     return drop_missing(records, missing, ann.path, searched, allow_missing, images=files, noun="example")
 
 
-class ImageTextClassificationDataset(RecordDataset):
+class ImageTextClassificationDataset(RecordDataset[ImageTextClassificationItem]):
     """Item = one `ImageTextRecord`: its image (decoded, resized, normalised) and the image path as the key that
     lets the collate share it among the texts about it, the text's token ids, the label and the id."""
 
     def image_paths(self, record: ImageTextRecord) -> list[str]:
         return [record.image_path, *([record.second_image_path] if record.second_image_path else [])]
 
-    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def load(self, key: tuple[int, int] | int) -> ImageTextClassificationItem:
         record = self.records[split_key(key)[1]]
-        item = {
+        item: ImageTextClassificationItem = {
             "pixel_values": self.image(record.image_path),
             "image_key": record.image_path,
             "input_ids": self.token_ids([record.text])[0],
@@ -147,9 +148,8 @@ class ImageTextClassificationDataset(RecordDataset):
             "example_id": record.example_id,
         }
         if record.second_image_path is not None:
-            item.update(
-                second_pixel_values=self.image(record.second_image_path), second_image_key=record.second_image_path
-            )
+            item["second_pixel_values"] = self.image(record.second_image_path)
+            item["second_image_key"] = record.second_image_path
         return item
 
 

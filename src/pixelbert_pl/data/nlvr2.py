@@ -33,6 +33,7 @@ from pixelbert_pl.data.annotations import (
 from pixelbert_pl.data.base import SplitDataModule
 from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
 from pixelbert_pl.processing.batches import collate_nlvr2
+from pixelbert_pl.processing.items import NLVR2Item
 
 NLVR2_FORMAT = (
     'NLVR2 JSON lines: {"identifier": "<split>-<set>-<pair>-<sentence>", "sentence", "label": "True"|"False", '
@@ -117,14 +118,14 @@ def _record(ann: AnnotationFile, number: int, entry: dict[str, Any], root: Path)
     )
 
 
-class NLVR2Dataset(RecordDataset):
+class NLVR2Dataset(RecordDataset[NLVR2Item]):
     """Item = one `NLVR2Record`: both images (decoded by content, since many `.png` files are JPEGs), the
     sentence's token ids, the label as 1 / 0 / -1 (unlabelled) and the identifier."""
 
     def image_paths(self, record: NLVR2Record) -> list[str]:
         return [record.left_path, record.right_path]
 
-    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def load(self, key: tuple[int, int] | int) -> NLVR2Item:
         record = self.records[split_key(key)[1]]
         return {
             "left": self.image(record.left_path),

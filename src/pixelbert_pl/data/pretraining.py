@@ -44,6 +44,7 @@ from pixelbert_pl.data.records import (
 )
 from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.processing.batches import IGNORE_INDEX, collate_pretrain
+from pixelbert_pl.processing.items import PretrainItem
 
 
 def matched_rows(captions_per_image: int) -> int:
@@ -52,7 +53,7 @@ def matched_rows(captions_per_image: int) -> int:
     return captions_per_image - captions_per_image // 2 if captions_per_image > 1 else 1
 
 
-class CaptionPretrainDataset(RecordDataset):
+class CaptionPretrainDataset(RecordDataset[PretrainItem]):
     """Item = one image (decoded, resized, normalised) with `captions_per_image` caption rows.
 
     Half of each item's rows (rounded down; a coin flip when there is one row) carry a caption of another image that
@@ -115,7 +116,7 @@ class CaptionPretrainDataset(RecordDataset):
             out[int(token)] = float(probability)
         return out
 
-    def load(self, key: tuple[int, int] | int) -> dict[str, object]:
+    def load(self, key: tuple[int, int] | int) -> PretrainItem:
         epoch, index = split_key(key)
         rng = sample_rng(self.seed, epoch, index)
         record_index, chosen = self.pairs.captions(index, epoch, self.seed)

@@ -27,6 +27,7 @@ from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.processing.images import UnreadableImageError, load_image
 
 RecordT = TypeVar("RecordT")
+ItemT = TypeVar("ItemT")  # what `load` returns: a TypedDict of processing/items.py
 # Draws of other images' captions before a negative is declared impossible; only a corpus whose images nearly all
 # share their captions runs out.
 NEGATIVE_DRAWS = 1000
@@ -63,7 +64,7 @@ def negative_caption(records: Sequence[ImageCaptions], index: int, own: set[str]
     return caption
 
 
-class RecordDataset(Dataset):
+class RecordDataset(Dataset[ItemT]):
     """Items built from `records[index]` for a sampler key (epoch, index), with the image transform and the
     tokenizer that every dataset of the package shares. `seed` is for subclasses whose samples are random.
 
@@ -103,15 +104,15 @@ class RecordDataset(Dataset):
         """The image files of one record (what the bucketed samplers read the sizes of)."""
         return [record.image_path]
 
-    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def load(self, key: tuple[int, int] | int) -> ItemT:
         raise NotImplementedError(f"{type(self).__name__} must implement load(key)")
 
-    def skip_unreadable(self, counter: SkipCounter) -> RecordDataset:
+    def skip_unreadable(self, counter: SkipCounter) -> RecordDataset[ItemT]:
         """Replace unreadable items by the next readable record, counting each in `counter`; returns self."""
         self.skip_counter = counter
         return self
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def __getitem__(self, key: tuple[int, int] | int) -> ItemT:
         counter = self.skip_counter
         if counter is None:
             return self.load(key)

@@ -40,10 +40,11 @@ from pixelbert_pl.processing.batches import (
     collate_retrieval_train,
 )
 from pixelbert_pl.processing.images import load_image
+from pixelbert_pl.processing.items import RetrievalImageItem, RetrievalTrainItem
 from pixelbert_pl.processing.padding import pad_texts
 
 
-class RetrievalTrainDataset(RecordDataset):
+class RetrievalTrainDataset(RecordDataset[RetrievalTrainItem]):
     """Item = one image-caption pair as 1 + `num_negatives` token rows on that image: the caption, then captions of
     other images that are none of its own (compared as strings, so a caption two images share is never a negative).
     Items are a `CaptionPairIndex` over the records (`caption_counts`, if given, saves counting them)."""
@@ -72,7 +73,7 @@ class RetrievalTrainDataset(RecordDataset):
     def item_records(self) -> Sequence[int]:
         return self.pairs.item_records()
 
-    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def load(self, key: tuple[int, int] | int) -> RetrievalTrainItem:
         epoch, index = split_key(key)
         rng = sample_rng(self.seed, epoch, index)
         record_index, (caption,) = self.pairs.captions(index, epoch, self.seed)
@@ -83,7 +84,7 @@ class RetrievalTrainDataset(RecordDataset):
         return {"pixel_values": self.image(record.image_path), "input_ids": self.token_ids(texts)}
 
 
-class RetrievalImageDataset(Dataset):
+class RetrievalImageDataset(Dataset[RetrievalImageItem]):
     """Item = one image of the split and its position in `records`, which is what `text_to_image` refers to."""
 
     def __init__(self, records: Sequence[ImageCaptions], transform: ImageTransform) -> None:
@@ -93,7 +94,7 @@ class RetrievalImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def __getitem__(self, key: tuple[int, int] | int) -> RetrievalImageItem:
         position = split_key(key)[1]
         return {"pixel_values": self.transform(load_image(self.records[position].image_path)), "position": position}
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DistributedSampler
@@ -246,7 +246,7 @@ class BucketedEpochKeyedSampler(EpochKeyedSampler):
 
 
 def item_buckets(
-    dataset: RecordDataset, processing: ProcessingConfig, shapes: PadShapes, threads: int = 16
+    dataset: RecordDataset[Any], processing: ProcessingConfig, shapes: PadShapes, threads: int = 16
 ) -> list[int]:
     """Each item's `PadShapes` bucket: that of the resized sizes of its record's images (`image_paths`), read from
     the image headers (no pixel decoded) in `threads` threads, since file reads wait on the disk, not the CPU. A

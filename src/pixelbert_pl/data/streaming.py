@@ -50,6 +50,7 @@ from pixelbert_pl.data.workers import stop_safe_worker_init
 from pixelbert_pl.processing import ImageTransform, resize_shape
 from pixelbert_pl.processing.batches import PretrainBatch, collate_pretrain
 from pixelbert_pl.processing.images import load_image
+from pixelbert_pl.processing.items import PretrainItem
 from pixelbert_pl.processing.shapes import PadShapes
 
 _SHARD_ORDER_STREAM = 2  # the last key of the shard-order shuffle, so its stream is no item's or shard's
@@ -102,9 +103,9 @@ class ShardCaptionDataset(CaptionPretrainDataset):
     def decode(self, path: str) -> Image.Image:
         return load_image(path, data=self.image_bytes[path])
 
-    def load(self, key: tuple[int, int] | int) -> dict[str, object]:
+    def load(self, key: tuple[int, int] | int) -> PretrainItem:
         item = super().load(key)
-        item["sample_id"] = self.first_item + cast(int, item["sample_id"])
+        item["sample_id"] += self.first_item
         return item
 
 
@@ -140,7 +141,7 @@ class ShardStream(IterableDataset):
         self,
         index: ShardIndex,
         settings: StreamSettings,
-        collate: Callable[[list[dict[str, Any]]], PretrainBatch],
+        collate: Callable[[list[PretrainItem]], PretrainBatch],
         batch_size: int,
         train: bool = True,
         world_size: int = 1,
@@ -271,7 +272,7 @@ class ShardStream(IterableDataset):
         epoch = state["epoch"]
         self._state = dict(state)
         shards = self.slot_shards(epoch, self.rank * workers + worker)
-        pending: list[dict[str, Any]] = []
+        pending: list[PretrainItem] = []
         served = state["batches"]
         for position in range(state["shard"], len(shards)):
             if self.train and served >= self.batches_per_slot:

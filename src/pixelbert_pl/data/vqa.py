@@ -30,6 +30,7 @@ from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
 from pixelbert_pl.metrics import build_answer_vocab, vqa_soft_targets
 from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.processing.batches import collate_vqa
+from pixelbert_pl.processing.items import VQAItem
 
 # Where the official release puts images: train2014/COCO_train2014_000000000009.jpg. test-dev2015 questions are
 # about test2015 images, so their pattern must name the folder: "test2015/COCO_test2015_{image_id:012d}.jpg".
@@ -143,7 +144,7 @@ def _annotate(records: dict[int, VQARecord], annotations_file: PathLike, questio
         )
 
 
-class VQADataset(RecordDataset):
+class VQADataset(RecordDataset[VQAItem]):
     """Item = one question: its image (decoded, resized, normalised), token ids, soft targets over `answer_vocab`
     ({label: score}, `vqa_soft_targets`), raw answers, answer type, question id, and the image path as the key
     that lets the collate share one image among its questions."""
@@ -163,7 +164,7 @@ class VQADataset(RecordDataset):
     def num_answers(self) -> int:
         return len(self.answer_to_index)
 
-    def load(self, key: tuple[int, int] | int) -> dict[str, Any]:
+    def load(self, key: tuple[int, int] | int) -> VQAItem:
         record = self.records[split_key(key)[1]]
         return {
             "pixel_values": self.image(record.image_path),

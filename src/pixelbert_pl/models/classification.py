@@ -20,6 +20,7 @@ from pixelbert_pl.processing.batches import (
     check_labels,
     collate_image_text,
 )
+from pixelbert_pl.processing.items import ImageTextClassificationItem
 from pixelbert_pl.processing.padding import BatchPadding
 
 
@@ -65,13 +66,13 @@ class PixelBertForImageTextClassification(PixelBertTaskModel):
     def collate(
         self, items: list[dict[str, Any]], padding: BatchPadding, pad_token_id: int
     ) -> ImageTextClassificationBatch:
-        rows = [
+        rows: list[ImageTextClassificationItem] = [
             {**row, "label": UNLABELLED, "label_name": "", "example_id": str(i)}
             for i, row in enumerate(image_text_items(items))
         ]
         if self.images_per_sample == 2:
             for row, item in zip(rows, items, strict=True):
-                row.update(second_pixel_values=item["images"][1], second_image_key=item["image_keys"][1])
+                row["second_pixel_values"], row["second_image_key"] = item["images"][1], item["image_keys"][1]
         return collate_image_text(rows, pad_token_id, padding)
 
     def postprocess(self, outputs: torch.Tensor, batch: Any, **options: Any) -> list[dict[str, Any]]:

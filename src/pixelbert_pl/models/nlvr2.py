@@ -13,6 +13,7 @@ from pixelbert_pl.models.heads import NLVR2Head
 from pixelbert_pl.models.pixel_bert import PixelBertModel
 from pixelbert_pl.models.task_model import PixelBertTaskModel, register_task_model
 from pixelbert_pl.processing.batches import NLVR2Batch, collate_nlvr2
+from pixelbert_pl.processing.items import NLVR2Item
 from pixelbert_pl.processing.padding import BatchPadding
 
 
@@ -48,7 +49,7 @@ class PixelBertForNLVR2(PixelBertTaskModel):
         return {"nlvr2": loss / labelled.sum().clamp(min=1)}
 
     def collate(self, items: list[dict[str, Any]], padding: BatchPadding, pad_token_id: int) -> NLVR2Batch:
-        rows = [
+        rows: list[NLVR2Item] = [
             {"left": item["images"][0], "right": item["images"][1], "input_ids": item["input_ids"], "label": -1,
              "identifier": str(i)}
             for i, item in enumerate(items)

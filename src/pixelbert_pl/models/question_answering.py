@@ -16,6 +16,7 @@ from pixelbert_pl.models.heads import ClassificationHead
 from pixelbert_pl.models.pixel_bert import PixelBertModel
 from pixelbert_pl.models.task_model import PixelBertTaskModel, image_text_items, register_task_model
 from pixelbert_pl.processing.batches import VQABatch, collate_vqa
+from pixelbert_pl.processing.items import VQAItem
 from pixelbert_pl.processing.padding import BatchPadding
 
 
@@ -51,7 +52,7 @@ class PixelBertForQuestionAnswering(PixelBertTaskModel):
         return [self.answer_vocab[i] for i in logits.argmax(-1).tolist()]
 
     def collate(self, items: list[dict[str, Any]], padding: BatchPadding, pad_token_id: int) -> VQABatch:
-        rows = [
+        rows: list[VQAItem] = [
             {**row, "targets": {}, "answers": [], "answer_type": None, "question_id": i}
             for i, row in enumerate(image_text_items(items))
         ]

@@ -27,6 +27,7 @@ from torch import nn
 from pixelbert_pl.models import pretrained
 from pixelbert_pl.models.pixel_bert import PixelBertModel
 from pixelbert_pl.models.registry import Registry
+from pixelbert_pl.processing.items import ImageTextItem
 from pixelbert_pl.processing.padding import BatchPadding
 
 ModelT = TypeVar("ModelT", bound="type[PixelBertTaskModel]")
@@ -154,7 +155,7 @@ def list_task_models() -> list[str]:
     return _TASK_MODELS.names()
 
 
-def image_text_items(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def image_text_items(items: Sequence[dict[str, Any]]) -> list[ImageTextItem]:
     """Raw single-image samples (see `PixelBertTaskModel.collate`) as `collate_image_texts` takes them."""
     return [
         {"pixel_values": item["images"][0], "image_key": item["image_keys"][0], "input_ids": item["input_ids"]}

@@ -1,6 +1,6 @@
-"""The batch of each task and the collate that builds it from items (one dict per sample, images already resized
-to uint8 (3, h, w) and texts already tokenised): the DataModules' loaders and `Predictor` build batches here, so
-training and serving cannot drift.
+"""The batch of each task and the collate that builds it from items (`processing/items.py`: one typed record per
+sample, images already resized to uint8 (3, h, w) and texts already tokenised): the DataModules' loaders and
+`Predictor` build batches here, so training and serving cannot drift.
 
 `PinnableBatch` lets the DataLoader pin a batch dataclass's tensors, and Lightning move them in one call:
 `DataLoader(pin_memory=True)` pins tensors, mappings and sequences, and any object with a `pin_memory()` method; a
@@ -21,6 +21,15 @@ from typing import Any
 
 import torch
 
+from pixelbert_pl.processing.items import (
+    ImageTextClassificationItem,
+    ImageTextItem,
+    NLVR2Item,
+    PretrainItem,
+    RetrievalImageItem,
+    RetrievalTrainItem,
+    VQAItem,
+)
 from pixelbert_pl.processing.padding import (
     NO_PADDING,
     BatchPadding,
@@ -70,11 +79,11 @@ class PretrainBatch(PinnableBatch):
 
 
 def collate_image_texts(
-    items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+    items: Sequence[ImageTextItem], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
 ) -> dict[str, Any]:
     """The image and text fields of a batch of (image, text) items whose texts may share an image (several
     questions or statements about one): items with the same `image_key` get one row of `pixel_values`, in
-    first-seen order, so the CNN runs once per image. Each item holds "pixel_values", "image_key", "input_ids".
+    first-seen order, so the CNN runs once per image.
 
     Returns pixel_values (n, 3, H, W), pixel_mask (n, H, W), image_sizes (n host (h, w) pairs), image_index (b,)
     long (each text's image row), and
@@ -104,18 +113,18 @@ def collate_image_texts(
 
 
 def collate_pretrain(
-    items: list[dict[str, object]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+    items: Sequence[PretrainItem], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
 ) -> PretrainBatch:
     """Images in item order; text rows sorted by length (stable), each row's fields moved with it, so that the
     transformer's length buckets (`text_length_buckets`) are runs of consecutive rows and need no gather."""
-    images: list[torch.Tensor] = [item["pixel_values"] for item in items]  # type: ignore[misc]
+    images = [item["pixel_values"] for item in items]
     pixel_values, pixel_mask = pad_batch_images(images, padding)
     rows = [
         (ids, labels, matched, image, seed)
         for image, item in enumerate(items)
         for ids, labels, matched, seed in zip(
             item["input_ids"], item["mlm_labels"], item["itm_labels"], item["pixel_sample_seeds"], strict=True
-        )  # type: ignore[call-overload]
+        )
     ]
     rows.sort(key=lambda row: len(row[0]))
     ids, labels, matched, image_index, seeds = (list(column) for column in zip(*rows, strict=True))
@@ -150,7 +159,7 @@ class VQABatch(PinnableBatch):
 
 
 def collate_vqa(
-    items: list[dict[str, Any]], num_answers: int, pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+    items: Sequence[VQAItem], num_answers: int, pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
 ) -> VQABatch:
     """Questions about the same image (same `image_key`) share one row of `pixel_values`, in first-seen order."""
     targets = torch.zeros(len(items), num_answers)
@@ -177,7 +186,7 @@ class NLVR2Batch(PinnableBatch):
     image_sizes: list[tuple[int, int]] | None = None  # (n,) real (h, w) of each image, host ints
 
 
-def collate_nlvr2(items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING) -> NLVR2Batch:
+def collate_nlvr2(items: Sequence[NLVR2Item], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING) -> NLVR2Batch:
     images = [image for item in items for image in (item["left"], item["right"])]
     pixel_values, pixel_mask = pad_batch_images(images, padding)
     input_ids, attention_mask = pad_texts([item["input_ids"] for item in items], pad_token_id, padding.text_multiple)
@@ -219,7 +228,7 @@ class RetrievalTexts:
 
 
 def collate_retrieval_train(
-    items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+    items: Sequence[RetrievalTrainItem], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
 ) -> RetrievalTrainBatch:
     images = [item["pixel_values"] for item in items]
     pixel_values, pixel_mask = pad_batch_images(images, padding)
@@ -237,7 +246,9 @@ def collate_retrieval_train(
     )
 
 
-def collate_retrieval_images(items: list[dict[str, Any]], padding: BatchPadding = NO_PADDING) -> RetrievalImageBatch:
+def collate_retrieval_images(
+    items: Sequence[RetrievalImageItem], padding: BatchPadding = NO_PADDING
+) -> RetrievalImageBatch:
     images = [item["pixel_values"] for item in items]
     pixel_values, pixel_mask = pad_batch_images(images, padding)
     positions = torch.tensor([item["position"] for item in items], dtype=torch.long)
@@ -277,7 +288,7 @@ class ImageTextClassificationBatch(ImageTextBatch):
 
 
 def collate_image_text(
-    items: list[dict[str, Any]], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
+    items: Sequence[ImageTextClassificationItem], pad_token_id: int = 0, padding: BatchPadding = NO_PADDING
 ) -> ImageTextClassificationBatch:
     """Texts about the same image share one row of `pixel_values` (SNLI-VE has several hypotheses per image). Items
     of two images ("second_pixel_values", "second_image_key") give two text rows each, the first image's then the
@@ -285,8 +296,15 @@ def collate_image_text(
     pairs = "second_pixel_values" in items[0]
     if any(("second_pixel_values" in item) != pairs for item in items):
         raise ValueError("collate_image_text: a batch mixes one-image and two-image samples")
-    second = [{**item, "pixel_values": item["second_pixel_values"], "image_key": item["second_image_key"]}
-              for item in items] if pairs else []  # fmt: skip
+    second: list[ImageTextItem] = []
+    for item in items if pairs else []:
+        second.append(
+            {
+                "pixel_values": item["second_pixel_values"],
+                "image_key": item["second_image_key"],
+                "input_ids": item["input_ids"],
+            }
+        )
     rows = [row for k, item in enumerate(items) for row in ((item, second[k]) if pairs else (item,))]
     return ImageTextClassificationBatch(
         **collate_image_texts(rows, pad_token_id, padding),
