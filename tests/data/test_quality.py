@@ -34,9 +34,9 @@ def decodes(monkeypatch) -> Counter[str]:
     """Image decodes by path, counted from here on."""
     counts: Counter[str] = Counter()
 
-    def counting_load_image(path, *args):  # type: ignore[no-untyped-def]
+    def counting_load_image(path, *args, **kwargs):  # type: ignore[no-untyped-def]
         counts[path] += 1
-        return load_image(path, *args)
+        return load_image(path, *args, **kwargs)
 
     monkeypatch.setattr(pixelbert_pl.data.records, "load_image", counting_load_image)
     return counts

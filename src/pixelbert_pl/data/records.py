@@ -8,7 +8,7 @@ epoch to the dataset with each index, so workers need no shared state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from itertools import islice
 from typing import Any, Generic, TypeVar
@@ -92,6 +92,9 @@ class RecordDataset(Dataset[ItemT]):
         self.image_cache_bytes = 0  # set by the DataModules from `image_cache_mb`; 0 decodes every time
         self._image_cache: dict[str, torch.Tensor] = {}
         self._image_cache_used = 0
+        # An image's file bytes by its `image_path` where the data holds them (shards, `datasets` image columns);
+        # None: `image_path` is a file to read.
+        self.image_bytes: Mapping[str, bytes] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -154,8 +157,8 @@ class RecordDataset(Dataset[ItemT]):
         return image
 
     def decode(self, path: str) -> Image.Image:
-        """The image at `path`, decoded (subclasses that hold the file's bytes decode those)."""
-        return load_image(path)
+        """The image at `path` (from `image_bytes` where the data holds the file's bytes), decoded."""
+        return load_image(path, data=None if self.image_bytes is None else self.image_bytes[path])
 
     # Texts recur every epoch (and every ITM negative is another image's caption), so each distinct text is tokenised
     # once. Bounded (cleared when full), so a corpus of millions of captions holds at most this many per worker.

@@ -27,7 +27,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import PreTrainedTokenizerBase
@@ -49,7 +48,6 @@ from pixelbert_pl.data.shards import (
 from pixelbert_pl.data.workers import stop_safe_worker_init
 from pixelbert_pl.processing import ImageTransform, resize_shape
 from pixelbert_pl.processing.batches import PretrainBatch, collate_pretrain
-from pixelbert_pl.processing.images import load_image
 from pixelbert_pl.processing.items import PretrainItem
 from pixelbert_pl.processing.shapes import PadShapes
 
@@ -99,9 +97,6 @@ class ShardCaptionDataset(CaptionPretrainDataset):
     def __init__(self, images: Mapping[str, bytes], first_item: int, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.image_bytes, self.first_item = images, first_item
-
-    def decode(self, path: str) -> Image.Image:
-        return load_image(path, data=self.image_bytes[path])
 
     def load(self, key: tuple[int, int] | int) -> PretrainItem:
         item = super().load(key)

@@ -1,5 +1,5 @@
 """The older checkpoint and export layouts this version still reads, in one place; each has a test in
-tests/models/test_layouts.py. A user can hold files of these layouts today: what was written before them (the model
+tests/test_user_paths.py. A user can hold files of these layouts today: what was written before them (the model
 config holding the preprocessing, before `ProcessingConfig`) is not read.
 
 1. Checkpoints from before the task models: the Lightning task held the backbone and heads itself, so its
