@@ -12,9 +12,12 @@ import torch
 import torch.distributed as dist
 
 from pixelbert_pl.metrics import (
+    ANSWER_TYPES,
     VQAAccuracy,
     build_answer_vocab,
+    exact_match_accuracy,
     normalize_vqa_answer,
+    question_accuracy,
     vqa_accuracy,
     vqa_soft_targets,
 )
@@ -235,3 +238,75 @@ def test_vqa_accuracy_metric_sums_across_ddp_processes(tmp_path) -> None:
     assert expected == pytest.approx({"overall": 0.56, "yes/no": 0.5, "number": 0.75, "other": 0.3})
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == pytest.approx(expected)
+
+
+# Questions with 1 or 2 human answers (GQA-style data) train with target 1.0 and score by exact match; 3 or more keep
+# the official rules. Leave-one-out over a single answer would give target 0.3 and score 0.0 to a right answer.
+
+
+@pytest.mark.parametrize(
+    ("answers", "targets"),
+    [
+        (["cat"], {0: 1.0}),
+        (["Two dogs"], {2: 1.0}),  # not in the vocabulary as given: looked up in its normal form, "2 dogs"
+        (["horse"], {}),
+        (["cat", "cat"], {0: 1.0}),
+        (["cat", "dog"], {0: 1.0, 1: 1.0}),
+        (["cat", "cat", "dog"], {0: 0.6, 1: 0.3}),  # 3: official, counted as given
+        (["Two dogs"] * 3, {}),
+        (["cat"] + ["dog"] * 9, {0: 0.3, 1: 1.0}),  # 10: official
+        (["cat"] * 3 + ["dog"] * 7, {0: 0.9, 1: 1.0}),
+    ],
+)
+def test_soft_targets_by_number_of_answers(answers: list[str], targets: dict[int, float]) -> None:
+    assert vqa_soft_targets(answers, {"cat": 0, "dog": 1, "2 dogs": 2}) == targets
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answers", "expected"),
+    [
+        ("cat", ["cat"], 1.0),
+        ("dog", ["cat"], 0.0),
+        ("2 dogs", ["Two dogs!"], 1.0),  # both sides normalised, as the vocabulary is
+        ("Yes", ["yes"], 1.0),
+        ("dog", ["cat", "dog"], 1.0),
+        ("bird", ["cat", "dog"], 0.0),
+    ],
+)
+def test_exact_match_below_three_answers(prediction: str, answers: list[str], expected: float) -> None:
+    assert exact_match_accuracy(prediction, answers) == expected
+    assert question_accuracy(prediction, answers) == expected
+    if len(answers) == 1:
+        assert vqa_accuracy(prediction, answers) == 0.0  # why: the official rule never credits one answer
+
+
+@pytest.mark.parametrize("answers", [["cat", "cat", "dog"], ["Cat"] * 10, ["cat"] * 2 + ["dog"] * 8])
+def test_question_accuracy_is_the_official_one_from_three_answers(answers: list[str]) -> None:
+    assert question_accuracy("cat", answers) == vqa_accuracy("cat", answers)
+    with pytest.raises(ValueError, match="answers"):
+        question_accuracy("cat", [])
+
+
+def test_one_answer_per_question_all_right_scores_one() -> None:
+    metric = VQAAccuracy(by_rule=True)
+    answers = [["yes"], ["2"], ["red"], ["Two dogs"]]
+    predictions = ["yes", "2", "red", "2 dogs"]  # as the vocabulary holds them
+    metric.update(predictions, answers, ["yes/no", "number", "other", "other"])
+    result = {k: v.item() for k, v in metric.compute().items()}
+    assert result["overall"] == result["exact_match"] == result["other"] == 1.0
+    assert math.isnan(result["official"])  # no question scored by the official rule: not logged
+
+
+def test_mixed_split_reports_each_rule_and_their_mean() -> None:
+    # Official: 1.0 (10 yes) and 0.3 (1 of 10); exact match: 1.0 and 0.0.
+    batch = (["yes", "cat", "red", "blue"], [["yes"] * 10, ["cat"] + ["dog"] * 9, ["red"], ["green", "teal"]])
+    metric, plain = VQAAccuracy(by_rule=True), VQAAccuracy()
+    metric.update(*batch)
+    plain.update(*batch)
+    result = {k: v.item() for k, v in metric.compute().items()}
+    assert result["official"] == pytest.approx(0.65)
+    assert result["exact_match"] == pytest.approx(0.5)
+    assert result["overall"] == pytest.approx(2.3 / 4)
+    assert metric.rule_count.tolist() == [2, 2]
+    # Without by_rule: the same overall, and only the keys of before.
+    assert set(plain.compute()) == {"overall", *ANSWER_TYPES} and plain.compute()["overall"] == result["overall"]

@@ -44,8 +44,8 @@ ANNOTATIONS_FORMAT = (
 
 @dataclass
 class VQARecord:
-    """One question. `answers` are the raw human answers (10 in VQA v2), [] with `answer_type` and
-    `multiple_choice_answer` None when the split is unannotated (test-dev, test-std); `image_path` is absolute."""
+    """One question. `answers` are the raw human answers (10 in VQA v2, 1 in GQA-style data), [] with `answer_type`
+    and `multiple_choice_answer` None when the split is unannotated (test-dev, test-std); `image_path` is absolute."""
 
     question_id: int
     image_id: int
@@ -146,8 +146,9 @@ def _annotate(records: dict[int, VQARecord], annotations_file: PathLike, questio
 
 class VQADataset(RecordDataset[VQAItem]):
     """Item = one question: its image (decoded, resized, normalised), token ids, soft targets over `answer_vocab`
-    ({label: score}, `vqa_soft_targets`), raw answers, answer type, question id, and the image path as the key
-    that lets the collate share one image among its questions."""
+    ({label: score}, `vqa_soft_targets`: the official ones with 3+ answers, 1.0 per answer with fewer), raw answers,
+    answer type, question id, and the image path as the key that lets the collate share one image among its
+    questions."""
 
     def __init__(
         self,

@@ -312,15 +312,16 @@ def save_attention_map(task: PretrainTask, data: ShapesWorldDataModule, path: Pa
 
 
 def vqa_majority_baseline(data: VQADataModule) -> float:
-    """Official accuracy on val of always answering train's most frequent answer."""
+    """Accuracy on val (each question by its rule, as `VQATask` scores it) of always answering train's most frequent
+    answer."""
     from collections import Counter
 
-    from pixelbert_pl.metrics import normalize_vqa_answer, vqa_accuracy
+    from pixelbert_pl.metrics import normalize_vqa_answer, question_accuracy
 
     train = Counter(normalize_vqa_answer(r.multiple_choice_answer) for r in data.records("train"))
     answer = train.most_common(1)[0][0]
     val = data.records("val")
-    return sum(vqa_accuracy(answer, r.answers) for r in val) / len(val)
+    return sum(question_accuracy(answer, r.answers) for r in val) / len(val)
 
 
 def finetune(

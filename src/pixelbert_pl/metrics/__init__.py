@@ -8,24 +8,30 @@ from pixelbert_pl.metrics.nlvr2 import NLVR2Metric, nlvr2_accuracy, nlvr2_consis
 from pixelbert_pl.metrics.retrieval import coco_1k_recall, rerank_candidates, rerank_scores, retrieval_recall
 from pixelbert_pl.metrics.vqa import (
     ANSWER_TYPES,
+    OFFICIAL_MIN_ANSWERS,
     VQAAccuracy,
     build_answer_vocab,
+    exact_match_accuracy,
     normalize_vqa_answer,
+    question_accuracy,
     vqa_accuracy,
     vqa_soft_targets,
 )
 
 __all__ = [
     "ANSWER_TYPES",
+    "OFFICIAL_MIN_ANSWERS",
     "DeviceMean",
     "NLVR2Metric",
     "VQAAccuracy",
     "build_answer_vocab",
     "coco_1k_recall",
+    "exact_match_accuracy",
     "nlvr2_accuracy",
     "nlvr2_consistency",
     "nlvr2_group_key",
     "normalize_vqa_answer",
+    "question_accuracy",
     "rerank_candidates",
     "rerank_scores",
     "retrieval_recall",

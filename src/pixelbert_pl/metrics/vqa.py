@@ -4,6 +4,11 @@ The rules are those of the official evaluation script after its 2021 fix (docs/p
 `compute_softscore.py` for the vocabulary and targets (docs/paper_facts.md §6.2). Several of their quirks are kept
 on purpose because they change scores: normalisation is skipped when all human answers agree, at most 32 periods are
 stripped, and a few contraction keys can never match.
+
+The rule is per question, by its number of human answers (`OFFICIAL_MIN_ANSWERS`): with 3 or more (VQA v2's 10,
+VizWiz, OK-VQA) the official soft targets and accuracy, unchanged; with 1 or 2 (GQA-style data) target 1.0 for each
+given answer and exact match, because the official leave-one-out rule gives one answer 0.3 as a target and 0.0 as a
+score however right the prediction is.
 """
 
 from __future__ import annotations
@@ -98,6 +103,15 @@ def normalize_vqa_answer(answer: str) -> str:
     return _digits_articles_contractions(_strip_punctuation(_clean(answer)))
 
 
+def _check_answers(prediction: str, answers: Sequence[str]) -> None:
+    if not isinstance(prediction, str):
+        raise TypeError(f"prediction={prediction!r}: expected a str")
+    if isinstance(answers, str) or not answers:
+        raise ValueError(f"answers={answers!r}: expected a non-empty list of human answer strings")
+    if not all(isinstance(a, str) for a in answers):
+        raise TypeError(f"answers={answers!r}: expected every answer to be a str")
+
+
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     """Official accuracy in [0, 1] of one predicted answer against the human answers (10 in VQA v2).
 
@@ -105,12 +119,7 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     prediction is compared as is (case-sensitively), as the official script does. The score is min(1, matches / 3)
     averaged over the leave-one-annotator-out subsets: 0, 0.3, 0.6, 0.9, 1.0 for 0, 1, 2, 3, >= 4 matches of 10.
     """
-    if not isinstance(prediction, str):
-        raise TypeError(f"prediction={prediction!r}: expected a str")
-    if isinstance(answers, str) or not answers:
-        raise ValueError(f"answers={answers!r}: expected a non-empty list of human answer strings")
-    if not all(isinstance(a, str) for a in answers):
-        raise TypeError(f"answers={answers!r}: expected every answer to be a str")
+    _check_answers(prediction, answers)
     gts = [_clean(a) for a in answers]
     pred = _clean(prediction)
     if len(set(gts)) > 1:
@@ -120,6 +129,36 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     # Leaving out annotator j leaves `matches` others agreeing, minus one if j agreed.
     total = sum(min(1.0, (matches - (a == pred)) / 3) for a in gts)
     return total / len(gts)
+
+
+# Questions with at least this many human answers follow the official rules; fewer are scored by exact match.
+OFFICIAL_MIN_ANSWERS = 3
+
+
+def uses_official_rule(answers: Sequence[str]) -> bool:
+    """Whether a question with these human answers is scored (and trained) by the official VQA rules."""
+    return len(answers) >= OFFICIAL_MIN_ANSWERS
+
+
+def exact_match_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if the prediction is one of the answers, else 0.0; both sides get the official normalisation.
+
+    Always normalised (unlike the official rule when the annotators agree), since predictions come from an answer
+    vocabulary of normalised answers: an unnormalised "Two dogs" could otherwise never match the class "2 dogs".
+    """
+    _check_answers(prediction, answers)
+    return float(normalize_vqa_answer(prediction) in {normalize_vqa_answer(a) for a in answers})
+
+
+def question_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """One question's score by its rule: `vqa_accuracy` with >= `OFFICIAL_MIN_ANSWERS` human answers, else
+    `exact_match_accuracy` (leave-one-out over one answer would score every prediction 0)."""
+    return (vqa_accuracy if uses_official_rule(answers) else exact_match_accuracy)(prediction, answers)
+
+
+def _vocab_form(answer: str) -> str:
+    """An answer as the vocabulary holds it: the punctuation and digit/article/contraction steps."""
+    return _digits_articles_contractions(_strip_punctuation(answer))
 
 
 def build_answer_vocab(annotations: Iterable[Mapping[str, Any]], min_count: int = 9) -> list[str]:
@@ -139,7 +178,7 @@ def build_answer_vocab(annotations: Iterable[Mapping[str, Any]], min_count: int 
     for i, ann in enumerate(annotations):
         if "multiple_choice_answer" not in ann:
             raise KeyError(f"annotations[{i}] (question_id={ann.get('question_id')!r}) has no 'multiple_choice_answer'")
-        answer = _digits_articles_contractions(_strip_punctuation(ann["multiple_choice_answer"]))
+        answer = _vocab_form(ann["multiple_choice_answer"])
         questions.setdefault(answer, set()).add(ann.get("question_id", ("index", i)))
     counts = {answer: len(ids) for answer, ids in questions.items() if len(ids) >= min_count}
     return sorted(counts, key=lambda a: (-counts[a], a))
@@ -149,13 +188,18 @@ _SOFT_SCORES = (0.0, 0.3, 0.6, 0.9, 1.0)
 
 
 def vqa_soft_targets(answers: Sequence[str], answer_to_index: Mapping[str, int]) -> dict[int, float]:
-    """BCE targets {label: score} from the raw human answers: 0.3 / 0.6 / 0.9 / 1.0 for 1 / 2 / 3 / >= 4 annotators.
+    """BCE targets {label: score} from the raw human answers, by the question's rule (`uses_official_rule`).
 
-    The answers are counted exactly as given, not normalised, as the reference does (docs/paper_facts.md §6.2); answers
-    outside the vocabulary are dropped, so the result may be empty.
+    Official (>= `OFFICIAL_MIN_ANSWERS` answers): 0.3 / 0.6 / 0.9 / 1.0 for 1 / 2 / 3 / >= 4 annotators, the answers
+    counted exactly as given, not normalised, as the reference does (docs/paper_facts.md §6.2). Fewer answers: 1.0
+    for each, as exact match scores it; an answer not in the vocabulary as given is looked up in the vocabulary's
+    normal form (`build_answer_vocab`). Answers outside the vocabulary are dropped, so the result may be empty.
     """
     if isinstance(answers, str):
         raise ValueError(f"answers={answers!r}: expected a list of human answer strings, not one string")
+    if not uses_official_rule(answers):
+        labels = (answer_to_index.get(a, answer_to_index.get(_vocab_form(a))) for a in answers)
+        return {label: 1.0 for label in labels if label is not None}
     return {
         answer_to_index[answer]: _SOFT_SCORES[min(count, 4)]
         for answer, count in Counter(answers).items()
@@ -164,12 +208,15 @@ def vqa_soft_targets(answers: Sequence[str], answer_to_index: Mapping[str, int])
 
 
 class VQAAccuracy(Metric):
-    """Official VQA accuracy as a fraction in [0, 1], overall and per answer type, summed over processes under DDP.
+    """VQA accuracy as a fraction in [0, 1], overall and per answer type, summed over processes under DDP.
 
-    Every question updated counts, including those whose answers are all outside the answer vocabulary (they
-    score 0 unless the prediction matches anyway). `compute()` returns {"overall", "yes/no", "number", "other"};
-    a type with no questions is NaN. Evaluate with a sampler that does not repeat samples: DDP padding would
-    count the repeated questions twice.
+    Each question is scored by its rule (`question_accuracy`): the official accuracy with >= `OFFICIAL_MIN_ANSWERS`
+    human answers, exact match with fewer. Every question updated counts, including those whose answers are all
+    outside the answer vocabulary (they score 0 unless the prediction matches anyway). `compute()` returns
+    {"overall", "yes/no", "number", "other"}, and with `by_rule` also "official" (the questions the official rule
+    scored) and "exact_match" (the others), so that a log names the rule that ran; a type or rule with no
+    questions is NaN. Evaluate with a sampler that does not repeat samples: DDP padding would count the repeated
+    questions twice.
     """
 
     is_differentiable = False
@@ -180,15 +227,21 @@ class VQAAccuracy(Metric):
     total_count: torch.Tensor
     type_score: torch.Tensor
     type_count: torch.Tensor
+    rule_score: torch.Tensor
+    rule_count: torch.Tensor
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, by_rule: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.by_rule = by_rule
         # float64 so that a running sum over ~2e5 questions (VQA val) keeps the official 2 decimals of percent exact.
         self.add_state("total_score", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total_count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         n = len(ANSWER_TYPES)
         self.add_state("type_score", torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("type_count", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+        # [official, exact match]
+        self.add_state("rule_score", torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("rule_count", torch.zeros(2, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(
         self, predictions: Sequence[str], answers: Sequence[Sequence[str]], answer_types: Sequence[str] | None = None
@@ -204,22 +257,31 @@ class VQAAccuracy(Metric):
         bad = [t for t in answer_types or () if t not in ANSWER_TYPES]
         if bad:
             raise ValueError(f"answer_type={bad[0]!r}: expected one of {ANSWER_TYPES}")
-        scores = [vqa_accuracy(p, a) for p, a in zip(predictions, answers, strict=True)]
+        scores = [question_accuracy(p, a) for p, a in zip(predictions, answers, strict=True)]
         self.total_score += sum(scores)
         self.total_count += len(scores)
-        if answer_types is None:
-            return
-        type_score, type_count = [0.0] * len(ANSWER_TYPES), [0] * len(ANSWER_TYPES)
-        for score, answer_type in zip(scores, answer_types, strict=True):
-            type_score[ANSWER_TYPES.index(answer_type)] += score
-            type_count[ANSWER_TYPES.index(answer_type)] += 1
+        rules = [0 if uses_official_rule(a) else 1 for a in answers]
+        self._add(self.rule_score, self.rule_count, scores, rules)
+        if answer_types is not None:
+            self._add(self.type_score, self.type_count, scores, [ANSWER_TYPES.index(t) for t in answer_types])
+
+    @staticmethod
+    def _add(score: torch.Tensor, count: torch.Tensor, scores: list[float], groups: list[int]) -> None:
+        """Add each question's score and a count of 1 to its group's entry of `score` and `count`."""
+        group_score, group_count = [0.0] * len(score), [0] * len(count)
+        for s, g in zip(scores, groups, strict=True):
+            group_score[g] += s
+            group_count[g] += 1
         # One transfer per batch rather than one tiny in-place op per question on the metric's device.
-        self.type_score += torch.tensor(type_score, dtype=torch.float64, device=self.type_score.device)
-        self.type_count += torch.tensor(type_count, dtype=torch.long, device=self.type_count.device)
+        score += torch.tensor(group_score, dtype=torch.float64, device=score.device)
+        count += torch.tensor(group_count, dtype=torch.long, device=count.device)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Mean accuracy as a fraction in [0, 1]; the official script reports round(100 x it, 2), in percent."""
         result = {"overall": self.total_score / self.total_count}
         per_type = self.type_score / self.type_count
         result.update({name: per_type[k] for k, name in enumerate(ANSWER_TYPES)})
+        if self.by_rule:
+            per_rule = self.rule_score / self.rule_count
+            result.update({"official": per_rule[0], "exact_match": per_rule[1]})
         return result

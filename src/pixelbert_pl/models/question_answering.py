@@ -1,7 +1,8 @@
 """`PixelBertForQuestionAnswering`: VQA v2 as multi-label classification over an answer vocabulary (paper Sec. 4.1).
 
-Loss: binary cross-entropy against the soft scores 0.3 / 0.6 / 0.9 / 1.0, times the number of answers (the usual
-scaling, so the loss does not shrink with a 3,129-way vocabulary).
+Loss: binary cross-entropy against the soft scores 0.3 / 0.6 / 0.9 / 1.0 (1.0 for each answer of a question with only 1
+or 2, `vqa_soft_targets`), times the number of answers (the usual scaling, so the loss does not shrink with a
+3,129-way vocabulary).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""`VQATask`: VQA v2 fine-tuning (paper Sec. 4.1) around `PixelBertForQuestionAnswering`. Metric: the official VQA
-accuracy of the arg-max answer against the ten human answers, over every question including those whose answers
-are all outside the vocabulary (docs/prior_art.md L5: dropping them inflates the score).
+"""`VQATask`: VQA v2 fine-tuning (paper Sec. 4.1) around `PixelBertForQuestionAnswering`. Metric: the accuracy of the
+arg-max answer, over every question including those whose answers are all outside the vocabulary (docs/prior_art.md
+L5: dropping them inflates the score). Each question is scored by its number of human answers (`question_accuracy`):
+the official VQA accuracy with 3 or more (VQA v2's ten), exact match with 1 or 2 (GQA-style), where the official
+leave-one-out rule would score a right answer 0.
 """
 
 from __future__ import annotations
@@ -40,11 +42,14 @@ class VQATask(PixelBertTask):
         return PixelBertForQuestionAnswering(backbone, self.answer_vocab)
 
     def configure_metrics(self) -> dict[str, Metric]:
-        return {"vqa_accuracy": VQAAccuracy()}
+        # Logged as {stage}/vqa_accuracy_overall (every question by its rule; the monitor), _yes/no, _number, _other,
+        # and _official / _exact_match: the questions each rule scored, each only where the split has such questions.
+        return {"vqa_accuracy": VQAAccuracy(by_rule=True)}
 
     def configure_train_metrics(self) -> dict[str, Metric]:
-        # The soft target (0.3 / 0.6 / 0.9 / 1.0) of the arg-max answer, the usual VQA training score, summed on
-        # the device: the official string-matching accuracy would read every prediction back to the host per step.
+        # The soft target (0.3 / 0.6 / 0.9 / 1.0, or 1.0 for a question of 1 or 2 answers) of the arg-max answer, the
+        # usual VQA training score, summed on the device: the official string-matching accuracy would read every
+        # prediction back to the host per step.
         return {"vqa_score": DeviceMean()}
 
     def update_metrics(self, metrics: dict[str, Metric], outputs: torch.Tensor, batch: VQABatch) -> None:
