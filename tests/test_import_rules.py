@@ -74,7 +74,8 @@ def test_the_rules_see_imports_inside_functions_and_relative_ones(tmp_path: Path
 
 def test_every_module_belongs_to_the_library_or_the_harness() -> None:
     parts = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PACKAGE.glob("*") if p.name != "__pycache__"}
-    assert parts - set(LIBRARY) - {"harness", "__init__", "__main__"} == set()
+    # configs/: package data, no module (the CLI's default callbacks)
+    assert parts - set(LIBRARY) - {"harness", "__init__", "__main__", "configs"} == set()
 
 
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:

@@ -3,6 +3,9 @@
 `pixelbert fit --config lightning_configs/vqa/vqa_r50.yaml`; any LightningModule / LightningDataModule
 (including a user's own subclass, by `class_path`) can be named in the YAML.
 
+Every recipe gets the callbacks of `configs/callbacks.yaml` (package data) as its `trainer.callbacks` default, shown
+by `--print_config`: `--trainer.callbacks+=CLASS` adds one, and a recipe's own `trainer.callbacks` list replaces them.
+
 Checkpoints go to one folder per run name, `<logger save_dir>/<logger name>/checkpoints/` (`checkpoints.py`), so
 `pixelbert fit --config ... --ckpt_path last` continues the previous run of that recipe; "last" with no checkpoint
 there is an error, not a silent start from step 0. Files are written atomically. One live `fit` per run name: a
@@ -17,6 +20,7 @@ file's hyper-parameters over the configuration, its `_class_path` included: a fi
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import logging
 import os
 import shutil
@@ -24,6 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
@@ -51,6 +56,8 @@ class _NoTips(logging.Filter):
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
 # The task's arguments the DataModule sets (`add_arguments_to_parser`).
 _LINKED_FROM_DATA = ("vocab_size", "processing", "answer_vocab", "labels", "images_per_sample")
+# The callbacks every recipe starts with; package data, so that an installed package has them too.
+CALLBACKS = importlib.resources.files("pixelbert_pl") / "configs" / "callbacks.yaml"
 # Names a saved `ckpt_path` can have that Lightning resolves itself, in the run's folders.
 _RESOLVED_BY_LIGHTNING = ("last", "best", "hpc", "registry")
 
@@ -63,6 +70,7 @@ class PixelBertCLI(LightningCLI):
         # (classification) come from the data; jsonargparse skips a link for data modules and tasks without it.
         for name in _LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+        parser.set_defaults({"trainer.callbacks": yaml.safe_load(CALLBACKS.read_text())})
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -1,10 +1,7 @@
-"""The demo's recipes are package data of the harness: every file of configs/ is in setup.cfg's package_data, and
-their callbacks are the library recipes' (a copy, since an installed package cannot reach lightning_configs/)."""
+"""The demo's recipes are package data of the harness: every file of configs/ is in setup.cfg's package_data."""
 
 import configparser
 from pathlib import Path
-
-import yaml
 
 from pixelbert_pl.harness import demo
 
@@ -21,10 +18,3 @@ def test_every_config_file_is_package_data() -> None:
     assert {demo.CONFIG.name, demo.WARMUP_CONFIG.name} <= {p.name for p in files}
     for path in files:
         assert any(path.relative_to(package).match(pattern) for pattern in patterns), path
-
-
-def test_the_callbacks_are_the_library_recipes() -> None:
-    copy = yaml.safe_load((CONFIGS / "base" / "callbacks.yaml").read_text())
-    assert copy == yaml.safe_load((ROOT / "lightning_configs" / "base" / "callbacks.yaml").read_text())
-    for recipe in CONFIGS.glob("*.yaml"):
-        assert yaml.safe_load(recipe.read_text())["trainer"]["callbacks"] == "base/callbacks.yaml", recipe.name
