@@ -140,7 +140,7 @@ def coco_like_text_lengths(count: int, kind: str = "caption", seed: int = 0, cap
 def recipe_processing(
     min_size: int = 800, max_size: int = 1333, pad_long_sides: Sequence[int] = (1056, 1184), size_divisor: int = 32
 ) -> ProcessingConfig:
-    """The shipped GPU recipes' resize and padded shapes (`lightning_configs/pretrain/coco_vg_r50.yaml`)."""
+    """The shipped GPU recipes' resize and padded shapes (`lightning_configs/base/gpu.yaml`)."""
     return ProcessingConfig(
         tokenizer=None, image_min_size=min_size, image_max_size=max_size, size_divisor=size_divisor,
         pad_long_sides=tuple(pad_long_sides),

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import yaml
 
+from pixelbert_pl.check_data import read_recipe
 from pixelbert_pl.harness import demo
 from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 from pixelbert_pl.make_shards import main as make_shards
 
 
 def _recipe_data() -> dict:
-    return yaml.safe_load(Path(str(demo.CONFIG)).read_text())["data"]["init_args"]
+    return read_recipe(str(demo.CONFIG))["data"]["init_args"]  # with its base's (base/cpu.yaml)
 
 
 def stream_section(shards: Path, corpus: Path) -> dict:
@@ -37,7 +38,7 @@ def stream_section(shards: Path, corpus: Path) -> dict:
     init.update(shards=str(shards), tokenizer=str(corpus / "vocab.txt"), val_split=None)
     # ShapesWorldDataModule's own default text length (the recipe does not set it).
     init["max_text_length"] = inspect.signature(ShapesWorldDataModule).parameters["max_text_length"].default
-    return {"class_path": "pixelbert_pl.data.streaming.StreamingPretrainDataModule", "init_args": init}
+    return {"class_path": "pixelbert_pl.data.StreamingPretrainDataModule", "init_args": init}
 
 
 def run_arm(name: str, out: Path, corpus: Path, warmup: Path, steps: int, data: list[str]) -> dict:

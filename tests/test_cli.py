@@ -5,14 +5,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from pixelbert_pl.check_data import read_recipe
 from pixelbert_pl.cli import main
 from pixelbert_pl.harness import demo
 
 CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
 DEMO_CONFIGS = Path(str(demo.CONFIGS))  # the demo's recipes, package data of the harness
-# Fragments (callbacks, loggers) are included by path from the recipes; the recipes are what users run.
+# The bases (base/) are named by the recipes (`config:`); the recipes are what users run.
 # A shipped recipe on this machine: the CPU, full precision, small batches, no worker processes.
 ON_CPU = [
     "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
@@ -29,7 +29,7 @@ def _recipe_id(config: Path) -> str:
 
 def _data_args(config: Path, roots: dict[str, Path], minilm_path: str) -> list[str]:
     """Point a recipe at a small corpus in its published format; offline, tiny images, no downloaded weights."""
-    text = yaml.safe_load(config.read_text())["data"]["class_path"]  # comments may name other data modules
+    text = read_recipe(config)["data"]["class_path"]  # comments may name other data modules
     if "ShapesWorld" in text:
         return ["--data.init_args.root", str(roots["shapes"])]
     offline = [
@@ -168,7 +168,7 @@ def _fit_best(config: Path, roots: dict, minilm_path: str) -> Path:
         "--trainer.enable_progress_bar", "false",
         *_data_args(config, roots, minilm_path),
     ])  # fmt: skip
-    name = yaml.safe_load(config.read_text())["trainer"]["logger"]["init_args"]["name"]
+    name = read_recipe(config)["trainer"]["logger"]["init_args"]["name"]
     best = Path("lightning_logs") / name / "checkpoints" / "best.ckpt"  # the path the recipe's predict line names
     assert best.is_file(), f"{config.name}: fit wrote no {best}"
     return best.resolve()

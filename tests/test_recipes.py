@@ -1,5 +1,6 @@
 """The shipped real-data recipes against the paper: the pre-training schedule that `coco_vg_r50.yaml` states, computed
-from the published dataset sizes through the same pair index the DataModule builds (no data needed)."""
+from the published dataset sizes through the same pair index the DataModule builds (no data needed). Settings are
+read as the CLI composes them (a recipe names its base); comments are read from the files that hold them."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from pixelbert_pl.data.pretraining import matched_rows
 from pixelbert_pl.data.records import CaptionPairIndex
 from pixelbert_pl.processing import ProcessingConfig
 from pixelbert_pl.processing.shapes import PadShapes
+from recipe_files import GPU_CONFIGS as CONFIGS
+from recipe_files import printed_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "lightning_configs"
 GPUS = 64  # the paper's 64 V100s (docs/paper_facts.md §2.4)
 
 # Published sizes (docs/paper_facts.md §2.5, ViLT Table 1): COCO Karpathy train + restval, VG train + val.
@@ -67,7 +69,7 @@ def _stated(text: str, label: str) -> list[float]:
 def test_coco_vg_recipe_states_its_schedule_over_image_text_pairs() -> None:
     path = CONFIGS / "pretrain" / "coco_vg_r50.yaml"
     text = path.read_text()
-    recipe = yaml.safe_load(text)
+    recipe = printed_config(path)
     coco = _counts(COCO_IMAGES, COCO_CAPTIONS)
     vg = _counts(VG_IMAGES - VG_DROPPED, round(VG_PHRASES * (VG_IMAGES - VG_DROPPED) / VG_IMAGES))
     pairs, images = _schedule(recipe, coco, vg, per_image=False), _schedule(recipe, coco, vg, per_image=True)
@@ -158,7 +160,7 @@ def _value(recipe: dict, dotted: str) -> object:
 
 @pytest.mark.parametrize("name", sorted(PAPER_VALUES))
 def test_recipes_hold_the_values_the_paper_states(name: str) -> None:
-    recipe = yaml.safe_load((CONFIGS / name).read_text())
+    recipe = printed_config(CONFIGS / name)
     for dotted, expected in PAPER_VALUES[name].items():
         got = _value(recipe, dotted)
         numeric = isinstance(expected, float) or (isinstance(expected, list) and isinstance(expected[0], float))
@@ -167,29 +169,38 @@ def test_recipes_hold_the_values_the_paper_states(name: str) -> None:
         )
 
 
+def _with_bases(config: Path) -> list[Path]:
+    """A recipe and the files it names as its base (`config:`), in turn."""
+    chain = [config]
+    while "config" in (written := yaml.safe_load(chain[-1].read_text()) or {}):
+        chain.append(chain[-1].parent / written["config"])
+    return chain
+
+
 @pytest.mark.parametrize("config", sorted(CONFIGS.rglob("*_r50.yaml")), ids=lambda p: p.name)
 def test_every_setting_the_paper_leaves_open_or_differs_on_says_so(config: Path) -> None:
-    lines = config.read_text().splitlines()
     found = 0
-    for number, line in enumerate(lines):
-        key = line.strip().split(":", 1)[0]
-        if line.lstrip().startswith("#") or key not in UNSTATED_OR_DEVIATING:
-            continue
-        found += 1
-        comments = [line.partition("#")[2]]
-        above = number - 1
-        while above >= 0 and lines[above].lstrip().startswith("#"):  # the comment block right above the key
-            comments.append(lines[above])
-            above -= 1
-        assert any("paper" in c for c in comments), f"{config.name}:{number + 1}: {key} names no paper value"
-    assert found >= 3, f"{config.name}: expected the recipe to set the unstated settings explicitly"
+    for path in _with_bases(config):
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            key = line.strip().split(":", 1)[0].rsplit(".", 1)[-1]  # a dotted `trainer.precision:` sets precision
+            if line.lstrip().startswith("#") or key not in UNSTATED_OR_DEVIATING:
+                continue
+            found += 1
+            comments = [line.partition("#")[2]]
+            above = number - 1
+            while above >= 0 and lines[above].lstrip().startswith("#"):  # the comment block right above the key
+                comments.append(lines[above])
+                above -= 1
+            assert any("paper" in c for c in comments), f"{path.name}:{number + 1}: {key} names no paper value"
+    assert found >= 3, f"{config.name}: expected the recipe or its base to set the unstated settings explicitly"
 
 
 @pytest.mark.parametrize("name", ["pretrain/coco_vg_r50", "pretrain/streaming_r50", "vqa/vqa_r50", "nlvr2/nlvr2_r50"])
 def test_gpu_recipes_replay_cuda_graphs_on_fixed_padded_shapes(name: str) -> None:
     """CUDA graphs by default, on shapes bounded by `pad_long_sides` and `text_pad_multiple`, validating under
     no_grad (graphs recorded in inference mode break the training calls after them)."""
-    recipe = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    recipe = printed_config(CONFIGS / f"{name}.yaml")
     model, data = recipe["model"]["init_args"], recipe["data"]["init_args"]
     assert model["compile"] is True and model["compile_mode"] == "reduce-overhead"
     assert recipe["trainer"]["inference_mode"] is False

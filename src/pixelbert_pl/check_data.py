@@ -1,11 +1,11 @@
 """`pixelbert-check-data --config CONFIG`: scan a recipe's corpus before a long run.
 
-Reads the `data:` section of a LightningCLI config (the same YAML `pixelbert fit` takes, with the same
-`--data.init_args.*` overrides), builds the DataModule, reads every split the stage uses, decodes every image
-exactly as training would, and tokenises every text. It prints how many records, images and texts each split has,
-which images it cannot read, grouped by reason with an example each, and the empty and over-long texts. A streaming
-recipe's shards are read each as training reads it and checked against their index (rows, caption counts, image
-sizes); their images are the bytes inside the shards.
+Reads the `data:` section of a LightningCLI config (the same YAML `pixelbert fit` takes, with the base it names, and
+with the same `--data.init_args.*` overrides), builds the DataModule, reads every split the stage uses, decodes
+every image exactly as training would, and tokenises every text. It prints how many records, images and texts each
+split has, which images it cannot read, grouped by reason with an example each, and the empty and over-long texts. A
+streaming recipe's shards are read each as training reads it and checked against their index (rows, caption counts,
+image sizes); their images are the bytes inside the shards.
 
 Exit status: 0 when the run would go through; 1 when the training split's unreadable fraction is above the data
 module's `max_skipped_fraction` (training would stop there) or an evaluation split has any unreadable image
@@ -24,6 +24,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -36,6 +37,27 @@ if TYPE_CHECKING:
 _TEXT_FIELDS = ("captions", "question", "sentence", "text")
 
 
+def read_recipe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A recipe's settings as its YAML files write them (no defaults added), read as `pixelbert fit --config` reads
+    them: a first key `config: BASE` reads the file BASE (relative to this one) the same way, a dotted key
+    (`data.init_args.batch_size: 8`) then sets that one value, and any other key replaces the base's whole value."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        written = yaml.safe_load(f) or {}
+    if "config" in written and next(iter(written)) != "config":
+        raise ValueError(f"{path}: `config:` (the base) must be the file's first key, so that later keys change it")
+    recipe: dict[str, Any] = read_recipe(path.parent / written.pop("config")) if "config" in written else {}
+    for key, value in written.items():
+        *parents, leaf = key.split(".")
+        node = recipe
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
+    return recipe
+
+
 def build_datamodule(config: str, overrides: Sequence[str] = ()) -> Any:
     """The DataModule a config's `data:` section describes (other sections are not read: no model is built)."""
     from jsonargparse import ArgumentParser
@@ -44,8 +66,7 @@ def build_datamodule(config: str, overrides: Sequence[str] = ()) -> Any:
     import pixelbert_pl.data.datamodules
     import pixelbert_pl.data.downstream  # noqa: F401  (class_path resolution)
 
-    with open(config, encoding="utf-8") as f:
-        section = (yaml.safe_load(f) or {}).get("data")
+    section = read_recipe(config).get("data")
     if not section:
         raise ValueError(f"{config}: no `data:` section (expected class_path and init_args)")
     parser = ArgumentParser(prog="pixelbert-check-data", exit_on_error=False)

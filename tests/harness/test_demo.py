@@ -4,8 +4,7 @@ import json
 import math
 import sys
 
-import yaml
-
+from pixelbert_pl.check_data import read_recipe
 from pixelbert_pl.harness import demo
 from pixelbert_pl.metrics import ANSWER_TYPES
 
@@ -78,7 +77,7 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     assert (out / "attention.png").stat().st_size > 0
     grounding = results["grounding"]
     assert 0 <= grounding["pointing_hit_rate"] <= 1 and 0 < grounding["random_hit_rate"] < 1
-    layers = yaml.safe_load(demo.CONFIG.read_text())["model"]["init_args"]["model_overrides"]["num_hidden_layers"]
+    layers = read_recipe(demo.CONFIG)["model"]["init_args"]["model_overrides"]["num_hidden_layers"]
     assert set(grounding["by_layer"]) == {str(i) for i in range(layers)} and "val pointing game" in printed
 
 
