@@ -22,7 +22,7 @@ import multiprocessing
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,8 +63,7 @@ def build_datamodule(config: str, overrides: Sequence[str] = ()) -> Any:
     from jsonargparse import ArgumentParser
     from pytorch_lightning import LightningDataModule
 
-    import pixelbert_pl.data.datamodules
-    import pixelbert_pl.data.downstream  # noqa: F401  (class_path resolution)
+    import pixelbert_pl.data  # noqa: F401  (class_path resolution)
 
     section = read_recipe(config).get("data")
     if not section:
@@ -125,10 +124,23 @@ def _pool(workers: int) -> Any:
     return context.Pool(workers)
 
 
-def scan_split(records: Sequence[Any], tokenizer: Any, max_text_length: int, workers: int) -> dict[str, Any]:
+def check_held_image(images: Mapping[str, bytes] | None, path: str) -> tuple[str, str | None]:
+    """`check_image` of the bytes the data holds for `path` (a `datasets` image column), else of the file."""
+    return check_image(path, None if images is None else images.get(path))
+
+
+def scan_split(
+    records: Sequence[Any],
+    tokenizer: Any,
+    max_text_length: int,
+    workers: int,
+    images: Mapping[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """The records' images decoded (from `images` where the data holds their bytes) and texts tokenised."""
     paths = sorted({p for r in records for p in record_images(r)})
     with _pool(workers) as pool:
-        results: Iterable[tuple[str, str | None]] = pool.imap_unordered(check_image, paths, chunksize=32)
+        check = functools.partial(check_held_image, images)
+        results: Iterable[tuple[str, str | None]] = pool.imap_unordered(check, paths, chunksize=32)
         bad = {path: reason for path, reason in results if reason is not None}
     texts = text_counts([t for r in records for t in record_texts(r)], tokenizer, max_text_length)
     return {"records": len(records), "images": len(paths), "unreadable": bad, **texts}
@@ -163,7 +175,10 @@ def scan_corpus(datamodule: Any, stage: str, workers: int) -> dict[str, dict[str
         indexes = datamodule.split_indexes(stage)
         return {split: scan_shards(index, tokenizer, max_text_length, workers) for split, index in indexes.items()}
     splits = datamodule.split_records(stage)
-    return {split: scan_split(records, tokenizer, max_text_length, workers) for split, records in splits.items()}
+    return {
+        split: scan_split(records, tokenizer, max_text_length, workers, datamodule.image_bytes.get(split))
+        for split, records in splits.items()
+    }
 
 
 def report(results: dict[str, dict[str, Any]], max_fraction: float) -> int:

@@ -34,8 +34,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-import pixelbert_pl.data.datamodules
-import pixelbert_pl.data.downstream
+import pixelbert_pl.data
 import pixelbert_pl.tasks  # noqa: F401
 from pixelbert_pl.checkpoints import last_checkpoints, use_atomic_checkpoints, use_run_checkpoint_dir
 from pixelbert_pl.models.checkpoint_reader import load_checkpoint

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -100,6 +100,8 @@ class PixelBertDataModule(pl.LightningDataModule):
         self.seed = seed
         self.max_skipped_fraction = max_skipped_fraction
         self.image_cache_mb = image_cache_mb
+        # Per split, the bytes of images the data holds (a `datasets` image column), by the records' image paths.
+        self.image_bytes: dict[str, Mapping[str, bytes]] = {}
         self.save_hyperparameters()
         # Created here, before any DataLoader worker starts, so that every worker shares its memory.
         self.skip_counter = SkipCounter(max_skipped_fraction)
@@ -221,14 +223,21 @@ class SplitDataModule(PixelBertDataModule):
         """The records of every split `stage` reads, by split name (what `pixelbert-check-data` scans)."""
         return {split: self.records(split) for split in STAGE_SPLITS.get(stage, ())}
 
+    def served(self, split: str) -> Dataset:
+        """`dataset(split)`, reading its images' bytes from the data where it holds them."""
+        dataset = self.dataset(split)
+        if split in self.image_bytes and hasattr(dataset, "image_bytes"):
+            dataset.image_bytes = self.image_bytes[split]
+        return dataset
+
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("train"), self.collate("train"), train=True)
+        return self.loader(self.served("train"), self.collate("train"), train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("val"), self.collate("val"), train=False)
+        return self.loader(self.served("val"), self.collate("val"), train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("test"), self.collate("test"), train=False)
+        return self.loader(self.served("test"), self.collate("test"), train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("test"), self.collate("test"), train=False)
+        return self.loader(self.served("test"), self.collate("test"), train=False)

@@ -23,11 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 from torch.utils.data import Dataset
 
 from pixelbert_pl.data.annotations import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
 from pixelbert_pl.data.base import SplitDataModule
+from pixelbert_pl.data.hf import HFSource
 from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
+from pixelbert_pl.data.sources import DatasetSource, SourceError, require_columns
 from pixelbert_pl.processing.batches import UNLABELLED, check_labels, collate_image_text
 from pixelbert_pl.processing.items import ImageTextClassificationItem
 
@@ -153,7 +156,34 @@ class ImageTextClassificationDataset(RecordDataset[ImageTextClassificationItem])
         return item
 
 
-class ImageTextClassificationDataModule(SplitDataModule):
+class ClassificationSplits(SplitDataModule):
+    """What the (image, text) -> class DataModules share, whatever they read: the class names (`labels`, index =
+    class; the CLI links them to the task's head) and one or two images a sample. A subclass reads a split's
+    `ImageTextRecord`s and says `images_per_sample`."""
+
+    def __init__(self, labels: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.labels = check_labels(labels, type(self).__name__)
+
+    @property
+    def images_per_sample(self) -> int:
+        """1, or 2 for statements about image pairs; the CLI links it to the task's."""
+        return 1
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def dataset(self, split: str) -> Dataset:
+        return ImageTextClassificationDataset(
+            self.records(split), self.transform, self.tokenizer, self.processing.max_text_length
+        )
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        return functools.partial(collate_image_text, pad_token_id=self.tokenizer.pad_token_id)
+
+
+class ImageTextClassificationDataModule(ClassificationSplits):
     """Any (image, text) -> class benchmark in JSON lines; the defaults read SNLI-VE (module docstring).
 
     Args:
@@ -187,7 +217,7 @@ class ImageTextClassificationDataModule(SplitDataModule):
         allow_missing: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(labels=labels, **kwargs)
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.image_root = image_root
         # What `read_image_text_jsonl` takes as is, by its own argument names.
@@ -195,7 +225,6 @@ class ImageTextClassificationDataModule(SplitDataModule):
             image_pattern=image_pattern, second_image_pattern=second_image_pattern, text_field=text_field,
             label_field=label_field, id_field=id_field, allow_missing=allow_missing,
         )  # fmt: skip
-        self.labels = check_labels(labels, type(self).__name__)
         for pattern in (image_pattern, second_image_pattern):  # a bad pattern fails here, not at the first batch
             if pattern is not None:
                 _pattern_fields(pattern)
@@ -204,10 +233,6 @@ class ImageTextClassificationDataModule(SplitDataModule):
     def images_per_sample(self) -> int:
         """1, or 2 with `second_image_pattern`; the CLI links it to the task's."""
         return 1 if self.reader_options["second_image_pattern"] is None else 2
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
 
     def read_split(self, split: str) -> Sequence[Any]:
         path = self.files[split]
@@ -218,10 +243,75 @@ class ImageTextClassificationDataModule(SplitDataModule):
         )
         return ArrowRecords.from_records(records)
 
-    def dataset(self, split: str) -> Dataset:
-        return ImageTextClassificationDataset(
-            self.records(split), self.transform, self.tokenizer, self.processing.max_text_length
-        )
 
-    def collate(self, split: str) -> Callable[[list[Any]], Any]:
-        return functools.partial(collate_image_text, pad_token_id=self.tokenizer.pad_token_id)
+@dataclass
+class ClassificationColumns:
+    """The columns of (image, text) -> class data; the defaults read SNLI-VE as on the Hub (`Flickr30K_ID`,
+    `gold_label`, `image`, `sentence`). Labels are class names (one of `labels`), or class indices (a ClassLabel
+    column's, or into `labels`); -1 or a missing label column in a test split: unlabelled."""
+
+    image: str = "image"  # a datasets.Image column, file bytes, or paths relative to image_root
+    text: str = "sentence"
+    label: str | None = "gold_label"
+    example_id: str | None = None  # None: "<split>:<row>"
+    second_image: str | None = None  # a second image column: statements about image pairs
+
+
+class HFClassificationDataModule(ClassificationSplits):
+    """Any (image, text) -> class benchmark on any `datasets` source (hf.py), read by `columns` with no conversion.
+
+    Args:
+        source: where the data is and which of its splits are train / val / test (`DatasetSource`).
+        labels: the class names, index = class (SNLI-VE: entailment, neutral, contradiction).
+        columns: the columns read (`ClassificationColumns`; the defaults read SNLI-VE as on the Hub).
+        image_root: the folder image paths are relative to (default: the data files' folder).
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
+    """
+
+    def __init__(
+        self,
+        source: DatasetSource,
+        labels: list[str],
+        columns: ClassificationColumns | None = None,
+        image_root: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(labels=labels, **kwargs)
+        self.hf = HFSource(source, image_root)
+        self.columns = columns or ClassificationColumns()
+
+    @property
+    def images_per_sample(self) -> int:
+        return 1 if self.columns.second_image is None else 2
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        c, table, where = self.columns, self.hf.table(split), self.hf.where(split)
+        labelled = bool(c.label) and (split != "test" or c.label in table.column_names)
+        wanted = {"image": c.image, "text": c.text, "example_id": c.example_id, "second_image": c.second_image}
+        require_columns(table, {**wanted, "label": c.label if labelled else None}, where)
+        keys, self.image_bytes[split] = self.hf.images(table, c.image, split)
+        second: list[str | None] = [None] * len(table)
+        if c.second_image:
+            second_keys, second_bytes = self.hf.images(table, c.second_image, split)
+            second, self.image_bytes[split] = list(second_keys), {**self.image_bytes[split], **second_bytes}
+        feature = table.features.get(c.label) if labelled and c.label else None
+        names = feature.names if isinstance(feature, datasets.ClassLabel) else self.labels
+        labels = table[c.label] if labelled and c.label else [None] * len(table)
+        ids = table[c.example_id] if c.example_id else [f"{split}:{row}" for row in range(len(table))]
+        records = []
+        for row, (key, text, label, example_id) in enumerate(zip(keys, table[c.text], labels, ids, strict=True)):
+            name = self._label_name(label, names, f"{where}[{row}].{c.label}", require=split != "test")
+            index = UNLABELLED if name is None else self.labels.index(name)
+            records.append(ImageTextRecord(str(example_id), key, str(text).strip(), index, name or "", second[row]))
+        return ArrowRecords.from_records(records)
+
+    def _label_name(self, value: Any, names: Sequence[str], where: str, require: bool) -> str | None:
+        """A label cell as one of `labels` (None: unlabelled, allowed outside training and validation)."""
+        name = names[value] if isinstance(value, int) and 0 <= value < len(names) else value
+        if name is None or value == -1:
+            if require:
+                raise SourceError(f"{where}: no label; every training and validation example needs one")
+            return None
+        if name not in self.labels:
+            raise SourceError(f"{where}: label {value!r}; expected one of the labels {self.labels} or its index")
+        return str(name)

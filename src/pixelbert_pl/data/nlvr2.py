@@ -31,7 +31,9 @@ from pixelbert_pl.data.annotations import (
     drop_missing,
 )
 from pixelbert_pl.data.base import SplitDataModule
+from pixelbert_pl.data.hf import HFSource
 from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
+from pixelbert_pl.data.sources import DatasetSource, SourceError, require_columns
 from pixelbert_pl.processing.batches import collate_nlvr2
 from pixelbert_pl.processing.items import NLVR2Item
 
@@ -136,7 +138,18 @@ class NLVR2Dataset(RecordDataset[NLVR2Item]):
         }
 
 
-class NLVR2DataModule(SplitDataModule):
+class NLVR2Splits(SplitDataModule):
+    """What the NLVR2 DataModules share, whatever they read: the "Pair" setting (docs/paper_facts.md §3.2), each
+    example's two images through the transformer with its sentence. A subclass reads a split's `NLVR2Record`s."""
+
+    def dataset(self, split: str) -> NLVR2Dataset:
+        return NLVR2Dataset(self.records(split), self.transform, self.tokenizer, self.processing.max_text_length)
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        return functools.partial(collate_nlvr2, pad_token_id=self.tokenizer.pad_token_id)
+
+
+class NLVR2DataModule(NLVR2Splits):
     """NLVR2 in the "Pair" setting (docs/paper_facts.md §3.2): train, dev as "val", and test1 (or test2) as "test".
 
     Args:
@@ -174,8 +187,60 @@ class NLVR2DataModule(SplitDataModule):
         labelled = True if split in ("train", "val") else None
         return ArrowRecords.from_records(read_nlvr2(path, root, labelled=labelled, allow_missing=self.allow_missing))
 
-    def dataset(self, split: str) -> NLVR2Dataset:
-        return NLVR2Dataset(self.records(split), self.transform, self.tokenizer, self.processing.max_text_length)
 
-    def collate(self, split: str) -> Callable[[list[Any]], Any]:
-        return functools.partial(collate_nlvr2, pad_token_id=self.tokenizer.pad_token_id)
+@dataclass
+class PairColumns:
+    """The columns of a statement about an image pair (NLVR2-style): its two images, the sentence, the label (a
+    bool, "True" / "False", or 1 / 0) and an id (default: the row number)."""
+
+    left: str = "left_image"  # datasets.Image columns, file bytes, or paths relative to image_root
+    right: str = "right_image"
+    sentence: str = "sentence"
+    label: str | None = "label"  # None or absent in a test split: unlabelled
+    identifier: str | None = "identifier"
+
+
+class HFNLVR2DataModule(NLVR2Splits):
+    """NLVR2-style pairs on any `datasets` source (hf.py), read by `columns` with no conversion step.
+
+    Args:
+        source: where the data is and which of its splits are train / val / test (`DatasetSource`).
+        columns: the columns read (`PairColumns`).
+        image_root: the folder image paths are relative to (default: the data files' folder).
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
+    """
+
+    def __init__(
+        self, source: DatasetSource, columns: PairColumns | None = None, image_root: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hf = HFSource(source, image_root)
+        self.columns = columns or PairColumns()
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        c, table, where = self.columns, self.hf.table(split), self.hf.where(split)
+        labelled = bool(c.label) and (split != "test" or c.label in table.column_names)
+        wanted = {"left": c.left, "right": c.right, "sentence": c.sentence, "identifier": c.identifier}
+        require_columns(table, {**wanted, "label": c.label if labelled else None}, where)
+        left, left_bytes = self.hf.images(table, c.left, split)
+        right, right_bytes = self.hf.images(table, c.right, split)
+        self.image_bytes[split] = {**left_bytes, **right_bytes}
+        ids = table[c.identifier] if c.identifier else [f"{split}-{row}" for row in range(len(table))]
+        labels = table[c.label] if labelled and c.label else [None] * len(table)
+        return ArrowRecords.from_records([
+            NLVR2Record(str(i), str(text), pair_label(label, f"{where}[{row}].{c.label}"), l_path, r_path)
+            for row, (i, text, label, l_path, r_path) in enumerate(
+                zip(ids, table[c.sentence], labels, left, right, strict=True)
+            )
+        ])  # fmt: skip
+
+
+def pair_label(value: Any, where: str) -> bool | None:
+    """A label cell as True / False (None: unlabelled): a bool, "True" / "False" in any case, or 1 / 0."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _LABELS:
+        return _LABELS[value.lower()]
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise SourceError(f"{where}: label {value!r}; expected True / False, 'True' / 'False' or 1 / 0")

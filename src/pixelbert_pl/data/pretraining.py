@@ -34,6 +34,7 @@ from pixelbert_pl.data.captions import (
     read_visual_genome,
     to_hf_dataset,
 )
+from pixelbert_pl.data.hf import HFCaptionData
 from pixelbert_pl.data.records import (
     ArrowRecords,
     CaptionPairIndex,
@@ -175,7 +176,80 @@ class CaptionPretrainDataset(RecordDataset[PretrainItem]):
                 return token
 
 
-class PretrainDataModule(PixelBertDataModule):
+class PretrainSplits(PixelBertDataModule):
+    """What the in-memory pre-training DataModules share, whatever they read: MLM + ITM items over image-caption
+    records (`CaptionPretrainDataset`). A subclass reads the records of "train" and "val" (`read_split`).
+
+    Args:
+        captions_per_image: caption rows per item (half of them, rounded down, ITM negatives); the CNN runs once for
+            all of them. An epoch is every image-caption pair in a matched row once (`CaptionPairIndex`).
+        mlm_probability: BERT's masking rate (0.15); 0 switches MLM masking off (an ITM-only run).
+        mlm_word_probabilities: words masked at their own rate instead, e.g. {red: 0.5, circle: 0.5} to mask
+            visually grounded words more often (off by default; the paper masks every word alike).
+        max_val_images: validate on the first N val images only (all 5,000 at 800 px are slow).
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`: tokenizer, image sizes, batches).
+    """
+
+    def __init__(
+        self,
+        captions_per_image: int = 2,
+        mlm_probability: float = 0.15,
+        mlm_word_probabilities: dict[str, float] | None = None,
+        max_val_images: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # jsonargparse follows **kwargs to `PixelBertDataModule`'s signature, so the CLI and YAMLs see them by name.
+        super().__init__(**kwargs)
+        self.captions_per_image, self.mlm_probability = captions_per_image, mlm_probability
+        self.mlm_word_probabilities, self.max_val_images = mlm_word_probabilities, max_val_images
+        self.train_records: Sequence[ImageCaptions] = []
+        self.val_records: Sequence[ImageCaptions] = []
+
+    def read_split(self, split: str) -> Sequence[ImageCaptions]:
+        raise NotImplementedError(f"{type(self).__name__} must implement read_split(split)")
+
+    def setup(self, stage: str | None = None) -> None:
+        if not len(self.train_records) and stage in (None, "fit"):
+            self.train_records = self.read_split("train")
+        if not len(self.val_records) and stage in (None, "fit", "validate", "predict"):
+            val = self.read_split("val")
+            self.val_records = val[: self.max_val_images] if self.max_val_images else val
+
+    def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
+        self.setup(stage)
+        return {"train": self.train_records, "val": self.val_records} if stage == "fit" else {"val": self.val_records}
+
+    def dataset(self, records: Sequence[ImageCaptions], train: bool = True) -> CaptionPretrainDataset:
+        """Training: an epoch is every image-caption pair; validation: one item per image (`max_val_images` bounds
+        its cost, whatever the captions per image)."""
+        dataset = CaptionPretrainDataset(
+            records,
+            self.transform,
+            self.tokenizer,
+            max_text_length=self.processing.max_text_length,
+            captions_per_image=self.captions_per_image,
+            mlm_probability=self.mlm_probability,
+            mlm_word_probabilities=self.mlm_word_probabilities,
+            seed=self.seed,
+            epoch="pairs" if train else "images",
+        )
+        dataset.image_bytes = self.image_bytes.get("train" if train else "val")
+        return dataset
+
+    def train_dataloader(self) -> DataLoader:
+        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
+        return self.loader(self.dataset(self.train_records), collate, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
+        return self.loader(self.dataset(self.val_records, train=False), collate, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The validation pairs, matched and not (`pixelbert predict` gives each its ITM probability)."""
+        return self.val_dataloader()
+
+
+class PretrainDataModule(PretrainSplits):
     """Image-caption pairs for MLM + ITM pre-training.
 
     Args:
@@ -187,13 +261,9 @@ class PretrainDataModule(PixelBertDataModule):
             are dropped, so evaluation images never reach pre-training.
         flickr30k_file: Flickr30K's `dataset_flickr30k.json`: VG images whose flickr_id is one of its val/test images
             are dropped too, so a model pre-trained here can be evaluated on Flickr30K retrieval.
-        captions_per_image: caption rows per item (half of them, rounded down, ITM negatives); the CNN runs once for
-            all of them. An epoch is every image-caption pair in a matched row once (`CaptionPairIndex`).
-        mlm_probability: BERT's masking rate (0.15); 0 switches MLM masking off (an ITM-only run).
-        mlm_word_probabilities: words masked at their own rate instead, e.g. {red: 0.5, circle: 0.5} to mask
-            visually grounded words more often (off by default; the paper masks every word alike).
-        max_val_images: validate on the first N val images only (all 5,000 at 800 px are slow).
         allow_missing: skip images whose file is missing (with a warning counting them) instead of failing.
+        **kwargs: `PretrainSplits`' (captions_per_image, mlm_probability, mlm_word_probabilities, max_val_images)
+            and the settings every DataModule shares.
     """
 
     def __init__(
@@ -206,27 +276,16 @@ class PretrainDataModule(PixelBertDataModule):
         vg_image_data: str | None = None,
         vg_image_dirs: Sequence[str] = (),
         flickr30k_file: str | None = None,
-        captions_per_image: int = 2,
-        mlm_probability: float = 0.15,
-        mlm_word_probabilities: dict[str, float] | None = None,
-        max_val_images: int | None = None,
         allow_missing: bool = False,
         **kwargs: Any,
     ) -> None:
-        # The settings every DataModule shares (tokenizer, image sizes, batches) are `PixelBertDataModule`'s:
-        # jsonargparse follows **kwargs to its signature, so the CLI and YAMLs still see them by name.
         super().__init__(**kwargs)
         if karpathy_file is None and vg_regions is None:
             raise ValueError("PretrainDataModule needs a corpus: set karpathy_file and/or vg_regions")
         self.karpathy_file, self.image_root = karpathy_file, image_root
         self.train_splits, self.val_splits = list(train_splits), list(val_splits)
         self.vg_regions, self.vg_image_data, self.vg_image_dirs = vg_regions, vg_image_data, list(vg_image_dirs)
-        self.flickr30k_file = flickr30k_file
-        self.captions_per_image, self.mlm_probability = captions_per_image, mlm_probability
-        self.mlm_word_probabilities = mlm_word_probabilities
-        self.max_val_images, self.allow_missing = max_val_images, allow_missing
-        self.train_records: Sequence[ImageCaptions] = []
-        self.val_records: Sequence[ImageCaptions] = []
+        self.flickr30k_file, self.allow_missing = flickr30k_file, allow_missing
 
     def read_records(self, splits: Sequence[str], with_vg: bool) -> list[ImageCaptions]:
         records: list[ImageCaptions] = []
@@ -248,40 +307,19 @@ class PretrainDataModule(PixelBertDataModule):
             )
         return records
 
-    def setup(self, stage: str | None = None) -> None:
-        if not len(self.train_records) and stage in (None, "fit"):
-            self.train_records = ArrowRecords(to_hf_dataset(self.read_records(self.train_splits, True)))
-        if not len(self.val_records) and stage in (None, "fit", "validate", "predict"):
-            val = self.read_records(self.val_splits, False)
-            self.val_records = val[: self.max_val_images] if self.max_val_images else val
+    def read_split(self, split: str) -> Sequence[ImageCaptions]:
+        if split == "train":
+            return ArrowRecords(to_hf_dataset(self.read_records(self.train_splits, True)))
+        return self.read_records(self.val_splits, False)
 
-    def split_records(self, stage: str = "fit") -> dict[str, Sequence[Any]]:
-        self.setup(stage)
-        return {"train": self.train_records, "val": self.val_records} if stage == "fit" else {"val": self.val_records}
 
-    def dataset(self, records: Sequence[ImageCaptions], train: bool = True) -> CaptionPretrainDataset:
-        """Training: an epoch is every image-caption pair; validation: one item per image (`max_val_images` bounds
-        its cost, whatever the captions per image)."""
-        return CaptionPretrainDataset(
-            records,
-            self.transform,
-            self.tokenizer,
-            max_text_length=self.processing.max_text_length,
-            captions_per_image=self.captions_per_image,
-            mlm_probability=self.mlm_probability,
-            mlm_word_probabilities=self.mlm_word_probabilities,
-            seed=self.seed,
-            epoch="pairs" if train else "images",
-        )
+class HFPretrainDataModule(HFCaptionData, PretrainSplits):
+    """MLM + ITM pre-training on any `datasets` source of (image, caption) rows (hf.py): a Hub id, a save_to_disk
+    folder, Parquet, CSV or JSON lines, read by `columns` with no conversion step; keep evaluation images out of it
+    (with `split_column`, its train split is the source's "train" and "restval" rows). Corpora too large for a
+    map-style table go through `pixelbert-make-shards` and `StreamingPretrainDataModule`. Its arguments are
+    `HFCaptionData`'s (source, columns, image_root, split_column) and `PretrainSplits`' (captions_per_image, ...)."""
 
-    def train_dataloader(self) -> DataLoader:
-        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
-        return self.loader(self.dataset(self.train_records), collate, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id)
-        return self.loader(self.dataset(self.val_records, train=False), collate, train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The validation pairs, matched and not (`pixelbert predict` gives each its ITM probability)."""
-        return self.val_dataloader()
+    def read_split(self, split: str) -> Sequence[ImageCaptions]:
+        records = self.caption_records(split)
+        return ArrowRecords(to_hf_dataset(records)) if split == "train" else records

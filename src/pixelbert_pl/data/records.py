@@ -158,7 +158,7 @@ class RecordDataset(Dataset[ItemT]):
 
     def decode(self, path: str) -> Image.Image:
         """The image at `path` (from `image_bytes` where the data holds the file's bytes), decoded."""
-        return load_image(path, data=None if self.image_bytes is None else self.image_bytes[path])
+        return load_image(path, data=None if self.image_bytes is None else self.image_bytes.get(path))
 
     # Texts recur every epoch (and every ITM negative is another image's caption), so each distinct text is tokenised
     # once. Bounded (cleared when full), so a corpus of millions of captions holds at most this many per worker.

@@ -15,7 +15,7 @@ Shapes: n images, k negatives, g = 1 + k texts per image, T texts in the split, 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from pixelbert_pl.data.base import SplitDataModule
 from pixelbert_pl.data.captions import PRETRAIN_SPLITS, ImageCaptions, read_karpathy, to_hf_dataset
+from pixelbert_pl.data.hf import HFCaptionData
 from pixelbert_pl.data.records import (
     ArrowRecords,
     CaptionPairIndex,
@@ -90,13 +91,16 @@ class RetrievalImageDataset(Dataset[RetrievalImageItem]):
     def __init__(self, records: Sequence[ImageCaptions], transform: ImageTransform) -> None:
         self.records = records
         self.transform = transform
+        self.image_bytes: Mapping[str, bytes] | None = None  # as `RecordDataset.image_bytes`
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, key: tuple[int, int] | int) -> RetrievalImageItem:
         position = split_key(key)[1]
-        return {"pixel_values": self.transform(load_image(self.records[position].image_path)), "position": position}
+        path = self.records[position].image_path
+        image = load_image(path, data=None if self.image_bytes is None else self.image_bytes.get(path))
+        return {"pixel_values": self.transform(image), "position": position}
 
 
 def retrieval_texts(
@@ -110,52 +114,21 @@ def retrieval_texts(
     return RetrievalTexts(input_ids, attention_mask, torch.tensor(owners, dtype=torch.long))
 
 
-class RetrievalDataModule(SplitDataModule):
-    """Image-text retrieval on a Karpathy split file (docs/paper_facts.md §3.3, §6.4).
-
-    Training batches are `RetrievalTrainBatch`es (each image-caption pair, every one once an epoch, with
-    `num_negatives` negative captions).
-    Validation and test batches are `RetrievalImageBatch`es over the split's images, each image on one
-    rank; every rank scores its images against all of the split's texts, `val_texts` / `test_texts`.
+class RetrievalSplits(SplitDataModule):
+    """What the retrieval DataModules share, whatever they read: training batches are `RetrievalTrainBatch`es (each
+    image-caption pair, every one once an epoch, with `num_negatives` negative captions); validation and test
+    batches are `RetrievalImageBatch`es over the split's images, each image on one rank, and every rank scores its
+    images against all of the split's texts, `val_texts` / `test_texts`. A subclass reads a split's records.
 
     Args:
-        karpathy_file: dataset_coco.json or dataset_flickr30k.json.
-        image_root: COCO: the folder holding train2014/ and val2014/; Flickr30K: flickr30k-images/ itself.
-        train_splits: Karpathy splits to train on; Flickr30K has no "restval", so give ["train"] there.
-        val_split, test_split: the Karpathy splits evaluated (COCO-5K / Flickr30K-1K test: "test").
         num_negatives: negative captions per image-caption pair (the paper's 20).
         max_eval_images: evaluate on the first N images of a split (and their texts) only, for speed.
-        allow_missing: skip images whose file is missing (with a warning counting them) instead of failing; recall
-            over a smaller split is not comparable to published numbers.
         **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
     """
 
-    def __init__(
-        self,
-        karpathy_file: str,
-        image_root: str | None = None,
-        train_splits: Sequence[str] = PRETRAIN_SPLITS,
-        val_split: str = "val",
-        test_split: str = "test",
-        num_negatives: int = 20,
-        max_eval_images: int | None = None,
-        allow_missing: bool = False,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, num_negatives: int = 20, max_eval_images: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.karpathy_file, self.image_root, self.train_splits = karpathy_file, image_root, list(train_splits)
-        self.split_names = {"val": val_split, "test": test_split}
-        self.num_negatives, self.max_eval_images, self.allow_missing = num_negatives, max_eval_images, allow_missing
-
-    def read_split(self, split: str) -> Sequence[Any]:
-        root = self.image_root or str(Path(self.karpathy_file).parent)
-        if split == "train":
-            train = read_karpathy(self.karpathy_file, root, self.train_splits, allow_missing=self.allow_missing)
-            return ArrowRecords(to_hf_dataset(train))
-        split_name = self.split_names[split]
-        return read_karpathy(self.karpathy_file, root, [split_name], allow_missing=self.allow_missing)[
-            : self.max_eval_images
-        ]
+        self.num_negatives, self.max_eval_images = num_negatives, max_eval_images
 
     def dataset(self, split: str) -> Dataset:
         if split == "train":
@@ -183,3 +156,52 @@ class RetrievalDataModule(SplitDataModule):
     def test_texts(self) -> RetrievalTexts:
         """All texts of the test split; `text_to_image` indexes the `image_positions` of the test batches."""
         return retrieval_texts(self.records("test"), self.tokenizer, self.processing.max_text_length)
+
+
+class RetrievalDataModule(RetrievalSplits):
+    """Image-text retrieval on a Karpathy split file (docs/paper_facts.md §3.3, §6.4).
+
+    Args:
+        karpathy_file: dataset_coco.json or dataset_flickr30k.json.
+        image_root: COCO: the folder holding train2014/ and val2014/; Flickr30K: flickr30k-images/ itself.
+        train_splits: Karpathy splits to train on; Flickr30K has no "restval", so give ["train"] there.
+        val_split, test_split: the Karpathy splits evaluated (COCO-5K / Flickr30K-1K test: "test").
+        allow_missing: skip images whose file is missing (with a warning counting them) instead of failing; recall
+            over a smaller split is not comparable to published numbers.
+        **kwargs: `RetrievalSplits`' (num_negatives, max_eval_images) and the settings every DataModule shares.
+    """
+
+    def __init__(
+        self,
+        karpathy_file: str,
+        image_root: str | None = None,
+        train_splits: Sequence[str] = PRETRAIN_SPLITS,
+        val_split: str = "val",
+        test_split: str = "test",
+        allow_missing: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.karpathy_file, self.image_root, self.train_splits = karpathy_file, image_root, list(train_splits)
+        self.split_names = {"val": val_split, "test": test_split}
+        self.allow_missing = allow_missing
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        root = self.image_root or str(Path(self.karpathy_file).parent)
+        if split == "train":
+            train = read_karpathy(self.karpathy_file, root, self.train_splits, allow_missing=self.allow_missing)
+            return ArrowRecords(to_hf_dataset(train))
+        split_name = self.split_names[split]
+        return read_karpathy(self.karpathy_file, root, [split_name], allow_missing=self.allow_missing)[
+            : self.max_eval_images
+        ]
+
+
+class HFRetrievalDataModule(HFCaptionData, RetrievalSplits):
+    """Image-text retrieval on any `datasets` source (hf.py): a Hub id, a save_to_disk folder, Parquet, CSV or JSON
+    lines of (image, caption) rows, read by `columns` with no conversion step. Its arguments are `HFCaptionData`'s
+    (source, columns, image_root, split_column) and `RetrievalSplits`' (num_negatives, max_eval_images)."""
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        records = self.caption_records(split)
+        return ArrowRecords(to_hf_dataset(records)) if split == "train" else records[: self.max_eval_images]

@@ -256,7 +256,7 @@ def item_buckets(
 
     @functools.cache  # VQA: 5.4 questions, one file an image
     def header(path: str) -> tuple[int, int]:
-        return image_size(path, None if data is None else data[path])
+        return image_size(path, None if data is None else data.get(path))
 
     def bucket(index: int) -> int:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,9 @@ from pixelbert_pl.data.annotations import (
     drop_missing,
 )
 from pixelbert_pl.data.base import SplitDataModule, as_list
+from pixelbert_pl.data.hf import HFSource, list_value
 from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
+from pixelbert_pl.data.sources import DatasetSource, require_columns
 from pixelbert_pl.metrics import build_answer_vocab, vqa_soft_targets
 from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.processing.batches import collate_vqa
@@ -178,7 +181,75 @@ class VQADataset(RecordDataset[VQAItem]):
         }
 
 
-class VQADataModule(SplitDataModule):
+class VQASplits(SplitDataModule):
+    """What the VQA DataModules share, whatever they read: classification over `answer_vocab` with soft targets
+    (docs/paper_facts.md §3.1, §6.2), training batches grouped by image. A subclass reads a split's `VQARecord`s.
+
+    Args:
+        answer_min_count: questions an answer needs to become a class (as `multiple_choice_answer`).
+        questions_per_image: training batches hold the questions of an image this many at a time
+            (`GroupedEpochKeyedSampler`), so the CNN runs once for them; 2 halves the CNN's work per batch (VQA v2 has
+            5.4 questions per image). Every question is still seen once per epoch. Must divide batch_size.
+        **kwargs: the settings every DataModule shares (`PixelBertDataModule`: tokenizer, image sizes, batches).
+    """
+
+    def __init__(self, answer_min_count: int = 9, questions_per_image: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if questions_per_image < 1 or self.batch_size % questions_per_image:
+            raise ValueError(
+                f"questions_per_image={questions_per_image}: expected >= 1 and a divisor of "
+                f"batch_size={self.batch_size}"
+            )
+        if self.padding.shapes is not None and questions_per_image > 1:
+            # Pure runs give batch_size / questions_per_image images, a run of leftovers more: pad the count to a
+            # multiple of the former, so the CNN meets two batch sizes, not every count in between.
+            multiple = self.batch_size // questions_per_image
+            self.padding = dataclasses.replace(self.padding, image_multiple=multiple)
+        self.answer_min_count, self.questions_per_image = answer_min_count, questions_per_image
+
+    def answer_entries(self) -> list[dict[str, Any]]:
+        """The {question_id, multiple_choice_answer} entries the answer classes are counted from: the train and val
+        questions read."""
+        # Read from the Arrow columns: building 650K record objects only to count answers is slow.
+        columns = ["question_id", "multiple_choice_answer"]
+        tables = [self.records(split).table.select_columns(columns) for split in ("train", "val")]  # type: ignore[attr-defined]
+        return [row for table in tables for row in table.to_list()]
+
+    @functools.cached_property
+    def answer_vocab(self) -> list[str]:
+        """The answer classes: label i is `answer_vocab[i]`, most frequent first (`build_answer_vocab`)."""
+        vocab = build_answer_vocab(self.answer_entries(), self.answer_min_count)
+        if not vocab:
+            raise ValueError(
+                f"no answer is the multiple_choice_answer of {self.answer_min_count}+ questions: lower answer_min_count"
+            )
+        return vocab
+
+    @property
+    def num_answers(self) -> int:
+        """How many answer classes (the CLI links `answer_vocab` itself to `VQATask`)."""
+        return len(self.answer_vocab)
+
+    def test_dataloader(self) -> DataLoader:
+        if not any(record.answers for record in self.records("test")):
+            raise ValueError("VQA test questions without annotations are scored by the evaluation server: predict them")
+        return super().test_dataloader()
+
+    def train_dataloader(self) -> DataLoader:
+        keys = [record.image_id for record in self.records("train")]
+        k = self.questions_per_image
+        return self.loader(self.served("train"), self.collate("train"), train=True, group_keys=keys, group_size=k)
+
+    def dataset(self, split: str) -> VQADataset:
+        return VQADataset(
+            self.records(split), self.transform, self.tokenizer, self.answer_vocab, self.processing.max_text_length
+        )
+
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        return functools.partial(collate_vqa, num_answers=self.num_answers, pad_token_id=self.tokenizer.pad_token_id)
+
+
+class VQADataModule(VQASplits):
     """VQA v2 as classification over `answer_vocab` with soft targets (docs/paper_facts.md §3.1, §6.2).
 
     Args:
@@ -194,14 +265,10 @@ class VQADataModule(SplitDataModule):
             test-dev2015 questions are about test2015 images: "test2015/COCO_test2015_{image_id:012d}.jpg".
         answer_vocab_annotations: annotation files whose `multiple_choice_answer`s make the answer classes;
             default: the train and val questions read (train2014 + val2014 and min count 9 give the usual 3,129).
-        answer_min_count: questions an answer needs to become a class.
         train_image_ids, val_image_ids, test_image_ids: keep only questions about these images.
-        questions_per_image: training batches hold the questions of an image this many at a time
-            (`GroupedEpochKeyedSampler`), so the CNN runs once for them; 2 halves the CNN's work per batch (VQA v2 has
-            5.4 questions per image). Every question is still seen once per epoch. Must divide batch_size.
         allow_missing: skip questions whose image file is missing (with a warning counting them) instead of failing;
             an accuracy over what is left is not the official one.
-        **kwargs: the settings every DataModule shares (`PixelBertDataModule`: tokenizer, image sizes, batches).
+        **kwargs: `VQASplits`' (answer_min_count, questions_per_image) and the settings every DataModule shares.
     """
 
     def __init__(
@@ -216,25 +283,13 @@ class VQADataModule(SplitDataModule):
         image_pattern: str = COCO_IMAGE_PATTERN,
         test_image_pattern: str | None = None,
         answer_vocab_annotations: Sequence[str] | None = None,
-        answer_min_count: int = 9,
         train_image_ids: Sequence[int] | None = None,
         val_image_ids: Sequence[int] | None = None,
         test_image_ids: Sequence[int] | None = None,
-        questions_per_image: int = 1,
         allow_missing: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if questions_per_image < 1 or self.batch_size % questions_per_image:
-            raise ValueError(
-                f"questions_per_image={questions_per_image}: expected >= 1 and a divisor of "
-                f"batch_size={self.batch_size}"
-            )
-        if self.padding.shapes is not None and questions_per_image > 1:
-            # Pure runs give batch_size / questions_per_image images, a run of leftovers more: pad the count to a
-            # multiple of the former, so the CNN meets two batch sizes, not every count in between.
-            multiple = self.batch_size // questions_per_image
-            self.padding = dataclasses.replace(self.padding, image_multiple=multiple)
         # (questions file, annotations file or None) per split.
         self.files: dict[str, list[tuple[str, str | None]]] = {
             "test": [(test_questions, test_annotations)] if test_questions is not None else []
@@ -252,9 +307,8 @@ class VQADataModule(SplitDataModule):
         self.test_questions, self.test_annotations = test_questions, test_annotations
         self.image_root, self.image_pattern, self.test_image_pattern = image_root, image_pattern, test_image_pattern
         self.answer_vocab_annotations = None if answer_vocab_annotations is None else as_list(answer_vocab_annotations)
-        self.answer_min_count = answer_min_count
         self.image_ids = {"train": train_image_ids, "val": val_image_ids, "test": test_image_ids}
-        self.questions_per_image, self.allow_missing = questions_per_image, allow_missing
+        self.allow_missing = allow_missing
 
     def read_split(self, split: str) -> Sequence[Any]:
         if split == "test" and self.test_questions is None:
@@ -277,45 +331,105 @@ class VQADataModule(SplitDataModule):
             ]
         )
 
-    @functools.cached_property
-    def answer_vocab(self) -> list[str]:
-        """The answer classes: label i is `answer_vocab[i]`, most frequent first (`build_answer_vocab`)."""
+    def answer_entries(self) -> list[dict[str, Any]]:
         if self.answer_vocab_annotations is None:
-            # Read from the Arrow columns: building 650K record objects only to count answers is slow.
-            columns = ["question_id", "multiple_choice_answer"]
-            tables = [self.records(split).table.select_columns(columns) for split in ("train", "val")]  # type: ignore[attr-defined]
-            entries = [row for table in tables for row in table.to_list()]
-        else:
-            entries = []
-            for path in self.answer_vocab_annotations:
-                ann = AnnotationFile(path, ANNOTATIONS_FORMAT)
-                entries += ann.field(ann.load("object"), "annotations", "list", "")
-        vocab = build_answer_vocab(entries, self.answer_min_count)
-        if not vocab:
-            raise ValueError(
-                f"no answer is the multiple_choice_answer of {self.answer_min_count}+ questions: lower answer_min_count"
-            )
-        return vocab
-
-    @property
-    def num_answers(self) -> int:
-        """How many answer classes (the CLI links `answer_vocab` itself to `VQATask`)."""
-        return len(self.answer_vocab)
+            return super().answer_entries()
+        entries = []
+        for path in self.answer_vocab_annotations:
+            ann = AnnotationFile(path, ANNOTATIONS_FORMAT)
+            entries += ann.field(ann.load("object"), "annotations", "list", "")
+        return entries
 
     def test_dataloader(self) -> DataLoader:
         if self.test_annotations is None:
             raise ValueError("VQA test questions without annotations are scored by the evaluation server: predict them")
         return super().test_dataloader()
 
-    def train_dataloader(self) -> DataLoader:
-        keys = [record.image_id for record in self.records("train")]
-        k = self.questions_per_image
-        return self.loader(self.dataset("train"), self.collate("train"), train=True, group_keys=keys, group_size=k)
 
-    def dataset(self, split: str) -> VQADataset:
-        return VQADataset(
-            self.records(split), self.transform, self.tokenizer, self.answer_vocab, self.processing.max_text_length
-        )
+@dataclass
+class VQAColumns:
+    """The columns of VQA data; the defaults read VQA v2 as on the Hub (`question`, `answers`: [{answer,
+    answer_confidence, answer_id}], `multiple_choice_answer`, `question_id`, `image_id`, `answer_type`, `image`).
+    GQA-style data with one answer a question names its answer column in `answers` (a string, or a list)."""
 
-    def collate(self, split: str) -> Callable[[list[Any]], Any]:
-        return functools.partial(collate_vqa, num_answers=self.num_answers, pad_token_id=self.tokenizer.pad_token_id)
+    image: str = "image"  # a datasets.Image column, file bytes, or paths relative to image_root
+    question: str = "question"
+    answers: str | None = "answers"  # None: unannotated (a test split)
+    multiple_choice_answer: str | None = "multiple_choice_answer"  # None or absent: the most given answer
+    question_id: str | None = "question_id"  # None: the row number
+    image_id: str | None = "image_id"  # None or absent: rows with one image file or bytes are one image
+    answer_type: str | None = "answer_type"
+
+
+class HFVQADataModule(VQASplits):
+    """VQA on any `datasets` source (hf.py): a Hub id, a save_to_disk folder, Parquet, CSV or JSON lines of
+    questions, read by `columns` with no conversion step. Questions with one or two answers train on them and score
+    exact match; with three or more, the official soft targets and accuracy (metrics/vqa.py).
+
+    Args:
+        source: where the data is and which of its splits are train / val / test (`DatasetSource`).
+        columns: the columns read (`VQAColumns`; the defaults read VQA v2 as on the Hub).
+        image_root: the folder image paths are relative to (default: the data files' folder).
+        answer_vocab_file: the answer classes, one per line (or a JSON list), instead of counting the train and val
+            answers (`answer_min_count`).
+        **kwargs: `VQASplits`' (answer_min_count, questions_per_image) and the settings every DataModule shares.
+    """
+
+    def __init__(
+        self,
+        source: DatasetSource,
+        columns: VQAColumns | None = None,
+        image_root: str | None = None,
+        answer_vocab_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hf = HFSource(source, image_root)
+        self.columns = columns or VQAColumns()
+        self.answer_vocab_file = answer_vocab_file
+
+    def read_split(self, split: str) -> Sequence[Any]:
+        c, table, where = self.columns, self.hf.table(split), self.hf.where(split)
+        present = set(table.column_names)
+        wanted = {"image": c.image, "question": c.question, "question_id": c.question_id, "answer_type": c.answer_type}
+        if c.answers and (split != "test" or c.answers in present):  # a test split may come unannotated
+            wanted["answers"] = c.answers
+        require_columns(table, wanted, where)
+
+        def cells(name: str | None) -> list[Any] | None:
+            return table[name] if name and name in present else None
+
+        image_ids = cells(c.image_id)
+        keys, self.image_bytes[split] = self.hf.images(table, c.image, split, image_ids)
+        number = {key: i for i, key in enumerate(dict.fromkeys(keys))}  # an image id where the data has none
+        questions, question_ids, types = table[c.question], cells(c.question_id), cells(c.answer_type)
+        answer_cells, chosen = cells(wanted.get("answers")), cells(c.multiple_choice_answer)
+        records = []
+        for row, key in enumerate(keys):
+            answers = list_value(answer_cells[row]) if answer_cells is not None else []
+            most = max(dict.fromkeys(answers), key=answers.count) if answers else None
+            records.append(
+                VQARecord(
+                    question_id=int(question_ids[row]) if question_ids is not None else row,
+                    image_id=image_ids[row]
+                    if image_ids is not None and isinstance(image_ids[row], int)
+                    else number[key],
+                    image_path=key,
+                    question=str(questions[row]),
+                    answers=answers,
+                    answer_type=types[row] if types is not None else None,
+                    multiple_choice_answer=str(chosen[row]) if chosen is not None and answers else most,
+                )
+            )
+        return ArrowRecords.from_records(records)
+
+    @functools.cached_property
+    def answer_vocab(self) -> list[str]:
+        if self.answer_vocab_file is None:
+            return super().answer_vocab
+        text = Path(self.answer_vocab_file).read_text(encoding="utf-8")
+        vocab = json.loads(text) if text.lstrip().startswith("[") else [line.strip() for line in text.splitlines()]
+        vocab = [answer for answer in vocab if answer]
+        if not vocab or len(set(vocab)) != len(vocab):
+            raise ValueError(f"answer_vocab_file {self.answer_vocab_file}: expected distinct answers, one per line")
+        return vocab

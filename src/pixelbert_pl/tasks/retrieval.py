@@ -16,8 +16,9 @@ Report which protocol gave a number. The evaluation epoch itself is `RetrievalEv
 
 from __future__ import annotations
 
+import inspect
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 from pixelbert_pl.models import PixelBertForImageTextRetrieval, PixelBertModel
 from pixelbert_pl.processing.batches import RetrievalImageBatch, RetrievalTexts
@@ -89,9 +90,12 @@ class RetrievalTask(PixelBertTask):
     def split_texts(self, stage: str) -> RetrievalTexts:
         """The texts of the split `stage` ("val"; "test", which `pixelbert predict` also reads) scores against."""
         data = self.trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning's data connector
-        if not isinstance(data, RetrievalData):
+        # Looked up statically: Python 3.11's isinstance on the protocol evaluates both properties, which reads and
+        # tokenises the test split at every validation (and fails where a source has none).
+        if any(inspect.getattr_static(data, name, None) is None for name in ("val_texts", "test_texts")):
             raise TypeError(f"{type(data).__name__} has no val_texts / test_texts: RetrievalTask needs a split's texts")
-        return data.val_texts if stage == "val" else data.test_texts
+        texts = cast(RetrievalData, data)
+        return texts.val_texts if stage == "val" else texts.test_texts
 
     def predict_step(self, batch: RetrievalImageBatch, batch_idx: int) -> list[dict[str, Any]]:
         """One row per image of the test split: {"id": its position in the split, "texts": its `predict_top_k`

@@ -1,0 +1,231 @@
+"""A user's own data through Hugging Face `datasets`, for every task: a source (`sources.py`: a Hub id, a save_to_disk
+folder, Parquet / CSV / JSON lines) is read once per split, its rows become the records the task's published-format
+reader gives (`VQARecord`, `ImageCaptions`, ...), and from there the task's own dataset, sampler and collate serve
+it. Nothing is converted or copied: images the data holds are read from its Arrow table when a sample needs them
+(`RowImages`), image paths are files under `image_root`.
+
+Each task's DataModule (`HFVQADataModule` in vqa.py, ...) names the columns it reads in a dataclass whose defaults
+read the task's common Hub schema as published; `HFSource` is what they share.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import fsspec
+import pyarrow.compute as pc
+
+from pixelbert_pl.data.captions import ImageCaptions
+from pixelbert_pl.data.sources import (
+    COLUMNS_ARGUMENT,
+    DatasetSource,
+    SourceError,
+    load_split,
+    require_columns,
+    source_split,
+    undecoded_images,
+)
+
+# What `split_column` picks for each of our splits where the source keeps every split in one table with a column
+# saying which (Flickr30K and COCO's Karpathy splits on the Hub: "train", "restval", "val", "test").
+KARPATHY_SPLIT_VALUES = {"train": ["train", "restval"], "val": ["val"], "test": ["test"]}
+
+
+class RowImages(Mapping[str, bytes]):
+    """The image bytes an image column holds, by image key, read from the Arrow table row by row when a sample needs
+    them (the table is memory-mapped, so DataLoader workers share its pages); a URL key is read through fsspec.
+
+    Keys of local files are not in it: `RecordDataset.decode` reads those as files."""
+
+    def __init__(self, table: datasets.Dataset, column: str, rows: dict[str, int]) -> None:
+        self.table, self.column, self.rows = table.select_columns([column]), column, rows
+
+    def __getitem__(self, key: str) -> bytes:
+        row = self.rows.get(key)
+        if row is None:
+            if "://" not in key:
+                raise KeyError(key)
+            with fsspec.open(key, "rb") as f:
+                return bytes(f.read())
+        value = self.table[row][self.column]
+        return bytes(value["bytes"] if isinstance(value, dict) else value)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.rows or (isinstance(key, str) and "://" in key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def image_keys(
+    table: datasets.Dataset,
+    column: str,
+    image_root: str,
+    where: str,
+    shared_by: Sequence[Any] | None = None,
+    source_rows: Sequence[int] | None = None,
+) -> tuple[list[str], RowImages]:
+    """Each row's image key and the bytes of those the table holds.
+
+    A key is the image's file (a path under `image_root`, or a URL) or, for bytes the table holds, "<where>[row]" or
+    "<where> image <id>" where `shared_by` gives each row's image id: rows of one image share a key, so their
+    collate gives it one row of pixels and the CNN runs once for all of them (VQA's questions about one image).
+    `source_rows` numbers the rows as the source does, where `table` is a selection of its rows."""
+    table = undecoded_images(table, [column])  # type: ignore[assignment]  # map-style in, map-style out
+    feature = table.features[column]
+    values = table.select_columns([column]).with_format("arrow")[column]
+    if isinstance(feature, datasets.Image):
+        paths = pc.struct_field(values, "path").to_pylist()
+        held = pc.is_valid(pc.struct_field(values, "bytes")).to_pylist()
+    elif isinstance(feature, datasets.Value) and feature.dtype in ("binary", "large_binary"):
+        paths, held = [None] * len(table), [True] * len(table)
+    elif isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+        paths, held = values.to_pylist(), [False] * len(table)
+    else:
+        raise SourceError(
+            f"{where}: column {column!r} holds {feature}; expected images (a datasets.Image column), their file bytes,"
+            f" or their paths relative to image_root (set the column with {COLUMNS_ARGUMENT}.image)"
+        )
+    keys: list[str] = []
+    rows: dict[str, int] = {}
+    for row, (path, has_bytes) in enumerate(zip(paths, held, strict=True)):
+        if has_bytes:
+            number = row if source_rows is None else source_rows[row]
+            key = f"{where} image {shared_by[row]}" if shared_by is not None else f"{where}[{number}].{column}"
+            rows.setdefault(key, row)
+        elif path:
+            key = path if "://" in path or os.path.isabs(path) else os.path.join(image_root, path)
+        else:
+            raise SourceError(f"{where}[{row}].{column}: no image (neither bytes nor a path)")
+        keys.append(key)
+    return keys, RowImages(table, column, rows)
+
+
+def list_value(value: Any, field: str = "answer") -> list[str]:
+    """A text or answer cell as a list of strings: a string, a list of strings, or a list of {field: ...} records
+    (VQA v2's answers on the Hub: [{answer, answer_confidence, answer_id}])."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v[field]) if isinstance(v, dict) else str(v) for v in value]
+
+
+@dataclass
+class HFSource:
+    """One source read per split, for the task DataModules: the table of a split (with `split_column`, the rows of
+    the source's split whose column names one of ours), where it is in messages, and the folder image paths are
+    relative to."""
+
+    source: DatasetSource
+    image_root: str | None = None
+    split_column: str | None = None
+    split_values: Mapping[str, Sequence[str]] | None = None
+    # Per split read through `split_column`: the source row of each of its rows, so that messages name the row.
+    source_rows: dict[str, list[int]] = field(default_factory=dict)
+
+    def table(self, split: str) -> datasets.Dataset:
+        table = load_split(self.source, split)
+        if not isinstance(table, datasets.Dataset):
+            raise SourceError(
+                f"{self.source.describe()}: streaming: true gives a stream, and this DataModule reads map-style"
+                " sources (it buckets and groups by the whole split): set streaming: false (datasets memory-maps the"
+                " split, so it need not fit in memory), or write shards for StreamingPretrainDataModule with"
+                " pixelbert-make-shards"
+            )
+        if self.split_column is None:
+            return table
+        require_columns(table, {"split": self.split_column}, self.where(split), "--data.init_args.split_column")
+        wanted = set((self.split_values or KARPATHY_SPLIT_VALUES).get(split, [split]))
+        rows = [row for row, value in enumerate(table[self.split_column]) if value in wanted]
+        if not rows:
+            raise SourceError(f"{self.where(split)}: no row whose {self.split_column!r} is one of {sorted(wanted)}")
+        self.source_rows[split] = rows
+        return table.select(rows)
+
+    def where(self, split: str) -> str:
+        return f"{self.source.describe()} split {source_split(self.source, split)!r}"
+
+    def root(self) -> str:
+        """The folder image paths are relative to: `image_root`, else the data files' folder, else the source's."""
+        if self.image_root is not None:
+            return self.image_root
+        files = self.source.data_files
+        first = next(iter(files.values())) if isinstance(files, dict) else (files or [self.source.path])[0]
+        base = self.source.path if files and self.source.path else ""
+        path = os.path.join(base, first) if base and "://" not in first else first
+        return path if os.path.isdir(path) else os.path.dirname(path)
+
+    def images(
+        self, table: datasets.Dataset, column: str, split: str, shared_by: Sequence[Any] | None = None
+    ) -> tuple[list[str], RowImages]:
+        return image_keys(table, column, self.root(), self.where(split), shared_by, self.source_rows.get(split))
+
+
+def caption_records(keys: Sequence[str], captions: Sequence[Any], where: str) -> list[ImageCaptions]:
+    """One record per image key, in first-row order, with the captions of all its rows (a cell: one caption or a
+    list); an image left without a non-empty caption is an error naming its first row."""
+    records: dict[str, ImageCaptions] = {}
+    first_row: dict[str, int] = {}
+    for row, (key, cell) in enumerate(zip(keys, captions, strict=True)):
+        record = records.get(key)
+        if record is None:
+            record = records[key] = ImageCaptions(key, key, [], "hf")
+            first_row[key] = row
+        record.captions += [text for text in (t.strip() for t in list_value(cell)) if text]
+    if empty := [key for key, record in records.items() if not record.captions]:
+        raise SourceError(f"{where}[{first_row[empty[0]]}]: image {empty[0]} has no caption ({len(empty)} such)")
+    return list(records.values())
+
+
+@dataclass
+class CaptionColumns:
+    """The columns of image-caption data; the defaults read Flickr30K and COCO's Karpathy splits as on the Hub
+    (`image`, `caption`: a list of 5, `img_id`, `split`, ...). A CSV of (image path, caption) rows names its
+    columns here; rows of one image are one image with all their captions."""
+
+    image: str = "image"  # a datasets.Image column, file bytes, or paths relative to image_root
+    caption: str = "caption"  # one caption, or a list of them
+    image_id: str | None = None  # rows with one id are one image (default: rows with one image file or bytes)
+
+
+class HFCaptionData:
+    """The image-caption DataModules' `datasets` source (retrieval's and pre-training's): mixed in before their
+    DataModule base, which `**kwargs` reaches.
+
+    Args:
+        source: where the data is and which of its splits are train / val / test (`DatasetSource`).
+        columns: the columns read (`CaptionColumns`; the defaults read Flickr30K / COCO Karpathy as on the Hub).
+        image_root: the folder image paths are relative to (default: the data files' folder).
+        split_column: a column saying each row's Karpathy split (the Hub's Flickr30K: "split"); our train split is
+            then its "train" and "restval" rows, val its "val" rows, test its "test" rows, all read from the source
+            split that `source.splits` names.
+    """
+
+    image_bytes: dict[str, Mapping[str, bytes]]  # the DataModule base's
+
+    def __init__(
+        self,
+        source: DatasetSource,
+        columns: CaptionColumns | None = None,
+        image_root: str | None = None,
+        split_column: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hf = HFSource(source, image_root, split_column)
+        self.columns = columns or CaptionColumns()
+
+    def caption_records(self, split: str) -> list[ImageCaptions]:
+        """The split's image-caption records (`caption_records`), keeping the image bytes the source holds."""
+        c, table, where = self.columns, self.hf.table(split), self.hf.where(split)
+        require_columns(table, {"image": c.image, "caption": c.caption, "image_id": c.image_id}, where)
+        keys, self.image_bytes[split] = self.hf.images(table, c.image, split, table[c.image_id] if c.image_id else None)
+        return caption_records(keys, table[c.caption], where)
