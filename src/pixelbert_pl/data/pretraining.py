@@ -34,15 +34,15 @@ from pixelbert_pl.data.captions import (
     read_visual_genome,
     to_hf_dataset,
 )
-from pixelbert_pl.data.hf import HFCaptionData
+from pixelbert_pl.data.hf import CaptionColumns, HFCaptionData
 from pixelbert_pl.data.records import (
     ArrowRecords,
-    CaptionPairIndex,
-    RecordDataset,
+    CaptionPairDataset,
     negative_caption,
     sample_rng,
     split_key,
 )
+from pixelbert_pl.data.sources import DatasetSource
 from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.processing.batches import IGNORE_INDEX, collate_pretrain
 from pixelbert_pl.processing.items import PretrainItem
@@ -54,7 +54,7 @@ def matched_rows(captions_per_image: int) -> int:
     return captions_per_image - captions_per_image // 2 if captions_per_image > 1 else 1
 
 
-class CaptionPretrainDataset(RecordDataset[PretrainItem]):
+class CaptionPretrainDataset(CaptionPairDataset[PretrainItem]):
     """Item = one image (decoded, resized, normalised) with `captions_per_image` caption rows.
 
     Half of each item's rows (rounded down; a coin flip when there is one row) carry a caption of another image that
@@ -65,7 +65,6 @@ class CaptionPretrainDataset(RecordDataset[PretrainItem]):
     MLM loss reads matched rows only, since a caption of another image cannot be reconstructed from this image's
     pixels.
 
-    `caption_counts` (captions of each record) saves reading every record to count them.
     """
 
     def __init__(
@@ -81,28 +80,20 @@ class CaptionPretrainDataset(RecordDataset[PretrainItem]):
         epoch: Literal["pairs", "images"] = "pairs",
         caption_counts: Sequence[int] | None = None,
     ) -> None:
-        if len(records) < 2:
-            raise ValueError(f"a pre-training corpus needs at least 2 images for ITM negatives; got {len(records)}")
         if captions_per_image < 1:
             raise ValueError(f"captions_per_image={captions_per_image}: expected >= 1 caption rows per image")
         if epoch not in ("pairs", "images"):
             raise ValueError(f"epoch={epoch!r}: expected 'pairs' or 'images'")
-        super().__init__(records, transform, tokenizer, max_text_length, seed)
+        super().__init__(
+            records, transform, tokenizer, max_text_length, seed, per_item=matched_rows(captions_per_image),
+            one_per_image=epoch == "images", caption_counts=caption_counts,
+        )  # fmt: skip
         self.captions_per_image = captions_per_image
         self.num_negative = captions_per_image // 2 if captions_per_image > 1 else None  # None: the coin flip
-        self.pairs = CaptionPairIndex.for_records(
-            records, caption_counts, matched_rows(captions_per_image), one_per_image=epoch == "images"
-        )
         self.mlm_probability = mlm_probability
         self.word_probability = self._word_probabilities(tokenizer, mlm_word_probabilities or {})
         self.special_ids = set(tokenizer.all_special_ids)
         self.mask_id = int(tokenizer.mask_token_id)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def item_records(self) -> Sequence[int]:
-        return self.pairs.item_records()
 
     @staticmethod
     def _word_probabilities(tokenizer: PreTrainedTokenizerBase, words: Mapping[str, float]) -> dict[int, float]:
@@ -316,10 +307,53 @@ class PretrainDataModule(PretrainSplits):
 class HFPretrainDataModule(HFCaptionData, PretrainSplits):
     """MLM + ITM pre-training on any `datasets` source of (image, caption) rows (hf.py): a Hub id, a save_to_disk
     folder, Parquet, CSV or JSON lines, read by `columns` with no conversion step; keep evaluation images out of it
-    (with `split_column`, its train split is the source's "train" and "restval" rows). Corpora too large for a
-    map-style table go through `pixelbert-make-shards` and `StreamingPretrainDataModule`. Its arguments are
-    `HFCaptionData`'s (source, columns, image_root, split_column) and `PretrainSplits`' (captions_per_image, ...)."""
+    (with `split_column`, its train split is the source's "train" and "restval" rows). Its arguments are
+    `HFCaptionData`'s (source, columns, image_root, split_column), `PretrainSplits`' (captions_per_image, ...) and:
+
+    Args:
+        batches_per_epoch: with `source.streaming: true` (corpora too large for a map-style table, of a length not
+            known in advance), training is streamed (hf_streaming.py) and an epoch is this many batches per rank:
+            required then. Every (rank, worker) slot reads a disjoint share of the stream's shards (at least one
+            each), again from its start when it runs dry; the mid-epoch position is in checkpoints; validation
+            reads its split whole (`max_val_images` bounds it).
+        block_size: streaming: rows read at a time, the shuffle buffer (pairs shuffled within it, ITM negatives
+            drawn from its other images, batches of one shape bucket cut from it).
+    """
+
+    def __init__(
+        self,
+        source: DatasetSource,
+        columns: CaptionColumns | None = None,
+        image_root: str | None = None,
+        split_column: str | None = None,
+        batches_per_epoch: int | None = None,
+        block_size: int = 1024,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(source, columns, image_root, split_column, **kwargs)
+        self.batches_per_epoch, self.block_size = batches_per_epoch, block_size
 
     def read_split(self, split: str) -> Sequence[ImageCaptions]:
+        if self.hf.source.streaming:
+            from pixelbert_pl.data.hf_streaming import read_stream  # hf_streaming builds on this module
+
+            if split != "train":
+                return read_stream(self, split, self.max_val_images)
+            if self.batches_per_epoch is None:
+                raise ValueError(
+                    f"{self.hf.where(split)}: streaming: true reads a stream whose length is not known in advance:"
+                    " set batches_per_epoch (training batches per rank an epoch; on the command line"
+                    " --data.init_args.batches_per_epoch N)"
+                )
+            return []  # training is streamed (`train_dataloader`)
         records = self.caption_records(split)
         return ArrowRecords(to_hf_dataset(records)) if split == "train" else records
+
+    def train_dataloader(self) -> DataLoader:
+        if not self.hf.source.streaming:
+            return super().train_dataloader()
+        from pixelbert_pl.data.hf_streaming import train_stream
+        from pixelbert_pl.data.streaming import stream_loader
+
+        self.setup("fit")
+        return stream_loader(self, train_stream(self))

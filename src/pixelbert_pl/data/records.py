@@ -288,3 +288,32 @@ class CaptionPairIndex:
             return record, [rank]
         order = sample_rng(seed, epoch, record, _CAPTION_ORDER_STREAM).permutation(count)
         return record, [int(order[(rank * k + i) % count]) for i in range(k)]
+
+
+class CaptionPairDataset(RecordDataset[ItemT]):
+    """Items over the (image, caption) pairs of image-caption records (a `CaptionPairIndex`: `per_item` captions an
+    item, or one item per image), whose negatives are other images' captions (`negative_caption`): pre-training's ITM
+    and retrieval's ranking. `caption_counts` (captions of each record) saves reading every record to count them."""
+
+    def __init__(
+        self,
+        records: Sequence[ImageCaptions],
+        transform: ImageTransform,
+        tokenizer: PreTrainedTokenizerBase,
+        max_text_length: int = 40,
+        seed: int = 0,
+        *,
+        per_item: int = 1,
+        one_per_image: bool = False,
+        caption_counts: Sequence[int] | None = None,
+    ) -> None:
+        if len(records) < 2:
+            raise ValueError(f"{type(self).__name__}: needs at least 2 images for negatives; got {len(records)}")
+        super().__init__(records, transform, tokenizer, max_text_length, seed)
+        self.pairs = CaptionPairIndex.for_records(records, caption_counts, per_item, one_per_image)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def item_records(self) -> Sequence[int]:
+        return self.pairs.item_records()

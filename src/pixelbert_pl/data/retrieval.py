@@ -28,8 +28,7 @@ from pixelbert_pl.data.captions import PRETRAIN_SPLITS, ImageCaptions, read_karp
 from pixelbert_pl.data.hf import HFCaptionData
 from pixelbert_pl.data.records import (
     ArrowRecords,
-    CaptionPairIndex,
-    RecordDataset,
+    CaptionPairDataset,
     negative_caption,
     sample_rng,
     split_key,
@@ -45,10 +44,10 @@ from pixelbert_pl.processing.items import RetrievalImageItem, RetrievalTrainItem
 from pixelbert_pl.processing.padding import pad_texts
 
 
-class RetrievalTrainDataset(RecordDataset[RetrievalTrainItem]):
+class RetrievalTrainDataset(CaptionPairDataset[RetrievalTrainItem]):
     """Item = one image-caption pair as 1 + `num_negatives` token rows on that image: the caption, then captions of
     other images that are none of its own (compared as strings, so a caption two images share is never a negative).
-    Items are a `CaptionPairIndex` over the records (`caption_counts`, if given, saves counting them)."""
+    Items are the records' image-caption pairs, one each (`CaptionPairDataset`)."""
 
     def __init__(
         self,
@@ -60,19 +59,10 @@ class RetrievalTrainDataset(RecordDataset[RetrievalTrainItem]):
         seed: int = 0,
         caption_counts: Sequence[int] | None = None,
     ) -> None:
-        if len(records) < 2:
-            raise ValueError(f"retrieval training needs at least 2 images for negatives; got {len(records)}")
         if num_negatives < 1:
             raise ValueError(f"num_negatives={num_negatives}: expected >= 1")
-        super().__init__(records, transform, tokenizer, max_text_length, seed)
+        super().__init__(records, transform, tokenizer, max_text_length, seed, caption_counts=caption_counts)
         self.num_negatives = num_negatives
-        self.pairs = CaptionPairIndex.for_records(records, caption_counts)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def item_records(self) -> Sequence[int]:
-        return self.pairs.item_records()
 
     def load(self, key: tuple[int, int] | int) -> RetrievalTrainItem:
         epoch, index = split_key(key)
