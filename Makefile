@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 DEMO_OUT ?= demo-output
 
-.PHONY: install test lint demo ablation clean
+.PHONY: install test lint demo ablation docs clean
 
 # Registry connections can drop mid-download: pip retries and resumes, and each install step is tried three times.
 PIP := $(PY) -m pip install -q --retries 10 --timeout 60
@@ -27,6 +27,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The doc tools are the `docs` extra, installed once beside the others (not by `make test`: they only build the site).
+DOCS_STAMP := $(VENV)/.installed-docs
+$(DOCS_STAMP): $(STAMP) setup.cfg constraints.txt
+	$(call RETRY3,$(PIP) -c constraints.txt -e '.[docs]')
+	touch $(DOCS_STAMP)
+
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
@@ -40,10 +46,14 @@ demo: $(STAMP)
 ablation: $(STAMP)
 	$(PY) experiments/ablation.py --out experiments/results/ablation
 
+# The documentation site (mkdocs.yml, docs/) into site/, offline; --strict: a broken link or API reference fails.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples notebooks experiments
 	$(VENV)/bin/ruff format --check src tests benchmarks examples notebooks experiments
 	$(PY) -m mypy src
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build dist src/*.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) build dist site .cache/mkdocs-jupyter src/*.egg-info

@@ -1,4 +1,4 @@
-"""A task defined outside the package, written from the README alone ("A new benchmark": its code block, verbatim):
+"""A task defined outside the package, written from the docs alone (docs/new-benchmark.md: its code block, verbatim):
 fitted through `pixelbert fit`, predicted by `pixelbert predict`, exported by `pixelbert-export`, served by
 `Predictor`, and every prediction is what validation computes. And serving needs no Lightning."""
 
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ("circle", "square", "triangle")
 
 
-def _readme_task_code() -> str:
-    section = ROOT.joinpath("README.md").read_text(encoding="utf-8").split("## A new benchmark", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)  # type: ignore[union-attr]
+def _docs_task_code() -> str:
+    page = ROOT.joinpath("docs", "new-benchmark.md").read_text(encoding="utf-8")
+    return re.search(r"```python\n(.*?)```", page, re.DOTALL).group(1)  # type: ignore[union-attr]
 
 
 def _presence_rows(shapes_root: Path, split: str) -> list[dict]:
@@ -41,8 +41,8 @@ def _presence_rows(shapes_root: Path, split: str) -> list[dict]:
 
 @pytest.fixture
 def user_task(shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    (tmp_path / "shape_task.py").write_text(_readme_task_code())
-    monkeypatch.syspath_prepend(str(tmp_path))  # PYTHONPATH=. in the README
+    (tmp_path / "shape_task.py").write_text(_docs_task_code())
+    monkeypatch.syspath_prepend(str(tmp_path))  # PYTHONPATH=. in the docs
     monkeypatch.setattr(sys, "argv", ["pixelbert"])
     monkeypatch.chdir(tmp_path)
     files = {}
@@ -70,7 +70,7 @@ def user_task(shapes_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     return {"config": tmp_path / "shape.yaml", "files": files, "root": tmp_path}
 
 
-def test_a_task_from_the_readme_fits_predicts_exports_and_serves(user_task: dict, shapes_root: Path, capsys) -> None:
+def test_a_task_from_the_docs_fits_predicts_exports_and_serves(user_task: dict, shapes_root: Path, capsys) -> None:
     config, root = str(user_task["config"]), user_task["root"]
     cli = main(["fit", "--config", config])
     assert cli.trainer.global_step == 4 and type(cli.model).__name__ == "ShapePresenceTask"
