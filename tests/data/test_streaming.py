@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from gloo_ranks import on_gloo_ranks
 from pixelbert_pl.data.records import CaptionPairIndex
 from pixelbert_pl.data.shards import read_shard_index, write_shards
 from pixelbert_pl.data.streaming import StreamingPretrainDataModule, read_shard
@@ -90,9 +87,7 @@ def test_a_slot_with_too_few_shards_is_an_error_naming_the_fix(shards, shapes_ro
         data.train_dataloader()
 
 
-def _stream_ids(rank: int, world: int, shards: str, vocab: str, init_file: str, out: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def _stream_ids(rank: int, world: int, shards: str, vocab: str) -> tuple[int, int, list[int], bool]:
     data = StreamingPretrainDataModule(
         shards=shards, tokenizer=vocab, image_min_size=96, image_max_size=96, max_text_length=24, batch_size=3,
         num_workers=2,
@@ -110,20 +105,14 @@ def _stream_ids(rank: int, world: int, shards: str, vocab: str, init_file: str, 
     resumed = data.train_dataloader()
     resumed.load_state_dict(state)
     seen += [i for batch in resumed for i in batch.sample_ids.tolist()]
-    gathered: list = [None] * world
-    dist.all_gather_object(gathered, (len(loader), len(ids) // 3, ids, seen == ids))
-    if rank == 0:
-        torch.save(gathered, out)
-    dist.destroy_process_group()
+    return len(loader), len(ids) // 3, ids, seen == ids
 
 
 def test_two_gloo_ranks_with_two_workers_read_disjoint_equal_shares_and_resume_exactly(
     shards, shapes_root, tmp_path
 ) -> None:
-    out = tmp_path / "ids.pt"
-    args = (2, str(shards), str(shapes_root / "vocab.txt"), str(tmp_path / "init"), str(out))
-    mp.spawn(_stream_ids, args=args, nprocs=2, join=True)
-    (len0, batches0, ids0, resumed0), (len1, batches1, ids1, resumed1) = torch.load(out)
+    gathered = on_gloo_ranks(_stream_ids, (str(shards), str(shapes_root / "vocab.txt")), tmp_path)
+    (len0, batches0, ids0, resumed0), (len1, batches1, ids1, resumed1) = gathered
     assert resumed0 and resumed1  # each rank's resumed stream went on with the batch after the last one used
     # 8 shards over 4 slots, 2 each (60 pairs): 20 batches of 3 per slot, 40 per rank, and nothing twice.
     assert len0 == len1 == batches0 == batches1 == 40

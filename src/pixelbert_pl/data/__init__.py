@@ -7,6 +7,7 @@
   `shards.py`), `vqa.py`, `nlvr2.py`, `retrieval.py`, `classification.py`. Each task has a DataModule for its
   published files and one (`HF...`) for a user's own data through Hugging Face `datasets`: `sources.py` reads a
   source (a Hub id, a save_to_disk folder, Parquet / CSV / JSON lines), `hf.py` turns its rows into the records.
+  Pre-training's (`hf_pretraining.py`) also streams a source (`streaming: true`), with what `streaming.py` gives.
 - `quality.py` (unreadable samples), `workers.py` (loader worker set-up).
 
 Recipes name the DataModules from here (`class_path: pixelbert_pl.data.VQADataModule`).
@@ -19,8 +20,9 @@ from pixelbert_pl.data.classification import (
     ImageTextClassificationDataModule,
 )
 from pixelbert_pl.data.hf import CaptionColumns
+from pixelbert_pl.data.hf_pretraining import HFPretrainDataModule
 from pixelbert_pl.data.nlvr2 import HFNLVR2DataModule, NLVR2DataModule, PairColumns
-from pixelbert_pl.data.pretraining import HFPretrainDataModule, PretrainDataModule
+from pixelbert_pl.data.pretraining import PretrainDataModule
 from pixelbert_pl.data.retrieval import HFRetrievalDataModule, RetrievalDataModule
 from pixelbert_pl.data.sources import DatasetSource
 from pixelbert_pl.data.streaming import StreamingPretrainDataModule

@@ -137,8 +137,8 @@ class HFSource:
             raise SourceError(
                 f"{self.source.describe()}: streaming: true gives a stream, and this DataModule reads map-style"
                 " sources (it buckets and groups by the whole split): set streaming: false (datasets memory-maps the"
-                " split, so it need not fit in memory), or write shards for StreamingPretrainDataModule with"
-                " pixelbert-make-shards"
+                " split, so it need not fit in memory); of the task DataModules HFPretrainDataModule streams"
+                " (pre-training captions, with batches_per_epoch)"
             )
         if self.split_column is None:
             return table

@@ -34,7 +34,6 @@ from pixelbert_pl.data.captions import (
     read_visual_genome,
     to_hf_dataset,
 )
-from pixelbert_pl.data.hf import CaptionColumns, HFCaptionData
 from pixelbert_pl.data.records import (
     ArrowRecords,
     CaptionPairDataset,
@@ -42,7 +41,6 @@ from pixelbert_pl.data.records import (
     sample_rng,
     split_key,
 )
-from pixelbert_pl.data.sources import DatasetSource
 from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.processing.batches import IGNORE_INDEX, collate_pretrain
 from pixelbert_pl.processing.items import PretrainItem
@@ -302,58 +300,3 @@ class PretrainDataModule(PretrainSplits):
         if split == "train":
             return ArrowRecords(to_hf_dataset(self.read_records(self.train_splits, True)))
         return self.read_records(self.val_splits, False)
-
-
-class HFPretrainDataModule(HFCaptionData, PretrainSplits):
-    """MLM + ITM pre-training on any `datasets` source of (image, caption) rows (hf.py): a Hub id, a save_to_disk
-    folder, Parquet, CSV or JSON lines, read by `columns` with no conversion step; keep evaluation images out of it
-    (with `split_column`, its train split is the source's "train" and "restval" rows). Its arguments are
-    `HFCaptionData`'s (source, columns, image_root, split_column), `PretrainSplits`' (captions_per_image, ...) and:
-
-    Args:
-        batches_per_epoch: with `source.streaming: true` (corpora too large for a map-style table, of a length not
-            known in advance), training is streamed (hf_streaming.py) and an epoch is this many batches per rank:
-            required then. Every (rank, worker) slot reads a disjoint share of the stream's shards (at least one
-            each), again from its start when it runs dry; the mid-epoch position is in checkpoints; validation
-            reads its split whole (`max_val_images` bounds it).
-        block_size: streaming: rows read at a time, the shuffle buffer (pairs shuffled within it, ITM negatives
-            drawn from its other images, batches of one shape bucket cut from it).
-    """
-
-    def __init__(
-        self,
-        source: DatasetSource,
-        columns: CaptionColumns | None = None,
-        image_root: str | None = None,
-        split_column: str | None = None,
-        batches_per_epoch: int | None = None,
-        block_size: int = 1024,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(source, columns, image_root, split_column, **kwargs)
-        self.batches_per_epoch, self.block_size = batches_per_epoch, block_size
-
-    def read_split(self, split: str) -> Sequence[ImageCaptions]:
-        if self.hf.source.streaming:
-            from pixelbert_pl.data.hf_streaming import read_stream  # hf_streaming builds on this module
-
-            if split != "train":
-                return read_stream(self, split, self.max_val_images)
-            if self.batches_per_epoch is None:
-                raise ValueError(
-                    f"{self.hf.where(split)}: streaming: true reads a stream whose length is not known in advance:"
-                    " set batches_per_epoch (training batches per rank an epoch; on the command line"
-                    " --data.init_args.batches_per_epoch N)"
-                )
-            return []  # training is streamed (`train_dataloader`)
-        records = self.caption_records(split)
-        return ArrowRecords(to_hf_dataset(records)) if split == "train" else records
-
-    def train_dataloader(self) -> DataLoader:
-        if not self.hf.source.streaming:
-            return super().train_dataloader()
-        from pixelbert_pl.data.hf_streaming import train_stream
-        from pixelbert_pl.data.streaming import stream_loader
-
-        self.setup("fit")
-        return stream_loader(self, train_stream(self))

@@ -116,8 +116,126 @@ class StreamSettings:
     mlm_word_probabilities: dict[str, float] | None
     seed: int
 
+    def dataset(
+        self,
+        records: Sequence[ImageCaptions],
+        images: Mapping[str, bytes],
+        first_item: int,
+        seed_key: Sequence[int],
+        train: bool,
+        caption_counts: Sequence[int] | None = None,
+    ) -> ShardCaptionDataset:
+        """`ShardCaptionDataset` over one unit of a stream (a shard, a block), its draws seeded by `seed_key` after
+        `seed`, so each unit has its own."""
+        return ShardCaptionDataset(
+            images, first_item, records, self.transform, self.tokenizer, self.max_text_length,
+            self.captions_per_image, self.mlm_probability,
+            seed=int(np.random.SeedSequence([self.seed, *seed_key]).generate_state(1)[0]),
+            mlm_word_probabilities=self.mlm_word_probabilities, epoch="pairs" if train else "images",
+            caption_counts=caption_counts,
+        )  # fmt: skip
 
-class ShardStream(IterableDataset):
+
+def size_buckets(shapes: PadShapes, transform: ImageTransform, sizes: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The `PadShapes` bucket of images of these (height, width) sizes once resized; (0, 0), an image that cannot
+    be read, goes to the fallback bucket."""
+    t, fallback = transform, len(shapes) - 1
+    buckets = [shapes.bucket(*resize_shape(h, w, t.min_size, t.max_size, t.size_divisor)) if h else fallback
+               for h, w in sizes]  # fmt: skip
+    return np.asarray(buckets, dtype=np.int64)
+
+
+def bucket_batches(rng: np.random.Generator, buckets: np.ndarray, batch_size: int) -> list[list[int]]:
+    """Batches of one bucket of the items whose buckets these are, wherever the counts allow (`cut_bucket_batches`):
+    every bucket's items shuffled, cut, and the batches shuffled, all drawn from `rng`."""
+    members = [rng.permutation(np.flatnonzero(buckets == b)).tolist() for b in np.unique(buckets)]
+    batches = cut_bucket_batches(members, batch_size)
+    return [batches[b] for b in rng.permutation(len(batches))]
+
+
+class SlotStream(IterableDataset):
+    """What the streams of whole batches share: each (rank, DataLoader worker) slot reads a disjoint share of the
+    epoch's shard order (shuffled by (seed, epoch) for training), its position after each batch is its state
+    (`STATE_KEYS`, read by `StatefulDataLoader` in the worker), and a restored state is where the next iteration
+    starts. A subclass says how many shards there are, reads them (`__iter__`) and says when a slot's state is at
+    the end of its epoch (`finished`).
+
+    `num_workers` must be the DataLoader's; training refuses fewer shards than slots (`fix` says what to do).
+    `skip_counter` (training): unreadable images counted and stood in for; `shapes` (training): batches of one
+    `PadShapes` bucket.
+    """
+
+    STATE_KEYS: tuple[str, ...] = ("epoch", "batches")
+
+    def __init__(
+        self,
+        *,
+        settings: StreamSettings,
+        collate: Callable[[list[PretrainItem]], PretrainBatch],
+        batch_size: int,
+        shard_count: int,
+        where: str,
+        fix: str,
+        train: bool = True,
+        world_size: int = 1,
+        rank: int = 0,
+        num_workers: int = 0,
+        skip_counter: SkipCounter | None = None,
+        shapes: PadShapes | None = None,
+    ) -> None:
+        self.settings, self.collate, self.batch_size, self.train = settings, collate, batch_size, train
+        self.shard_count, self.skip_counter, self.shapes = shard_count, skip_counter, shapes if train else None
+        self.world_size, self.rank, self.num_workers = world_size, rank, num_workers
+        self.slots = world_size * max(1, num_workers)
+        if train and shard_count < self.slots:
+            raise ValueError(
+                f"{where}: {shard_count} shards for {world_size} ranks x {max(1, num_workers)} workers: expected at "
+                f"least one shard per slot; {fix}"
+            )
+        self.epoch = 0
+        self._resume: dict[str, int] | None = None
+        self._state: dict[str, int] = self.fresh_state(0)
+
+    def fresh_state(self, epoch: int) -> dict[str, int]:
+        return {**dict.fromkeys(self.STATE_KEYS, 0), "epoch": epoch}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def finished(self, state: Mapping[str, int]) -> bool:
+        """Whether a slot in `state` has served its epoch (training)."""
+        raise NotImplementedError
+
+    def shard_order(self, epoch: int) -> np.ndarray:
+        if not self.train:
+            return np.arange(self.shard_count)
+        return sample_rng(self.settings.seed, epoch, _SHARD_ORDER_STREAM).permutation(self.shard_count)
+
+    def slot_shards(self, epoch: int, slot: int) -> list[int]:
+        """The shards slot `slot` (= rank x workers + worker) reads in `epoch`, in reading order."""
+        return [int(s) for s in self.shard_order(epoch)[slot :: self.slots]]
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the next batch starts: read by `StatefulDataLoader` in the worker after each batch."""
+        return dict(self._state)
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self._resume = {k: int(state[k]) for k in self.STATE_KEYS}
+
+    def start(self) -> tuple[int, int, dict[str, int]]:
+        """(workers, this worker, the state this iteration starts from: the restored one, else the epoch's start),
+        checking the loader's workers are the ones the shares were cut for."""
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        if workers != max(1, self.num_workers):
+            raise RuntimeError(f"{type(self).__name__}(num_workers={self.num_workers}) iterated by {workers} workers")
+        resume, self._resume = self._resume, None
+        state = resume if resume is not None else self.fresh_state(self.epoch)
+        self._state = dict(state)
+        return workers, worker, state
+
+
+class ShardStream(SlotStream):
     """Batches of pre-training items streamed from `index`'s shards for one rank, split among its workers.
 
     Training (`train=True`): an epoch is every image-caption pair of the slot's shards, shuffled, cut into batches of
@@ -132,51 +250,33 @@ class ShardStream(IterableDataset):
     `num_workers` must be the DataLoader's (each rank then serves `len(self)` batches).
     """
 
-    def __init__(
-        self,
-        index: ShardIndex,
-        settings: StreamSettings,
-        collate: Callable[[list[PretrainItem]], PretrainBatch],
-        batch_size: int,
-        train: bool = True,
-        world_size: int = 1,
-        rank: int = 0,
-        num_workers: int = 0,
-        skip_counter: SkipCounter | None = None,
-        shapes: PadShapes | None = None,
-    ) -> None:
-        self.index, self.settings, self.collate = index, settings, collate
-        self.shapes = shapes if train else None
-        self.batch_size, self.train = batch_size, train
-        self.world_size, self.rank, self.num_workers = world_size, rank, num_workers
-        self.skip_counter = skip_counter
-        self.epoch = 0
-        self.matched = matched_rows(settings.captions_per_image)
+    STATE_KEYS = ("epoch", "shard", "offset", "batches")
+
+    def __init__(self, index: ShardIndex, **slots: Any) -> None:
+        """`slots`: `SlotStream`'s arguments but the shard count and messages (`stream_parts`)."""
+        super().__init__(
+            shard_count=len(index.shards), where=f"{index.root} ({index.split})",
+            fix="write smaller shards (pixelbert-make-shards --records-per-shard) or use fewer workers", **slots,
+        )  # fmt: skip
+        self.index = index
+        self.matched = matched_rows(self.settings.captions_per_image)
         self.items_per_shard = [
-            len(CaptionPairIndex(shard.caption_counts, self.matched, one_per_image=not train)) for shard in index.shards
+            len(CaptionPairIndex(shard.caption_counts, self.matched, one_per_image=not self.train))
+            for shard in index.shards
         ]
-        slots = world_size * max(1, num_workers)
-        if train and len(index.shards) < slots:
-            raise ValueError(
-                f"{index.root} ({index.split}): {len(index.shards)} shards for {world_size} ranks x "
-                f"{max(1, num_workers)} workers: expected at least one shard per slot; write smaller shards "
-                "(pixelbert-make-shards --records-per-shard) or use fewer workers"
-            )
         # Any slot gets at least floor(shards / slots) shards: the smallest that many hold bounds every slot's share.
-        fewest = len(index.shards) // slots
+        fewest = len(index.shards) // self.slots
         self.item_buckets: list[np.ndarray] = []
         if self.shapes is None:
-            self.batches_per_slot = sum(sorted(self.items_per_shard)[:fewest]) // batch_size
+            self.batches_per_slot = sum(sorted(self.items_per_shard)[:fewest]) // self.batch_size
         else:
             self.item_buckets = [self._item_buckets(shard) for shard in index.shards]
-            per_shard = [bucket_batch_count(np.bincount(b).tolist(), batch_size) for b in self.item_buckets]
+            per_shard = [bucket_batch_count(np.bincount(b).tolist(), self.batch_size) for b in self.item_buckets]
             self.batches_per_slot = sum(sorted(per_shard)[:fewest])
-        if train and self.batches_per_slot == 0:
+        if self.train and self.batches_per_slot == 0:
             raise ValueError(
-                f"{index.root}: a slot's share ({fewest} shards) holds fewer than batch_size={batch_size} items"
+                f"{index.root}: a slot's share ({fewest} shards) holds fewer than batch_size={self.batch_size} items"
             )
-        self._resume: dict[str, int] | None = None
-        self._state: dict[str, int] = {"epoch": 0, "shard": 0, "offset": 0, "batches": 0}
 
     def __len__(self) -> int:
         if self.train:
@@ -185,8 +285,8 @@ class ShardStream(IterableDataset):
         shares = [self.slot_shards(0, slot) for slot in range(self.rank * workers, (self.rank + 1) * workers)]
         return sum(-(-sum(self.items_per_shard[s] for s in share) // self.batch_size) for share in shares)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def finished(self, state: Mapping[str, int]) -> bool:
+        return state["batches"] >= self.batches_per_slot
 
     def _item_buckets(self, shard: ShardInfo) -> np.ndarray:
         """The `PadShapes` bucket of each of the shard's items (an unreadable image's: the fallback)."""
@@ -196,13 +296,8 @@ class ShardStream(IterableDataset):
                 f"{self.index.root} ({self.index.split}): the index lists no image sizes for {shard.file}; bucketed "
                 "batches (pad_long_sides) need them: write the shards again with pixelbert-make-shards"
             )
-        t, fallback = self.settings.transform, len(self.shapes) - 1
-        records = [
-            self.shapes.bucket(*resize_shape(h, w, t.min_size, t.max_size, t.size_divisor)) if h else fallback
-            for h, w in shard.image_sizes
-        ]
-        items = CaptionPairIndex(shard.caption_counts, self.matched).item_records()
-        return np.asarray(records, dtype=np.int64)[items]
+        records = size_buckets(self.shapes, self.settings.transform, [(h, w) for h, w in shard.image_sizes])
+        return records[CaptionPairIndex(shard.caption_counts, self.matched).item_records()]
 
     def item_order(self, epoch: int, shard: int, count: int) -> np.ndarray:
         """The order shard `shard`'s `count` items are served in: shuffled by (seed, epoch, shard), in batches of
@@ -212,65 +307,27 @@ class ShardStream(IterableDataset):
         rng = sample_rng(self.settings.seed, epoch, shard, _SHARD_ORDER_STREAM)
         if self.shapes is None:
             return rng.permutation(count)
-        buckets = self.item_buckets[shard]
-        members = [rng.permutation(np.flatnonzero(buckets == b)).tolist() for b in np.unique(buckets)]
-        batches = cut_bucket_batches(members, self.batch_size)
-        return np.asarray([i for b in rng.permutation(len(batches)) for i in batches[b]], dtype=np.int64)
-
-    def shard_order(self, epoch: int) -> np.ndarray:
-        count = len(self.index.shards)
-        if not self.train:
-            return np.arange(count)
-        return sample_rng(self.settings.seed, epoch, _SHARD_ORDER_STREAM).permutation(count)
-
-    def slot_shards(self, epoch: int, slot: int) -> list[int]:
-        """The shards slot `slot` (= rank x workers + worker) reads in `epoch`, in reading order."""
-        slots = self.world_size * max(1, self.num_workers)
-        return [int(s) for s in self.shard_order(epoch)[slot::slots]]
+        batches = bucket_batches(rng, self.item_buckets[shard], self.batch_size)
+        return np.asarray([i for batch in batches for i in batch], dtype=np.int64)
 
     def shard_dataset(self, shard: int) -> ShardCaptionDataset:
-        s = self.settings
         records, images = read_listed_shard(self.index, shard)
-        info = self.index.shards[shard]
-        dataset = ShardCaptionDataset(
-            images, sum(self.items_per_shard[:shard]), records, s.transform, s.tokenizer, s.max_text_length,
-            s.captions_per_image, s.mlm_probability,
-            seed=int(np.random.SeedSequence([s.seed, shard]).generate_state(1)[0]),  # each shard its own draws
-            mlm_word_probabilities=s.mlm_word_probabilities, epoch="pairs" if self.train else "images",
-            caption_counts=info.caption_counts,
+        dataset = self.settings.dataset(
+            records, images, sum(self.items_per_shard[:shard]), [shard], self.train,  # each shard its own draws
+            self.index.shards[shard].caption_counts,
         )  # fmt: skip
         if self.train and self.skip_counter is not None:
             dataset.skip_unreadable(self.skip_counter)  # as in-memory training: the next readable item stands in
         return dataset
 
-    def state_dict(self) -> dict[str, int]:
-        """Where the next batch starts: read by `StatefulDataLoader` in the worker after each batch."""
-        return dict(self._state)
-
-    def load_state_dict(self, state: Mapping[str, int]) -> None:
-        self._resume = {k: int(state[k]) for k in ("epoch", "shard", "offset", "batches")}
-
-    def _start(self) -> dict[str, int]:
-        resume, self._resume = self._resume, None
-        if resume is None:
-            return {"epoch": self.epoch, "shard": 0, "offset": 0, "batches": 0}
-        if self.train and resume["batches"] >= self.batches_per_slot:  # this slot was done: nothing more this epoch
-            return {**resume, "shard": len(self.index.shards)}
-        return resume
-
     def __iter__(self) -> Iterator[PretrainBatch]:
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        if workers != max(1, self.num_workers):
-            raise RuntimeError(f"ShardStream(num_workers={self.num_workers}) iterated by {workers} workers")
-        state = self._start()
+        workers, worker, state = self.start()
         epoch = state["epoch"]
-        self._state = dict(state)
         shards = self.slot_shards(epoch, self.rank * workers + worker)
         pending: list[PretrainItem] = []
         served = state["batches"]
         for position in range(state["shard"], len(shards)):
-            if self.train and served >= self.batches_per_slot:
+            if self.train and served >= self.batches_per_slot:  # (a restored slot may be done: nothing more)
                 return
             shard = shards[position]
             dataset = self.shard_dataset(shard)
@@ -299,7 +356,7 @@ def identity(batch: Any) -> Any:
 
 
 def _slot_states(state: Mapping[str, Any]) -> list[Mapping[str, int]]:
-    """The `ShardStream` states in a `StatefulDataLoader` state: one per worker (torchdata keeps them in its
+    """The `SlotStream` states in a `StatefulDataLoader` state: one per worker (torchdata keeps them in its
     snapshot), or the dataset's own without workers."""
     workers = state.get("_snapshot", {}).get("_worker_snapshots")
     if workers is None:
@@ -308,31 +365,62 @@ def _slot_states(state: Mapping[str, Any]) -> list[Mapping[str, int]]:
 
 
 class EpochStreamLoader(StatefulDataLoader):
-    """A `StatefulDataLoader` that tells its `ShardStream` the epoch before each iteration starts its workers
-    (Lightning calls `set_epoch` on samplers only, and an iterable dataset has none of its own).
+    """A `StatefulDataLoader` that tells its `SlotStream` (`ShardStream`, hf_streaming.py's `CaptionBlockStream`) the
+    epoch before each iteration starts its workers (Lightning calls `set_epoch` on samplers only, and an iterable
+    dataset has none of its own).
 
     A state saved after the epoch's last batch (every slot done) resumes with the next epoch, as an uninterrupted
     run goes on (Lightning creates the resumed iterator before it moves its epoch on); a slot done while others
     are not serves nothing more that epoch.
     """
 
-    def __init__(self, dataset: ShardStream, epoch_source: Callable[[], int], **kwargs: Any) -> None:
+    def __init__(self, dataset: SlotStream, epoch_source: Callable[[], int], **kwargs: Any) -> None:
         super().__init__(dataset, **kwargs)
         self.epoch_source = epoch_source
         self._next_epoch: int | None = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        stream = cast(ShardStream, self.dataset)
+        stream = cast(SlotStream, self.dataset)
         slots = _slot_states(state_dict)
-        if stream.train and slots and all(s["batches"] >= stream.batches_per_slot for s in slots):
+        if stream.train and slots and all(stream.finished(s) for s in slots):
             self._next_epoch = max(int(s["epoch"]) for s in slots) + 1
             return
         super().load_state_dict(state_dict)
 
     def __iter__(self) -> Any:
         epoch, self._next_epoch = self._next_epoch, None
-        cast(ShardStream, self.dataset).set_epoch(self.epoch_source() if epoch is None else epoch)
+        cast(SlotStream, self.dataset).set_epoch(self.epoch_source() if epoch is None else epoch)
         return super().__iter__()
+
+
+def stream_parts(module: Any, train: bool) -> dict[str, Any]:
+    """What a pre-training DataModule gives every `SlotStream` it builds: the item settings, the collate, the batch
+    size, its rank, workers, skip counter and padded shapes."""
+    settings = StreamSettings(
+        module.transform, module.tokenizer, module.processing.max_text_length, module.captions_per_image,
+        module.mlm_probability, module.mlm_word_probabilities, module.seed,
+    )  # fmt: skip
+    world, rank = module._ranks()
+    return {
+        "settings": settings, "train": train, "world_size": world, "rank": rank, "num_workers": module.num_workers,
+        "collate": functools.partial(collate_pretrain, pad_token_id=module.tokenizer.pad_token_id,
+                                     padding=module.padding),
+        "batch_size": module.batch_size if train else module.val_batch_size,
+        "skip_counter": module.skip_counter if train else None, "shapes": module.padding.shapes,
+    }  # fmt: skip
+
+
+def stream_loader(module: PixelBertDataModule, stream: SlotStream) -> EpochStreamLoader:
+    """The loader of a stream of whole batches, with `module`'s workers, seed and epoch."""
+    return EpochStreamLoader(
+        stream, module._current_epoch, batch_size=None, collate_fn=identity, num_workers=module.num_workers,
+        # A fresh worker per epoch receives the epoch with its copy of the stream.
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+        # Worker base seeds from here, not torch's global RNG: starting an epoch leaves dropout's RNG as it was.
+        generator=torch.Generator().manual_seed(module.seed),
+        worker_init_fn=stop_safe_worker_init(),
+    )  # fmt: skip
 
 
 class StreamingPretrainDataModule(PixelBertDataModule):
@@ -391,36 +479,15 @@ class StreamingPretrainDataModule(PixelBertDataModule):
 
     def stream(self, split: str, train: bool) -> ShardStream:
         self.setup("fit" if train else "validate")
-        settings = StreamSettings(
-            self.transform, self.tokenizer, self.processing.max_text_length, self.captions_per_image,
-            self.mlm_probability, self.mlm_word_probabilities, self.seed,
-        )  # fmt: skip
-        world, rank = self._ranks()
-        collate = functools.partial(collate_pretrain, pad_token_id=self.tokenizer.pad_token_id, padding=self.padding)
-        batch = self.batch_size if train else self.val_batch_size
-        return ShardStream(
-            self.indexes[split], settings, collate, batch, train, world, rank, self.num_workers,
-            skip_counter=self.skip_counter if train else None, shapes=self.padding.shapes,
-        )  # fmt: skip
-
-    def _loader(self, stream: ShardStream) -> EpochStreamLoader:
-        return EpochStreamLoader(
-            stream, self._current_epoch, batch_size=None, collate_fn=identity, num_workers=self.num_workers,
-            # A fresh worker per epoch receives the epoch with its copy of the stream.
-            persistent_workers=False,
-            pin_memory=torch.cuda.is_available(),
-            # Worker base seeds from here, not torch's global RNG: starting an epoch leaves dropout's RNG as it was.
-            generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=stop_safe_worker_init(),
-        )  # fmt: skip
+        return ShardStream(self.indexes[split], **stream_parts(self, train))
 
     def train_dataloader(self) -> EpochStreamLoader:
-        return self._loader(self.stream(self.train_split, train=True))
+        return stream_loader(self, self.stream(self.train_split, train=True))
 
     def val_dataloader(self) -> EpochStreamLoader | list[Any]:
         if self.val_split is None:
             return []
-        return self._loader(self.stream(self.val_split, train=False))
+        return stream_loader(self, self.stream(self.val_split, train=False))
 
     def predict_dataloader(self) -> EpochStreamLoader | list[Any]:
         """The validation pairs, matched and not (`pixelbert predict` gives each its ITM probability)."""
