@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from pixelbert_pl.check_data import read_recipe
 from pixelbert_pl.harness.demo import CONFIG as RECIPE
 
 TESTS = Path(__file__).resolve().parent
@@ -50,7 +50,7 @@ SOURCES = {
 def steps_per_epoch(root: Path, devices: int) -> int:
     from pixelbert_pl.harness.datamodules import ShapesWorldDataModule
 
-    settings = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]  # what `pixelbert fit` will build
+    settings = read_recipe(RECIPE)["data"]["init_args"]  # what `pixelbert fit` will build (base and all)
     settings.update(root=str(root), batch_size=BATCH_SIZE, num_workers=0)
     data = ShapesWorldDataModule(**settings)
     data.setup("fit")
@@ -177,7 +177,7 @@ def resume_with_data(
 
 def recipe_data(*keys: str) -> dict[str, Any]:
     """These settings of the recipe's data section."""
-    settings = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]
+    settings = read_recipe(RECIPE)["data"]["init_args"]
     return {k: settings[k] for k in keys}
 
 

@@ -197,7 +197,7 @@ def test_pixelbert_fit_streams_a_source_on_the_harness_recipe(stream_source, sha
         "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar",
         "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
     ])  # fmt: skip
-    assert cli.trainer.global_step == 7 and cli.trainer.current_epoch == 2
+    assert cli.trainer.global_step == 7 and cli.trainer.num_training_batches == 3  # 3 an epoch, as asked
     loader = cli.trainer.train_dataloader
     assert isinstance(loader, EpochStreamLoader) and isinstance(loader.dataset, CaptionBlockStream)
     assert all(torch.isfinite(p).all() for p in cli.model.parameters())
