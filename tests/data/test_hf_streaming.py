@@ -160,6 +160,28 @@ def test_a_bucketed_stream_serves_batches_of_one_shape_and_resumes_exactly(mixed
     assert _same(_resumed(data, 3), expected) == 0
 
 
+def test_json_lines_of_image_paths_and_one_caption_a_row_stream_too(shapes_root, tmp_path) -> None:
+    """Rows of (image file, one caption) in 4 JSON lines files, the images read from `image_root`: rows of one file
+    are one image with all its captions (within a block), bucketed from the files' headers."""
+    images = json.loads((shapes_root / "karpathy.json").read_text())["images"]
+    train = [image for image in images if image["split"] == "train"]
+    for i in range(4):
+        rows = [{"file": f"{image['filepath']}/{image['filename']}", "text": sentence["raw"]}
+                for image in train[i::4] for sentence in image["sentences"]]  # fmt: skip
+        (tmp_path / f"train-{i}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    files = {"train": str(tmp_path / "train-*.jsonl"), "validation": str(tmp_path / "train-0.jsonl")}
+    source = DatasetSource(data_files=files, streaming=True)
+    data = HFPretrainDataModule(
+        source, CaptionColumns(image="file", caption="text"), image_root=str(shapes_root),
+        tokenizer=str(shapes_root / "vocab.txt"), image_min_size=64, image_max_size=128, size_divisor=16,
+        pad_long_sides=[96], max_text_length=24, batch_size=3, num_workers=2, batches_per_epoch=7, block_size=20,
+    )  # fmt: skip
+    expected = list(data.train_dataloader())
+    assert len(expected) == 7 and all(b.pixel_values.shape[0] == 3 for b in expected)
+    assert all(itm.tolist().count(0) == 3 for itm in (b.itm_labels for b in expected))  # a negative per image
+    assert _same(_resumed(data, 4), expected) == 0
+
+
 def _rank_run(rank: int, world: int, source: DatasetSource, root: str, cache: str) -> tuple[int, int, list, int]:
     datasets.config.HF_DATASETS_CACHE = f"{cache}-{rank}"
     data = _bucketed(source, Path(root), num_workers=2, batch_size=4, batches_per_epoch=5, block_size=4)

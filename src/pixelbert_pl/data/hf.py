@@ -5,7 +5,8 @@ it. Nothing is converted or copied: images the data holds are read from its Arro
 (`RowImages`), image paths are files under `image_root`.
 
 Each task's DataModule (`HFVQADataModule` in vqa.py, ...) names the columns it reads in a dataclass whose defaults
-read the task's common Hub schema as published; `HFSource` is what they share.
+read the task's common Hub schema as published; `HFSource` is what they share. Those read map-style sources; a
+streamed one (`streaming: true`) is read by pre-training alone, block by block (hf_pretraining.py).
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ class CaptionBlockStream(SlotStream):
         """`slots`: `SlotStream`'s arguments but the shard count and messages (`stream_parts`)."""
         fix = "give the stream more shards (more data files; a save_to_disk folder streams one per Arrow file)"
         super().__init__(shard_count=stream.num_shards, where=rows.where, fix=f"{fix} or use fewer workers", **slots)
-        if not self.train or batches_per_epoch < 1 or block_size < 2:
+        if batches_per_epoch < 1 or block_size < 2:
             raise ValueError(f"batches_per_epoch={batches_per_epoch}, block_size={block_size}: expected >= 1, >= 2")
         self.stream, self.rows, self.batches_per_epoch, self.block_size = stream, rows, batches_per_epoch, block_size
 
@@ -138,10 +138,9 @@ class CaptionBlockStream(SlotStream):
         if rows:
             data = data.skip(rows)
         first = rows // self.block_size
-        rows_of = self.rows
+        reader = CaptionRows(**{**vars(self.rows), "where": f"{self.rows.where} shard {shard}"})
         for number, batch in enumerate(data.iter(batch_size=self.block_size), start=first):
-            where = CaptionRows(**{**vars(rows_of), "where": f"{rows_of.where} shard {shard}"})
-            yield number, *where.records(batch, number * self.block_size)
+            yield number, *reader.records(batch, number * self.block_size)
 
     def block_batches(
         self, epoch: int, shard: int, block: int, cycle: int, records: list[ImageCaptions], images: dict[str, bytes]
@@ -277,8 +276,8 @@ class HFPretrainDataModule(HFCaptionData, StreamOptions, PretrainSplits):
             if self.batches_per_epoch is None:
                 raise ValueError(
                     f"{self.hf.where(split)}: streaming: true reads a stream whose length is not known in advance:"
-                    " set batches_per_epoch (training batches per rank an epoch; on the command line"
-                    " --data.init_args.batches_per_epoch N)"
+                    f" set batches_per_epoch (training batches per rank an epoch; on the command line"
+                    f" {BATCHES_ARGUMENT} N)"
                 )
             return []  # training is streamed (`train_dataloader`)
         records = self.caption_records(split)

@@ -73,7 +73,8 @@ class DatasetSource:
     repo, or a single data file / glob; `data_files`: data files, as a list (one split, "train") or as
     {source split: file or glob}, relative to `path` when that is set; `name`: the Hub config; `splits`: our split
     (train / val / test) -> the source's split, each one missing keeping its default; `streaming`: read as an
-    `IterableDataset`; `revision`: the Hub revision; `cache_dir`: where `datasets` caches what it prepares."""
+    `IterableDataset` (pre-training streams it, hf_pretraining.py; the other tasks read map-style sources);
+    `revision`: the Hub revision; `cache_dir`: where `datasets` caches what it prepares."""
 
     path: str = ""
     name: str | None = None

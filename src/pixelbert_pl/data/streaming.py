@@ -15,6 +15,9 @@ inside the iterator), and an exact mid-epoch resume, which `datasets` does not r
 shuffle buffer is refilled, in a different order). Every slot serves the same number of batches, computed from the
 shards' caption counts; the state after each batch is (epoch, shard, position, batches), which
 torchdata's `StatefulDataLoader` collects from each worker and Lightning keeps in checkpoints.
+
+`SlotStream` (slots, shard order, state) and `EpochStreamLoader` serve hf_pretraining.py's stream of a user's
+`datasets` source too, whose length is not known in advance.
 """
 
 from __future__ import annotations
