@@ -227,11 +227,14 @@ def read_stream(module: HFPretrainDataModule, split: str, max_images: int | None
     keys: list[str] = []
     captions: list[Any] = []
     images: dict[str, bytes] = {}
+    seen: set[str] = set()
     for batch in stream.iter(batch_size=256):
         k, c, i = rows.read(batch, len(keys))
-        keys, captions = keys + k, captions + c
+        keys.extend(k)
+        captions.extend(c)
         images.update(i)
-        if max_images and len(set(keys)) > max_images:
+        seen.update(k)
+        if max_images and len(seen) > max_images:
             break
     module.image_bytes[split] = images
     return caption_records(keys, captions, rows.where)[:max_images]
