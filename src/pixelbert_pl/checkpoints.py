@@ -122,8 +122,10 @@ class BestCheckpoint(ModelCheckpoint):
     """Keeps `best.ckpt` in the run's checkpoint folder: the weights with the best value of `monitor` so far.
 
     Args:
-        monitor, mode: what to compare; by default the task's own `monitor` and `mode` class attributes (VQA's
-            `val/vqa_accuracy_overall`, "max"), read when training starts.
+        monitor: the value compared; by default the task's own `monitor` class attribute (VQA's
+            `val/vqa_accuracy_overall`), read when training starts.
+        mode: how it is compared, "min" or "max"; by default the task's own `mode` class attribute (VQA's "max"),
+            read when training starts.
         filename: the file's name without `.ckpt`.
         dirpath: the folder (default: the run's checkpoint folder, as for `last.ckpt`).
     """

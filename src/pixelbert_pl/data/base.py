@@ -49,8 +49,10 @@ class PixelBertDataModule(pl.LightningDataModule):
 
     Args:
         tokenizer: HF name or local directory / vocab.txt of the BERT WordPiece tokenizer.
-        image_min_size, image_max_size, size_divisor: the `ImageTransform`'s resizing. Batches carry the resized
-            uint8 pixels; the model normalises them on its device.
+        image_min_size: the `ImageTransform`'s resizing (short side). Batches carry the resized uint8 pixels; the
+            model normalises them on its device.
+        image_max_size: as image_min_size, the resizing's cap on the long side.
+        size_divisor: as image_min_size, the resizing's rounding of both sides to a multiple of it.
         max_text_length: tokens per text, [CLS] and [SEP] included.
         pad_long_sides: pad every batch to one of a fixed set of shapes (`PadShapes`: S x S, S x L and L x S for
             these long sides L and the cap, S the short side) and train on batches of one shape bucket
@@ -59,7 +61,8 @@ class PixelBertDataModule(pl.LightningDataModule):
             one description of the inputs that the CLI links to the task and that checkpoints and exports carry.
         text_pad_multiple: texts padded to a multiple of this many tokens (Hugging Face's `pad_to_multiple_of`),
             so a run meets `max_text_length / text_pad_multiple` text lengths, not every one.
-        batch_size: training batch per rank; val_batch_size: evaluation batch (default: batch_size).
+        batch_size: training batch per rank.
+        val_batch_size: evaluation batch (default: batch_size).
         seed: decides the training order and everything random about a sample, with the epoch and its index.
         max_skipped_fraction: training samples whose image cannot be read are replaced by the next readable one and
             counted (logged as `train/skipped_samples` each epoch); above this fraction of the samples drawn the run

@@ -187,8 +187,8 @@ class ImageTextClassificationDataModule(ClassificationSplits):
     """Any (image, text) -> class benchmark in JSON lines; the defaults read SNLI-VE (module docstring).
 
     Args:
-        train_file, val_file: JSON-lines files whose every row has a label (SNLI-VE: snli_ve_train.jsonl,
-            snli_ve_dev.jsonl).
+        train_file: JSON-lines file whose every row has a label (SNLI-VE: snli_ve_train.jsonl).
+        val_file: as train_file, for validation (SNLI-VE: snli_ve_dev.jsonl).
         labels: the class names as the files write them, index = class (SNLI-VE: entailment, neutral,
             contradiction); the task's head must use the same order.
         test_file: the rows `test_dataloader` and `predict_dataloader` serve; labels optional (-1 where absent).
@@ -196,7 +196,8 @@ class ImageTextClassificationDataModule(ClassificationSplits):
         image_pattern: an example's image file, filled with its row's fields by name.
         second_image_pattern: the second image's, for examples of two images (a statement about an image pair, as
             NLVR2's); each image goes through the transformer with the text and the two [CLS] vectors are classified.
-        text_field, label_field: the fields holding the text and the class name.
+        text_field: the field holding the text.
+        label_field: the field holding the class name.
         id_field: the field that identifies an example (predictions carry it); None: "<file>:<line>".
         allow_missing: skip examples whose image file is missing (with a warning) instead of failing.
         **kwargs: the settings every DataModule shares (`PixelBertDataModule`: tokenizer, image sizes, batches).

@@ -153,10 +153,13 @@ class NLVR2DataModule(NLVR2Splits):
     """NLVR2 in the "Pair" setting (docs/paper_facts.md §3.2): train, dev as "val", and test1 (or test2) as "test".
 
     Args:
-        train_file, val_file, test_file: JSON-lines files (train.json, dev.json, test1.json).
+        train_file: JSON-lines file (train.json).
+        val_file: as train_file, for validation (dev.json).
         image_root: the folder holding train/<directory>/, and dev/ and test1/ unless eval_image_root is given
-            (`read_nlvr2`). eval_image_root: the folder holding dev/ and test1/ (ViLT's layout keeps them beside
-            images/, which holds train/).
+            (`read_nlvr2`).
+        test_file: as train_file, for testing (test1.json).
+        eval_image_root: the folder holding dev/ and test1/ (ViLT's layout keeps them beside images/, which holds
+            train/).
         allow_missing: skip examples whose image file is missing (with a warning counting them) instead of failing;
             this breaks their consistency groups.
         **kwargs: the settings every DataModule shares (`PixelBertDataModule`).

@@ -242,17 +242,18 @@ class PretrainDataModule(PretrainSplits):
     """Image-caption pairs for MLM + ITM pre-training.
 
     Args:
-        tokenizer: HF name or local directory / vocab.txt of the BERT WordPiece tokenizer.
         karpathy_file: `dataset_coco.json`; its `train_splits` images are pre-training data, `val_splits` validate.
         image_root: folder holding the Karpathy `filepath` folders (train2014/, val2014/).
-        vg_regions, vg_image_data, vg_image_dirs: Visual Genome `region_descriptions.json`, `image_data.json`
-            and the image folders (VG_100K, VG_100K_2). VG images whose coco_id is a Karpathy val/test image
+        vg_regions: Visual Genome `region_descriptions.json`. VG images whose coco_id is a Karpathy val/test image
             are dropped, so evaluation images never reach pre-training.
+        vg_image_data: Visual Genome `image_data.json` (with vg_regions).
+        vg_image_dirs: the Visual Genome image folders (VG_100K, VG_100K_2) (with vg_regions).
         flickr30k_file: Flickr30K's `dataset_flickr30k.json`: VG images whose flickr_id is one of its val/test images
             are dropped too, so a model pre-trained here can be evaluated on Flickr30K retrieval.
         allow_missing: skip images whose file is missing (with a warning counting them) instead of failing.
         **kwargs: `PretrainSplits`' (captions_per_image, mlm_probability, mlm_word_probabilities, max_val_images)
-            and the settings every DataModule shares.
+            and the settings every DataModule shares, among them tokenizer: HF name or local directory / vocab.txt
+            of the BERT WordPiece tokenizer.
     """
 
     def __init__(

@@ -155,7 +155,8 @@ class RetrievalDataModule(RetrievalSplits):
         karpathy_file: dataset_coco.json or dataset_flickr30k.json.
         image_root: COCO: the folder holding train2014/ and val2014/; Flickr30K: flickr30k-images/ itself.
         train_splits: Karpathy splits to train on; Flickr30K has no "restval", so give ["train"] there.
-        val_split, test_split: the Karpathy splits evaluated (COCO-5K / Flickr30K-1K test: "test").
+        val_split: the Karpathy split evaluated in validation.
+        test_split: the Karpathy split evaluated in testing (COCO-5K / Flickr30K-1K test: "test").
         allow_missing: skip images whose file is missing (with a warning counting them) instead of failing; recall
             over a smaller split is not comparable to published numbers.
         **kwargs: `RetrievalSplits`' (num_negatives, max_eval_images) and the settings every DataModule shares.

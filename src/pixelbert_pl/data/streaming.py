@@ -432,12 +432,15 @@ class StreamingPretrainDataModule(PixelBertDataModule):
     Args:
         shards: the folder or URL (file://, s3://, gs://, ... through fsspec) holding `<split>.index.json` and the
             shards; converted with the in-memory readers' leak filters.
-        train_split, val_split: the splits read (val_split None: no validation).
+        train_split: the split trained on.
+        val_split: the split validated on (None: no validation).
         captions_per_image: caption rows per item, half of them (rounded down) ITM negatives, as in
             `PretrainDataModule`; an epoch is every image-caption pair of the rank's shards.
-        num_workers: DataLoader workers per rank; the shards must number at least ranks x max(1, workers), and a
-            multiple of it wastes nothing (every slot serves the batches of the smallest share).
-        The other arguments are `PixelBertDataModule`'s and `PretrainDataModule`'s.
+        mlm_probability: as `PretrainDataModule`'s.
+        mlm_word_probabilities: as `PretrainDataModule`'s.
+        **kwargs: `PixelBertDataModule`'s arguments, among them num_workers: DataLoader workers per rank; the
+            shards must number at least ranks x max(1, workers), and a multiple of it wastes nothing (every slot
+            serves the batches of the smallest share).
     """
 
     def __init__(

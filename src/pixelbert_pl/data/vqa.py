@@ -253,19 +253,24 @@ class VQADataModule(VQASplits):
     """VQA v2 as classification over `answer_vocab` with soft targets (docs/paper_facts.md §3.1, §6.2).
 
     Args:
-        train_questions, train_annotations: questions files and their annotation files, pairwise, for training
-            (v2_OpenEnded_mscoco_train2014_questions.json, v2_mscoco_train2014_annotations.json; add val2014 for a
-            test-dev submission).
-        val_questions, val_annotations: the same for validation.
+        train_questions: questions files for training (v2_OpenEnded_mscoco_train2014_questions.json; add val2014
+            for a test-dev submission).
+        train_annotations: the annotation files of train_questions, pairwise (v2_mscoco_train2014_annotations.json;
+            add val2014 for a test-dev submission).
+        val_questions: as train_questions, for validation.
+        val_annotations: as train_annotations, for validation.
         test_questions: the questions `predict_dataloader` serves (test-dev2015 or test2015: no annotations).
         test_annotations: their annotations where there are any; `test_dataloader` needs them.
         image_root: the folder holding train2014/, val2014/, test2015/ (default: each questions file's folder).
         image_pattern: an image's file under image_root, filled with the questions file's `data_subtype` and the
-            `image_id` (`read_vqa`). test_image_pattern: the same for test_questions (default: image_pattern);
-            test-dev2015 questions are about test2015 images: "test2015/COCO_test2015_{image_id:012d}.jpg".
+            `image_id` (`read_vqa`).
+        test_image_pattern: the same for test_questions (default: image_pattern); test-dev2015 questions are about
+            test2015 images: "test2015/COCO_test2015_{image_id:012d}.jpg".
         answer_vocab_annotations: annotation files whose `multiple_choice_answer`s make the answer classes;
             default: the train and val questions read (train2014 + val2014 and min count 9 give the usual 3,129).
-        train_image_ids, val_image_ids, test_image_ids: keep only questions about these images.
+        train_image_ids: keep only training questions about these images.
+        val_image_ids: as train_image_ids, for validation.
+        test_image_ids: as train_image_ids, for testing.
         allow_missing: skip questions whose image file is missing (with a warning counting them) instead of failing;
             an accuracy over what is left is not the official one.
         **kwargs: `VQASplits`' (answer_min_count, questions_per_image) and the settings every DataModule shares.

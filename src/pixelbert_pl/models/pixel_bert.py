@@ -206,14 +206,17 @@ class PixelBertModel(nn.Module):
         """Encode `[CLS] text [SEP] pixels` (or the text alone when no image is given).
 
         Args:
-            input_ids, attention_mask: (b, t) WordPiece ids starting with [CLS] and ending with [SEP], padded.
-            pixel_values, pixel_mask: (n, 3, H, W) normalised images and (n, H, W) real-pixel masks.
+            input_ids: (b, t) WordPiece ids starting with [CLS] and ending with [SEP], padded.
+            attention_mask: (b, t) mask of input_ids' real (not padding) tokens (None: every token).
+            pixel_values: (n, 3, H, W) normalised images.
+            pixel_mask: (n, H, W) real-pixel masks of pixel_values.
             image_sizes: the n real (h, w) sizes as host ints, when known (saves reading the mask back).
             pixel_tokens: tokens from `encode_pixels`, instead of pixel_values.
             image_index: (b,) which of the n images each text row reads; default row i reads image i.
             sample_pixels: keep `config.pixel_sample_size` random tokens per row (pre-training). Ignored in eval
                 mode: the paper samples only while pre-training, so that evaluation sees every pixel.
-            pixel_sample_seeds, generator: where sampling randomness comes from (see `sample_pixels`).
+            pixel_sample_seeds: where sampling randomness comes from (see `sample_pixels`): one seed per row.
+            generator: as pixel_sample_seeds: where sampling randomness comes from when no seeds are given.
             output_attentions: also return every layer's attention maps (runs eager attention).
             outputs: which rows the last layer computes: "all"; "text" ([CLS] and the text, for MLM + ITM), or
                 "cls" ([CLS] alone, for ITM, VQA, NLVR2, retrieval). Keys and values still come from every row,

@@ -11,7 +11,12 @@ S = TypeVar("S", bound=type)  # a subclass of what a registry holds: `register` 
 
 
 class Registry(Generic[T]):
-    """Args: kind: what it holds, for messages ("task model"); register: the call that registers one."""
+    """A registry of classes by name.
+
+    Args:
+        kind: what it holds, for messages ("task model").
+        register: the call that registers one.
+    """
 
     def __init__(self, kind: str, register: str) -> None:
         self.kind, self.register_call = kind, register

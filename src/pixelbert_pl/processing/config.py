@@ -25,10 +25,12 @@ class ProcessingConfig:
         tokenizer: HF name or local directory / vocab.txt of the BERT WordPiece tokenizer (None: the one shipped
             with a checkpoint or export).
         max_text_length: tokens per text, [CLS] and [SEP] included.
-        image_min_size, image_max_size: the paper's resize, short side to `image_min_size` unless the long side
-            would pass `image_max_size` (paper Sec. 4: 800 and 1333).
+        image_min_size: the paper's resize, short side to `image_min_size` unless the long side would pass
+            `image_max_size` (paper Sec. 4: 800).
+        image_max_size: the cap on the long side in that resize (paper Sec. 4: 1333).
         size_divisor: both sides rounded down to a multiple of it (the CNN's stride).
-        image_mean, image_std: per-channel normalisation of [0, 1] pixels (the trunk's ImageNet statistics).
+        image_mean: per-channel mean normalising [0, 1] pixels (the trunk's ImageNet statistics).
+        image_std: per-channel standard deviation normalising [0, 1] pixels (the trunk's ImageNet statistics).
         pad_long_sides: pad every batch to one of a fixed set of shapes (`PadShapes`: the square of the short side,
             and a landscape and a portrait shape for each of these long sides and the cap), and run the CNN on the
             padded batch, so compiled and CUDA graphs hold for a whole epoch; multiples of `size_divisor`.

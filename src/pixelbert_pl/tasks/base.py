@@ -41,8 +41,9 @@ class PixelBertTask(TaskRunner):
             shape, this task starts from (`models.checkpoint_reader.init_from`).
         channels_last: store the CNN in channels_last memory format (tensor-core convolutions with no layout
             transposes); the shipped GPU configs turn it on.
-        compile, compile_mode: `torch.compile` the CNN trunk and the transformer in place, in this mode
-            (`models.compile.compile_backbone`); "reduce-overhead" (CUDA graphs) wants `Trainer(inference_mode=False)`.
+        compile: `torch.compile` the CNN trunk and the transformer in place (`models.compile.compile_backbone`).
+        compile_mode: the mode of that compile; "reduce-overhead" (CUDA graphs) wants
+            `Trainer(inference_mode=False)`.
         text_length_buckets: run the transformer in up to this many groups of rows of similar caption length
             (`models/buckets.py`): less padding for one call more; it pays on the CPU (design_notes.md).
     """

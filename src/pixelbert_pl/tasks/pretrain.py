@@ -17,7 +17,8 @@ class PretrainTask(PixelBertTask):
     """Pre-training. Loss = mlm_weight * MLM + itm_weight * ITM; a weight of 0 removes that loss and its head.
 
     Args:
-        mlm_weight, itm_weight: real multipliers of the two losses (docs/prior_art.md L14); at least one positive.
+        mlm_weight: real multiplier of the MLM loss (docs/prior_art.md L14); it or itm_weight positive.
+        itm_weight: real multiplier of the ITM loss (docs/prior_art.md L14); it or mlm_weight positive.
         sample_pixels: keep `pixel_sample_size` random pixel tokens per row in training (the paper's K = 100).
         skip_pixel_rows: the last layer computes [CLS] and the text rows only (`outputs="text"`): MLM and ITM read
             nothing else, so the losses are the same up to float rounding and the pixel rows' query, output and

@@ -33,7 +33,8 @@ class RetrievalEvaluator:
         split_texts: a stage's ("val", "test") texts.
         step_context: a stage's autocast, as its steps run (reranking happens at the epoch's end, outside them).
         protocols: "full" and / or "coco_1k" (see `RetrievalTask`).
-        rerank_top_k, coarse_pool: two-stage evaluation (None: exhaustive).
+        rerank_top_k: two-stage evaluation (None: exhaustive).
+        coarse_pool: as rerank_top_k, two-stage evaluation's: the coarse stage's pooling block side.
     """
 
     def __init__(

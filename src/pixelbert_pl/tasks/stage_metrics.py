@@ -17,7 +17,8 @@ class StageMetrics(nn.ModuleDict):
     """Keys `{stage}_{name}`: those of the checkpoints' `metrics.` state.
 
     Args:
-        templates: every stage's metrics by name; train: training's when they differ (None: the same).
+        templates: every stage's metrics by name.
+        train: training's when they differ (None: the same).
     """
 
     def __init__(self, templates: dict[str, Metric], train: dict[str, Metric] | None = None) -> None:
