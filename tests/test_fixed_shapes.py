@@ -85,7 +85,7 @@ def test_checkpoints_and_exports_carry_the_padded_shapes_to_serving(mixed_shapes
     monkeypatch.setattr(sys, "argv", ["pixelbert"])
     _fit(mixed_shapes_root, tmp_path, "--model.init_args.compile", "false", "--trainer.max_epochs", "1",
          "--trainer.limit_train_batches", "2", "--data.init_args.pad_long_sides", "[96]")  # fmt: skip
-    (last,) = tmp_path.rglob("*.ckpt")
+    (last,) = tmp_path.rglob("last.ckpt")  # the CLI's default callbacks also write best.ckpt
     assert export([str(last), str(tmp_path / "exported")]) == 0
     predictors = [Predictor.from_checkpoint(last), Predictor.from_pretrained(tmp_path / "exported")]
     # The 6th image is 112 x 64 (MIXED_SIZES): resized to 64 x 112 and padded to 64 x 128.
