@@ -266,3 +266,23 @@ def test_check_data_reads_the_images_a_source_holds(hub: dict, shapes_root: Path
     images = len({q["image_id"] for q in table["train"].remove_columns("image")})
     assert rows["train"][:3] == [str(len(table["train"])), str(images), "0"]
     assert rows["val"][2] == "1" and f"split 'validation' image {bad_id}" in out
+
+
+def test_a_question_id_that_is_no_integer_names_the_row_and_the_fix(shapes_root: Path, tmp_path: Path) -> None:
+    rows = [{"image": f"images/shapes_{i:012d}.png", "question": "is there a circle?", "answer": "yes",
+             "qid": f"q{i}"} for i in (1, 2)]  # fmt: skip
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    source = DatasetSource(data_files={"train": str(tmp_path / "q.jsonl"), "validation": str(tmp_path / "q.jsonl")})
+    columns = VQAColumns(answers="answer", question_id="qid", image_id=None, answer_type=None)
+    dm = HFVQADataModule(source, columns, image_root=str(shapes_root), tokenizer=str(shapes_root / "vocab.txt"),
+                         answer_min_count=1, **SMALL)  # fmt: skip
+    with pytest.raises(SourceError, match=r"\[0\]\.qid: 'q1' is no integer question id; .*columns.question_id null"):
+        dm.setup("fit")
+
+
+def test_image_paths_of_a_hub_id_are_relative_to_the_working_directory() -> None:
+    from pixelbert_pl.data.hf import HFSource
+
+    assert HFSource(DatasetSource(path="HuggingFaceM4/VQAv2")).root() == ""
+    assert HFSource(DatasetSource(path="/no/such/folder/train.csv")).root() == ""
+    assert HFSource(DatasetSource(data_files=["/tmp/train.csv"])).root() == "/tmp"

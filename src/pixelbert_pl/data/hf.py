@@ -155,14 +155,18 @@ class HFSource:
         return f"{self.source.describe()} split {source_split(self.source, split)!r}"
 
     def root(self) -> str:
-        """The folder image paths are relative to: `image_root`, else the data files' folder, else the source's."""
+        """The folder image paths are relative to: `image_root`, else the data files' (or save_to_disk) folder; for a
+        Hub id, the working directory (its first part is no folder here)."""
         if self.image_root is not None:
             return self.image_root
         files = self.source.data_files
         first = next(iter(files.values())) if isinstance(files, dict) else (files or [self.source.path])[0]
         base = self.source.path if files and self.source.path else ""
         path = os.path.join(base, first) if base and "://" not in first else first
-        return path if os.path.isdir(path) else os.path.dirname(path)
+        if os.path.isdir(path):
+            return path
+        folder = os.path.dirname(path)
+        return folder if "://" in path or os.path.isdir(folder or ".") else ""
 
     def images(
         self, table: datasets.Dataset, column: str, split: str, shared_by: Sequence[Any] | None = None

@@ -29,7 +29,7 @@ from pixelbert_pl.data.annotations import (
 from pixelbert_pl.data.base import SplitDataModule, as_list
 from pixelbert_pl.data.hf import HFSource, list_value
 from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
-from pixelbert_pl.data.sources import DatasetSource, require_columns
+from pixelbert_pl.data.sources import DatasetSource, SourceError, require_columns
 from pixelbert_pl.metrics import build_answer_vocab, vqa_soft_targets
 from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.processing.batches import collate_vqa
@@ -415,7 +415,9 @@ class HFVQADataModule(VQASplits):
             most = max(dict.fromkeys(answers), key=answers.count) if answers else None
             records.append(
                 VQARecord(
-                    question_id=int(question_ids[row]) if question_ids is not None else row,
+                    question_id=_question_id(question_ids[row], f"{where}[{row}].{c.question_id}")
+                    if question_ids is not None
+                    else row,
                     image_id=image_ids[row]
                     if image_ids is not None and isinstance(image_ids[row], int)
                     else number[key],
@@ -438,3 +440,14 @@ class HFVQADataModule(VQASplits):
         if not vocab or len(set(vocab)) != len(vocab):
             raise ValueError(f"answer_vocab_file {self.answer_vocab_file}: expected distinct answers, one per line")
         return vocab
+
+
+def _question_id(value: Any, where: str) -> int:
+    """An integer question id (VQA's results files and `question_ids` in batches are keyed by them)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SourceError(
+            f"{where}: {value!r} is no integer question id; number the rows instead with"
+            " --data.init_args.columns.question_id null"
+        ) from None

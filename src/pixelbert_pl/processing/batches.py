@@ -296,16 +296,16 @@ def collate_image_text(
     pairs = "second_pixel_values" in items[0]
     if any(("second_pixel_values" in item) != pairs for item in items):
         raise ValueError("collate_image_text: a batch mixes one-image and two-image samples")
-    second: list[ImageTextItem] = []
-    for item in items if pairs else []:
-        second.append(
-            {
+    rows: list[ImageTextItem] = []
+    for item in items:
+        rows.append(item)
+        if pairs:  # the same text about the second image, right after the first's row
+            second: ImageTextItem = {
                 "pixel_values": item["second_pixel_values"],
                 "image_key": item["second_image_key"],
                 "input_ids": item["input_ids"],
             }
-        )
-    rows = [row for k, item in enumerate(items) for row in ((item, second[k]) if pairs else (item,))]
+            rows.append(second)
     return ImageTextClassificationBatch(
         **collate_image_texts(rows, pad_token_id, padding),
         labels=torch.tensor([item["label"] for item in items], dtype=torch.long),
