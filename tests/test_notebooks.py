@@ -1,4 +1,5 @@
-"""Both notebooks run top to bottom on the CPU (small budgets), in a kernel of this environment."""
+"""Both notebooks run top to bottom on the CPU (small budgets), in a kernel of this environment, and write only
+into the folder they are given (a run that left its corpus in /tmp filled CI's disk over repeated runs)."""
 
 from pathlib import Path
 
@@ -20,6 +21,10 @@ def test_notebook_executes(name, env, tmp_path, monkeypatch) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("QUICKSTART_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("ATTENTION_DIR", str(tmp_path / "work"))
+    scratch = tmp_path / "tmp"  # the kernel's temporary folder: a notebook given its folder leaves nothing here
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
@@ -28,3 +33,5 @@ def test_notebook_executes(name, env, tmp_path, monkeypatch) -> None:
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert images, "the notebook shows images"
+    assert (tmp_path / "work").is_dir()
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("pixelbert-")], "wrote outside its folder"
