@@ -105,6 +105,8 @@ class PixelBertDataModule(pl.LightningDataModule):
         self.image_cache_mb = image_cache_mb
         # Per split, the bytes of images the data holds (a `datasets` image column), by the records' image paths.
         self.image_bytes: dict[str, Mapping[str, bytes]] = {}
+        # Per split, (height, width) by image path where the data gives them (`datasets` sources: hf.RowSizes).
+        self.image_sizes: dict[str, Mapping[str, tuple[int, int]]] = {}
         self.save_hyperparameters()
         # Created here, before any DataLoader worker starts, so that every worker shares its memory.
         self.skip_counter = SkipCounter(max_skipped_fraction)
@@ -227,10 +229,12 @@ class SplitDataModule(PixelBertDataModule):
         return {split: self.records(split) for split in STAGE_SPLITS.get(stage, ())}
 
     def served(self, split: str) -> Dataset:
-        """`dataset(split)`, reading its images' bytes from the data where it holds them."""
+        """`dataset(split)`, reading its images' bytes (and sizes) from the data where it holds them."""
         dataset = self.dataset(split)
         if split in self.image_bytes and hasattr(dataset, "image_bytes"):
             dataset.image_bytes = self.image_bytes[split]
+        if split in self.image_sizes and isinstance(dataset, RecordDataset):
+            dataset.image_sizes = self.image_sizes[split]
         return dataset
 
     def train_dataloader(self) -> DataLoader:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import string
+from collections import ChainMap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,11 +291,14 @@ class HFClassificationDataModule(ClassificationSplits):
         labelled = bool(c.label) and (split != "test" or c.label in table.column_names)
         wanted = {"image": c.image, "text": c.text, "example_id": c.example_id, "second_image": c.second_image}
         require_columns(table, {**wanted, "label": c.label if labelled else None}, where)
-        keys, self.image_bytes[split] = self.hf.images(table, c.image, split)
+        keys, self.image_bytes[split], self.image_sizes[split] = self.hf.images(table, c.image, split)
         second: list[str | None] = [None] * len(table)
         if c.second_image:
-            second_keys, second_bytes = self.hf.images(table, c.second_image, split)
-            second, self.image_bytes[split] = list(second_keys), {**self.image_bytes[split], **second_bytes}
+            second_keys, second_bytes, second_sizes = self.hf.images(table, c.second_image, split)
+            second = list(second_keys)
+            # ChainMaps: merging into a dict would read every image's bytes now.
+            self.image_bytes[split] = ChainMap(self.image_bytes[split], second_bytes)  # type: ignore[arg-type]
+            self.image_sizes[split] = ChainMap(self.image_sizes[split], second_sizes)  # type: ignore[arg-type]
         feature = table.features.get(c.label) if labelled and c.label else None
         names = feature.names if isinstance(feature, datasets.ClassLabel) else self.labels
         labels = table[c.label] if labelled and c.label else [None] * len(table)

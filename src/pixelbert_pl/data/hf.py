@@ -11,6 +11,7 @@ streamed one (`streaming: true`) is read by pre-training alone, block by block (
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,18 +19,22 @@ from typing import Any
 
 import datasets
 import fsspec
+import numpy as np
 import pyarrow.compute as pc
+from datasets.fingerprint import Hasher
 
 from pixelbert_pl.data.captions import ImageCaptions
 from pixelbert_pl.data.sources import (
     COLUMNS_ARGUMENT,
     DatasetSource,
     SourceError,
+    image_reference,
     load_split,
     require_columns,
     source_split,
     undecoded_images,
 )
+from pixelbert_pl.processing.images import UnreadableImageError, image_size
 
 # What `split_column` picks for each of our splits where the source keeps every split in one table with a column
 # saying which (Flickr30K and COCO's Karpathy splits on the Hub: "train", "restval", "val", "test").
@@ -65,6 +70,72 @@ class RowImages(Mapping[str, bytes]):
         return len(self.rows)
 
 
+# Columns whose integers give each row's image size (COCO's annotations and many Hub datasets have them).
+SIZE_COLUMNS = ("height", "width")
+_INTEGERS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+class RowSizes(Mapping[str, tuple[int, int]]):
+    """(height, width) of each image key of a table, what the bucketed samplers need before an epoch: from its
+    `height` / `width` columns where it has them (the size the image is stored at, EXIF aside), else read once
+    from the image headers by `Dataset.map`, whose result `datasets` caches by the table's fingerprint, so a
+    later fit of the same source reads no header. (0, 0): an image that cannot be read (the fallback bucket).
+
+    Read on first use: a run without fixed padded shapes never reads them."""
+
+    def __init__(self, table: datasets.Dataset, column: str, rows: dict[str, int], root: str, cache_dir: str | None):
+        self.table, self.column, self.rows, self.root, self.cache_dir = table, column, rows, root, cache_dir
+
+    @functools.cached_property
+    def sizes(self) -> np.ndarray:
+        """(height, width) per key, in `rows` order."""
+        table = self.table.select(list(self.rows.values()))  # one row per image: VQA has ~5 questions an image
+        features = table.features
+        if all(isinstance(features.get(c), datasets.Value) and features[c].dtype in _INTEGERS for c in SIZE_COLUMNS):
+            return np.stack([np.asarray(table[c], dtype=np.int64) for c in SIZE_COLUMNS], axis=1)
+        table = table.select_columns([self.column])
+        cache = None
+        if table.cache_files:  # a table read from files: keep the sizes beside datasets' own cache
+            folder = self.cache_dir or datasets.config.HF_DATASETS_CACHE
+            name = Hasher.hash([table._fingerprint, self.column, self.root])
+            cache = os.path.join(os.fspath(folder), "pixelbert_image_sizes", f"{name}.arrow")
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+        read = table.map(
+            _header_sizes,
+            batched=True,
+            fn_kwargs={"column": self.column, "root": self.root},
+            remove_columns=[self.column],
+            cache_file_name=cache,
+            keep_in_memory=cache is None,
+            desc="Reading image sizes",
+        )
+        return np.stack([np.asarray(read[c], dtype=np.int64) for c in SIZE_COLUMNS], axis=1)
+
+    def __getitem__(self, key: str) -> tuple[int, int]:
+        return self._index[key]
+
+    @functools.cached_property
+    def _index(self) -> dict[str, tuple[int, int]]:
+        return {key: (int(h), int(w)) for key, (h, w) in zip(self.rows, self.sizes, strict=True)}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _header_sizes(batch: dict[str, list[Any]], column: str, root: str) -> dict[str, list[int]]:
+    """`Dataset.map`'s function for `RowSizes`: each row's image (height, width) from its header."""
+    sizes = []
+    for value in batch[column]:
+        try:
+            sizes.append(image_size(*image_reference(value, root)))
+        except (UnreadableImageError, SourceError, OSError):
+            sizes.append((0, 0))
+    return {"height": [h for h, _ in sizes], "width": [w for _, w in sizes]}
+
+
 def image_keys(
     table: datasets.Dataset,
     column: str,
@@ -72,8 +143,9 @@ def image_keys(
     where: str,
     shared_by: Sequence[Any] | None = None,
     source_rows: Sequence[int] | None = None,
-) -> tuple[list[str], RowImages]:
-    """Each row's image key and the bytes of those the table holds.
+    cache_dir: str | None = None,
+) -> tuple[list[str], RowImages, RowSizes]:
+    """Each row's image key, the bytes of those the table holds, and the images' sizes (`RowSizes`).
 
     A key is the image's file (a path under `image_root`, or a URL) or, for bytes the table holds, "<where>[row]" or
     "<where> image <id>" where `shared_by` gives each row's image id: rows of one image share a key, so their
@@ -96,6 +168,7 @@ def image_keys(
         )
     keys: list[str] = []
     rows: dict[str, int] = {}
+    first: dict[str, int] = {}  # each image's first row, bytes or file
     for row, (path, has_bytes) in enumerate(zip(paths, held, strict=True)):
         if has_bytes:
             number = row if source_rows is None else source_rows[row]
@@ -106,7 +179,8 @@ def image_keys(
         else:
             raise SourceError(f"{where}[{row}].{column}: no image (neither bytes nor a path)")
         keys.append(key)
-    return keys, RowImages(table, column, rows)
+        first.setdefault(key, row)
+    return keys, RowImages(table, column, rows), RowSizes(table, column, first, image_root, cache_dir)
 
 
 def list_value(value: Any, field: str = "answer") -> list[str]:
@@ -170,8 +244,9 @@ class HFSource:
 
     def images(
         self, table: datasets.Dataset, column: str, split: str, shared_by: Sequence[Any] | None = None
-    ) -> tuple[list[str], RowImages]:
-        return image_keys(table, column, self.root(), self.where(split), shared_by, self.source_rows.get(split))
+    ) -> tuple[list[str], RowImages, RowSizes]:
+        where, rows = self.where(split), self.source_rows.get(split)
+        return image_keys(table, column, self.root(), where, shared_by, rows, self.source.cache_dir)
 
 
 def caption_records(keys: Sequence[str], captions: Sequence[Any], where: str) -> list[ImageCaptions]:
@@ -215,6 +290,7 @@ class HFCaptionData:
     """
 
     image_bytes: dict[str, Mapping[str, bytes]]  # the DataModule base's
+    image_sizes: dict[str, Mapping[str, tuple[int, int]]]  # the DataModule base's
 
     def __init__(
         self,
@@ -232,5 +308,7 @@ class HFCaptionData:
         """The split's image-caption records (`caption_records`), keeping the image bytes the source holds."""
         c, table, where = self.columns, self.hf.table(split), self.hf.where(split)
         require_columns(table, {"image": c.image, "caption": c.caption, "image_id": c.image_id}, where)
-        keys, self.image_bytes[split] = self.hf.images(table, c.image, split, table[c.image_id] if c.image_id else None)
+        keys, self.image_bytes[split], self.image_sizes[split] = self.hf.images(
+            table, c.image, split, table[c.image_id] if c.image_id else None
+        )
         return caption_records(keys, table[c.caption], where)

@@ -17,6 +17,7 @@ images/ and dev/, test1/ beside it: read train with image_root=<root>/images and
 from __future__ import annotations
 
 import functools
+from collections import ChainMap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,9 +226,11 @@ class HFNLVR2DataModule(NLVR2Splits):
         labelled = bool(c.label) and (split != "test" or c.label in table.column_names)
         wanted = {"left": c.left, "right": c.right, "sentence": c.sentence, "identifier": c.identifier}
         require_columns(table, {**wanted, "label": c.label if labelled else None}, where)
-        left, left_bytes = self.hf.images(table, c.left, split)
-        right, right_bytes = self.hf.images(table, c.right, split)
-        self.image_bytes[split] = {**left_bytes, **right_bytes}
+        left, left_bytes, left_sizes = self.hf.images(table, c.left, split)
+        right, right_bytes, right_sizes = self.hf.images(table, c.right, split)
+        # ChainMaps: merging into a dict would read every image's bytes now.
+        self.image_bytes[split] = ChainMap(left_bytes, right_bytes)  # type: ignore[arg-type]
+        self.image_sizes[split] = ChainMap(left_sizes, right_sizes)  # type: ignore[arg-type]
         ids = table[c.identifier] if c.identifier else [f"{split}-{row}" for row in range(len(table))]
         labels = table[c.label] if labelled and c.label else [None] * len(table)
         return ArrowRecords.from_records([

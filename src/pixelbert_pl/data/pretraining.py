@@ -222,7 +222,8 @@ class PretrainSplits(PixelBertDataModule):
             seed=self.seed,
             epoch="pairs" if train else "images",
         )
-        dataset.image_bytes = self.image_bytes.get("train" if train else "val")
+        split = "train" if train else "val"
+        dataset.image_bytes, dataset.image_sizes = self.image_bytes.get(split), self.image_sizes.get(split)
         return dataset
 
     def train_dataloader(self) -> DataLoader:

@@ -95,6 +95,8 @@ class RecordDataset(Dataset[ItemT]):
         # An image's file bytes by its `image_path` where the data holds them (shards, `datasets` image columns);
         # None: `image_path` is a file to read.
         self.image_bytes: Mapping[str, bytes] | None = None
+        # (height, width) by `image_path` where the data gives them; None: the bucketed samplers read headers.
+        self.image_sizes: Mapping[str, tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.records)

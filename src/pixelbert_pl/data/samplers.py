@@ -248,14 +248,20 @@ class BucketedEpochKeyedSampler(EpochKeyedSampler):
 def item_buckets(
     dataset: RecordDataset[Any], processing: ProcessingConfig, shapes: PadShapes, threads: int = 16
 ) -> list[int]:
-    """Each item's `PadShapes` bucket: that of the resized sizes of its record's images (`image_paths`), read from
-    the image headers (no pixel decoded) in `threads` threads, since file reads wait on the disk, not the CPU. A
-    record whose image cannot be read goes to the fallback bucket: its substitute may be any size."""
+    """Each item's `PadShapes` bucket: that of the resized sizes of its record's images (`image_paths`), from the
+    dataset's `image_sizes` where the data gives them, else read from the image headers (no pixel decoded) in
+    `threads` threads, since file reads wait on the disk, not the CPU. A record whose image cannot be read goes
+    to the fallback bucket: its substitute may be any size."""
     p = processing
-    data = dataset.image_bytes
+    data, known = dataset.image_bytes, dataset.image_sizes or {}
 
     @functools.cache  # VQA: 5.4 questions, one file an image
     def header(path: str) -> tuple[int, int]:
+        if path in known:
+            height, width = known[path]
+            if height > 0 and width > 0:
+                return height, width
+            raise UnreadableImageError(path, "its size could not be read")
         return image_size(path, None if data is None else data.get(path))
 
     def bucket(index: int) -> int:

@@ -405,7 +405,7 @@ class HFVQADataModule(VQASplits):
             return table[name] if name and name in present else None
 
         image_ids = cells(c.image_id)
-        keys, self.image_bytes[split] = self.hf.images(table, c.image, split, image_ids)
+        keys, self.image_bytes[split], self.image_sizes[split] = self.hf.images(table, c.image, split, image_ids)
         number = {key: i for i, key in enumerate(dict.fromkeys(keys))}  # an image id where the data has none
         questions, question_ids, types = table[c.question], cells(c.question_id), cells(c.answer_type)
         answer_cells, chosen = cells(wanted.get("answers")), cells(c.multiple_choice_answer)
