@@ -5,7 +5,7 @@ with the same `--data.init_args.*` overrides), builds the DataModule, reads ever
 every image exactly as training would, and tokenises every text. It prints how many records, images and texts each
 split has, which images it cannot read, grouped by reason with an example each, and the empty and over-long texts. A
 streaming recipe's shards are read each as training reads it and checked against their index (rows, caption counts,
-image sizes); their images are the bytes inside the shards.
+image sizes); their images are the bytes inside the shards. A streamed `datasets` source is read block by block.
 
 Exit status: 0 when the run would go through; 1 when the training split's unreadable fraction is above the data
 module's `max_skipped_fraction` (training would stop there) or an evaluation split has any unreadable image
@@ -166,14 +166,40 @@ def scan_shards(index: ShardIndex, tokenizer: Any, max_text_length: int, workers
     return {"records": rows, "images": rows, "unreadable": bad, **texts, "shards": len(shards), "index": index.url}
 
 
+def scan_blocks(
+    blocks: Iterable[tuple[Sequence[Any], Mapping[str, bytes]]], tokenizer: Any, max_text_length: int, workers: int
+) -> dict[str, Any]:
+    """`scan_split` of a stream, block by block (records and their image bytes), so that no more than a block is
+    held: the counts are the blocks' sums."""
+    total: dict[str, Any] = {"records": 0, "images": 0, "unreadable": {}, "texts": 0, "empty_texts": 0,
+                             "truncated_texts": 0, "blocks": 0}  # fmt: skip
+    for records, images in blocks:
+        scanned = scan_split(records, tokenizer, max_text_length, workers, images)
+        total["unreadable"].update(scanned.pop("unreadable"))
+        for key, count in scanned.items():
+            total[key] += count
+        total["blocks"] += 1
+    return total
+
+
 def scan_corpus(datamodule: Any, stage: str, workers: int) -> dict[str, dict[str, Any]]:
-    """The scan of every split `stage` reads, by split name: a streaming recipe's shards, else its records."""
+    """The scan of every split `stage` reads, by split name: a streaming recipe's shards, a streamed `datasets`
+    source's training stream block by block, else its records."""
+    from pixelbert_pl.data.hf_pretraining import HFPretrainDataModule, stream_blocks
     from pixelbert_pl.data.streaming import StreamingPretrainDataModule
 
     tokenizer, max_text_length = datamodule.tokenizer, datamodule.processing.max_text_length
     if isinstance(datamodule, StreamingPretrainDataModule):
         indexes = datamodule.split_indexes(stage)
         return {split: scan_shards(index, tokenizer, max_text_length, workers) for split, index in indexes.items()}
+    if isinstance(datamodule, HFPretrainDataModule) and datamodule.hf.source.streaming and stage == "fit":
+        # Training reads the stream as it goes (its records are not listed); validation is read whole, as training.
+        blocks = stream_blocks(datamodule, "train", datamodule.block_size)
+        val = datamodule.split_records("validate")["val"]
+        return {
+            "train": scan_blocks(blocks, tokenizer, max_text_length, workers),
+            "val": scan_split(val, tokenizer, max_text_length, workers, datamodule.image_bytes.get("val")),
+        }
     splits = datamodule.split_records(stage)
     return {
         split: scan_split(records, tokenizer, max_text_length, workers, datamodule.image_bytes.get(split))
@@ -194,6 +220,8 @@ def report(results: dict[str, dict[str, Any]], max_fraction: float) -> int:
     for split, r in results.items():
         if "index" in r:
             print(f"{split}: {r['shards']} shard(s), each readable and as {r['index']} lists it")
+        if "blocks" in r:
+            print(f"{split}: streamed, read in {r['blocks']} block(s) (an image whose rows straddle two counts twice)")
     for split, r in results.items():
         if not r["unreadable"]:
             continue

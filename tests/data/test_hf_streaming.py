@@ -238,3 +238,35 @@ def test_a_streamed_run_resumes_exactly_through_pixelbert_fit(stream_source, sha
                     batch_size=BATCH_SIZE, num_workers=2)  # fmt: skip
     result = resume_with_data(shapes_root, tmp_path, "pixelbert_pl.data.HFPretrainDataModule", settings, 8, 2, source)
     assert (result.differ, result.warned_not_resumable) == (0, False), result
+
+
+def test_check_data_scans_a_stream_block_by_block(shapes_root: Path, tmp_path: Path, capsys) -> None:
+    """`pixelbert-check-data` on a streamed source reads the training stream block by block and names the row whose
+    bytes are no image (it used to list no training record and report 0)."""
+    from pixelbert_pl.check_data import main as check_data
+
+    data = hf_corpora.karpathy(shapes_root)
+    train = data["train"].cast_column("image", datasets.Image(decode=False))
+    train = train.map(lambda row, i: {"image": {"bytes": b"not a png" if i == 5 else row["image"]["bytes"],
+                                                "path": row["image"]["path"]}}, with_indices=True)  # fmt: skip
+    for i in range(2):
+        train.shard(2, i, contiguous=True).to_parquet(str(tmp_path / f"train-{i}.parquet"))
+    data["validation"].to_parquet(str(tmp_path / "validation.parquet"))
+    files = {"train": str(tmp_path / "train-*.parquet"), "validation": str(tmp_path / "validation.parquet")}
+    recipe = {"data": {"class_path": "pixelbert_pl.data.HFPretrainDataModule", "init_args": {
+        "source": {"data_files": files, "streaming": True}, "tokenizer": str(shapes_root / "vocab.txt"),
+        "batches_per_epoch": 4, "block_size": 8, "num_workers": 0}}}  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
+    assert check_data(["--config", str(tmp_path / "recipe.yaml"), "--workers", "1"]) == 1  # 1 of 48 > 1%
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:3]}
+    assert rows["train"][:3] == [str(len(train)), str(len(train)), "1"]
+    assert rows["val"][:3] == [str(len(data["validation"]))] * 2 + ["0"]
+    assert "train: streamed, read in 6 block(s)" in out  # 48 rows in order, blocks of 8
+
+
+def test_an_image_cache_given_to_a_stream_is_named_as_unused(stream_source, shapes_root) -> None:
+    """A files recipe (image_cache_mb: 256) with its data swapped for a stream: the cache does nothing, and says so."""
+    data = _data(stream_source, shapes_root, image_cache_mb=256)
+    with pytest.warns(UserWarning, match=r"image_cache_mb=256 is not used when streaming"):
+        next(iter(data.train_dataloader()))

@@ -52,6 +52,7 @@ from pixelbert_pl.data.streaming import (
     size_buckets,
     stream_loader,
     stream_parts,
+    warn_unused_image_cache,
 )
 from pixelbert_pl.processing.batches import PretrainBatch
 from pixelbert_pl.processing.images import UnreadableImageError, image_size
@@ -220,6 +221,17 @@ def caption_rows(module: HFPretrainDataModule, split: str) -> tuple[datasets.Ite
     return stream.select_columns(rows.columns()), rows  # type: ignore[union-attr]  # a stream in, a stream out
 
 
+def stream_blocks(
+    module: HFPretrainDataModule, split: str, block_size: int = 1024
+) -> Iterator[tuple[list[ImageCaptions], dict[str, bytes]]]:
+    """The records of `split`'s stream, in blocks of `block_size` rows read in order, with their images' bytes:
+    what `pixelbert-check-data` scans of a stream without holding it whole (an image whose rows straddle two
+    blocks is in both)."""
+    stream, rows = caption_rows(module, split)
+    for number, batch in enumerate(stream.iter(batch_size=block_size)):
+        yield rows.records(batch, number * block_size)
+
+
 def read_stream(module: HFPretrainDataModule, split: str, max_images: int | None = None) -> list[ImageCaptions]:
     """An evaluation split read whole from its stream (at most `max_images` images), its image bytes kept in
     `module.image_bytes[split]`: validation is one item per image, in order, as for map-style sources."""
@@ -243,6 +255,7 @@ def read_stream(module: HFPretrainDataModule, split: str, max_images: int | None
 def train_stream(module: HFPretrainDataModule) -> CaptionBlockStream:
     """The training stream of `module` (`batches_per_epoch` checked by the module)."""
     assert module.batches_per_epoch is not None
+    warn_unused_image_cache(module.image_cache_mb, "each block's images are decoded as it is read")
     stream, rows = caption_rows(module, "train")
     return CaptionBlockStream(stream, rows, module.batches_per_epoch, module.block_size, **stream_parts(module, True))
 

@@ -413,6 +413,12 @@ def stream_parts(module: Any, train: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def warn_unused_image_cache(image_cache_mb: float | None, why: str) -> None:
+    """A recipe written for files with its data class swapped for a stream: say the cache does nothing, go on."""
+    if image_cache_mb:
+        warnings.warn(f"image_cache_mb={image_cache_mb} is not used when streaming: {why}", stacklevel=3)
+
+
 def stream_loader(module: PixelBertDataModule, stream: SlotStream) -> EpochStreamLoader:
     """The loader of a stream of whole batches, with `module`'s workers, seed and epoch."""
     return EpochStreamLoader(
@@ -453,8 +459,7 @@ class StreamingPretrainDataModule(PixelBertDataModule):
         mlm_word_probabilities: dict[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("image_cache_mb"):  # a recipe written for files, its data class swapped: say so, go on
-            warnings.warn("image_cache_mb is not used when streaming: shards are read once an epoch", stacklevel=2)
+        warn_unused_image_cache(kwargs.get("image_cache_mb"), "shards are read once an epoch")
         # The shared settings (tokenizer, image sizes, batches) are `PixelBertDataModule`'s, by name through **kwargs.
         super().__init__(**kwargs)
         self.shards, self.train_split, self.val_split = shards, train_split, val_split
