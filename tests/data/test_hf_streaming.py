@@ -18,7 +18,6 @@ import hf_corpora
 from gloo_ranks import on_gloo_ranks
 from pixelbert_pl.data import CaptionColumns, DatasetSource, HFPretrainDataModule
 from pixelbert_pl.data.hf_pretraining import CaptionBlockStream
-from pixelbert_pl.data.sources import SourceError
 from pixelbert_pl.processing.shapes import PadShapes
 
 FILES = 8  # the training split as 8 Parquet files: a stream of 8 shards
@@ -100,14 +99,6 @@ def test_streaming_needs_batches_per_epoch_and_a_shard_per_slot(stream_source, s
     with pytest.raises(ValueError, match=r"8 shards for 8 ranks x 2 workers: expected at least one shard per slot; "
                        r"give the stream more shards"):  # fmt: skip
         data.train_dataloader()
-
-
-def test_map_style_data_modules_still_refuse_a_stream_naming_the_one_that_streams(stream_source, shapes_root):
-    from pixelbert_pl.data import HFRetrievalDataModule
-
-    data = HFRetrievalDataModule(stream_source, tokenizer=str(shapes_root / "vocab.txt"), num_negatives=2)
-    with pytest.raises(SourceError, match=r"streaming: true gives a stream.*HFPretrainDataModule"):
-        data.setup("fit")
 
 
 @pytest.mark.parametrize("workers", [0, 2])

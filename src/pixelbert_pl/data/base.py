@@ -209,7 +209,8 @@ class SplitDataModule(PixelBertDataModule):
     def read_split(self, split: str) -> Sequence[Any]:
         raise NotImplementedError
 
-    def dataset(self, split: str) -> Dataset:
+    def dataset(self, split: str, records: Sequence[Any] | None = None) -> Dataset:
+        """The dataset serving `split`'s records (or `records`: a streamed block's, read as the split's)."""
         raise NotImplementedError
 
     def collate(self, split: str) -> Callable[[list[Any]], Any]:

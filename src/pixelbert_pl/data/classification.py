@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import string
 from collections import ChainMap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from pixelbert_pl.data.annotations import AnnotationFile, DirectoryIndex, PathLike, absolute_path, drop_missing
 from pixelbert_pl.data.base import SplitDataModule
 from pixelbert_pl.data.hf import HFSource
+from pixelbert_pl.data.hf_streaming import StreamedTask
 from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
 from pixelbert_pl.data.sources import DatasetSource, SourceError, require_columns
 from pixelbert_pl.processing.batches import UNLABELLED, check_labels, collate_image_text
@@ -175,10 +176,11 @@ class ClassificationSplits(SplitDataModule):
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def dataset(self, split: str) -> Dataset:
+    def dataset(self, split: str, records: Sequence[Any] | None = None) -> Dataset:
         return ImageTextClassificationDataset(
-            self.records(split), self.transform, self.tokenizer, self.processing.max_text_length
-        )
+            self.records(split) if records is None else records, self.transform, self.tokenizer,
+            self.processing.max_text_length,
+        )  # fmt: skip
 
     def collate(self, split: str) -> Callable[[list[Any]], Any]:
         return functools.partial(collate_image_text, pad_token_id=self.tokenizer.pad_token_id)
@@ -259,7 +261,7 @@ class ClassificationColumns:
     second_image: str | None = None  # a second image column: statements about image pairs
 
 
-class HFClassificationDataModule(ClassificationSplits):
+class HFClassificationDataModule(StreamedTask, ClassificationSplits):
     """Any (image, text) -> class benchmark on any `datasets` source (hf.py), read by `columns` with no conversion.
 
     Args:
@@ -286,19 +288,23 @@ class HFClassificationDataModule(ClassificationSplits):
     def images_per_sample(self) -> int:
         return 1 if self.columns.second_image is None else 2
 
-    def read_split(self, split: str) -> Sequence[Any]:
-        c, table, where = self.columns, self.hf.table(split), self.hf.where(split)
+    def read_rows(
+        self, table: datasets.Dataset, split: str, where: str
+    ) -> tuple[list[Any], Mapping[str, bytes], Mapping[str, tuple[int, int]]]:
+        c = self.columns
         labelled = bool(c.label) and (split != "test" or c.label in table.column_names)
         wanted = {"image": c.image, "text": c.text, "example_id": c.example_id, "second_image": c.second_image}
         require_columns(table, {**wanted, "label": c.label if labelled else None}, where)
-        keys, self.image_bytes[split], self.image_sizes[split] = self.hf.images(table, c.image, split)
+        keys, first_bytes, first_sizes = self.hf.images(table, c.image, split, where=where)
+        held: Mapping[str, bytes] = first_bytes
+        sizes: Mapping[str, tuple[int, int]] = first_sizes
         second: list[str | None] = [None] * len(table)
         if c.second_image:
-            second_keys, second_bytes, second_sizes = self.hf.images(table, c.second_image, split)
+            second_keys, second_bytes, second_sizes = self.hf.images(table, c.second_image, split, where=where)
             second = list(second_keys)
             # ChainMaps: merging into a dict would read every image's bytes now.
-            self.image_bytes[split] = ChainMap(self.image_bytes[split], second_bytes)  # type: ignore[arg-type]
-            self.image_sizes[split] = ChainMap(self.image_sizes[split], second_sizes)  # type: ignore[arg-type]
+            held = ChainMap(first_bytes, second_bytes)  # type: ignore[arg-type]
+            sizes = ChainMap(first_sizes, second_sizes)  # type: ignore[arg-type]
         feature = table.features.get(c.label) if labelled and c.label else None
         names = feature.names if isinstance(feature, datasets.ClassLabel) else self.labels
         labels = table[c.label] if labelled and c.label else [None] * len(table)
@@ -308,7 +314,7 @@ class HFClassificationDataModule(ClassificationSplits):
             name = self._label_name(label, names, f"{where}[{row}].{c.label}", require=split != "test")
             index = UNLABELLED if name is None else self.labels.index(name)
             records.append(ImageTextRecord(str(example_id), key, str(text).strip(), index, name or "", second[row]))
-        return ArrowRecords.from_records(records)
+        return records, held, sizes
 
     def _label_name(self, value: Any, names: Sequence[str], where: str, require: bool) -> str | None:
         """A label cell as one of `labels` (None: unlabelled, allowed outside training and validation)."""

@@ -5,8 +5,8 @@ it. Nothing is converted or copied: images the data holds are read from its Arro
 (`RowImages`), image paths are files under `image_root`.
 
 Each task's DataModule (`HFVQADataModule` in vqa.py, ...) names the columns it reads in a dataclass whose defaults
-read the task's common Hub schema as published; `HFSource` is what they share. Those read map-style sources; a
-streamed one (`streaming: true`) is read by pre-training alone, block by block (hf_pretraining.py).
+read the task's common Hub schema as published; `HFSource` is what they share. A streamed source (`streaming:
+true`) is read block by block for training (hf_streaming.py).
 """
 
 from __future__ import annotations
@@ -94,19 +94,20 @@ class RowSizes(Mapping[str, tuple[int, int]]):
         if all(isinstance(features.get(c), datasets.Value) and features[c].dtype in _INTEGERS for c in SIZE_COLUMNS):
             return np.stack([np.asarray(table[c], dtype=np.int64) for c in SIZE_COLUMNS], axis=1)
         table = table.select_columns([self.column])
-        cache = None
-        if table.cache_files:  # a table read from files: keep the sizes beside datasets' own cache
-            folder = self.cache_dir or datasets.config.HF_DATASETS_CACHE
-            name = Hasher.hash([table._fingerprint, self.column, self.root])
-            cache = os.path.join(os.fspath(folder), "pixelbert_image_sizes", f"{name}.arrow")
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
+        if not table.cache_files:  # in memory (a streamed block, a table built in Python): nothing to cache
+            sizes = _header_sizes(table[:], self.column, self.root)
+            return np.stack([np.asarray(sizes[c], dtype=np.int64) for c in SIZE_COLUMNS], axis=1).reshape(-1, 2)
+        # A table read from files: keep the sizes beside datasets' own cache.
+        folder = self.cache_dir or datasets.config.HF_DATASETS_CACHE
+        name = Hasher.hash([table._fingerprint, self.column, self.root])
+        cache = os.path.join(os.fspath(folder), "pixelbert_image_sizes", f"{name}.arrow")
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
         read = table.map(
             _header_sizes,
             batched=True,
             fn_kwargs={"column": self.column, "root": self.root},
             remove_columns=[self.column],
             cache_file_name=cache,
-            keep_in_memory=cache is None,
             desc="Reading image sizes",
         )
         return np.stack([np.asarray(read[c], dtype=np.int64) for c in SIZE_COLUMNS], axis=1)
@@ -208,22 +209,27 @@ class HFSource:
 
     def table(self, split: str) -> datasets.Dataset:
         table = load_split(self.source, split)
-        if not isinstance(table, datasets.Dataset):
-            raise SourceError(
-                f"{self.source.describe()}: streaming: true gives a stream, and this DataModule reads map-style"
-                " sources (it buckets and groups by the whole split): set streaming: false (datasets memory-maps the"
-                " split, so it need not fit in memory); of the task DataModules HFPretrainDataModule streams"
-                " (pre-training captions, with batches_per_epoch)"
-            )
+        if not isinstance(table, datasets.Dataset):  # the DataModules read a stream block by block (hf_streaming.py)
+            raise SourceError(f"{self.source.describe()}: streaming: true gives a stream, not a map-style table")
         if self.split_column is None:
             return table
-        require_columns(table, {"split": self.split_column}, self.where(split), "--data.init_args.split_column")
-        wanted = set((self.split_values or KARPATHY_SPLIT_VALUES).get(split, [split]))
-        rows = [row for row, value in enumerate(table[self.split_column]) if value in wanted]
+        rows = self.kept_rows(table, split)
         if not rows:
-            raise SourceError(f"{self.where(split)}: no row whose {self.split_column!r} is one of {sorted(wanted)}")
+            raise SourceError(f"{self.where(split)}: no row whose {self.split_column!r} is one of {self.wanted(split)}")
         self.source_rows[split] = rows
         return table.select(rows)
+
+    def wanted(self, split: str) -> list[str]:
+        """The values of `split_column` whose rows are `split`'s."""
+        return sorted((self.split_values or KARPATHY_SPLIT_VALUES).get(split, [split]))
+
+    def kept_rows(self, table: datasets.Dataset, split: str, where: str | None = None) -> list[int]:
+        """The rows of `table` (a split, or a streamed block of it) that are `split`'s by `split_column`."""
+        assert self.split_column is not None
+        where = self.where(split) if where is None else where
+        require_columns(table, {"split": self.split_column}, where, "--data.init_args.split_column")
+        wanted = set(self.wanted(split))
+        return [row for row, value in enumerate(table[self.split_column]) if value in wanted]
 
     def where(self, split: str) -> str:
         return f"{self.source.describe()} split {source_split(self.source, split)!r}"
@@ -243,9 +249,16 @@ class HFSource:
         return folder if "://" in path or os.path.isdir(folder or ".") else ""
 
     def images(
-        self, table: datasets.Dataset, column: str, split: str, shared_by: Sequence[Any] | None = None
+        self,
+        table: datasets.Dataset,
+        column: str,
+        split: str,
+        shared_by: Sequence[Any] | None = None,
+        where: str | None = None,
     ) -> tuple[list[str], RowImages, RowSizes]:
-        where, rows = self.where(split), self.source_rows.get(split)
+        """`image_keys` of a split's table (`where`: of a streamed block of it, whose rows it numbers)."""
+        where = self.where(split) if where is None else where
+        rows = self.source_rows.get(split) if where == self.where(split) else None
         return image_keys(table, column, self.root(), where, shared_by, rows, self.source.cache_dir)
 
 
@@ -306,9 +319,17 @@ class HFCaptionData:
 
     def caption_records(self, split: str) -> list[ImageCaptions]:
         """The split's image-caption records (`caption_records`), keeping the image bytes the source holds."""
-        c, table, where = self.columns, self.hf.table(split), self.hf.where(split)
+        table, where = self.hf.table(split), self.hf.where(split)
+        records, self.image_bytes[split], self.image_sizes[split] = self.read_rows(table, split, where)
+        return records
+
+    def read_rows(
+        self, table: datasets.Dataset, split: str, where: str
+    ) -> tuple[list[ImageCaptions], RowImages, RowSizes]:
+        """The image-caption records of `table`'s rows (`where` names them in messages), their images' bytes and
+        sizes."""
+        c = self.columns
         require_columns(table, {"image": c.image, "caption": c.caption, "image_id": c.image_id}, where)
-        keys, self.image_bytes[split], self.image_sizes[split] = self.hf.images(
-            table, c.image, split, table[c.image_id] if c.image_id else None
-        )
-        return caption_records(keys, table[c.caption], where)
+        image_ids = table[c.image_id] if c.image_id else None
+        keys, held, sizes = self.hf.images(table, c.image, split, image_ids, where)
+        return caption_records(keys, table[c.caption], where), held, sizes

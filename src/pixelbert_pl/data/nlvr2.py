@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import functools
 from collections import ChainMap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import datasets
 
 from pixelbert_pl.data.annotations import (
     AnnotationFile,
@@ -33,6 +35,7 @@ from pixelbert_pl.data.annotations import (
 )
 from pixelbert_pl.data.base import SplitDataModule
 from pixelbert_pl.data.hf import HFSource
+from pixelbert_pl.data.hf_streaming import StreamedTask
 from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
 from pixelbert_pl.data.sources import DatasetSource, SourceError, require_columns
 from pixelbert_pl.processing.batches import collate_nlvr2
@@ -143,8 +146,9 @@ class NLVR2Splits(SplitDataModule):
     """What the NLVR2 DataModules share, whatever they read: the "Pair" setting (docs/paper_facts.md §3.2), each
     example's two images through the transformer with its sentence. A subclass reads a split's `NLVR2Record`s."""
 
-    def dataset(self, split: str) -> NLVR2Dataset:
-        return NLVR2Dataset(self.records(split), self.transform, self.tokenizer, self.processing.max_text_length)
+    def dataset(self, split: str, records: Sequence[Any] | None = None) -> NLVR2Dataset:
+        records = self.records(split) if records is None else records
+        return NLVR2Dataset(records, self.transform, self.tokenizer, self.processing.max_text_length)
 
     def collate(self, split: str) -> Callable[[list[Any]], Any]:
         return functools.partial(collate_nlvr2, pad_token_id=self.tokenizer.pad_token_id)
@@ -204,14 +208,15 @@ class PairColumns:
     identifier: str | None = "identifier"
 
 
-class HFNLVR2DataModule(NLVR2Splits):
+class HFNLVR2DataModule(StreamedTask, NLVR2Splits):
     """NLVR2-style pairs on any `datasets` source (hf.py), read by `columns` with no conversion step.
 
     Args:
         source: where the data is and which of its splits are train / val / test (`DatasetSource`).
         columns: the columns read (`PairColumns`).
         image_root: the folder image paths are relative to (default: the data files' folder).
-        **kwargs: the settings every DataModule shares (`PixelBertDataModule`).
+        **kwargs: `StreamOptions`' (batches_per_epoch, block_size: a streamed source) and the settings every
+            DataModule shares (`PixelBertDataModule`).
     """
 
     def __init__(
@@ -221,24 +226,25 @@ class HFNLVR2DataModule(NLVR2Splits):
         self.hf = HFSource(source, image_root)
         self.columns = columns or PairColumns()
 
-    def read_split(self, split: str) -> Sequence[Any]:
-        c, table, where = self.columns, self.hf.table(split), self.hf.where(split)
+    def read_rows(
+        self, table: datasets.Dataset, split: str, where: str
+    ) -> tuple[list[Any], Mapping[str, bytes], Mapping[str, tuple[int, int]]]:
+        c = self.columns
         labelled = bool(c.label) and (split != "test" or c.label in table.column_names)
         wanted = {"left": c.left, "right": c.right, "sentence": c.sentence, "identifier": c.identifier}
         require_columns(table, {**wanted, "label": c.label if labelled else None}, where)
-        left, left_bytes, left_sizes = self.hf.images(table, c.left, split)
-        right, right_bytes, right_sizes = self.hf.images(table, c.right, split)
-        # ChainMaps: merging into a dict would read every image's bytes now.
-        self.image_bytes[split] = ChainMap(left_bytes, right_bytes)  # type: ignore[arg-type]
-        self.image_sizes[split] = ChainMap(left_sizes, right_sizes)  # type: ignore[arg-type]
+        left, left_bytes, left_sizes = self.hf.images(table, c.left, split, where=where)
+        right, right_bytes, right_sizes = self.hf.images(table, c.right, split, where=where)
         ids = table[c.identifier] if c.identifier else [f"{split}-{row}" for row in range(len(table))]
         labels = table[c.label] if labelled and c.label else [None] * len(table)
-        return ArrowRecords.from_records([
+        records = [
             NLVR2Record(str(i), str(text), pair_label(label, f"{where}[{row}].{c.label}"), l_path, r_path)
             for row, (i, text, label, l_path, r_path) in enumerate(
                 zip(ids, table[c.sentence], labels, left, right, strict=True)
             )
-        ])  # fmt: skip
+        ]
+        # ChainMaps: merging into a dict would read every image's bytes now.
+        return records, ChainMap(left_bytes, right_bytes), ChainMap(left_sizes, right_sizes)  # type: ignore[arg-type]
 
 
 def pair_label(value: Any, where: str) -> bool | None:

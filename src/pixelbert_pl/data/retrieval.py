@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from pixelbert_pl.data.base import SplitDataModule
 from pixelbert_pl.data.captions import PRETRAIN_SPLITS, ImageCaptions, read_karpathy, to_hf_dataset
 from pixelbert_pl.data.hf import HFCaptionData
+from pixelbert_pl.data.hf_streaming import StreamedTask
 from pixelbert_pl.data.records import (
     ArrowRecords,
     CaptionPairDataset,
@@ -120,17 +121,13 @@ class RetrievalSplits(SplitDataModule):
         super().__init__(**kwargs)
         self.num_negatives, self.max_eval_images = num_negatives, max_eval_images
 
-    def dataset(self, split: str) -> Dataset:
+    def dataset(self, split: str, records: Sequence[Any] | None = None) -> Dataset:
+        records = self.records(split) if records is None else records
         if split == "train":
             return RetrievalTrainDataset(
-                self.records(split),
-                self.transform,
-                self.tokenizer,
-                self.processing.max_text_length,
-                self.num_negatives,
-                self.seed,
+                records, self.transform, self.tokenizer, self.processing.max_text_length, self.num_negatives, self.seed
             )
-        return RetrievalImageDataset(self.records(split), self.transform)
+        return RetrievalImageDataset(records, self.transform)
 
     def collate(self, split: str) -> Callable[[list[Any]], Any]:
         if split == "train":
@@ -188,11 +185,11 @@ class RetrievalDataModule(RetrievalSplits):
         ]
 
 
-class HFRetrievalDataModule(HFCaptionData, RetrievalSplits):
+class HFRetrievalDataModule(HFCaptionData, StreamedTask, RetrievalSplits):
     """Image-text retrieval on any `datasets` source (hf.py): a Hub id, a save_to_disk folder, Parquet, CSV or JSON
-    lines of (image, caption) rows, read by `columns` with no conversion step. Its arguments are `HFCaptionData`'s
-    (source, columns, image_root, split_column) and `RetrievalSplits`' (num_negatives, max_eval_images)."""
+    lines of (image, caption) rows, read by `columns` with no conversion step, map-style or streamed. Its arguments
+    are `HFCaptionData`'s (source, columns, image_root, split_column), `StreamOptions`' (batches_per_epoch,
+    block_size: a streamed source) and `RetrievalSplits`' (num_negatives, max_eval_images)."""
 
-    def read_split(self, split: str) -> Sequence[Any]:
-        records = self.caption_records(split)
+    def kept_records(self, records: list[Any], split: str) -> Sequence[Any]:
         return ArrowRecords(to_hf_dataset(records)) if split == "train" else records[: self.max_eval_images]

@@ -73,7 +73,7 @@ class DatasetSource:
     repo, or a single data file / glob; `data_files`: data files, as a list (one split, "train") or as
     {source split: file or glob}, relative to `path` when that is set; `name`: the Hub config; `splits`: our split
     (train / val / test) -> the source's split, each one missing keeping its default; `streaming`: read as an
-    `IterableDataset` (pre-training streams it, hf_pretraining.py; the other tasks read map-style sources);
+    `IterableDataset` (training reads it block by block, hf_streaming.py);
     `revision`: the Hub revision; `cache_dir`: where `datasets` caches what it prepares."""
 
     path: str = ""
@@ -230,6 +230,25 @@ def _load_saved(source: DatasetSource) -> datasets.DatasetDict:
             loaded = datasets.DatasetDict({str(loaded.split or "train"): loaded})
         _SAVED[key] = loaded
     return _SAVED[key]
+
+
+def source_stamp(source: DatasetSource) -> list[Any]:
+    """What changes when the source's data does, for keys of caches built from it: its settings and, for files
+    and save_to_disk folders, each file's size and modification time (a Hub id: its revision, in the settings)."""
+    form = _form(source)
+    if form == "hub":
+        return [asdict(source)]
+    files = [f for split in _data_files(source).values() for f in split] if form == "files" else [source.path]
+    if form == "disk":
+        fs, root = fsspec.core.url_to_fs(source.path)
+        files = [f"{source.path}/{posixpath.relpath(f, root)}" for f in sorted(fs.find(root))]
+    stamps = []
+    for file in files:
+        fs, path = fsspec.core.url_to_fs(file)
+        info = fs.info(path)
+        changed = info.get("mtime") or info.get("LastModified") or info.get("updated")  # local, S3, GCS
+        stamps.append([file, info.get("size"), str(changed)])
+    return [asdict(source), stamps]
 
 
 def _data_files(source: DatasetSource) -> dict[str, list[str]]:

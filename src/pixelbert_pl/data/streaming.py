@@ -26,7 +26,7 @@ import functools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -156,6 +156,12 @@ def bucket_batches(rng: np.random.Generator, buckets: np.ndarray, batch_size: in
     return [batches[b] for b in rng.permutation(len(batches))]
 
 
+class SeededSettings(Protocol):
+    """What a `SlotStream` reads of its settings: the seed the shard order is drawn from."""
+
+    seed: int
+
+
 class SlotStream(IterableDataset):
     """What the streams of whole batches share: each (rank, DataLoader worker) slot reads a disjoint share of the
     epoch's shard order (shuffled by (seed, epoch) for training), its position after each batch is its state
@@ -173,8 +179,8 @@ class SlotStream(IterableDataset):
     def __init__(
         self,
         *,
-        settings: StreamSettings,
-        collate: Callable[[list[PretrainItem]], PretrainBatch],
+        settings: SeededSettings,
+        collate: Callable[[list[Any]], Any],
         batch_size: int,
         shard_count: int,
         where: str,
@@ -254,6 +260,7 @@ class ShardStream(SlotStream):
     """
 
     STATE_KEYS = ("epoch", "shard", "offset", "batches")
+    settings: StreamSettings
 
     def __init__(self, index: ShardIndex, **slots: Any) -> None:
         """`slots`: `SlotStream`'s arguments but the shard count and messages (`stream_parts`)."""

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Collection, Sequence
+import os
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
+from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
@@ -28,8 +31,9 @@ from pixelbert_pl.data.annotations import (
 )
 from pixelbert_pl.data.base import SplitDataModule, as_list
 from pixelbert_pl.data.hf import HFSource, list_value
+from pixelbert_pl.data.hf_streaming import StreamedTask
 from pixelbert_pl.data.records import ArrowRecords, RecordDataset, split_key
-from pixelbert_pl.data.sources import DatasetSource, SourceError, require_columns
+from pixelbert_pl.data.sources import DatasetSource, SourceError, require_columns, source_stamp
 from pixelbert_pl.metrics import build_answer_vocab, vqa_soft_targets
 from pixelbert_pl.processing import ImageTransform
 from pixelbert_pl.processing.batches import collate_vqa
@@ -240,10 +244,9 @@ class VQASplits(SplitDataModule):
         k = self.questions_per_image
         return self.loader(self.served("train"), self.collate("train"), train=True, group_keys=keys, group_size=k)
 
-    def dataset(self, split: str) -> VQADataset:
-        return VQADataset(
-            self.records(split), self.transform, self.tokenizer, self.answer_vocab, self.processing.max_text_length
-        )
+    def dataset(self, split: str, records: Sequence[Any] | None = None) -> VQADataset:
+        records = self.records(split) if records is None else records
+        return VQADataset(records, self.transform, self.tokenizer, self.answer_vocab, self.processing.max_text_length)
 
     def collate(self, split: str) -> Callable[[list[Any]], Any]:
         return functools.partial(collate_vqa, num_answers=self.num_answers, pad_token_id=self.tokenizer.pad_token_id)
@@ -366,7 +369,7 @@ class VQAColumns:
     answer_type: str | None = "answer_type"
 
 
-class HFVQADataModule(VQASplits):
+class HFVQADataModule(StreamedTask, VQASplits):
     """VQA on any `datasets` source (hf.py): a Hub id, a save_to_disk folder, Parquet, CSV or JSON lines of
     questions, read by `columns` with no conversion step. Questions with one or two answers train on them and score
     exact match; with three or more, the official soft targets and accuracy (metrics/vqa.py).
@@ -376,8 +379,10 @@ class HFVQADataModule(VQASplits):
         columns: the columns read (`VQAColumns`; the defaults read VQA v2 as on the Hub).
         image_root: the folder image paths are relative to (default: the data files' folder).
         answer_vocab_file: the answer classes, one per line (or a JSON list), instead of counting the train and val
-            answers (`answer_min_count`).
-        **kwargs: `VQASplits`' (answer_min_count, questions_per_image) and the settings every DataModule shares.
+            answers (`answer_min_count`; a streamed source's are counted in one pass over its answer columns,
+            cached under the `datasets` cache by the source's files and settings).
+        **kwargs: `StreamOptions`' (batches_per_epoch, block_size: a streamed source), `VQASplits`'
+            (answer_min_count, questions_per_image) and the settings every DataModule shares.
     """
 
     def __init__(
@@ -393,8 +398,10 @@ class HFVQADataModule(VQASplits):
         self.columns = columns or VQAColumns()
         self.answer_vocab_file = answer_vocab_file
 
-    def read_split(self, split: str) -> Sequence[Any]:
-        c, table, where = self.columns, self.hf.table(split), self.hf.where(split)
+    def read_rows(
+        self, table: datasets.Dataset, split: str, where: str
+    ) -> tuple[list[Any], Mapping[str, bytes], Mapping[str, tuple[int, int]]]:
+        c = self.columns
         present = set(table.column_names)
         wanted = {"image": c.image, "question": c.question, "question_id": c.question_id, "answer_type": c.answer_type}
         if c.answers and (split != "test" or c.answers in present):  # a test split may come unannotated
@@ -405,14 +412,13 @@ class HFVQADataModule(VQASplits):
             return table[name] if name and name in present else None
 
         image_ids = cells(c.image_id)
-        keys, self.image_bytes[split], self.image_sizes[split] = self.hf.images(table, c.image, split, image_ids)
+        keys, held, sizes = self.hf.images(table, c.image, split, image_ids, where)
         number = {key: i for i, key in enumerate(dict.fromkeys(keys))}  # an image id where the data has none
         questions, question_ids, types = table[c.question], cells(c.question_id), cells(c.answer_type)
         answer_cells, chosen = cells(wanted.get("answers")), cells(c.multiple_choice_answer)
         records = []
         for row, key in enumerate(keys):
             answers = list_value(answer_cells[row]) if answer_cells is not None else []
-            most = max(dict.fromkeys(answers), key=answers.count) if answers else None
             records.append(
                 VQARecord(
                     question_id=_question_id(question_ids[row], f"{where}[{row}].{c.question_id}")
@@ -425,13 +431,20 @@ class HFVQADataModule(VQASplits):
                     question=str(questions[row]),
                     answers=answers,
                     answer_type=types[row] if types is not None else None,
-                    multiple_choice_answer=str(chosen[row]) if chosen is not None and answers else most,
+                    multiple_choice_answer=_chosen(answers, chosen[row] if chosen is not None else None),
                 )
             )
-        return ArrowRecords.from_records(records)
+        return records, held, sizes
+
+    def answer_entries(self) -> list[dict[str, Any]]:
+        if not self.hf.source.streaming:
+            return super().answer_entries()
+        return [*_stream_answers(self, "train"), *_stream_answers(self, "val")]
 
     @functools.cached_property
     def answer_vocab(self) -> list[str]:
+        if self.answer_vocab_file is None and self.hf.source.streaming:
+            return self._streamed_answer_vocab()
         if self.answer_vocab_file is None:
             return super().answer_vocab
         text = Path(self.answer_vocab_file).read_text(encoding="utf-8")
@@ -440,6 +453,41 @@ class HFVQADataModule(VQASplits):
         if not vocab or len(set(vocab)) != len(vocab):
             raise ValueError(f"answer_vocab_file {self.answer_vocab_file}: expected distinct answers, one per line")
         return vocab
+
+    def _streamed_answer_vocab(self) -> list[str]:
+        """`answer_vocab` of a streamed source: one pass over its answer columns, then read from the cache."""
+        key = Hasher.hash([source_stamp(self.hf.source), dataclasses.asdict(self.columns), self.answer_min_count])
+        cache = Path(self.hf.source.cache_dir or datasets.config.HF_DATASETS_CACHE) / "pixelbert_answer_vocab"
+        path = cache / f"{key}.json"
+        if path.is_file():
+            return list(json.loads(path.read_text(encoding="utf-8")))
+        vocab = VQASplits.answer_vocab.func(self)  # type: ignore[attr-defined]  # counted from answer_entries
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(vocab), encoding="utf-8")
+        partial.replace(path)  # whole or absent, should another rank read it meanwhile
+        return vocab
+
+
+def _chosen(answers: list[str], chosen: Any) -> str | None:
+    """A question's `multiple_choice_answer`: the column's where the source has one, else the most given answer."""
+    if chosen is not None and answers:
+        return str(chosen)
+    return max(dict.fromkeys(answers), key=answers.count) if answers else None
+
+
+def _stream_answers(module: HFVQADataModule, split: str) -> Iterator[dict[str, Any]]:
+    """The {multiple_choice_answer} of each question of a split's stream, read from its answer columns alone."""
+    c = module.columns
+    stream = module.stream(split)
+    names = set(stream.column_names or ())
+    columns = [name for name in (c.answers, c.multiple_choice_answer) if name and (not names or name in names)]
+    if c.answers not in columns:
+        raise SourceError(f"{module.hf.where(split)}: no answers column {c.answers!r} to count the answers of")
+    for batch in stream.select_columns(columns).iter(batch_size=4096):
+        chosen = batch.get(c.multiple_choice_answer or "", [None] * len(batch[c.answers]))
+        for cell, pick in zip(batch[c.answers], chosen, strict=True):
+            yield {"multiple_choice_answer": _chosen(list_value(cell), pick)}
 
 
 def _question_id(value: Any, where: str) -> int:
