@@ -261,3 +261,25 @@ def test_an_image_cache_given_to_a_stream_is_named_as_unused(stream_source, shap
     data = _data(stream_source, shapes_root, image_cache_mb=256)
     with pytest.warns(UserWarning, match=r"image_cache_mb=256 is not used when streaming"):
         next(iter(data.train_dataloader()))
+
+
+def test_height_and_width_columns_of_a_stream_give_its_sizes(shapes_root, tmp_path, monkeypatch) -> None:
+    """With `height` / `width` columns the blocks' buckets come from them, no header read (without, headers are)."""
+    from pixelbert_pl.data import hf_pretraining
+
+    data = hf_corpora.karpathy(shapes_root)
+    sized = data["train"].map(lambda row: {"height": 100, "width": 200})
+    for i in range(2):
+        sized.shard(2, i, contiguous=True).to_parquet(str(tmp_path / f"train-{i}.parquet"))
+        data["train"].shard(2, i, contiguous=True).to_parquet(str(tmp_path / f"plain-{i}.parquet"))
+    data["validation"].to_parquet(str(tmp_path / "validation.parquet"))
+    monkeypatch.setattr(hf_pretraining, "image_size", lambda *args: pytest.fail("a header was read"))
+    for train, reads_headers in (("train-*.parquet", False), ("plain-*.parquet", True)):
+        files = {"train": str(tmp_path / train), "validation": str(tmp_path / "validation.parquet")}
+        module = _bucketed(DatasetSource(data_files=files, streaming=True), shapes_root, batches_per_epoch=4,
+                           block_size=8)  # fmt: skip
+        if reads_headers:
+            with pytest.raises(pytest.fail.Exception, match="a header was read"):
+                list(module.train_dataloader())
+        else:
+            assert len(list(module.train_dataloader())) == 4

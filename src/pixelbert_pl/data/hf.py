@@ -72,7 +72,7 @@ class RowImages(Mapping[str, bytes]):
 
 # Columns whose integers give each row's image size (COCO's annotations and many Hub datasets have them).
 SIZE_COLUMNS = ("height", "width")
-_INTEGERS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+INTEGERS = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 
 class RowSizes(Mapping[str, tuple[int, int]]):
@@ -91,7 +91,7 @@ class RowSizes(Mapping[str, tuple[int, int]]):
         """(height, width) per key, in `rows` order."""
         table = self.table.select(list(self.rows.values()))  # one row per image: VQA has ~5 questions an image
         features = table.features
-        if all(isinstance(features.get(c), datasets.Value) and features[c].dtype in _INTEGERS for c in SIZE_COLUMNS):
+        if all(isinstance(features.get(c), datasets.Value) and features[c].dtype in INTEGERS for c in SIZE_COLUMNS):
             return np.stack([np.asarray(table[c], dtype=np.int64) for c in SIZE_COLUMNS], axis=1)
         table = table.select_columns([self.column])
         if not table.cache_files:  # in memory (a streamed block, a table built in Python): nothing to cache

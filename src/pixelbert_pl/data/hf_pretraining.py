@@ -19,7 +19,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from pixelbert_pl.data.captions import ImageCaptions, to_hf_dataset
-from pixelbert_pl.data.hf import KARPATHY_SPLIT_VALUES, HFCaptionData, caption_records
+from pixelbert_pl.data.hf import INTEGERS, KARPATHY_SPLIT_VALUES, SIZE_COLUMNS, HFCaptionData, caption_records
 from pixelbert_pl.data.hf_streaming import BlockStream, StreamOptions
 from pixelbert_pl.data.pretraining import PretrainSplits
 from pixelbert_pl.data.records import ArrowRecords
@@ -52,15 +52,19 @@ class CaptionRows:
     where: str
     split_column: str | None = None
     split_values: Sequence[str] = ()
+    sized: bool = False  # the rows have `height` / `width` columns: the images' sizes, no header read
 
     def columns(self) -> list[str]:
-        return [c for c in (self.image, self.caption, self.image_id, self.split_column) if c]
+        sizes = SIZE_COLUMNS if self.sized else ()
+        return [c for c in (self.image, self.caption, self.image_id, self.split_column, *sizes) if c]
 
-    def read(self, rows: Mapping[str, list[Any]], first_row: int) -> tuple[list[str], list[Any], dict[str, bytes]]:
+    def read(
+        self, rows: Mapping[str, list[Any]], first_row: int
+    ) -> tuple[list[str], list[Any], dict[str, bytes], dict[str, tuple[int, int]]]:
         """Each kept row's image key and caption cell (`rows`: a batch of columns, its first row `first_row` of
-        the stream's), and the bytes of the images the rows hold, by key. Rows of one `image_id` whose bytes the
-        data holds share a key; an image file's key is its path."""
-        keys, captions, images = [], [], {}
+        the stream's), and the bytes and sizes (where the rows give them) of the images, by key. Rows of one
+        `image_id` whose bytes the data holds share a key; an image file's key is its path."""
+        keys, captions, images, sizes = [], [], {}, {}
         for i, value in enumerate(rows[self.image]):
             if self.split_column and rows[self.split_column][i] not in self.split_values:
                 continue
@@ -73,12 +77,18 @@ class CaptionRows:
                 images[key] = data
             keys.append(key)
             captions.append(rows[self.caption][i])
-        return keys, captions, images
+            height, width = (rows[c][i] for c in SIZE_COLUMNS) if self.sized else (None, None)
+            if height and width:  # a missing size (None) is read from the header
+                sizes[key] = (int(height), int(width))
+        return keys, captions, images, sizes
 
-    def records(self, rows: Mapping[str, list[Any]], first_row: int) -> tuple[list[ImageCaptions], dict[str, bytes]]:
-        """The records of these rows (one per image, with all its captions here) and their images' bytes."""
-        keys, captions, images = self.read(rows, first_row)
-        return (caption_records(keys, captions, f"{self.where} from row {first_row}: row") if keys else []), images
+    def records(
+        self, rows: Mapping[str, list[Any]], first_row: int
+    ) -> tuple[list[ImageCaptions], dict[str, bytes], dict[str, tuple[int, int]]]:
+        """The records of these rows (one per image, with all its captions here), their images' bytes and sizes."""
+        keys, captions, images, sizes = self.read(rows, first_row)
+        records = caption_records(keys, captions, f"{self.where} from row {first_row}: row") if keys else []
+        return records, images, sizes
 
 
 class CaptionBlockStream(BlockStream):
@@ -98,7 +108,7 @@ class CaptionBlockStream(BlockStream):
         self, epoch: int, shard: int, block: int, cycle: int, rows: dict[str, list[Any]]
     ) -> tuple[Any, list[list[int]]]:
         reader = CaptionRows(**{**vars(self.rows), "where": f"{self.rows.where} shard {shard}"})
-        records, images = reader.records(rows, block * self.block_size)
+        records, images, known = reader.records(rows, block * self.block_size)
         if len(records) < 2:  # no negatives within the block (a shard's last rows, say): nothing to serve
             return None, []
         # Item ids unique over the stream: shard, block and item in its bits (a block holds < 2**20 items).
@@ -107,7 +117,7 @@ class CaptionBlockStream(BlockStream):
             dataset.skip_unreadable(self.skip_counter)  # as in-memory training: the next readable item stands in
         buckets = None
         if self.shapes is not None:
-            sizes = [_image_size(r.image_path, images) for r in records]
+            sizes = [known.get(r.image_path) or _image_size(r.image_path, images) for r in records]
             buckets = size_buckets(self.shapes, self.settings.transform, sizes)[np.asarray(dataset.item_records())]
         return dataset, self.block_order(epoch, shard, block, cycle, buckets, len(dataset))
 
@@ -128,7 +138,9 @@ def caption_rows(module: HFPretrainDataModule, split: str) -> tuple[datasets.Ite
     if not isinstance(stream, datasets.IterableDataset):  # `source.streaming` is what gives a stream
         raise SourceError(f"{where}: expected a stream (source.streaming: true)")
     values = (hf.split_values or KARPATHY_SPLIT_VALUES).get(split, [split]) if hf.split_column else []
-    rows = CaptionRows(c.image, c.caption, c.image_id, hf.root(), where, hf.split_column, list(values))
+    features = stream.features or {}
+    sized = all(isinstance(features.get(n), datasets.Value) and features[n].dtype in INTEGERS for n in SIZE_COLUMNS)
+    rows = CaptionRows(c.image, c.caption, c.image_id, hf.root(), where, hf.split_column, list(values), sized)
     require_columns(stream, {"image": c.image, "caption": c.caption, "image_id": c.image_id}, where)
     if hf.split_column:
         require_columns(stream, {"split": hf.split_column}, where, "--data.init_args.split_column")
@@ -144,7 +156,8 @@ def stream_blocks(
     blocks is in both)."""
     stream, rows = caption_rows(module, split)
     for number, batch in enumerate(stream.iter(batch_size=block_size)):
-        yield rows.records(batch, number * block_size)
+        records, images, _ = rows.records(batch, number * block_size)
+        yield records, images
 
 
 def read_stream(module: HFPretrainDataModule, split: str, max_images: int | None = None) -> list[ImageCaptions]:
@@ -156,7 +169,7 @@ def read_stream(module: HFPretrainDataModule, split: str, max_images: int | None
     images: dict[str, bytes] = {}
     seen: set[str] = set()
     for batch in stream.iter(batch_size=256):
-        k, c, i = rows.read(batch, len(keys))
+        k, c, i, _ = rows.read(batch, len(keys))
         keys.extend(k)
         captions.extend(c)
         images.update(i)
