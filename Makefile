@@ -7,6 +7,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 DEMO_OUT ?= demo-output
+# `make demo SEED=N`: every stage's training seed; the corpus and the evaluation stay the same.
+SEED ?= 0
 
 .PHONY: install test lint demo ablation docs clean
 
@@ -39,7 +41,7 @@ test: $(STAMP)
 # Generates ShapesWorld, pre-trains the tiny model on the CPU, prints metrics beside chance, writes
 # $(DEMO_OUT)/results.json.
 demo: $(STAMP)
-	$(PY) -m pixelbert_pl.harness.demo --out $(DEMO_OUT)
+	$(PY) -m pixelbert_pl.harness.demo --out $(DEMO_OUT) --seed $(SEED)
 
 # The paper's Table 6 on ShapesWorld: 5 variants x 3 seeds, pre-training then VQA / NLVR2 / retrieval fine-tuning;
 # writes experiments/results/ablation/{runs.json,runs.csv,table.md,ablation.png}.

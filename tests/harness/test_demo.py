@@ -4,6 +4,8 @@ import json
 import math
 import sys
 
+import yaml
+
 from pixelbert_pl.check_data import read_recipe
 from pixelbert_pl.harness import demo
 from pixelbert_pl.metrics import ANSWER_TYPES
@@ -33,7 +35,7 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     out = tmp_path / "demo"
     code = demo.main(
         [
-            "--out", str(out),
+            "--out", str(out), "--seed", "3",
             *TINY_PRETRAIN,
             *(f"--warmup-arg={a}" for a in TINY_WARMUP),
             *(f"--finetune-arg={a}" for a in TINY_FINETUNE),
@@ -48,6 +50,13 @@ def test_demo_writes_results_with_chance_levels(tmp_path, monkeypatch, capsys) -
     assert {len(s["objects"]) for s in warmup} == {1} and (out / "pretrain_warmup.ckpt").is_file()
     (main_config,) = (out / "pretrain").glob("version_*/config.yaml")  # what LightningCLI ran, as it saved it
     assert f"init_from: {out / 'pretrain_warmup.ckpt'}" in main_config.read_text()
+    # --seed 3 seeded every stage's training, and the corpus is the one every seed trains on.
+    assert results["seed"] == 3
+    for config in out.glob("*/version_*/config.yaml"):
+        ran = yaml.safe_load(config.read_text())
+        assert ran["seed_everything"] == 3 and ran["data"]["init_args"]["seed"] == 3, config
+        assert ran["data"]["init_args"].get("generator_seed", 0) == 0, config
+    assert len(list(out.glob("*/version_*/config.yaml"))) == 6  # warm-up, pre-training and 4 fine-tunings
     assert abs(pre["mlm_colour_chance"] - 1 / 6) < 1e-9 and abs(pre["mlm_shape_chance"] - 1 / 4) < 1e-9
     for key in ("itm_accuracy", "mlm_attribute_accuracy", "mlm_colour_accuracy", "mlm_shape_accuracy"):
         assert 0.0 <= pre[key] <= 1.0
