@@ -185,16 +185,18 @@ def scan_blocks(
 def scan_corpus(datamodule: Any, stage: str, workers: int) -> dict[str, dict[str, Any]]:
     """The scan of every split `stage` reads, by split name: a streaming recipe's shards, a streamed `datasets`
     source's training stream block by block, else its records."""
-    from pixelbert_pl.data.hf_pretraining import HFPretrainDataModule, stream_blocks
+    from pixelbert_pl.data.hf_pretraining import HFPretrainDataModule
+    from pixelbert_pl.data.hf_streaming import StreamedTask
     from pixelbert_pl.data.streaming import StreamingPretrainDataModule
 
     tokenizer, max_text_length = datamodule.tokenizer, datamodule.processing.max_text_length
     if isinstance(datamodule, StreamingPretrainDataModule):
         indexes = datamodule.split_indexes(stage)
         return {split: scan_shards(index, tokenizer, max_text_length, workers) for split, index in indexes.items()}
-    if isinstance(datamodule, HFPretrainDataModule) and datamodule.hf.source.streaming and stage == "fit":
+    streamed = isinstance(datamodule, (HFPretrainDataModule, StreamedTask)) and datamodule.hf.source.streaming
+    if streamed and stage == "fit":
         # Training reads the stream as it goes (its records are not listed); validation is read whole, as training.
-        blocks = stream_blocks(datamodule, "train", datamodule.block_size)
+        blocks = datamodule.stream_blocks("train", datamodule.block_size)
         val = datamodule.split_records("validate")["val"]
         return {
             "train": scan_blocks(blocks, tokenizer, max_text_length, workers),

@@ -167,3 +167,33 @@ def test_pixelbert_fit_streams_vqa_on_the_demo_recipe(streams, shapes_root, tmp_
     assert cli.trainer.global_step == 4 and cli.trainer.num_training_batches == 6
     assert cli.model.hparams.answer_vocab == cli.datamodule.answer_vocab
     assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+def test_check_data_scans_a_task_stream_block_by_block(shapes_root, tmp_path, capsys) -> None:
+    """`pixelbert-check-data` on a streamed classification source reads its training rows block by block and finds
+    the one whose bytes are no image."""
+    from pixelbert_pl.check_data import main as check_data
+
+    data = hf_corpora.snli_ve(shapes_root).cast_column("image", datasets.Image(decode=False))
+    broken = data["train"].map(lambda row, i: {"image": {"bytes": b"not a png" if i == 5 else row["image"]["bytes"],
+                                                         "path": row["image"]["path"]}}, with_indices=True)  # fmt: skip
+    source = _parquet(datasets.DatasetDict({"train": broken, "validation": data["validation"]}), tmp_path / "snli", 2)
+    recipe = {
+        "data": {
+            "class_path": "pixelbert_pl.data.HFClassificationDataModule",
+            "init_args": {
+                "source": {"data_files": source.data_files, "streaming": True},
+                "labels": list(hf_corpora.SNLI_LABELS),
+                "tokenizer": str(shapes_root / "vocab.txt"),
+                "batches_per_epoch": 2,
+                "block_size": 16,
+                "num_workers": 0,
+            },
+        }
+    }
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
+    assert check_data(["--config", str(tmp_path / "recipe.yaml"), "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:3]}
+    assert rows["train"][:3] == [str(len(broken)), str(len(broken)), "1"]
+    assert rows["val"][2] == "0" and f"read in {-(-len(broken) // 16)} block(s)" in out

@@ -148,18 +148,6 @@ def caption_rows(module: HFPretrainDataModule, split: str) -> tuple[datasets.Ite
     return stream.select_columns(rows.columns()), rows  # type: ignore[union-attr]  # a stream in, a stream out
 
 
-def stream_blocks(
-    module: HFPretrainDataModule, split: str, block_size: int = 1024
-) -> Iterator[tuple[list[ImageCaptions], dict[str, bytes]]]:
-    """The records of `split`'s stream, in blocks of `block_size` rows read in order, with their images' bytes:
-    what `pixelbert-check-data` scans of a stream without holding it whole (an image whose rows straddle two
-    blocks is in both)."""
-    stream, rows = caption_rows(module, split)
-    for number, batch in enumerate(stream.iter(batch_size=block_size)):
-        records, images, _ = rows.records(batch, number * block_size)
-        yield records, images
-
-
 def read_stream(module: HFPretrainDataModule, split: str, max_images: int | None = None) -> list[ImageCaptions]:
     """An evaluation split read whole from its stream (at most `max_images` images), its image bytes kept in
     `module.image_bytes[split]`: validation is one item per image, in order, as for map-style sources."""
@@ -203,6 +191,17 @@ class HFPretrainDataModule(HFCaptionData, StreamOptions, PretrainSplits):
             return []  # training is streamed (`train_dataloader`)
         records = self.caption_records(split)
         return ArrowRecords(to_hf_dataset(records)) if split == "train" else records
+
+    def stream_blocks(
+        self, split: str, block_size: int = 1024
+    ) -> Iterator[tuple[list[ImageCaptions], dict[str, bytes]]]:
+        """The records of `split`'s stream, in blocks of `block_size` rows read in order, with their images' bytes:
+        what `pixelbert-check-data` scans of a stream without holding it whole (an image whose rows straddle two
+        blocks is in both)."""
+        stream, rows = caption_rows(self, split)
+        for number, batch in enumerate(stream.iter(batch_size=block_size)):
+            records, images, _ = rows.records(batch, number * block_size)
+            yield records, images
 
     def train_dataloader(self) -> DataLoader:
         if not self.hf.source.streaming:

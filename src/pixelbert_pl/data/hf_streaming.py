@@ -245,6 +245,15 @@ class StreamedTask(StreamOptions):
             raise SourceError(f"{where}: no row{kept}")
         return table
 
+    def stream_blocks(self, split: str, block_size: int = 1024) -> Iterator[tuple[list[Any], Mapping[str, bytes]]]:
+        """The records of `split`'s stream, in blocks of `block_size` rows read in order, with their images' bytes:
+        what `pixelbert-check-data` scans of a stream without holding it whole."""
+        stream, where = self.stream(split), self.hf.where(split)
+        for number, batch in enumerate(stream.iter(batch_size=block_size)):
+            rows = f"{where} rows {number * block_size}+"
+            records, images, _ = self.read_rows(self.block_table(batch, stream.features, split, rows), split, rows)
+            yield records, images
+
     def block_table(
         self, rows: dict[str, list[Any]], features: datasets.Features | None, split: str, where: str
     ) -> datasets.Dataset:
