@@ -197,3 +197,21 @@ def test_check_data_scans_a_task_stream_block_by_block(shapes_root, tmp_path, ca
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:3]}
     assert rows["train"][:3] == [str(len(broken)), str(len(broken)), "1"]
     assert rows["val"][2] == "0" and f"read in {-(-len(broken) // 16)} block(s)" in out
+
+
+def test_a_streamed_split_column_keeps_each_splits_rows(shapes_root, tmp_path) -> None:
+    """Flickr30K as on the Hub: one source split, a `split` column saying each row's. Streamed, training reads the
+    train rows of each block (blocks of val / test rows alone serve nothing), evaluation the val rows."""
+    data = hf_corpora.karpathy(shapes_root)
+    rows = datasets.concatenate_datasets([data[s] for s in ("validation", "train", "test")])
+    rows.to_parquet(str(tmp_path / "flickr30k.parquet"))
+    source = DatasetSource(data_files={"test": str(tmp_path / "flickr30k.parquet")}, splits={"train": "test",
+                           "val": "test"}, streaming=True)  # fmt: skip
+    settings = {**SETTINGS, "tokenizer": str(shapes_root / "vocab.txt"), "batches_per_epoch": 8, "block_size": 6}
+    module = HFRetrievalDataModule(source, split_column="split", num_negatives=2, **settings)
+    captions = {split: {c for row in data[split] for c in row["caption"]} for split in ("train", "validation")}
+    read = [c for records, _ in module.stream_blocks("train", 6) for r in records for c in r.captions]
+    assert read and set(read) <= captions["train"]  # the blocks' train rows alone, as training reads them
+    assert len(list(module.train_dataloader())) == 8
+    module.setup("validate")
+    assert {c for r in module.records("val") for c in r.captions} == captions["validation"]

@@ -161,6 +161,9 @@ class TaskBlockStream(BlockStream):
         where = f"{self.where} shard {shard} rows {block * self.block_size}+"
         table = module.block_table(rows, self.stream.features, "train", where)
         records, images, sizes = module.read_rows(table, "train", where)
+        # Retrieval draws a negative caption from another image of the block: a block of one image serves nothing.
+        if len(records) < (2 if getattr(module, "num_negatives", 0) else 1):
+            return None, []
         dataset: Any = module.dataset("train", ArrowRecords.from_records(records))
         dataset.image_bytes = images
         # Each block's draws (retrieval's negatives) keyed by where it is, so a resumed block draws the same.
