@@ -97,3 +97,20 @@ def test_skip_pixel_rows_gives_the_same_losses_and_gradients(data) -> None:
     for key in ("loss", "mlm", "itm"):
         assert_close_scaled(short[key], full[key], FLOAT32, msg=key)
     assert_grads_close(short_grads, full_grads, FLOAT32_DEEP)
+
+
+def test_an_mlm_only_run_through_the_cli_keeps_its_best_checkpoint_by_mlm(shapes_root, tmp_path) -> None:
+    """`itm_weight: 0` has no val/itm_accuracy: the CLI's best checkpoint used to fail the run at its first
+    validation ("could not find the monitored key"); it follows val/mlm_accuracy instead."""
+    from pixelbert_pl.cli import main
+    from pixelbert_pl.harness.demo import WARMUP_CONFIG
+
+    cli = main([
+        "fit", "--config", str(WARMUP_CONFIG), "--model.init_args.itm_weight=0",
+        f"--data.init_args.root={tmp_path / 'shapes'}", "--data.init_args.num_images=30",
+        "--data.init_args.batch_size=4", "--data.init_args.num_workers=0", "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ])  # fmt: skip
+    assert cli.model.net.itm_head is None and cli.model.monitor == "val/mlm_accuracy"
+    assert (tmp_path / "pretrain_warmup" / "checkpoints" / "best.ckpt").is_file()

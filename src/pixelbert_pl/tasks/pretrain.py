@@ -42,6 +42,8 @@ class PretrainTask(PixelBertTask):
         if mlm_weight < 0 or itm_weight < 0 or mlm_weight + itm_weight == 0:
             raise ValueError(f"mlm_weight={mlm_weight}, itm_weight={itm_weight}: expected >= 0, not both 0")
         self.mlm_weight, self.itm_weight = mlm_weight, itm_weight
+        # Without the ITM head there is no ITM accuracy: the best checkpoint follows MLM's (an MLM-only ablation).
+        self.monitor = "val/itm_accuracy" if itm_weight > 0 else "val/mlm_accuracy"
         self.use_sampling, self.skip_pixel_rows = sample_pixels, skip_pixel_rows
         super().__init__(**kwargs)
 
