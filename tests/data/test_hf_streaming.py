@@ -19,6 +19,7 @@ from gloo_ranks import on_gloo_ranks
 from pixelbert_pl.data import CaptionColumns, DatasetSource, HFPretrainDataModule
 from pixelbert_pl.data.hf_pretraining import CaptionBlockStream
 from pixelbert_pl.processing.shapes import PadShapes
+from stream_checks import batches_differ, resumed
 
 FILES = 8  # the training split as 8 Parquet files: a stream of 8 shards
 
@@ -64,32 +65,6 @@ def _bucketed(source: DatasetSource, root: Path, **kwargs: Any) -> HFPretrainDat
                  text_pad_multiple=8, **kwargs)  # fmt: skip
 
 
-def _tensors(batch: Any) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}
-
-
-def _same(a: list[Any], b: list[Any]) -> int:
-    """Batches of `a` and `b` that differ in any tensor (or in number)."""
-    if len(a) != len(b):
-        return max(len(a), len(b))
-    return sum(
-        any(not torch.equal(v, _tensors(y)[k]) for k, v in _tensors(x).items()) for x, y in zip(a, b, strict=True)
-    )
-
-
-def _resumed(data: HFPretrainDataModule, stop: int) -> list[Any]:
-    """The epoch's batches, stopped after `stop` and the rest from a new loader restored from the state then."""
-    first, got = data.train_dataloader(), []
-    for batch in first:
-        got.append(batch)
-        if len(got) == stop:
-            state = first.state_dict()
-            break
-    resumed = data.train_dataloader()
-    resumed.load_state_dict(state)
-    return got + list(resumed)
-
-
 def test_streaming_needs_batches_per_epoch_and_a_shard_per_slot(stream_source, shapes_root) -> None:
     with pytest.raises(ValueError, match=r"length is not known in advance: set batches_per_epoch .*"
                        r"--data.init_args.batches_per_epoch"):  # fmt: skip
@@ -111,7 +86,7 @@ def test_an_epoch_is_batches_per_epoch_and_resumes_exactly(stream_source, shapes
     ids = [i for b in expected for i in b.sample_ids.tolist()]
     assert len(set(ids)) == len(ids)  # no pair twice within the epoch (no share ran dry)
     for stop in (1, 4, 9):  # mid-block, across a block / shard, the last batch but one
-        assert _same(_resumed(data, stop), expected) == 0, stop
+        assert batches_differ(resumed(data, stop), expected) == 0, stop
     # Validation: the split read whole from its stream, one item per image.
     data.setup("validate")
     val = list(data.val_dataloader())
@@ -122,10 +97,10 @@ def test_an_epoch_is_batches_per_epoch_and_resumes_exactly(stream_source, shapes
     state = state_loader.state_dict()
     data.trainer = SimpleNamespace(current_epoch=1, world_size=1, global_rank=0)
     second = list(data.train_dataloader())
-    assert _same(second, expected) > 0
-    resumed = data.train_dataloader()
-    resumed.load_state_dict(state)
-    assert _same(list(resumed), second) == 0
+    assert batches_differ(second, expected) > 0
+    restored = data.train_dataloader()
+    restored.load_state_dict(state)
+    assert batches_differ(list(restored), second) == 0
 
 
 def test_a_slot_that_runs_dry_reads_its_shards_again(stream_source, shapes_root) -> None:
@@ -136,7 +111,7 @@ def test_a_slot_that_runs_dry_reads_its_shards_again(stream_source, shapes_root)
     assert len(batches) == 25
     ids = [tuple(b.sample_ids.tolist()) for b in batches]
     assert len(set(ids)) == len(ids)  # each pass its own order
-    assert _same(_resumed(data, 13), batches) == 0  # stopped in the second pass
+    assert batches_differ(resumed(data, 13), batches) == 0  # stopped in the second pass
 
 
 def test_a_bucketed_stream_serves_batches_of_one_shape_and_resumes_exactly(mixed_stream, mixed_shapes_root) -> None:
@@ -148,7 +123,7 @@ def test_a_bucketed_stream_serves_batches_of_one_shape_and_resumes_exactly(mixed
     assert len(expected) == 9 and all(tuple(b.pixel_values.shape[-2:]) in shapes.shapes for b in expected)
     pure = sum(len({shapes.bucket(h, w) for h, w in b.image_sizes}) == 1 for b in expected)
     assert pure >= 6, pure  # mixed only where a block's bucket counts leave no whole batch
-    assert _same(_resumed(data, 3), expected) == 0
+    assert batches_differ(resumed(data, 3), expected) == 0
 
 
 def test_json_lines_of_image_paths_and_one_caption_a_row_stream_too(shapes_root, tmp_path) -> None:
@@ -170,7 +145,7 @@ def test_json_lines_of_image_paths_and_one_caption_a_row_stream_too(shapes_root,
     expected = list(data.train_dataloader())
     assert len(expected) == 7 and all(b.pixel_values.shape[0] == 3 for b in expected)
     assert all(itm.tolist().count(0) == 3 for itm in (b.itm_labels for b in expected))  # a negative per image
-    assert _same(_resumed(data, 4), expected) == 0
+    assert batches_differ(resumed(data, 4), expected) == 0
 
 
 def _rank_run(rank: int, world: int, source: DatasetSource, root: str, cache: str) -> tuple[int, int, list, int]:
@@ -179,8 +154,13 @@ def _rank_run(rank: int, world: int, source: DatasetSource, root: str, cache: st
     data.trainer = SimpleNamespace(current_epoch=0, world_size=world, global_rank=rank)  # what Lightning gives a rank
     loader = data.train_dataloader()
     expected = list(loader)
-    resumed = _resumed(data, 3)  # stopped mid-epoch, the two workers at different points
-    return len(loader), len(expected), [i for b in expected for i in b.sample_ids.tolist()], _same(resumed, expected)
+    again = resumed(data, 3)  # stopped mid-epoch, the two workers at different points
+    return (
+        len(loader),
+        len(expected),
+        [i for b in expected for i in b.sample_ids.tolist()],
+        batches_differ(again, expected),
+    )
 
 
 def test_two_gloo_ranks_with_two_workers_serve_equal_batches_and_resume_exactly(

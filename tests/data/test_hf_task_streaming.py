@@ -25,6 +25,7 @@ from pixelbert_pl.data import (
 )
 from pixelbert_pl.data import vqa as vqa_module
 from pixelbert_pl.data.hf_streaming import TaskBlockStream
+from stream_checks import batches_differ, resumed
 
 SETTINGS: dict[str, Any] = {
     "image_min_size": 64, "image_max_size": 128, "size_divisor": 16, "pad_long_sides": [96], "max_text_length": 24,
@@ -74,30 +75,6 @@ def _module(task: str, source: DatasetSource, root: Path, **kwargs: Any) -> Any:
     return HFNLVR2DataModule(source, columns, **settings)
 
 
-def _tensors(batch: Any) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in vars(batch).items() if isinstance(v, torch.Tensor)}
-
-
-def _differ(a: list[Any], b: list[Any]) -> int:
-    """Batches of `a` and `b` that differ in any tensor (or in number)."""
-    if len(a) != len(b):
-        return max(len(a), len(b))
-    pairs = zip(a, b, strict=True)
-    return sum(any(not torch.equal(v, _tensors(y)[k]) for k, v in _tensors(x).items()) for x, y in pairs)
-
-
-def _resumed(module: Any, stop: int) -> list[Any]:
-    first, got = module.train_dataloader(), []
-    for batch in first:
-        got.append(batch)
-        if len(got) == stop:
-            state = first.state_dict()
-            break
-    resumed = module.train_dataloader()
-    resumed.load_state_dict(state)
-    return got + list(resumed)
-
-
 @pytest.mark.parametrize("task", ["vqa", "karpathy", "snli_ve", "pairs"])
 def test_every_task_streams_an_epoch_of_fixed_shapes_and_resumes_exactly(streams, shapes_root, task) -> None:
     module = _module(task, streams[task], shapes_root, num_workers=2)
@@ -108,13 +85,13 @@ def test_every_task_streams_an_epoch_of_fixed_shapes_and_resumes_exactly(streams
     assert len(expected) == len(loader) == 6
     assert all(tuple(b.pixel_values.shape[-2:]) in shapes.shapes for b in expected)
     assert all(not (b.input_ids == module.tokenizer.unk_token_id).all() for b in expected)
-    assert _differ(_resumed(module, 2), expected) == 0  # stopped mid-epoch, the two workers at different points
+    assert batches_differ(resumed(module, 2), expected) == 0  # stopped mid-epoch, the two workers at different points
     # Evaluation: the split read whole from its stream, in order: the batches the map-style source gives.
     mapped = _module(task, DatasetSource(data_files=streams[task].data_files), shapes_root)
     module.setup("validate")
     mapped.setup("validate")
     val = list(module.val_dataloader())
-    assert val and _differ(val, list(mapped.val_dataloader())) == 0
+    assert val and batches_differ(val, list(mapped.val_dataloader())) == 0
 
 
 def test_two_ranks_serve_equal_batches_from_disjoint_shards(streams, shapes_root) -> None:
