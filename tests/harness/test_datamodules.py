@@ -107,3 +107,45 @@ def test_cli_needs_only_the_shapesworld_root(cls: type, shapes_root: Path) -> No
     config = parser.parse_args(["--data.root", str(shapes_root)])
     dm = parser.instantiate_classes(config).data
     assert isinstance(dm, cls) and dm.processing.image_min_size == 96 and dm.processing.tokenizer.endswith("vocab.txt")
+
+
+def test_hard_negatives_are_false_one_word_twins_of_matched_captions(shapes_root: Path) -> None:
+    """`hard_negative_probability=1`: every ITM negative of training is a twin of one of the item's matched captions
+    (its hard_negatives.json entry, false for the scene) with its swapped word never masked; validation keeps other
+    images' captions, and 0 draws exactly the samples of a DataModule without the option."""
+    from pixelbert_pl.harness.shapes import SHAPES, caption_is_true
+
+    scenes = {s["image_id"]: s for s in json.loads((shapes_root / "scenes.json").read_text())["scenes"]}
+    common = {"root": str(shapes_root), "batch_size": 4, "num_workers": 0, "captions_per_image": 4, "seed": 3}
+    hard = ShapesWorldDataModule(**common, mlm_probability=0.0, hard_negative_probability=1.0)
+    hard.setup("fit")
+    twins = hard.hard_negatives()
+    assert {(r.image_id, c) for r in hard.train_records for c in r.captions} & set(twins)
+    assert all(not caption_is_true(t, scenes[int(i.split(":")[1])]) for (i, _), found in twins.items() for t in found)
+    train = hard.dataset(hard.train_records)
+    for key in range(16):
+        item, record = train[key], train.records[train.pairs.captions(key, 0, train.seed)[0]]
+        rows = [tuple(ids) for ids in item["input_ids"]]  # mlm_probability 0: the texts' own tokens
+        matched = [c for c in record.captions if tuple(train.token_ids([c])[0]) in rows[:2]]
+        allowed = {tuple(train.token_ids([t])[0]) for c in matched for t in twins.get((record.image_id, c), [])}
+        assert item["itm_labels"] == [1, 1, 0, 0] and set(rows[2:]) <= allowed
+
+    # Shape words masked always: a shape twin's swapped shape word still shows, so the row stays false.
+    masked = ShapesWorldDataModule(
+        **common, mlm_word_probabilities={s: 1.0 for s in SHAPES}, hard_negative_probability=1.0,
+        hard_negative_kinds=["shape"],
+    )  # fmt: skip
+    masked.setup("fit")
+    shape_ids = set(masked.tokenizer.convert_tokens_to_ids(list(SHAPES)))
+    train = masked.dataset(masked.train_records)
+    assert all(shape_ids & set(train[k]["input_ids"][row]) for k in range(16) for row in (2, 3))
+    assert masked.dataset(masked.val_records, train=False).hard_negative_probability == 0
+
+    plain, off = ShapesWorldDataModule(**common), ShapesWorldDataModule(**common, hard_negative_probability=0.0)
+    plain.setup("fit"), off.setup("fit")
+    assert all(
+        off.dataset(off.train_records)[k]["input_ids"] == plain.dataset(plain.train_records)[k]["input_ids"]
+        for k in range(8)
+    )
+    with pytest.raises(ValueError, match=r"hard_negative_kinds: \['size'\]"):
+        ShapesWorldDataModule(**common, hard_negative_kinds=["size"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -63,6 +64,11 @@ class CaptionPretrainDataset(CaptionPairDataset[PretrainItem]):
     MLM loss reads matched rows only, since a caption of another image cannot be reconstructed from this image's
     pixels.
 
+    `hard_negatives` ((image_id, caption) -> false captions one word away from it) with `hard_negative_probability`
+    p makes each negative row, with probability p, a false twin of one of the item's matched captions instead: a
+    model that matches on one kind of word alone (colour, say) cannot tell such a pair apart, while another image's
+    caption usually differs in several. The words where a twin differs from its caption are never masked, so the row
+    always says something false about the image.
     """
 
     def __init__(
@@ -77,6 +83,8 @@ class CaptionPretrainDataset(CaptionPairDataset[PretrainItem]):
         mlm_word_probabilities: Mapping[str, float] | None = None,
         epoch: Literal["pairs", "images"] = "pairs",
         caption_counts: Sequence[int] | None = None,
+        hard_negatives: Mapping[tuple[str, str], Sequence[str]] | None = None,
+        hard_negative_probability: float = 0.0,
     ) -> None:
         if captions_per_image < 1:
             raise ValueError(f"captions_per_image={captions_per_image}: expected >= 1 caption rows per image")
@@ -92,6 +100,15 @@ class CaptionPretrainDataset(CaptionPairDataset[PretrainItem]):
         self.word_probability = self._word_probabilities(tokenizer, mlm_word_probabilities or {})
         self.special_ids = set(tokenizer.all_special_ids)
         self.mask_id = int(tokenizer.mask_token_id)
+        if not 0 <= hard_negative_probability <= 1:
+            raise ValueError(f"hard_negative_probability={hard_negative_probability}: expected a probability in [0, 1]")
+        if hard_negative_probability > 0 and not hard_negatives:
+            raise ValueError(
+                f"hard_negative_probability={hard_negative_probability} needs hard_negatives "
+                "((image_id, caption) -> false twins)"
+            )
+        self.hard_negatives = hard_negatives or {}
+        self.hard_negative_probability = hard_negative_probability
 
     @staticmethod
     def _word_probabilities(tokenizer: PreTrainedTokenizerBase, words: Mapping[str, float]) -> dict[int, float]:
@@ -116,12 +133,20 @@ class CaptionPretrainDataset(CaptionPairDataset[PretrainItem]):
         own = set(captions)
         # With one row the coin flip's negative stands in for the pair (seen as a positive in half the epochs).
         texts = [captions[c] for c in chosen[: self.captions_per_image - n_negative]]
-        texts += [negative_caption(self.records, record_index, own, rng) for _ in range(n_negative)]
+        twin_of = [self._twin_source(record.image_id, texts, rng) for _ in range(n_negative)]
+        texts += [
+            negative_caption(self.records, record_index, own, rng)
+            if source is None
+            else self._twin(record.image_id, source, rng)
+            for source in twin_of
+        ]
         matched = [1] * (len(texts) - n_negative) + [0] * n_negative
         encoded = self.token_ids(texts)
+        sources = [None] * (len(texts) - n_negative) + twin_of
+        keep = [self._swapped(ids, source) for ids, source in zip(encoded, sources, strict=True)]
         input_ids, labels = [], []
-        for ids, m in zip(encoded, matched, strict=True):
-            masked, mlm = self._mask(ids, rng)
+        for ids, m, kept in zip(encoded, matched, keep, strict=True):
+            masked, mlm = self._mask(ids, rng, kept)
             input_ids.append(masked)
             labels.append(mlm if m else [IGNORE_INDEX] * len(ids))
         return {
@@ -133,12 +158,35 @@ class CaptionPretrainDataset(CaptionPairDataset[PretrainItem]):
             "sample_id": index,
         }
 
-    def _mask(self, ids: list[int], rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    def _twin_source(self, image_id: str, matched: Sequence[str], rng: np.random.Generator) -> str | None:
+        """The matched caption whose false twin a negative row carries, or None for another image's caption. Draws
+        nothing when hard negatives are off, so that those runs' samples stay what they were."""
+        if self.hard_negative_probability <= 0 or rng.random() >= self.hard_negative_probability:
+            return None
+        with_twins = [text for text in matched if self.hard_negatives.get((image_id, text))]
+        return with_twins[int(rng.integers(len(with_twins)))] if with_twins else None
+
+    def _twin(self, image_id: str, caption: str, rng: np.random.Generator) -> str:
+        twins = self.hard_negatives[(image_id, caption)]
+        return twins[int(rng.integers(len(twins)))]
+
+    def _swapped(self, ids: list[int], source: str | None) -> set[int]:
+        """Positions where a twin's tokens differ from its caption's (all of them if the lengths differ)."""
+        if source is None:
+            return set()
+        original = self.token_ids([source])[0]
+        if len(original) != len(ids):
+            return set(range(len(ids)))
+        return {i for i, (a, b) in enumerate(zip(ids, original, strict=True)) if a != b}
+
+    def _mask(
+        self, ids: list[int], rng: np.random.Generator, keep: AbstractSet[int] = frozenset()
+    ) -> tuple[list[int], list[int]]:
         """BERT masking: each real token with `mlm_probability` (at least one); of those 80% -> [MASK],
         10% -> a random non-special token, 10% unchanged. Labels hold IGNORE_INDEX where nothing is masked.
         Words in `mlm_word_probabilities` use their own probability (one random draw per token either way, so the
-        default draws exactly what plain BERT masking draws)."""
-        candidates = [i for i, tok in enumerate(ids) if tok not in self.special_ids]
+        default draws exactly what plain BERT masking draws). Positions in `keep` are never masked."""
+        candidates = [i for i, tok in enumerate(ids) if tok not in self.special_ids and i not in keep]
         labels = [IGNORE_INDEX] * len(ids)
         masked = list(ids)
         if not candidates:
@@ -193,9 +241,16 @@ class PretrainSplits(PixelBertDataModule):
         self.mlm_word_probabilities, self.max_val_images = mlm_word_probabilities, max_val_images
         self.train_records: Sequence[ImageCaptions] = []
         self.val_records: Sequence[ImageCaptions] = []
+        # A subclass whose corpus has false twins of its captions sets this and `hard_negatives` (ShapesWorld does).
+        self.hard_negative_probability = 0.0
 
     def read_split(self, split: str) -> Sequence[ImageCaptions]:
         raise NotImplementedError(f"{type(self).__name__} must implement read_split(split)")
+
+    def hard_negatives(self) -> Mapping[tuple[str, str], Sequence[str]] | None:
+        """(image_id, caption) -> false captions one word away from it, for training's ITM negatives (none by
+        default); keyed by image, since a twin false for one scene may be true for another with the same caption."""
+        return None
 
     def setup(self, stage: str | None = None) -> None:
         if not len(self.train_records) and stage in (None, "fit"):
@@ -221,6 +276,9 @@ class PretrainSplits(PixelBertDataModule):
             mlm_word_probabilities=self.mlm_word_probabilities,
             seed=self.seed,
             epoch="pairs" if train else "images",
+            # Validation keeps other images' captions, the negatives its ITM accuracy is reported on.
+            hard_negatives=self.hard_negatives() if train and self.hard_negative_probability else None,
+            hard_negative_probability=self.hard_negative_probability if train else 0.0,
         )
         split = "train" if train else "val"
         dataset.image_bytes, dataset.image_sizes = self.image_bytes.get(split), self.image_sizes.get(split)

@@ -8,12 +8,14 @@ differs are paths, the image pattern and defaults sized for a 96-pixel corpus of
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pixelbert_pl.data import NLVR2DataModule, PretrainDataModule, RetrievalDataModule, VQADataModule
 from pixelbert_pl.data.captions import karpathy_coco_ids
+from pixelbert_pl.harness.shapes import HARD_NEGATIVE_KINDS
 
 
 class ShapesWorldCorpus:
@@ -70,6 +72,8 @@ class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
     vocabulary comes from the grammar, so it equals the full corpus's and checkpoints carry over). `num_nlvr2`
     sets how many NLVR2 examples a newly generated corpus gets (None: the generator's default); pre-training reads
     none of them, so a corpus only pre-trained on can skip them (0), saving their generation time.
+    `hard_negative_probability` makes that share of training's ITM negatives a false twin of a matched caption
+    (`hard_negatives.json`, the `hard_negative_kinds` of swap) instead of another image's caption.
     """
 
     def __init__(
@@ -86,6 +90,8 @@ class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
         image_min_size: int = 96,
         image_max_size: int = 96,
         max_text_length: int = 24,
+        hard_negative_probability: float = 0.0,
+        hard_negative_kinds: Sequence[str] = ("colour", "shape"),
         **kwargs: Any,
     ) -> None:
         vocab = self.open_corpus(
@@ -101,6 +107,22 @@ class ShapesWorldDataModule(PretrainDataModule, ShapesWorldCorpus):
             max_text_length=max_text_length,
             **kwargs,
         )
+        unknown = set(hard_negative_kinds) - set(HARD_NEGATIVE_KINDS)
+        if unknown:
+            raise ValueError(f"hard_negative_kinds: {sorted(unknown)} unknown; expected some of {HARD_NEGATIVE_KINDS}")
+        self.hard_negative_probability, self.hard_negative_kinds = hard_negative_probability, tuple(hard_negative_kinds)
+
+    def hard_negatives(self) -> dict[tuple[str, str], list[str]]:
+        """(image_id, caption) -> the caption's false twins of `hard_negative_kinds`, from hard_negatives.json; ids
+        as `read_karpathy` gives them ("coco:<cocoid>")."""
+        coco = json.loads((self.root / "captions.json").read_text())
+        text = {a["id"]: a["caption"].strip() for a in coco["annotations"]}
+        twins: dict[tuple[str, str], list[str]] = {}
+        for entry in json.loads((self.root / "hard_negatives.json").read_text())["hard_negatives"]:
+            found = [n["caption"] for n in entry["negatives"] if n["kind"] in self.hard_negative_kinds]
+            if found:
+                twins[(f"coco:{entry['image_id']}", text[entry["caption_id"]])] = found
+        return twins
 
 
 def _karpathy_ids(root: Path, karpathy_split: str) -> list[int]:

@@ -3,6 +3,7 @@
 corpus in the published file formats, `cli` is the `pixelbert-shapes` console script."""
 
 from pixelbert_pl.harness.shapes.language import (
+    HARD_NEGATIVE_KINDS,
     NUMBER_WORDS,
     RELATION_MARGIN,
     RELATIONS,
@@ -39,6 +40,7 @@ from pixelbert_pl.harness.shapes.writers import (
 __all__ = [
     "BACKGROUND",
     "COLOURS",
+    "HARD_NEGATIVE_KINDS",
     "HELDOUT_SPLIT",
     "MIXED_SIZES",
     "NLVR2_SPLITS",

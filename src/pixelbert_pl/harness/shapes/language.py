@@ -30,6 +30,8 @@ _POSITIONS = {  # (row, column) of the image third that holds the centre
     (2, 1): "at the bottom",
     (2, 2): "at the bottom right",
 }
+# The one-word swaps of `make_hard_negatives`, by what they swap.
+HARD_NEGATIVE_KINDS = ("colour", "shape", "relation")
 _OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 # Words of the templates, so that vocab.txt depends on the grammar only, not on what a seed happened to draw.
 _TEMPLATE_WORDS = (
@@ -151,7 +153,7 @@ def make_hard_negatives(
     """Captions one word away from `caption` (a colour, a shape, or left/right, above/below swapped) that are
     false for `scene`, as {"caption", "kind"}; kinds take turns so that a short list still mixes them. `avoid`
     drops negatives naming a held-out combination, which the training text must never contain."""
-    by_kind: dict[str, list[str]] = {"colour": [], "shape": [], "relation": []}
+    by_kind: dict[str, list[str]] = {kind: [] for kind in HARD_NEGATIVE_KINDS}
     for m in re.finditer(r"[a-z]+", caption):
         word, rest = m[0], caption[m.end() :]
         if word in COLOURS:
