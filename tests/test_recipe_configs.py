@@ -19,6 +19,12 @@ from recipe_files import DEMO_CONFIGS, printed_config, recipes
 BEFORE = Path(__file__).resolve().parent / "fixtures" / "recipe_configs"  # what capture.py there wrote at ebe3d58
 # DataModules moved to `pixelbert_pl.data.<Class>` (issue 33); the old module paths are aliases for one release.
 OLD_CLASS_PATH = re.compile(r"^pixelbert_pl\.data\.(?:downstream|datamodules|classification|streaming)\.(\w+)$")
+# Settings added since ebe3d58, with the value each recipe now prints: ITM hard negatives (issue 35).
+_HARD_NEGATIVES = {
+    "data.init_args.hard_negative_probability": 0.5,
+    "data.init_args.hard_negative_kinds": ["colour", "shape"],
+}
+ADDED = {"harness/pretrain_shapes.yaml": _HARD_NEGATIVES, "harness/pretrain_shapes_warmup.yaml": _HARD_NEGATIVES}
 
 
 def _renamed(value: Any) -> Any:
@@ -48,7 +54,7 @@ def test_a_recipe_prints_the_settings_it_had_as_a_whole_file(name: str) -> None:
     the DataModules' class paths differ (OLD_CLASS_PATH). Nothing path-like differs: --print_config writes the
     callbacks inline, not the file they came from, no `config:` key, and the recipes' paths (`demo-output/...`,
     `lightning_logs`) as the strings they are."""
-    before = _leaves(_renamed(yaml.safe_load((BEFORE / name).read_text())))
+    before = _leaves(_renamed(yaml.safe_load((BEFORE / name).read_text()))) | ADDED.get(name, {})
     after = _leaves(printed_config(recipes()[name]))
     missing = "<missing>"
     differ = {k: (before.get(k, missing), after.get(k, missing)) for k in before.keys() | after.keys()}
