@@ -52,6 +52,13 @@ COLUMNS = {
 }
 
 
+def variant_flags(variant: str) -> list[str]:
+    """The demo recipe's flags for one variant. The paper's variants draw ITM negatives from other images only, as
+    the committed runs did: the demo's one-word twins would make "ITM only" another objective and mix two recipes
+    in one resumed table."""
+    return ["--data.init_args.hard_negative_probability", "0", *(VARIANTS[variant] or [])]
+
+
 def pretrain(variant: str, seed: int, root: Path, out: Path, steps: int, extra: Sequence[str]) -> tuple[str, dict]:
     """Pre-train one variant; returns its checkpoint and its scores on val and test_heldout."""
     flags = VARIANTS[variant]
@@ -60,7 +67,7 @@ def pretrain(variant: str, seed: int, root: Path, out: Path, steps: int, extra: 
         "--data.init_args.holdout", json.dumps(list(HELDOUT)), "--seed_everything", str(seed),
         "--trainer.max_steps", str(steps if flags is not None else 0),
         "--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false",
-        *(flags or []), *extra,
+        *variant_flags(variant), *extra,
     ]  # fmt: skip
     cli = demo._cli(args)
     checkpoint = out / "pretrain.ckpt"

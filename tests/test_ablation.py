@@ -3,7 +3,7 @@ sampling sees every pixel token, no pre-training takes no step."""
 
 import pytest
 import torch
-from experiments.ablation import VARIANTS
+from experiments.ablation import VARIANTS, variant_flags
 
 from pixelbert_pl.harness import demo
 
@@ -11,9 +11,10 @@ from pixelbert_pl.harness import demo
 def _task_and_batch(variant, shapes_root):
     cli = demo._cli([
         "--config", str(demo.CONFIG), "--data.init_args.root", str(shapes_root),
-        "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0", *(VARIANTS[variant] or []),
+        "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0", *variant_flags(variant),
     ], run=False)  # fmt: skip
     cli.datamodule.setup("fit")
+    assert cli.datamodule.hard_negative_probability == 0  # the paper's negatives, as the committed table's runs
     return cli.model, next(iter(cli.datamodule.train_dataloader()))
 
 
