@@ -1,5 +1,6 @@
 """Pre-training samples: masking rules, ITM negatives, per-sample determinism, equal batches across ranks."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -206,3 +207,27 @@ def test_token_ids_are_cached_per_text_as_fresh_lists(dataset) -> None:
     dataset.token_cache_size = 2  # full: the cache starts over rather than growing
     dataset.token_ids(["a green cross."])
     assert len(dataset._token_cache) <= 2 and dataset.token_ids(texts) == expected
+
+
+def test_hard_negatives_that_meet_no_record_fail_naming_both_keys(shapes_root) -> None:
+    """Twins keyed under another id scheme would leave every negative another image's caption without a word."""
+    tokenizer = load_tokenizer(shapes_root / "vocab.txt")
+    records = [ImageCaptions(i, "/none", [c], "x") for i, c in (("a", "a red circle."), ("b", "a blue square."))]
+    with pytest.raises(ValueError, match=r"no key matches.*\('a', 'a red circle\.'\).*\('coco:a', 'a red circle\.'\)"):
+        CaptionPretrainDataset(
+            records,
+            ImageTransform(96, 96),
+            tokenizer,
+            hard_negative_probability=0.5,
+            hard_negatives={("coco:a", "a red circle."): ["a blue circle."]},
+        )
+    dataset = CaptionPretrainDataset(
+        records,
+        ImageTransform(96, 96),
+        tokenizer,
+        hard_negatives={("a", "a red circle."): ["a blue circle."]},
+        hard_negative_probability=1.0,
+    )
+    rng = np.random.default_rng(0)
+    assert dataset._twin_source("a", ["a red circle."], rng) == "a red circle."
+    assert dataset._twin("a", "a red circle.", rng) == "a blue circle."

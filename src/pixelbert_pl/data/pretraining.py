@@ -109,6 +109,20 @@ class CaptionPretrainDataset(CaptionPairDataset[PretrainItem]):
             )
         self.hard_negatives = hard_negatives or {}
         self.hard_negative_probability = hard_negative_probability
+        if hard_negative_probability > 0:
+            self._check_twins_meet_records(records)
+
+    def _check_twins_meet_records(self, records: Sequence[ImageCaptions]) -> None:
+        """Twins keyed other than the records (another id scheme, edited captions) would leave every negative
+        another image's caption, silently: the run would train without what it asked for."""
+        if any((r.image_id, c) in self.hard_negatives for r in records for c in r.captions):
+            return
+        record_key = (records[0].image_id, records[0].captions[0]) if records else None
+        raise ValueError(
+            f"hard_negatives: no key matches a record's (image_id, caption); a record has {record_key!r}, "
+            f"hard_negatives has {next(iter(self.hard_negatives))!r}: key the twins by the records' image ids and "
+            "exact caption texts"
+        )
 
     @staticmethod
     def _word_probabilities(tokenizer: PreTrainedTokenizerBase, words: Mapping[str, float]) -> dict[int, float]:
