@@ -19,8 +19,8 @@ from recipe_files import DEMO_CONFIGS, printed_config, recipes
 BEFORE = Path(__file__).resolve().parent / "fixtures" / "recipe_configs"  # what capture.py there wrote at ebe3d58
 # DataModules moved to `pixelbert_pl.data.<Class>` (issue 33); the old module paths are aliases for one release.
 OLD_CLASS_PATH = re.compile(r"^pixelbert_pl\.data\.(?:downstream|datamodules|classification|streaming)\.(\w+)$")
-# Settings changed since ebe3d58, with the value each recipe now prints: ITM hard negatives, and the main
-# pre-training's 1500 steps (issue 35).
+# Settings changed since ebe3d58, with the value each recipe now prints: ITM hard negatives, the main
+# pre-training's 1500 steps and NLVR2's 800 (issue 35).
 _HARD_NEGATIVES = {
     "data.init_args.hard_negative_probability": 0.5,
     "data.init_args.hard_negative_kinds": ["colour", "shape", "relation"],
@@ -28,6 +28,7 @@ _HARD_NEGATIVES = {
 ADDED = {
     "harness/pretrain_shapes.yaml": _HARD_NEGATIVES | {"trainer.max_steps": 1500, "trainer.val_check_interval": 750},
     "harness/pretrain_shapes_warmup.yaml": _HARD_NEGATIVES,
+    "harness/nlvr2_shapes.yaml": {"trainer.max_steps": 800, "trainer.val_check_interval": 800},
 }
 
 
