@@ -28,7 +28,11 @@ _HARD_NEGATIVES = {
 ADDED = {
     "harness/pretrain_shapes.yaml": _HARD_NEGATIVES | {"trainer.max_steps": 1500, "trainer.val_check_interval": 750},
     "harness/pretrain_shapes_warmup.yaml": _HARD_NEGATIVES,
-    "harness/nlvr2_shapes.yaml": {"trainer.max_steps": 800, "trainer.val_check_interval": 800},
+    "harness/nlvr2_shapes.yaml": {
+        "trainer.max_steps": 800,
+        "trainer.val_check_interval": 800,
+        "model.init_args.optimizer.milestones": [0.9],
+    },
 }
 
 
